@@ -1,0 +1,1058 @@
+//! The answer plan: an immutable snapshot of everything a DNS answer needs,
+//! built from zones + operator state + health, and the lookup over it.
+//!
+//! The plan is built off the query path whenever an input changes and
+//! swapped in whole; a query only reads it. Per query the lookup draws one
+//! random number for the pool, one for the rotation, bumps a few atomic
+//! counters, and collects references into the plan: no lock, no I/O, and
+//! allocation bounded by [`MAX_CHAIN`] and `max_answers`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::pool::{Endpoint, Pool, Target, cumulative, pick_weighted};
+use crate::zone::{OnAllDown, Service, Zone};
+
+/// Longest CNAME chain followed inside a zone.
+pub const MAX_CHAIN: usize = 8;
+
+// ------------------------------------------------------------------ counters
+
+/// Counters for one pool of one service, kept across plan rebuilds.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Answers for the main name that carried this pool.
+    pub main: AtomicU64,
+    /// Answers for the staging name that carried this pool.
+    pub staging: AtomicU64,
+    /// Unix milliseconds of the last main-name answer carrying this pool (0: never).
+    pub last_answered_ms: AtomicU64,
+    /// TTL of that last answer.
+    pub last_ttl: AtomicU32,
+}
+
+/// Counters for one endpoint, kept across plan rebuilds.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Answers that included this endpoint.
+    pub answered: AtomicU64,
+}
+
+/// Query type buckets for the query counter.
+pub const QTYPES: [&str; 12] = [
+    "A", "AAAA", "CNAME", "SOA", "NS", "MX", "TXT", "SRV", "CAA", "ANY", "PTR", "other",
+];
+/// Response code buckets.
+pub const RCODES: [&str; 7] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL", "FORMERR", "NOTIMP", "other",
+];
+/// Transport buckets.
+pub const PROTOCOLS: [&str; 2] = ["udp", "tcp"];
+
+/// Query counters of one zone (or of queries outside every zone): one
+/// atomic per (qtype, protocol, rcode).
+#[derive(Debug)]
+pub struct QueryCounters {
+    cells: Vec<AtomicU64>,
+}
+
+impl Default for QueryCounters {
+    fn default() -> Self {
+        QueryCounters {
+            cells: (0..QTYPES.len() * PROTOCOLS.len() * RCODES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl QueryCounters {
+    /// Counts one query.
+    pub fn count(&self, qtype: RecordType, tcp: bool, rcode: ResponseCode) {
+        let q = match qtype {
+            RecordType::A => 0,
+            RecordType::AAAA => 1,
+            RecordType::CNAME => 2,
+            RecordType::SOA => 3,
+            RecordType::NS => 4,
+            RecordType::MX => 5,
+            RecordType::TXT => 6,
+            RecordType::SRV => 7,
+            RecordType::CAA => 8,
+            RecordType::ANY => 9,
+            RecordType::PTR => 10,
+            _ => 11,
+        };
+        let r = match rcode {
+            ResponseCode::NoError => 0,
+            ResponseCode::NXDomain => 1,
+            ResponseCode::Refused => 2,
+            ResponseCode::ServFail => 3,
+            ResponseCode::FormErr => 4,
+            ResponseCode::NotImp => 5,
+            _ => 6,
+        };
+        let i = (q * PROTOCOLS.len() + usize::from(tcp)) * RCODES.len() + r;
+        self.cells[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every non-zero cell as (qtype, protocol, rcode, count).
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (q, qt) in QTYPES.iter().enumerate() {
+            for (p, pr) in PROTOCOLS.iter().enumerate() {
+                for (r, rc) in RCODES.iter().enumerate() {
+                    let v = self.cells[(q * PROTOCOLS.len() + p) * RCODES.len() + r]
+                        .load(Ordering::Relaxed);
+                    if v > 0 {
+                        out.push((*qt, *pr, *rc, v));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Registry of counters by name, so they survive plan rebuilds and reloads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pools: Mutex<HashMap<(String, String), Arc<PoolStats>>>,
+    endpoints: Mutex<HashMap<(String, String, String), Arc<EndpointStats>>>,
+    zones: Mutex<HashMap<String, Arc<QueryCounters>>>,
+    /// Queries for names outside every zone (REFUSED) and malformed ones.
+    pub unmatched: Arc<QueryCounters>,
+}
+
+impl Stats {
+    /// Counters of a pool (created on first use).
+    pub fn pool(&self, service: &str, pool: &str) -> Arc<PoolStats> {
+        let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((service.to_string(), pool.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Counters of an endpoint (created on first use).
+    pub fn endpoint(&self, service: &str, pool: &str, endpoint: &str) -> Arc<EndpointStats> {
+        let mut m = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((service.to_string(), pool.to_string(), endpoint.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Query counters of a zone (created on first use).
+    pub fn zone(&self, origin: &str) -> Arc<QueryCounters> {
+        let mut m = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(origin.to_string()).or_default().clone()
+    }
+
+    /// All zone counters, for metrics.
+    pub fn zones(&self) -> Vec<(String, Arc<QueryCounters>)> {
+        let m = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// All endpoint counters, for metrics.
+    pub fn endpoints(&self) -> Vec<((String, String, String), Arc<EndpointStats>)> {
+        let m = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ inputs
+
+/// What the plan builder needs to know beyond the zones.
+pub trait Inputs {
+    /// Current phase index of a service.
+    fn phase(&self, service: &Service) -> usize;
+    /// Whether the operator took an endpoint out of the answers.
+    fn disabled(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool;
+    /// Whether an endpoint is healthy (true until its first check result).
+    fn healthy(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool;
+    /// Whether a pool was decommissioned.
+    fn decommissioned(&self, service: &Service, pool: &Pool) -> bool;
+}
+
+/// Inputs for a plan straight from the config: initial phases, all healthy.
+pub struct ConfigOnly;
+
+impl Inputs for ConfigOnly {
+    fn phase(&self, service: &Service) -> usize {
+        service.initial_phase
+    }
+    fn disabled(&self, _: &Service, _: &Pool, _: &Endpoint) -> bool {
+        false
+    }
+    fn healthy(&self, _: &Service, _: &Pool, _: &Endpoint) -> bool {
+        true
+    }
+    fn decommissioned(&self, _: &Service, _: &Pool) -> bool {
+        false
+    }
+}
+
+// ------------------------------------------------------------------ the plan
+
+/// The whole answer snapshot.
+#[derive(Debug)]
+pub struct Plan {
+    zones: Vec<ZonePlan>,
+    /// SOA serial served by every zone of this plan.
+    pub serial: u32,
+    /// Queries outside every zone.
+    pub unmatched: Arc<QueryCounters>,
+}
+
+#[derive(Debug)]
+struct ZonePlan {
+    origin: LowerName,
+    neg_soa: Record,
+    names: HashMap<LowerName, Node>,
+    has_cuts: bool,
+    counters: Arc<QueryCounters>,
+}
+
+#[derive(Debug)]
+enum Node {
+    /// Name with static data (the apex holds SOA and NS here).
+    Static {
+        sets: Vec<Vec<Record>>,
+        /// Glue for NS answers at the apex.
+        glue: Vec<Record>,
+    },
+    /// A zone cut: a delegation to other nameservers.
+    Cut { ns: Vec<Record>, glue: Vec<Record> },
+    /// A shifted name or a staging name.
+    Service(Box<ServiceNode>),
+    /// A name with no data of its own but names below it.
+    Empty,
+}
+
+#[derive(Debug)]
+struct ServiceNode {
+    max_answers: usize,
+    a: Selection,
+    aaaa: Selection,
+    /// Other types: only host-name pools (a CNAME) answer them.
+    other: Selection,
+}
+
+#[derive(Debug)]
+enum Selection {
+    /// No endpoint of this type at all: NODATA.
+    NoData,
+    /// Everything down and the service asks for SERVFAIL.
+    ServFail,
+    /// Pick a pool by weight.
+    Weighted {
+        cumulative: Vec<u64>,
+        pools: Vec<PoolAnswer>,
+    },
+}
+
+#[derive(Debug)]
+struct PoolAnswer {
+    records: Vec<Record>,
+    endpoints: Vec<Arc<EndpointStats>>,
+    stats: Arc<PoolStats>,
+    staging: bool,
+    ttl: u32,
+    /// For a CNAME pool whose target is inside the zone: follow it.
+    chase: Option<LowerName>,
+}
+
+/// A response in the making: references into the plan.
+#[derive(Debug, Default)]
+pub struct Answer<'a> {
+    /// Response code (NoError for answers, referrals and NODATA).
+    pub rcode: ResponseCode,
+    /// Authoritative answer bit (false for referrals).
+    pub authoritative: bool,
+    /// Answer section.
+    pub answers: Vec<&'a Record>,
+    /// Authority section (NS of a referral).
+    pub authority: Vec<&'a Record>,
+    /// SOA for negative answers (appended to the authority section).
+    pub soa: Option<&'a Record>,
+    /// Additional section (glue).
+    pub additionals: Vec<&'a Record>,
+}
+
+/// The outcome of looking a name up.
+pub enum Lookup<'a> {
+    /// The name is outside every zone: REFUSED.
+    Refused,
+    /// An answer from a zone, with that zone's query counters.
+    Zone(Answer<'a>, &'a QueryCounters),
+}
+
+impl Plan {
+    /// Builds the plan. `serial` is the SOA serial to serve (see
+    /// [`next_serial`]); a zone's configured serial acts as a floor.
+    pub fn build(zones: &[Zone], inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Plan {
+        Plan {
+            zones: zones
+                .iter()
+                .map(|z| build_zone(z, inputs, stats, serial))
+                .collect(),
+            serial,
+            unmatched: stats.unmatched.clone(),
+        }
+    }
+
+    /// An empty plan: refuses everything.
+    pub fn empty() -> Plan {
+        Plan {
+            zones: Vec::new(),
+            serial: 0,
+            unmatched: Arc::default(),
+        }
+    }
+
+    /// Answers one question.
+    pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Lookup<'_> {
+        let mut best: Option<&ZonePlan> = None;
+        for z in &self.zones {
+            if z.origin.zone_of(qname)
+                && best.is_none_or(|b| z.origin.num_labels() > b.origin.num_labels())
+            {
+                best = Some(z);
+            }
+        }
+        let Some(zone) = best else {
+            return Lookup::Refused;
+        };
+        let mut ans = Answer {
+            authoritative: true,
+            ..Answer::default()
+        };
+        zone.lookup(qname, qtype, &mut ans, 0);
+        Lookup::Zone(ans, &zone.counters)
+    }
+}
+
+/// The serial for a new plan: increases with every rebuild, and tracks Unix
+/// time so that it also increases across restarts.
+pub fn next_serial(previous: u32, now_unix: u64) -> u32 {
+    let t = u32::try_from(now_unix).unwrap_or(u32::MAX);
+    t.max(previous.wrapping_add(1))
+}
+
+impl ZonePlan {
+    fn lookup<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        ans: &mut Answer<'a>,
+        depth: usize,
+    ) {
+        if self.has_cuts && depth == 0 && self.referral(qname, qtype, ans) {
+            return;
+        }
+        let Some(node) = self.names.get(qname) else {
+            if depth == 0 {
+                ans.rcode = ResponseCode::NXDomain;
+            } else {
+                ans.rcode = ResponseCode::NXDomain;
+            }
+            ans.soa = Some(&self.neg_soa);
+            return;
+        };
+        match node {
+            Node::Empty | Node::Cut { .. } => ans.soa = Some(&self.neg_soa),
+            Node::Static { sets, glue } => {
+                let cname = sets.iter().find(|s| {
+                    s.first()
+                        .is_some_and(|r| r.record_type() == RecordType::CNAME)
+                });
+                if let Some(c) = cname
+                    && qtype != RecordType::CNAME
+                {
+                    ans.answers.extend(c.iter());
+                    self.chase(&c[0], qtype, ans, depth);
+                    return;
+                }
+                let set = if qtype == RecordType::ANY {
+                    // RFC 8482: answer one RRset, not all of them.
+                    sets.first()
+                } else {
+                    sets.iter()
+                        .find(|s| s.first().is_some_and(|r| r.record_type() == qtype))
+                };
+                match set {
+                    Some(s) => {
+                        ans.answers.extend(s.iter());
+                        if qtype == RecordType::NS {
+                            ans.additionals.extend(glue.iter());
+                        }
+                    }
+                    None => ans.soa = Some(&self.neg_soa),
+                }
+            }
+            Node::Service(svc) => {
+                let sel = match qtype {
+                    RecordType::A => &svc.a,
+                    RecordType::AAAA => &svc.aaaa,
+                    RecordType::ANY => match &svc.a {
+                        Selection::NoData => &svc.aaaa,
+                        other => other,
+                    },
+                    _ => &svc.other,
+                };
+                match sel {
+                    Selection::NoData => ans.soa = Some(&self.neg_soa),
+                    Selection::ServFail => ans.rcode = ResponseCode::ServFail,
+                    Selection::Weighted { cumulative, pools } => {
+                        let total = cumulative.last().copied().unwrap_or(0);
+                        let Some(i) = pick_weighted(cumulative, fastrand::u64(0..total.max(1)))
+                        else {
+                            ans.soa = Some(&self.neg_soa);
+                            return;
+                        };
+                        let pool = &pools[i];
+                        let n = pool.records.len();
+                        let k = svc.max_answers.min(n);
+                        let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
+                        for j in 0..k {
+                            let idx = (start + j) % n;
+                            ans.answers.push(&pool.records[idx]);
+                            pool.endpoints[idx].answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if pool.staging {
+                            pool.stats.staging.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            pool.stats.main.fetch_add(1, Ordering::Relaxed);
+                            pool.stats
+                                .last_answered_ms
+                                .store(now_ms(), Ordering::Relaxed);
+                            pool.stats.last_ttl.store(pool.ttl, Ordering::Relaxed);
+                        }
+                        if let Some(target) = &pool.chase
+                            && qtype != RecordType::CNAME
+                            && depth < MAX_CHAIN
+                        {
+                            self.lookup(target, qtype, ans, depth + 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows a static CNAME to a target inside this zone.
+    fn chase<'a>(&'a self, cname: &Record, qtype: RecordType, ans: &mut Answer<'a>, depth: usize) {
+        if let RData::CNAME(CNAME(target)) = &cname.data
+            && depth < MAX_CHAIN
+        {
+            let t = LowerName::from(target);
+            if self.origin.zone_of(&t) {
+                self.lookup(&t, qtype, ans, depth + 1);
+            }
+        }
+    }
+
+    /// If `qname` is at or below a zone cut, fills in a referral.
+    fn referral<'a>(&'a self, qname: &LowerName, qtype: RecordType, ans: &mut Answer<'a>) -> bool {
+        let mut n = qname.clone();
+        while n.num_labels() > self.origin.num_labels() {
+            if let Some(Node::Cut { ns, glue }) = self.names.get(&n) {
+                if n == *qname && qtype == RecordType::DS {
+                    // DS lives on the parent side; we have none: NODATA.
+                    return false;
+                }
+                ans.authoritative = false;
+                ans.authority.extend(ns.iter());
+                ans.additionals.extend(glue.iter());
+                return true;
+            }
+            n = n.base_name();
+        }
+        false
+    }
+}
+
+fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> ZonePlan {
+    let origin = LowerName::from(&z.origin);
+    let serial = z.serial.map_or(serial, |s| s.max(serial));
+    let soa_rdata = RData::SOA(SOA::new(
+        z.nameservers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| z.origin.clone()),
+        z.hostmaster.clone(),
+        serial,
+        z.refresh as i32,
+        z.retry as i32,
+        z.expire as i32,
+        z.negative_ttl,
+    ));
+    let soa = Record::from_rdata(z.origin.clone(), z.ttl, soa_rdata.clone());
+    // RFC 2308 §5: negative answers carry the SOA with TTL min(TTL, MINIMUM).
+    let neg_soa = Record::from_rdata(z.origin.clone(), z.ttl.min(z.negative_ttl), soa_rdata);
+
+    // Static records grouped by owner, then type.
+    let mut by_name: HashMap<LowerName, Vec<Vec<Record>>> = HashMap::new();
+    for r in &z.records {
+        let sets = by_name.entry(LowerName::from(&r.name)).or_default();
+        match sets.iter_mut().find(|s| {
+            s.first()
+                .is_some_and(|x| x.record_type() == r.record_type())
+        }) {
+            Some(s) => s.push(r.clone()),
+            None => sets.push(vec![r.clone()]),
+        }
+    }
+    let addresses_of = |n: &Name| -> Vec<Record> {
+        by_name
+            .get(&LowerName::from(n))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+            .cloned()
+            .collect()
+    };
+
+    let mut names: HashMap<LowerName, Node> = HashMap::new();
+    let ns: Vec<Record> = z
+        .nameservers
+        .iter()
+        .map(|n| Record::from_rdata(z.origin.clone(), z.ttl, RData::NS(NS(n.clone()))))
+        .collect();
+    let apex_glue: Vec<Record> = z.nameservers.iter().flat_map(&addresses_of).collect();
+    let mut apex_sets = vec![vec![soa], ns];
+    apex_sets.extend(by_name.get(&origin).cloned().unwrap_or_default());
+    names.insert(
+        origin.clone(),
+        Node::Static {
+            sets: apex_sets,
+            glue: apex_glue,
+        },
+    );
+
+    let mut has_cuts = false;
+    for (name, sets) in &by_name {
+        if *name == origin {
+            continue;
+        }
+        let ns_set = sets
+            .iter()
+            .find(|s| s.first().is_some_and(|r| r.record_type() == RecordType::NS));
+        let node = match ns_set {
+            Some(ns) => {
+                has_cuts = true;
+                let glue = ns
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::NS(NS(t)) => Some(t),
+                        _ => None,
+                    })
+                    .flat_map(&addresses_of)
+                    .collect();
+                Node::Cut {
+                    ns: ns.clone(),
+                    glue,
+                }
+            }
+            None => Node::Static {
+                sets: sets.clone(),
+                glue: Vec::new(),
+            },
+        };
+        names.insert(name.clone(), node);
+    }
+
+    let static_names: HashSet<LowerName> = by_name.keys().cloned().collect();
+    for s in &z.services {
+        let phase = inputs.phase(s).min(s.phases.len().saturating_sub(1));
+        let weights = &s.phases[phase].weights;
+        let ttl = s.ttl_in(phase);
+        names.insert(
+            LowerName::from(&s.name),
+            Node::Service(Box::new(build_service(
+                s,
+                weights,
+                ttl,
+                None,
+                inputs,
+                stats,
+                &origin,
+                &static_names,
+            ))),
+        );
+        if let Some(st) = &s.staging {
+            let mut w = vec![0; s.pools.len()];
+            w[s.staging_pool] = 1;
+            names.insert(
+                LowerName::from(st),
+                Node::Service(Box::new(build_service(
+                    s,
+                    &w,
+                    s.ttl,
+                    Some(s.staging_pool),
+                    inputs,
+                    stats,
+                    &origin,
+                    &static_names,
+                ))),
+            );
+        }
+    }
+
+    // Empty non-terminals: every ancestor of a name, up to the apex, exists.
+    let existing: Vec<LowerName> = names.keys().cloned().collect();
+    for n in existing {
+        let mut p = n.base_name();
+        while p.num_labels() > origin.num_labels() {
+            names.entry(p.clone()).or_insert(Node::Empty);
+            p = p.base_name();
+        }
+    }
+
+    ZonePlan {
+        counters: stats.zone(&origin.to_string()),
+        origin,
+        neg_soa,
+        names,
+        has_cuts,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+    Other,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_service(
+    s: &Service,
+    weights: &[u32],
+    ttl: u32,
+    only: Option<usize>,
+    inputs: &dyn Inputs,
+    stats: &Stats,
+    origin: &LowerName,
+    static_names: &HashSet<LowerName>,
+) -> ServiceNode {
+    let select = |family| {
+        select(
+            s,
+            weights,
+            ttl,
+            only,
+            family,
+            inputs,
+            stats,
+            origin,
+            static_names,
+        )
+    };
+    ServiceNode {
+        max_answers: s.max_answers,
+        a: select(Family::V4),
+        aaaa: select(Family::V6),
+        other: select(Family::Other),
+    }
+}
+
+/// Resolves weights + health + overrides into the pools a query may pick.
+///
+/// Tiers, first non-empty wins: pools weighted above 0 with a healthy
+/// endpoint; standby pools (weight 0) with a healthy endpoint; and when
+/// nothing is healthy, SERVFAIL or (fail open) the same two tiers ignoring
+/// health.
+#[allow(clippy::too_many_arguments)]
+fn select(
+    s: &Service,
+    weights: &[u32],
+    ttl: u32,
+    only: Option<usize>,
+    family: Family,
+    inputs: &dyn Inputs,
+    stats: &Stats,
+    origin: &LowerName,
+    static_names: &HashSet<LowerName>,
+) -> Selection {
+    struct Cand<'p> {
+        pool: usize,
+        weight: u32,
+        all: Vec<&'p Endpoint>,
+        healthy: Vec<&'p Endpoint>,
+    }
+    let key = s.key();
+    let mut cands = Vec::new();
+    for (i, pool) in s.pools.iter().enumerate() {
+        if only.is_some_and(|o| o != i) || inputs.decommissioned(s, pool) {
+            continue;
+        }
+        let all: Vec<&Endpoint> = pool
+            .endpoints
+            .iter()
+            .filter(|e| match (&e.target, family) {
+                (Target::Host(_), _) => true,
+                (Target::V4(_), Family::V4) | (Target::V6(_), Family::V6) => true,
+                _ => false,
+            })
+            .filter(|e| !inputs.disabled(s, pool, e))
+            .collect();
+        if all.is_empty() {
+            continue;
+        }
+        let healthy = all
+            .iter()
+            .copied()
+            .filter(|e| inputs.healthy(s, pool, e))
+            .collect();
+        cands.push(Cand {
+            pool: i,
+            weight: weights.get(i).copied().unwrap_or(0),
+            all,
+            healthy,
+        });
+    }
+    if cands.is_empty() {
+        return Selection::NoData;
+    }
+    let tier = |healthy_only: bool| -> Vec<(usize, u32, Vec<&Endpoint>)> {
+        fn pick<'p>(c: &Cand<'p>, healthy_only: bool) -> Vec<&'p Endpoint> {
+            if healthy_only {
+                c.healthy.clone()
+            } else {
+                c.all.clone()
+            }
+        }
+        let weighted: Vec<_> = cands
+            .iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (c.pool, c.weight, pick(c, healthy_only)))
+            .filter(|(_, _, e)| !e.is_empty())
+            .collect();
+        if !weighted.is_empty() {
+            return weighted;
+        }
+        cands
+            .iter()
+            .filter(|c| c.weight == 0)
+            .map(|c| (c.pool, 1, pick(c, healthy_only)))
+            .filter(|(_, _, e)| !e.is_empty())
+            .collect()
+    };
+    let mut chosen = tier(true);
+    if chosen.is_empty() {
+        if s.on_all_down == OnAllDown::Servfail {
+            return Selection::ServFail;
+        }
+        chosen = tier(false);
+    }
+    let cum = cumulative(chosen.iter().map(|(_, w, _)| *w));
+    let pools = chosen
+        .into_iter()
+        .map(|(i, _, eps)| {
+            let pool = &s.pools[i];
+            let chase = eps.first().and_then(|e| match &e.target {
+                Target::Host(n) => {
+                    let l = LowerName::from(n);
+                    origin.zone_of(&l).then_some(l)
+                }
+                _ => None,
+            });
+            let _ = static_names;
+            PoolAnswer {
+                records: eps
+                    .iter()
+                    .map(|e| record(&s_name(s, only), ttl, &e.target))
+                    .collect(),
+                endpoints: eps
+                    .iter()
+                    .map(|e| stats.endpoint(&key, &pool.name, &e.id))
+                    .collect(),
+                stats: stats.pool(&key, &pool.name),
+                staging: only.is_some(),
+                ttl,
+                chase,
+            }
+        })
+        .collect();
+    Selection::Weighted {
+        cumulative: cum,
+        pools,
+    }
+}
+
+fn s_name(s: &Service, staging: Option<usize>) -> Name {
+    match (&s.staging, staging) {
+        (Some(st), Some(_)) => st.clone(),
+        _ => s.name.clone(),
+    }
+}
+
+fn record(owner: &Name, ttl: u32, target: &Target) -> Record {
+    let data = match target {
+        Target::V4(a) => RData::A(A(*a)),
+        Target::V6(a) => RData::AAAA(AAAA(*a)),
+        Target::Host(n) => RData::CNAME(CNAME(n.clone())),
+    };
+    Record::from_rdata(owner.clone(), ttl, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Source;
+
+    fn zone(services: &str) -> Zone {
+        let text = format!(
+            r#"
+[zone]
+origin = "z.test."
+nameservers = ["ns1"]
+hostmaster = "h.z.test."
+negative_ttl = "20s"
+records = """
+ns1 IN A 203.0.113.53
+a.b IN TXT "deep"
+docs IN CNAME ns1
+sub IN NS ns.sub
+ns.sub IN A 203.0.113.99
+"""
+{services}"#
+        );
+        crate::zone::parse(&Source {
+            path: "t.toml".into(),
+            text,
+        })
+        .unwrap()
+    }
+
+    const SVC: &str = r#"
+[[service]]
+name = "www"
+staging = "www-next"
+max_answers = 1
+[service.pools]
+old = ["192.0.2.1", "192.0.2.2"]
+new = ["198.51.100.1", "2001:db8::1"]
+"#;
+
+    fn plan(z: &Zone, inputs: &dyn Inputs) -> Plan {
+        Plan::build(std::slice::from_ref(z), inputs, &Stats::default(), 7)
+    }
+
+    fn name(s: &str) -> LowerName {
+        LowerName::from(Name::from_ascii(s).unwrap())
+    }
+
+    fn ask<'a>(p: &'a Plan, q: &str, t: RecordType) -> Answer<'a> {
+        match p.lookup(&name(q), t) {
+            Lookup::Zone(a, _) => a,
+            Lookup::Refused => panic!("refused {q}"),
+        }
+    }
+
+    #[test]
+    fn negative_answers_and_structure() {
+        let z = zone(SVC);
+        let p = plan(&z, &ConfigOnly);
+        assert!(matches!(
+            p.lookup(&name("example.org."), RecordType::A),
+            Lookup::Refused
+        ));
+        // (name, type, rcode, answers, has soa, authoritative)
+        let cases = [
+            (
+                "z.test.",
+                RecordType::SOA,
+                ResponseCode::NoError,
+                1,
+                false,
+                true,
+            ),
+            (
+                "z.test.",
+                RecordType::NS,
+                ResponseCode::NoError,
+                1,
+                false,
+                true,
+            ),
+            (
+                "z.test.",
+                RecordType::A,
+                ResponseCode::NoError,
+                0,
+                true,
+                true,
+            ),
+            (
+                "nope.z.test.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+                0,
+                true,
+                true,
+            ),
+            (
+                "b.z.test.",
+                RecordType::TXT,
+                ResponseCode::NoError,
+                0,
+                true,
+                true,
+            ),
+            (
+                "a.b.z.test.",
+                RecordType::TXT,
+                ResponseCode::NoError,
+                1,
+                false,
+                true,
+            ),
+            (
+                "x.www.z.test.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+                0,
+                true,
+                true,
+            ),
+            (
+                "www.z.test.",
+                RecordType::MX,
+                ResponseCode::NoError,
+                0,
+                true,
+                true,
+            ),
+            (
+                "WWW.Z.TEST.",
+                RecordType::A,
+                ResponseCode::NoError,
+                1,
+                false,
+                true,
+            ),
+            (
+                "docs.z.test.",
+                RecordType::A,
+                ResponseCode::NoError,
+                2,
+                false,
+                true,
+            ),
+            (
+                "host.sub.z.test.",
+                RecordType::A,
+                ResponseCode::NoError,
+                0,
+                false,
+                false,
+            ),
+        ];
+        for (q, t, rcode, n, soa, aa) in cases {
+            let a = ask(&p, q, t);
+            assert_eq!(a.rcode, rcode, "{q} {t}");
+            assert_eq!(a.answers.len(), n, "{q} {t}");
+            assert_eq!(a.soa.is_some(), soa, "{q} {t}");
+            assert_eq!(a.authoritative, aa, "{q} {t}");
+            if soa {
+                assert_eq!(a.soa.unwrap().ttl, 20, "negative TTL");
+            }
+        }
+        let referral = ask(&p, "host.sub.z.test.", RecordType::A);
+        assert_eq!(referral.authority.len(), 1);
+        assert_eq!(referral.additionals.len(), 1);
+    }
+
+    #[test]
+    fn staging_answers_only_new_and_main_only_old_in_first_phase() {
+        let z = zone(SVC);
+        let p = plan(&z, &ConfigOnly);
+        for _ in 0..200 {
+            let a = ask(&p, "www.z.test.", RecordType::A);
+            assert!(a.answers[0].data.to_string().starts_with("192.0.2."));
+            let s = ask(&p, "www-next.z.test.", RecordType::A);
+            assert_eq!(s.answers[0].data.to_string(), "198.51.100.1");
+        }
+        // AAAA: only new has an IPv6 endpoint; it is standby in separate-domain.
+        let a = ask(&p, "www.z.test.", RecordType::AAAA);
+        assert_eq!(a.answers[0].data.to_string(), "2001:db8::1");
+    }
+
+    struct Down(&'static [&'static str]);
+    impl Inputs for Down {
+        fn phase(&self, s: &Service) -> usize {
+            s.initial_phase
+        }
+        fn disabled(&self, _: &Service, _: &Pool, _: &Endpoint) -> bool {
+            false
+        }
+        fn healthy(&self, _: &Service, _: &Pool, e: &Endpoint) -> bool {
+            !self.0.contains(&e.id.as_str())
+        }
+        fn decommissioned(&self, _: &Service, _: &Pool) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn health_tiers() {
+        let z = zone(SVC);
+        let first = |inputs: &dyn Inputs, t| {
+            let p = plan(&z, inputs);
+            let mut seen: Vec<String> = (0..300)
+                .map(|_| ask(&p, "www.z.test.", t).answers[0].data.to_string())
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen
+        };
+        // (down endpoints, expected set of answered A addresses)
+        let cases: [(&'static [&'static str], &[&str]); 4] = [
+            (&[], &["192.0.2.1", "192.0.2.2"]),
+            (&["192.0.2.1"], &["192.0.2.2"]),
+            // old all down: new (standby) takes over
+            (&["192.0.2.1", "192.0.2.2"], &["198.51.100.1"]),
+            // everything down: fail open with the phase's weights
+            (
+                &["192.0.2.1", "192.0.2.2", "198.51.100.1"],
+                &["192.0.2.1", "192.0.2.2"],
+            ),
+        ];
+        for (down, want) in cases {
+            assert_eq!(first(&Down(down), RecordType::A), want, "down {down:?}");
+        }
+        let zs = zone(&SVC.replace(
+            "max_answers = 1",
+            "max_answers = 1\non_all_down = \"servfail\"",
+        ));
+        let p = plan(&zs, &Down(&["192.0.2.1", "192.0.2.2", "198.51.100.1"]));
+        assert_eq!(
+            ask(&p, "www.z.test.", RecordType::A).rcode,
+            ResponseCode::ServFail
+        );
+    }
+
+    #[test]
+    fn serial_increases() {
+        assert_eq!(next_serial(5, 100), 100);
+        assert_eq!(next_serial(100, 100), 101);
+        assert_eq!(next_serial(200, 100), 201);
+    }
+}

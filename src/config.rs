@@ -1,0 +1,211 @@
+//! Server settings (`dnsshift.toml`): listen addresses, control address,
+//! directories, logging. Every setting has a default that works for a local
+//! try-out without root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::spec::{ConfigError, Source};
+
+/// Default DNS listen address: unprivileged, loopback.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// Default control API address: loopback only.
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigSpec {
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    zones_dir: Option<String>,
+    state_dir: Option<String>,
+    control_listen: Option<Spanned<String>>,
+    control_token_file: Option<String>,
+    log_format: Option<Spanned<String>>,
+    log_level: Option<String>,
+    tcp_idle_timeout: Option<Spanned<String>>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file these came from, if any.
+    pub file: Option<PathBuf>,
+    /// DNS addresses; UDP and TCP are bound on each.
+    pub listen: Vec<SocketAddr>,
+    /// Directory of `*.toml` zone files.
+    pub zones_dir: PathBuf,
+    /// Directory for persisted state and the control token.
+    pub state_dir: PathBuf,
+    /// Control API (and /metrics) address.
+    pub control_listen: SocketAddr,
+    /// Bearer token file; default `<state_dir>/control.token`.
+    pub control_token_file: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter when RUST_LOG is not set.
+    pub log_level: String,
+    /// Idle TCP connections are closed after this long.
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults, relative to the working directory.
+    pub fn defaults() -> Config {
+        Self::from_spec(None, ConfigSpec::default()).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Reads a config file. Relative directories are taken relative to the
+    /// working directory, like command-line paths.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = Source::read(path)?;
+        let spec: ConfigSpec = src.parse()?;
+        Self::from_spec(Some(&src), spec)
+    }
+
+    /// The config from `--config`, else `$DNSSHIFT_CONFIG`, else
+    /// `./dnsshift.toml` if it exists, else defaults.
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(p) = explicit {
+            return Self::load(p);
+        }
+        if let Some(p) = std::env::var_os("DNSSHIFT_CONFIG") {
+            return Self::load(Path::new(&p));
+        }
+        let local = Path::new("dnsshift.toml");
+        if local.exists() {
+            return Self::load(local);
+        }
+        Ok(Self::defaults())
+    }
+
+    fn from_spec(src: Option<&Source>, spec: ConfigSpec) -> Result<Config, ConfigError> {
+        let err = |span: std::ops::Range<usize>, key: &str, msg: String| match src {
+            Some(s) => s.error(span, key, msg),
+            None => ConfigError {
+                file: PathBuf::from("<defaults>"),
+                line: 0,
+                key: key.into(),
+                message: msg,
+            },
+        };
+        let addr = |s: &Spanned<String>, key: &str| {
+            s.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+                err(
+                    s.span(),
+                    key,
+                    format!(
+                        "{:?} is not an address with a port (write \"127.0.0.1:5353\" or \"[::1]:5353\")",
+                        s.get_ref()
+                    ),
+                )
+            })
+        };
+        let listen = match &spec.listen {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(err(
+                        list.span(),
+                        "listen",
+                        "at least one address is needed".into(),
+                    ));
+                }
+                list.get_ref()
+                    .iter()
+                    .map(|a| addr(a, "listen"))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => vec![DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!())],
+        };
+        let control_listen = match &spec.control_listen {
+            Some(a) => addr(a, "control_listen")?,
+            None => DEFAULT_CONTROL.parse().unwrap_or_else(|_| unreachable!()),
+        };
+        let log_format = match &spec.log_format {
+            None => LogFormat::Human,
+            Some(f) => match f.get_ref().as_str() {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(err(
+                        f.span(),
+                        "log_format",
+                        format!("unknown log format {other:?} (expected \"human\" or \"json\")"),
+                    ));
+                }
+            },
+        };
+        let tcp_idle_timeout = match (&spec.tcp_idle_timeout, src) {
+            (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
+            _ => crate::dns::TCP_IDLE_TIMEOUT,
+        };
+        let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
+        Ok(Config {
+            file: src.map(|s| s.path.clone()),
+            listen,
+            zones_dir: PathBuf::from(spec.zones_dir.unwrap_or_else(|| "zones".into())),
+            control_token_file: spec
+                .control_token_file
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.join("control.token")),
+            state_dir,
+            control_listen,
+            log_format,
+            log_level: spec.log_level.unwrap_or_else(|| "info".into()),
+            tcp_idle_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let src = Source {
+            path: "dnsshift.toml".into(),
+            text: text.into(),
+        };
+        let spec: ConfigSpec = src.parse()?;
+        Config::from_spec(Some(&src), spec)
+    }
+
+    #[test]
+    fn defaults_work_without_root() {
+        let c = Config::defaults();
+        assert_eq!(c.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.control_listen.to_string(), "127.0.0.1:5380");
+        assert_eq!(c.control_token_file, PathBuf::from("state/control.token"));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            (
+                "listen = [\"127.0.0.1\"]",
+                "dnsshift.toml:1: listen: \"127.0.0.1\" is not an address with a port",
+            ),
+            (
+                "\n\nlog_format = \"xml\"",
+                "dnsshift.toml:3: log_format: unknown log format \"xml\"",
+            ),
+            ("colour = true", "dnsshift.toml:1: unknown field `colour`"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "got {e}");
+        }
+    }
+}

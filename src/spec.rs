@@ -1,0 +1,191 @@
+//! Shared plumbing for reading TOML files: errors that name file, line and
+//! key, span-to-line mapping, and the value parsers every config layer uses.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+/// One problem in one config file, pointing at the line and key to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, or 0 when the problem is about the file as a whole.
+    pub line: usize,
+    /// Dotted key path of the offending value ("service.www.pools.old").
+    pub key: String,
+    /// What is wrong, in lowercase prose.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A list of config errors, shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// The text of a file being read, for turning byte spans into line numbers.
+pub struct Source {
+    /// Where the text came from.
+    pub path: PathBuf,
+    /// The whole file.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads a file; an unreadable file is an error that names it.
+    pub fn read(path: &Path) -> Result<Source, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Source {
+                path: path.to_path_buf(),
+                text,
+            }),
+            Err(e) => Err(ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read file: {e}"),
+            }),
+        }
+    }
+
+    /// 1-based line number of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// An error at the start of `span`.
+    pub fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// An error at a given line.
+    pub fn error_at_line(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Parses the whole file as TOML into `T`; syntax errors, unknown keys
+    /// and wrong types come back with their line.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| {
+            let line = e.span().map(|s| self.line_of(s.start)).unwrap_or(0);
+            ConfigError {
+                file: self.path.clone(),
+                line,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            }
+        })
+    }
+
+    /// Parses a humantime duration ("30s", "2h 30m").
+    pub fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.error(
+                value.span(),
+                key,
+                format!(
+                    "invalid duration {:?}: {e} (write it like \"30s\", \"5m\" or \"2h 30m\")",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// Parses a duration used as a DNS TTL: whole seconds, at most 2^31-1.
+    pub fn ttl(&self, value: &Spanned<String>, key: &str) -> Result<u32, ConfigError> {
+        let d = self.duration(value, key)?;
+        if d.subsec_nanos() != 0 {
+            return Err(self.error(value.span(), key, "a TTL must be whole seconds"));
+        }
+        u32::try_from(d.as_secs())
+            .ok()
+            .filter(|&s| s <= MAX_TTL)
+            .ok_or_else(|| {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("TTL {:?} is longer than the DNS maximum", value.get_ref()),
+                )
+            })
+    }
+}
+
+/// Largest TTL RFC 2181 allows (2^31 - 1 seconds).
+pub const MAX_TTL: u32 = i32::MAX as u32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_numbers_count_from_one() {
+        let s = Source {
+            path: "x.toml".into(),
+            text: "a\nb\nc".into(),
+        };
+        assert_eq!(s.line_of(0), 1);
+        assert_eq!(s.line_of(2), 2);
+        assert_eq!(s.line_of(4), 3);
+        assert_eq!(s.line_of(99), 3);
+    }
+
+    #[test]
+    fn error_display_names_file_line_key() {
+        let e = ConfigError {
+            file: "zones/a.toml".into(),
+            line: 7,
+            key: "service.www.ttl".into(),
+            message: "bad".into(),
+        };
+        assert_eq!(e.to_string(), "zones/a.toml:7: service.www.ttl: bad");
+    }
+}

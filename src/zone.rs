@@ -1,0 +1,1312 @@
+//! A delegated zone: `zones/*.toml` → [`Zone`] with its origin, SOA data,
+//! nameservers, static records and shifted services. Parsing and validation
+//! only; nothing here spawns or does network I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use crate::health::{Check, CheckKind};
+use crate::phase::{self, Phase};
+use crate::pool::{Endpoint, Pool, Target};
+use crate::spec::{ConfigError, ConfigErrors, Source};
+
+/// Default TTL of static records and apex SOA/NS.
+pub const DEFAULT_ZONE_TTL: u32 = 3600;
+/// Default negative-caching TTL (SOA minimum).
+pub const DEFAULT_NEGATIVE_TTL: u32 = 30;
+/// Default TTL of a service's answers: short, so caches drain quickly.
+pub const DEFAULT_SERVICE_TTL: u32 = 30;
+/// Default number of addresses per answer.
+pub const DEFAULT_MAX_ANSWERS: usize = 2;
+/// Upper bound on `max_answers`, keeping every answer small and bounded.
+pub const MAX_ANSWERS_LIMIT: usize = 16;
+/// Default grace after the drain before a pool is called safe to decommission.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(15 * 60);
+
+// ---------------------------------------------------------------- raw specs
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    zone: Spanned<ZoneSpec>,
+    #[serde(default)]
+    service: Vec<Spanned<ServiceSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneSpec {
+    origin: Spanned<String>,
+    nameservers: Spanned<Vec<Spanned<String>>>,
+    hostmaster: Spanned<String>,
+    ttl: Option<Spanned<String>>,
+    negative_ttl: Option<Spanned<String>>,
+    serial: Option<Spanned<u32>>,
+    refresh: Option<Spanned<String>>,
+    retry: Option<Spanned<String>>,
+    expire: Option<Spanned<String>>,
+    records: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    name: Spanned<String>,
+    staging: Option<Spanned<String>>,
+    staging_pool: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+    max_answers: Option<Spanned<i64>>,
+    on_all_down: Option<Spanned<String>>,
+    drain_grace: Option<Spanned<String>>,
+    initial_phase: Option<Spanned<String>>,
+    pools: Spanned<BTreeMap<String, Spanned<Value>>>,
+    health: Option<Spanned<HealthSpec>>,
+    #[serde(default)]
+    phase: Vec<Spanned<PhaseSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseSpec {
+    name: Spanned<String>,
+    weights: Spanned<BTreeMap<String, Spanned<Value>>>,
+    hold: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+}
+
+/// Health-check keys; every level (service, pool, endpoint) may set any of them.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct HealthSpec {
+    kind: Option<String>,
+    url: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    expect: Option<String>,
+    expect_body: Option<String>,
+    insecure: Option<bool>,
+    ca_file: Option<String>,
+}
+
+impl HealthSpec {
+    /// Fields set here win over `base`.
+    fn over(self, base: &HealthSpec) -> HealthSpec {
+        let b = base.clone();
+        HealthSpec {
+            kind: self.kind.or(b.kind),
+            url: self.url.or(b.url),
+            host: self.host.or(b.host),
+            port: self.port.or(b.port),
+            interval: self.interval.or(b.interval),
+            timeout: self.timeout.or(b.timeout),
+            rise: self.rise.or(b.rise),
+            fall: self.fall.or(b.fall),
+            expect: self.expect.or(b.expect),
+            expect_body: self.expect_body.or(b.expect_body),
+            insecure: self.insecure.or(b.insecure),
+            ca_file: self.ca_file.or(b.ca_file),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolTableSpec {
+    endpoints: Vec<Value>,
+    health: Option<HealthSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointTableSpec {
+    address: String,
+    check_address: Option<String>,
+    health: Option<HealthSpec>,
+}
+
+// ------------------------------------------------------------ validated types
+
+/// What a service does when no endpoint of the queried family is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAllDown {
+    /// Answer as if every endpoint were healthy: a maybe-working answer beats none.
+    FailOpen,
+    /// Answer SERVFAIL.
+    Servfail,
+}
+
+/// A shifted name: weighted answers between pools, moving through phases.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Fully qualified name answered ("www.shift.example.com.").
+    pub name: Name,
+    /// The name as written in the zone file ("www"); used in commands.
+    pub short: String,
+    /// The separate-domain name that always answers `staging_pool`.
+    pub staging: Option<Name>,
+    /// Index of the pool the staging name answers (the pool named `new`).
+    pub staging_pool: usize,
+    /// TTL of answers unless the phase sets one.
+    pub ttl: u32,
+    /// Endpoints per answer.
+    pub max_answers: usize,
+    /// Pools in a fixed order; phases index weights by it.
+    pub pools: Vec<Pool>,
+    /// Ordered phases.
+    pub phases: Vec<Phase>,
+    /// Phase used when no operator state exists.
+    pub initial_phase: usize,
+    /// Behaviour when everything is down.
+    pub on_all_down: OnAllDown,
+    /// Extra wait after the drain deadline before decommissioning is called safe.
+    pub drain_grace: Duration,
+}
+
+impl Service {
+    /// Lowercase fully qualified name: the service's key in state and commands.
+    pub fn key(&self) -> String {
+        self.name.to_lowercase().to_string()
+    }
+
+    /// Index of a pool by name.
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+
+    /// Index of a phase by name.
+    pub fn phase_index(&self, name: &str) -> Option<usize> {
+        self.phases.iter().position(|p| p.name == name)
+    }
+
+    /// TTL answered in a phase.
+    pub fn ttl_in(&self, phase: usize) -> u32 {
+        self.phases[phase].ttl.unwrap_or(self.ttl)
+    }
+}
+
+/// One delegated zone, validated.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Apex name.
+    pub origin: Name,
+    /// Apex NS targets.
+    pub nameservers: Vec<Name>,
+    /// SOA RNAME.
+    pub hostmaster: Name,
+    /// TTL of static records, SOA and NS.
+    pub ttl: u32,
+    /// SOA minimum: how long NXDOMAIN / NODATA are cached.
+    pub negative_ttl: u32,
+    /// SOA refresh, retry, expire (seconds).
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// Lowest SOA serial to serve; the served serial also increases with every change.
+    pub serial: Option<u32>,
+    /// Static records from the `records` zone-file text.
+    pub records: Vec<Record>,
+    /// Shifted names.
+    pub services: Vec<Service>,
+}
+
+// ---------------------------------------------------------------- loading
+
+/// Reads every `*.toml` in `dir` (sorted by name); collects all errors.
+pub fn load_dir(dir: &Path) -> Result<Vec<Zone>, ConfigErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
+        file: dir.to_path_buf(),
+        line: 0,
+        key: String::new(),
+        message: format!("cannot read zones directory: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ConfigError {
+            file: dir.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message: "no *.toml zone files in the zones directory".into(),
+        }
+        .into());
+    }
+    let mut zones = Vec::new();
+    let mut errors = Vec::new();
+    for f in &files {
+        match load_file(f) {
+            Ok(z) => zones.push(z),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    let mut seen: HashMap<LowerName, &Path> = HashMap::new();
+    for z in &zones {
+        if let Some(prev) = seen.insert(LowerName::from(&z.origin), &z.file) {
+            errors.push(ConfigError {
+                file: z.file.clone(),
+                line: 0,
+                key: "zone.origin".into(),
+                message: format!("zone {} is also defined in {}", z.origin, prev.display()),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(zones)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Reads and validates one zone file.
+pub fn load_file(path: &Path) -> Result<Zone, ConfigErrors> {
+    let src = Source::read(path)?;
+    parse(&src)
+}
+
+/// Validates a zone file's text.
+pub fn parse(src: &Source) -> Result<Zone, ConfigErrors> {
+    let spec: FileSpec = src.parse()?;
+    let mut errs = Vec::new();
+    let zone = build_zone(src, spec, &mut errs);
+    match zone {
+        Some(z) if errs.is_empty() => Ok(z),
+        _ => Err(ConfigErrors(errs)),
+    }
+}
+
+fn build_zone(src: &Source, spec: FileSpec, errs: &mut Vec<ConfigError>) -> Option<Zone> {
+    let zs = spec.zone.into_inner();
+    let origin = fqdn(src, &zs.origin, "zone.origin", None)
+        .map_err(|e| errs.push(e))
+        .ok()?;
+    let mut nameservers = Vec::new();
+    for ns in zs.nameservers.get_ref() {
+        match fqdn(src, ns, "zone.nameservers", Some(&origin)) {
+            Ok(n) => nameservers.push(n),
+            Err(e) => errs.push(e),
+        }
+    }
+    if zs.nameservers.get_ref().is_empty() {
+        errs.push(src.error(
+            zs.nameservers.span(),
+            "zone.nameservers",
+            "at least one nameserver is required",
+        ));
+    }
+    let hostmaster = fqdn(src, &zs.hostmaster, "zone.hostmaster", None)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let ttl_or = |v: &Option<Spanned<String>>, key: &str, default: u32, errs: &mut Vec<_>| match v {
+        Some(v) => src.ttl(v, key).unwrap_or_else(|e| {
+            errs.push(e);
+            default
+        }),
+        None => default,
+    };
+    let ttl = ttl_or(&zs.ttl, "zone.ttl", DEFAULT_ZONE_TTL, errs);
+    let negative_ttl = ttl_or(
+        &zs.negative_ttl,
+        "zone.negative_ttl",
+        DEFAULT_NEGATIVE_TTL,
+        errs,
+    );
+    let refresh = ttl_or(&zs.refresh, "zone.refresh", 3600, errs);
+    let retry = ttl_or(&zs.retry, "zone.retry", 600, errs);
+    let expire = ttl_or(&zs.expire, "zone.expire", 1_209_600, errs);
+
+    let records = match &zs.records {
+        Some(text) => parse_records(src, text, &origin, ttl, errs),
+        None => Vec::new(),
+    };
+    let owner_lines = zs
+        .records
+        .as_ref()
+        .map(|t| owner_lines(src, t, &origin))
+        .unwrap_or_default();
+
+    let mut services = Vec::new();
+    for (i, s) in spec.service.into_iter().enumerate() {
+        if let Some(svc) = build_service(src, s, i, &origin, errs) {
+            services.push(svc);
+        }
+    }
+    check_names(src, &origin, &records, &owner_lines, &services, errs);
+
+    Some(Zone {
+        file: src.path.clone(),
+        origin,
+        nameservers,
+        hostmaster: hostmaster?,
+        ttl,
+        negative_ttl,
+        refresh,
+        retry,
+        expire,
+        serial: zs.serial.map(|s| s.into_inner()),
+        records,
+        services,
+    })
+}
+
+/// Parses a name; relative names are taken relative to `origin` when given.
+fn fqdn(
+    src: &Source,
+    v: &Spanned<String>,
+    key: &str,
+    origin: Option<&Name>,
+) -> Result<Name, ConfigError> {
+    let s = v.get_ref().trim();
+    if s.is_empty() {
+        return Err(src.error(v.span(), key, "empty name"));
+    }
+    let mut n = Name::parse(s, origin)
+        .map_err(|e| src.error(v.span(), key, format!("invalid name {s:?}: {e}")))?;
+    if origin.is_none() && !s.ends_with('.') {
+        // Top-level names (origin, hostmaster) are always absolute.
+        n.set_fqdn(true);
+    }
+    Ok(n)
+}
+
+/// Parses the zone-file text of static records with hickory's parser.
+fn parse_records(
+    src: &Source,
+    text: &Spanned<String>,
+    origin: &Name,
+    ttl: u32,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<Record> {
+    let first_line = records_first_line(src, text);
+    let body = text.get_ref();
+    for (i, line) in body.lines().enumerate() {
+        let t = line.trim_start().to_ascii_uppercase();
+        if t.starts_with("$INCLUDE") {
+            errs.push(src.error_at_line(
+                first_line + i,
+                "zone.records",
+                "$INCLUDE is not allowed: keep static records in the zone file",
+            ));
+            return Vec::new();
+        }
+    }
+    let run =
+        |text: &str| Parser::new(format!("$TTL {ttl}\n{text}"), None, Some(origin.clone())).parse();
+    let parsed = match run(body) {
+        Ok((_, sets)) => sets,
+        Err(e) => {
+            // The parser does not report positions: find the last prefix of
+            // lines that still parses; the error is on the line after it.
+            let lines: Vec<&str> = body.lines().collect();
+            let good = (0..lines.len())
+                .rev()
+                .find(|&k| run(&lines[..k].join("\n")).is_ok())
+                .unwrap_or(0);
+            errs.push(src.error_at_line(
+                first_line + good,
+                "zone.records",
+                format!("invalid record: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    let lines = owner_lines(src, text, origin);
+    for (key, set) in parsed {
+        let name = Name::from(&key.name);
+        let line = lines.get(&key.name).copied().unwrap_or(first_line);
+        if !origin.zone_of(&name) {
+            errs.push(src.error_at_line(
+                line,
+                "zone.records",
+                format!("{name} is outside the zone {origin}"),
+            ));
+            continue;
+        }
+        match key.record_type {
+            RecordType::SOA => {
+                errs.push(src.error_at_line(
+                    line,
+                    "zone.records",
+                    "SOA is generated from [zone]; remove it from records",
+                ));
+                continue;
+            }
+            RecordType::NS if name == *origin => {
+                errs.push(src.error_at_line(
+                    line,
+                    "zone.records",
+                    "apex NS records come from zone.nameservers; remove them from records",
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        out.extend(set.records_without_rrsigs().cloned());
+    }
+    // CNAME and other data cannot share a name (RFC 1034 3.6.2).
+    let mut types: HashMap<LowerName, HashSet<RecordType>> = HashMap::new();
+    for r in &out {
+        types
+            .entry(LowerName::from(&r.name))
+            .or_default()
+            .insert(r.record_type());
+    }
+    let mut bad: Vec<_> = types
+        .iter()
+        .filter(|(_, t)| t.contains(&RecordType::CNAME) && t.len() > 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    bad.sort();
+    for n in bad {
+        let line = lines.get(&n).copied().unwrap_or(first_line);
+        errs.push(src.error_at_line(
+            line,
+            "zone.records",
+            format!("{n} has a CNAME beside other data"),
+        ));
+    }
+    let cname_counts = out
+        .iter()
+        .filter(|r| r.record_type() == RecordType::CNAME)
+        .fold(HashMap::<LowerName, usize>::new(), |mut m, r| {
+            *m.entry(LowerName::from(&r.name)).or_default() += 1;
+            m
+        });
+    for (n, c) in cname_counts {
+        if c > 1 {
+            let line = lines.get(&n).copied().unwrap_or(first_line);
+            errs.push(src.error_at_line(
+                line,
+                "zone.records",
+                format!("{n} has {c} CNAME records"),
+            ));
+        }
+    }
+    out
+}
+
+/// File line on which the first line of the records text sits.
+fn records_first_line(src: &Source, text: &Spanned<String>) -> usize {
+    let start = text.span().start;
+    let raw = &src.text[start..text.span().end.min(src.text.len())];
+    let opening_newline = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+        .iter()
+        .any(|p| raw.starts_with(p));
+    src.line_of(start) + usize::from(opening_newline)
+}
+
+/// First file line on which each owner name appears in the records text.
+fn owner_lines(src: &Source, text: &Spanned<String>, origin: &Name) -> HashMap<LowerName, usize> {
+    let first = records_first_line(src, text);
+    let mut out = HashMap::new();
+    for (i, line) in text.get_ref().lines().enumerate() {
+        if line.starts_with(char::is_whitespace) || line.starts_with('$') || line.starts_with(';') {
+            continue;
+        }
+        let Some(tok) = line.split_whitespace().next() else {
+            continue;
+        };
+        let name = if tok == "@" {
+            Ok(origin.clone())
+        } else {
+            Name::parse(tok, Some(origin))
+        };
+        if let Ok(n) = name {
+            out.entry(LowerName::from(&n)).or_insert(first + i);
+        }
+    }
+    out
+}
+
+fn build_service(
+    src: &Source,
+    spec: Spanned<ServiceSpec>,
+    index: usize,
+    origin: &Name,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Service> {
+    let span = spec.span();
+    let s = spec.into_inner();
+    let short = s.name.get_ref().trim().to_string();
+    let k = |field: &str| {
+        if short.is_empty() {
+            format!("service[{index}].{field}")
+        } else {
+            format!("service.{short}.{field}")
+        }
+    };
+    let n_errs = errs.len();
+    let name = service_name(src, &s.name, &k("name"), origin)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let staging = s.staging.as_ref().and_then(|v| {
+        service_name(src, v, &k("staging"), origin)
+            .map_err(|e| errs.push(e))
+            .ok()
+    });
+    let ttl = match &s.ttl {
+        Some(v) => src.ttl(v, &k("ttl")).map_err(|e| errs.push(e)).unwrap_or(0),
+        None => DEFAULT_SERVICE_TTL,
+    };
+    let max_answers = match &s.max_answers {
+        Some(v) => {
+            let n = *v.get_ref();
+            if n < 1 || n as usize > MAX_ANSWERS_LIMIT {
+                errs.push(src.error(
+                    v.span(),
+                    &k("max_answers"),
+                    format!("must be between 1 and {MAX_ANSWERS_LIMIT}, not {n}"),
+                ));
+            }
+            n.clamp(1, MAX_ANSWERS_LIMIT as i64) as usize
+        }
+        None => DEFAULT_MAX_ANSWERS,
+    };
+    let on_all_down = match s
+        .on_all_down
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("fail-open", _)) => OnAllDown::FailOpen,
+        Some(("servfail", _)) => OnAllDown::Servfail,
+        Some((other, sp)) => {
+            errs.push(src.error(
+                sp,
+                &k("on_all_down"),
+                format!("unknown value {other:?} (expected \"fail-open\" or \"servfail\")"),
+            ));
+            OnAllDown::FailOpen
+        }
+    };
+    let drain_grace = match &s.drain_grace {
+        Some(v) => src
+            .duration(v, &k("drain_grace"))
+            .map_err(|e| errs.push(e))
+            .unwrap_or_default(),
+        None => DEFAULT_DRAIN_GRACE,
+    };
+
+    let base_health = s
+        .health
+        .as_ref()
+        .map(|h| h.get_ref().clone())
+        .unwrap_or_default();
+    let health_line = s
+        .health
+        .as_ref()
+        .map(|h| src.line_of(h.span().start))
+        .unwrap_or_else(|| src.line_of(span.start));
+    let mut pools = Vec::new();
+    let mut seen_endpoints: HashMap<String, String> = HashMap::new();
+    for (pname, pval) in s.pools.get_ref() {
+        let key = k(&format!("pools.{pname}"));
+        if !valid_pool_name(pname) {
+            errs.push(src.error(
+                pval.span(),
+                &key,
+                "pool names use lowercase letters, digits, '-' and '_'",
+            ));
+            continue;
+        }
+        if let Some(pool) = build_pool(src, pname, pval, &key, &base_health, health_line, errs) {
+            for e in &pool.endpoints {
+                if let Some(prev) = seen_endpoints.insert(e.id.clone(), pname.clone()) {
+                    errs.push(src.error(
+                        pval.span(),
+                        &key,
+                        format!("endpoint {} is also in pool {prev:?}", e.id),
+                    ));
+                }
+            }
+            pools.push(pool);
+        }
+    }
+    if s.pools.get_ref().is_empty() {
+        errs.push(src.error(
+            s.pools.span(),
+            &k("pools"),
+            "a service needs at least one pool",
+        ));
+    }
+
+    let phases = if s.phase.is_empty() {
+        match (
+            pools.iter().position(|p| p.name == "old"),
+            pools.iter().position(|p| p.name == "new"),
+        ) {
+            (Some(o), Some(n)) => phase::classic(o, n, pools.len()),
+            _ => {
+                if errs.len() == n_errs {
+                    errs.push(src.error(
+                        s.pools.span(),
+                        &k("pools"),
+                        "a service without [[service.phase]] needs pools named \"old\" and \"new\"",
+                    ));
+                }
+                Vec::new()
+            }
+        }
+    } else {
+        build_phases(src, &s.phase, &pools, &k, errs)
+    };
+
+    let staging_pool_name = s
+        .staging_pool
+        .as_ref()
+        .map(|v| v.get_ref().as_str())
+        .unwrap_or("new");
+    let staging_pool = match pools.iter().position(|p| p.name == staging_pool_name) {
+        Some(i) => i,
+        None => {
+            if staging.is_some() || s.staging_pool.is_some() {
+                let sp = s
+                    .staging_pool
+                    .as_ref()
+                    .or(s.staging.as_ref())
+                    .map(|v| v.span())
+                    .unwrap_or(span.clone());
+                errs.push(src.error(
+                    sp,
+                    &k("staging_pool"),
+                    format!(
+                        "the staging name answers pool {staging_pool_name:?}, which does not exist"
+                    ),
+                ));
+            }
+            0
+        }
+    };
+
+    let initial_phase = match &s.initial_phase {
+        Some(v) => match phases.iter().position(|p| p.name == *v.get_ref()) {
+            Some(i) => i,
+            None => {
+                errs.push(src.error(
+                    v.span(),
+                    &k("initial_phase"),
+                    format!("no phase named {:?}", v.get_ref()),
+                ));
+                0
+            }
+        },
+        None => 0,
+    };
+
+    if errs.len() != n_errs {
+        return None;
+    }
+    Some(Service {
+        name: name?,
+        short,
+        staging,
+        staging_pool,
+        ttl,
+        max_answers,
+        pools,
+        phases,
+        initial_phase,
+        on_all_down,
+        drain_grace,
+    })
+}
+
+fn valid_pool_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn service_name(
+    src: &Source,
+    v: &Spanned<String>,
+    key: &str,
+    origin: &Name,
+) -> Result<Name, ConfigError> {
+    let n = fqdn(src, v, key, Some(origin))?;
+    if !origin.zone_of(&n) {
+        return Err(src.error(v.span(), key, format!("{n} is outside the zone {origin}")));
+    }
+    if n == *origin {
+        return Err(src.error(v.span(), key, "a service cannot be the zone apex"));
+    }
+    Ok(n)
+}
+
+fn build_pool(
+    src: &Source,
+    name: &str,
+    value: &Spanned<Value>,
+    key: &str,
+    service_health: &HealthSpec,
+    health_line: usize,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Pool> {
+    let err =
+        |errs: &mut Vec<ConfigError>, msg: String| errs.push(src.error(value.span(), key, msg));
+    let (items, pool_health) = match value.get_ref() {
+        Value::String(s) => (vec![Value::String(s.clone())], None),
+        Value::Array(a) => (a.clone(), None),
+        Value::Table(_) => match value.get_ref().clone().try_into::<PoolTableSpec>() {
+            Ok(t) => (t.endpoints, t.health),
+            Err(e) => {
+                err(errs, format!("invalid pool table: {}", e.message().trim()));
+                return None;
+            }
+        },
+        _ => {
+            err(
+                errs,
+                "a pool is a list of addresses, one host name, or a table with `endpoints`".into(),
+            );
+            return None;
+        }
+    };
+    let health = match pool_health {
+        Some(h) => h.over(service_health),
+        None => service_health.clone(),
+    };
+    let line = if matches!(value.get_ref(), Value::Table(_)) {
+        src.line_of(value.span().start)
+    } else {
+        health_line
+    };
+    let mut endpoints = Vec::new();
+    for item in items {
+        let (address, check_address, ep_health) = match item {
+            Value::String(s) => (s, None, None),
+            Value::Table(_) => match item.try_into::<EndpointTableSpec>() {
+                Ok(t) => (t.address, t.check_address, t.health),
+                Err(e) => {
+                    err(
+                        errs,
+                        format!("invalid endpoint table: {}", e.message().trim()),
+                    );
+                    continue;
+                }
+            },
+            other => {
+                err(
+                    errs,
+                    format!(
+                        "an endpoint is an address, a host name or a table, not {}",
+                        other.type_str()
+                    ),
+                );
+                continue;
+            }
+        };
+        let target = match parse_target(&address) {
+            Ok(t) => t,
+            Err(m) => {
+                err(errs, m);
+                continue;
+            }
+        };
+        let check_ip = match &check_address {
+            Some(a) => match a.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    err(errs, format!("check_address {a:?} is not an IP address"));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let h = match ep_health {
+            Some(h) => h.over(&health),
+            None => health.clone(),
+        };
+        let endpoint_text = match (check_ip, &target) {
+            (Some(ip), _) => bracket(ip),
+            (None, Target::Host(n)) => n.to_string().trim_end_matches('.').to_string(),
+            (None, t) => t.ip().map(bracket).unwrap_or_default(),
+        };
+        let check = match build_check(&h, &endpoint_text) {
+            Ok(c) => c,
+            Err(m) => {
+                errs.push(src.error_at_line(line, &format!("{key}.health"), m));
+                continue;
+            }
+        };
+        endpoints.push(Endpoint {
+            id: address.trim().to_string(),
+            target,
+            check,
+        });
+    }
+    if endpoints.is_empty() {
+        if errs.is_empty() {
+            err(errs, "a pool needs at least one endpoint".into());
+        }
+        return None;
+    }
+    let hosts = endpoints
+        .iter()
+        .filter(|e| matches!(e.target, Target::Host(_)))
+        .count();
+    if hosts > 0 && endpoints.len() > 1 {
+        err(
+            errs,
+            format!(
+                "pool {name:?} mixes a host name with other endpoints: a host-name pool is answered by a CNAME, which cannot stand beside other data"
+            ),
+        );
+        return None;
+    }
+    Some(Pool {
+        name: name.to_string(),
+        endpoints,
+    })
+}
+
+fn bracket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// An endpoint string: IPv4, IPv6, or a fully qualified host name.
+fn parse_target(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(match ip {
+            IpAddr::V4(a) => Target::V4(a),
+            IpAddr::V6(a) => Target::V6(a),
+        });
+    }
+    let labels: Vec<&str> = s.trim_end_matches('.').split('.').collect();
+    if s.contains(':') || labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("{s:?} is not a valid IP address"));
+    }
+    if labels.len() < 2 {
+        return Err(format!(
+            "{s:?} is neither an IP address nor a fully qualified host name"
+        ));
+    }
+    let mut n = Name::from_ascii(s).map_err(|e| format!("invalid host name {s:?}: {e}"))?;
+    n.set_fqdn(true);
+    Ok(Target::Host(n))
+}
+
+/// Resolves merged health keys into a check for one endpoint.
+/// `endpoint` is the address to check (IPv6 bracketed) or the host name.
+fn build_check(h: &HealthSpec, endpoint: &str) -> Result<Option<Check>, String> {
+    let url_template = h.url.clone().unwrap_or_else(|| "http://{endpoint}/".into());
+    let kind = match h.kind.as_deref() {
+        Some("none") => return Ok(None),
+        Some("http") => CheckKind::Http,
+        Some("https") => CheckKind::Https,
+        Some("tcp") => CheckKind::Tcp,
+        Some(other) => {
+            return Err(format!(
+                "unknown check kind {other:?} (expected \"http\", \"https\", \"tcp\" or \"none\")"
+            ));
+        }
+        None if url_template.starts_with("https://") => CheckKind::Https,
+        None => CheckKind::Http,
+    };
+    let dur = |v: &Option<String>, name: &str, default: Duration| -> Result<Duration, String> {
+        match v {
+            Some(s) => humantime::parse_duration(s.trim())
+                .map_err(|e| format!("invalid duration {s:?} for {name}: {e}")),
+            None => Ok(default),
+        }
+    };
+    let interval = dur(&h.interval, "interval", Duration::from_secs(5))?;
+    let timeout = dur(&h.timeout, "timeout", Duration::from_secs(2))?;
+    if interval.is_zero() {
+        return Err("interval must be above 0".into());
+    }
+    if timeout >= interval {
+        return Err(format!(
+            "timeout ({}) must be shorter than interval ({})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        ));
+    }
+    let count = |v: Option<i64>, name: &str, default: u32| -> Result<u32, String> {
+        match v {
+            None => Ok(default),
+            Some(n) if (1..=100).contains(&n) => Ok(n as u32),
+            Some(n) => Err(format!("{name} must be between 1 and 100, not {n}")),
+        }
+    };
+    let rise = count(h.rise, "rise", 2)?;
+    let fall = count(h.fall, "fall", 3)?;
+    let expect = match &h.expect {
+        None => (200, 399),
+        Some(s) => parse_status_range(s)?,
+    };
+    let target = match kind {
+        CheckKind::Tcp => {
+            let port = h
+                .port
+                .ok_or_else(|| "a tcp check needs `port`".to_string())?;
+            let hostport = format!("{endpoint}:{port}");
+            if endpoint.starts_with('[') || endpoint.parse::<IpAddr>().is_ok() {
+                hostport
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("invalid tcp check address {hostport:?}: {e}"))?;
+            }
+            hostport
+        }
+        CheckKind::Http | CheckKind::Https => {
+            if h.port.is_some() {
+                return Err("`port` is for tcp checks; put the port in `url`".into());
+            }
+            let url = url_template.replace("{endpoint}", endpoint);
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| format!("invalid url {url_template:?} (expanded to {url:?}): {e}"))?;
+            let want = if kind == CheckKind::Https {
+                "https"
+            } else {
+                "http"
+            };
+            if parsed.scheme() != want {
+                return Err(format!(
+                    "url {url_template:?} does not match check kind {want:?}"
+                ));
+            }
+            if url.contains('{') || url.contains('}') {
+                return Err(format!(
+                    "url {url_template:?} has an unknown placeholder (only {{endpoint}} is known)"
+                ));
+            }
+            url
+        }
+    };
+    Ok(Some(Check {
+        kind,
+        target,
+        host: h.host.clone(),
+        interval,
+        timeout,
+        rise,
+        fall,
+        expect,
+        expect_body: h.expect_body.clone(),
+        insecure: h.insecure.unwrap_or(false),
+        ca_file: h.ca_file.as_ref().map(PathBuf::from),
+    }))
+}
+
+fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid status range {s:?} (write \"200\" or \"200-399\")");
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let lo: u16 = lo.parse().map_err(|_| bad())?;
+    let hi: u16 = hi.parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+fn build_phases(
+    src: &Source,
+    specs: &[Spanned<PhaseSpec>],
+    pools: &[Pool],
+    k: &dyn Fn(&str) -> String,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<Phase> {
+    let mut phases = Vec::new();
+    let mut names = HashSet::new();
+    for p in specs {
+        let p = p.get_ref();
+        let pname = p.name.get_ref().trim().to_string();
+        let key = k(&format!("phase.{pname}"));
+        if pname.is_empty() {
+            errs.push(src.error(p.name.span(), &key, "a phase needs a name"));
+            continue;
+        }
+        if !names.insert(pname.clone()) {
+            errs.push(src.error(
+                p.name.span(),
+                &key,
+                format!("duplicate phase name {pname:?}"),
+            ));
+            continue;
+        }
+        let mut weights = vec![0u32; pools.len()];
+        for (pool, w) in p.weights.get_ref() {
+            let wkey = format!("{key}.weights.{pool}");
+            let Some(i) = pools.iter().position(|x| x.name == *pool) else {
+                errs.push(src.error(
+                    w.span(),
+                    &wkey,
+                    format!(
+                        "no pool named {pool:?} (pools: {})",
+                        pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+                continue;
+            };
+            match w.get_ref() {
+                Value::Integer(n) if *n >= 0 && *n <= i64::from(u32::MAX / 1024) => {
+                    weights[i] = *n as u32
+                }
+                Value::Integer(n) if *n < 0 => {
+                    errs.push(src.error(w.span(), &wkey, format!("weight {n} is negative")))
+                }
+                Value::Integer(n) => {
+                    errs.push(src.error(w.span(), &wkey, format!("weight {n} is too large")))
+                }
+                other => errs.push(src.error(
+                    w.span(),
+                    &wkey,
+                    format!("a weight is a non-negative integer, not {other}"),
+                )),
+            }
+        }
+        if weights.iter().all(|&w| w == 0) && !p.weights.get_ref().is_empty() {
+            errs.push(src.error(
+                p.weights.span(),
+                &format!("{key}.weights"),
+                "every pool has weight 0: at least one pool must receive traffic",
+            ));
+        }
+        if p.weights.get_ref().is_empty() {
+            errs.push(src.error(
+                p.weights.span(),
+                &format!("{key}.weights"),
+                "no weights given",
+            ));
+        }
+        let hold = p.hold.as_ref().and_then(|h| {
+            src.duration(h, &format!("{key}.hold"))
+                .map_err(|e| errs.push(e))
+                .ok()
+        });
+        let ttl = p.ttl.as_ref().and_then(|t| {
+            src.ttl(t, &format!("{key}.ttl"))
+                .map_err(|e| errs.push(e))
+                .ok()
+        });
+        phases.push(Phase {
+            name: pname,
+            weights,
+            hold,
+            ttl,
+        });
+    }
+    phases
+}
+
+/// Names in one zone must not collide: services, staging names and static
+/// owners are distinct, and nothing sits below a sub-delegation.
+fn check_names(
+    src: &Source,
+    origin: &Name,
+    records: &[Record],
+    owner_lines: &HashMap<LowerName, usize>,
+    services: &[Service],
+    errs: &mut Vec<ConfigError>,
+) {
+    let line_of = |n: &LowerName| owner_lines.get(n).copied().unwrap_or(0);
+    let mut names: HashMap<LowerName, String> = HashMap::new();
+    for r in records {
+        names.entry(LowerName::from(&r.name)).or_insert_with(|| {
+            format!(
+                "a static record (line {})",
+                line_of(&LowerName::from(&r.name))
+            )
+        });
+    }
+    let cuts: Vec<LowerName> = records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::NS && r.name != *origin)
+        .map(|r| LowerName::from(&r.name))
+        .collect();
+    for r in records {
+        let n = LowerName::from(&r.name);
+        let glue = matches!(r.data, RData::A(_) | RData::AAAA(_));
+        for cut in &cuts {
+            if *cut != n && cut.zone_of(&n) && !glue {
+                errs.push(src.error_at_line(
+                    line_of(&n),
+                    "zone.records",
+                    format!("{n} is below the delegation {cut}: only glue addresses may be there"),
+                ));
+            }
+        }
+    }
+    for s in services {
+        let mut own = vec![(s.name.clone(), "name")];
+        if let Some(st) = &s.staging {
+            own.push((st.clone(), "staging"));
+        }
+        for (n, what) in own {
+            let ln = LowerName::from(&n);
+            let key = format!("service.{}.{what}", s.short);
+            if let Some(prev) = names.get(&ln) {
+                errs.push(ConfigError {
+                    file: src.path.clone(),
+                    line: 0,
+                    key,
+                    message: format!("duplicate name {n}: already used by {prev}"),
+                });
+                continue;
+            }
+            for cut in &cuts {
+                if cut.zone_of(&ln) {
+                    errs.push(ConfigError {
+                        file: src.path.clone(),
+                        line: 0,
+                        key: key.clone(),
+                        message: format!("{n} is inside the delegation {cut}"),
+                    });
+                }
+            }
+            names.insert(ln, format!("service {:?}", s.short));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Zone, ConfigErrors> {
+        parse(&Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        })
+    }
+
+    const BASE: &str = r#"
+[zone]
+origin = "shift.example.com."
+nameservers = ["ns1"]
+hostmaster = "hostmaster.example.com."
+records = """
+ns1 IN A 203.0.113.53
+"""
+"#;
+
+    #[test]
+    fn minimal_zone_with_classic_phases() {
+        let z = parse_text(&format!(
+            "{BASE}\n[[service]]\nname = \"www\"\nstaging = \"www-next\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"2001:db8::1\"]\n"
+        ))
+        .unwrap();
+        let s = &z.services[0];
+        assert_eq!(s.name.to_string(), "www.shift.example.com.");
+        assert_eq!(
+            s.phases.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["separate-domain", "round-robin", "cutover"]
+        );
+        assert_eq!(s.pools[s.staging_pool].name, "new");
+        assert_eq!(z.nameservers[0].to_string(), "ns1.shift.example.com.");
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        // (text appended to BASE, expected substring of the error)
+        let cases = [
+            (
+                "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.300\"]\nnew = [\"192.0.2.2\"]\n",
+                "t.toml:12: service.www.pools.old: \"192.0.2.300\" is not a valid IP address",
+            ),
+            (
+                "[[service]]\nname = \"www\"\nbogus = 1\n[service.pools]\nold = [\"192.0.2.1\"]\n",
+                "t.toml:11: unknown field `bogus`",
+            ),
+            (
+                "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[[service.phase]]\nname = \"a\"\nweights = { old = -1, new = 1 }\n",
+                "t.toml:16: service.www.phase.a.weights.old: weight -1 is negative",
+            ),
+            (
+                "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[[service.phase]]\nname = \"a\"\nweights = { old = 1.5 }\n",
+                "service.www.phase.a.weights.old: a weight is a non-negative integer, not 1.5",
+            ),
+            (
+                "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[[service.phase]]\nname = \"a\"\nweights = { old = 1, blue = 1 }\n",
+                "t.toml:16: service.www.phase.a.weights.blue: no pool named \"blue\"",
+            ),
+            (
+                "[[service]]\nname = \"www\"\nttl = \"30 parsecs\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n",
+                "t.toml:11: service.www.ttl: invalid duration",
+            ),
+            (
+                "[[service]]\nname = \"ns1\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n",
+                "service.ns1.name: duplicate name ns1.shift.example.com.: already used by a static record (line 7)",
+            ),
+        ];
+        for (extra, want) in cases {
+            let err = parse_text(&format!("{BASE}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "\n got: {err}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn record_errors_point_into_the_records_text() {
+        let text = "[zone]\norigin = \"z.test.\"\nnameservers = [\"ns1\"]\nhostmaster = \"h.z.test.\"\nrecords = \"\"\"\nns1 IN A 203.0.113.53\nv6 IN A 2001:db8::1\n\"\"\"\n";
+        let err = parse_text(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.toml:7: zone.records: invalid record"),
+            "{err}"
+        );
+
+        let text = "[zone]\norigin = \"z.test.\"\nnameservers = [\"ns1\"]\nhostmaster = \"h.z.test.\"\nrecords = \"\"\"\nns1 IN A 203.0.113.53\ndocs IN CNAME a.example.\ndocs IN TXT \"x\"\n\"\"\"\n";
+        let err = parse_text(text).unwrap_err().to_string();
+        assert!(
+            err.contains("t.toml:7: zone.records: docs.z.test. has a CNAME beside other data"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn health_keys_are_validated() {
+        let svc = |health: &str| {
+            format!(
+                "{BASE}[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[service.health]\n{health}\n"
+            )
+        };
+        let cases = [
+            (
+                "interval = \"1s\"\ntimeout = \"1s\"",
+                "timeout (1s) must be shorter than interval (1s)",
+            ),
+            ("rise = 0", "rise must be between 1 and 100, not 0"),
+            ("fall = 0", "fall must be between 1 and 100, not 0"),
+            ("kind = \"icmp\"", "unknown check kind \"icmp\""),
+            ("url = \"http://{endpoint}:99999/\"", "invalid url"),
+            ("url = \"http://{endpont}/\"", "unknown placeholder"),
+            ("expect = \"600\"", "invalid status range"),
+            ("kind = \"tcp\"", "a tcp check needs `port`"),
+        ];
+        for (h, want) in cases {
+            let err = parse_text(&svc(h)).unwrap_err().to_string();
+            assert!(err.contains(want), "\n got: {err}\nwant: {want}");
+            assert!(err.contains("service.www.pools."), "{err}");
+        }
+        let z = parse_text(&svc(
+            "url = \"https://{endpoint}:8443/healthz\"\nhost = \"www.example.com\"",
+        ))
+        .unwrap();
+        let c = z.services[0].pools[0].endpoints[0].check.clone().unwrap();
+        assert_eq!(c.kind, CheckKind::Https);
+        assert_eq!(c.target, "https://192.0.2.2:8443/healthz");
+    }
+}
