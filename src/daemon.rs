@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         info!(origin = %z.origin, file = %z.file.display(), services = z.services.len(), "zone loaded");
     }
     let shared = Shared::new(config, zones);
-    info!(zones = lock(&shared.zones).len(), services, "serving");
+    info!(zones = lock(&shared.zones).len(), services, "ready");
 
     let mut server = Server::new(Handler::new(shared.plan.clone()));
     for Listener { udp, tcp } in listeners {

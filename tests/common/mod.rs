@@ -1,0 +1,390 @@
+//! Test harness: starts the real `dnsshift` binary on ephemeral loopback
+//! ports, queries it over real UDP and TCP, and runs real HTTP backends.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backend;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Bound on waiting for the server to log something.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on one DNS exchange.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Path of the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dnsshift")
+}
+
+/// Lines a child process wrote to stderr, shared with a reader thread.
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        let (m, c) = &*self.inner;
+        m.lock().unwrap().push(line);
+        c.notify_all();
+    }
+
+    /// All lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line satisfies `pred` (checking lines from `from` on);
+    /// returns its index and text. Panics with the log after `timeout`.
+    pub fn wait_for(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
+        let (m, c) = &*self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut lines = m.lock().unwrap();
+        loop {
+            if let Some((i, l)) = lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
+                return (i, l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out waiting for a log line; log so far:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = c.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Number of lines so far.
+    pub fn len(&self) -> usize {
+        self.inner.0.lock().unwrap().len()
+    }
+}
+
+/// A running `dnsshift serve` in a scratch directory.
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub dns: SocketAddr,
+    pub control: Option<SocketAddr>,
+    pub log: Log,
+}
+
+/// A scratch directory with zones and a server config.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Writes zone files (name, text) and a config listening on port 0.
+    /// `extra_config` is appended to dnsshift.toml.
+    pub fn new(zones: &[(&str, &str)], extra_config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        for (name, text) in zones {
+            std::fs::write(dir.path().join("zones").join(name), text).unwrap();
+        }
+        let config = format!(
+            "listen = [\"127.0.0.1:0\"]\nzones_dir = {:?}\nstate_dir = {:?}\ncontrol_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_level = \"info\"\n{extra_config}",
+            dir.path().join("zones"),
+            dir.path().join("state"),
+        );
+        std::fs::write(dir.path().join("dnsshift.toml"), config).unwrap();
+        Setup { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("dnsshift.toml")
+    }
+
+    pub fn write_zone(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("zones").join(name), text).unwrap();
+    }
+
+    /// Starts the server and waits until it reports ready.
+    pub fn start(self) -> Server {
+        Server::spawn(self.dir, &[])
+    }
+}
+
+/// Spawns a command with stderr captured into a [`Log`].
+pub fn spawn_logged(cmd: &mut Command) -> (Child, Log) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dnsshift");
+    let log = Log::default();
+    let stderr = child.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            match line {
+                Ok(line) => {
+                    if std::env::var_os("DNSSHIFT_TEST_VERBOSE").is_some() {
+                        eprintln!("[dnsshift] {line}");
+                    }
+                    l.push(line)
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    (child, log)
+}
+
+/// A field of a JSON log line.
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    match v.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// True if the line is a JSON log line with this message.
+pub fn is_msg(line: &str, msg: &str) -> bool {
+    field(line, "message").as_deref() == Some(msg)
+}
+
+impl Server {
+    /// Starts `dnsshift serve --config <dir>/dnsshift.toml` in `dir`.
+    pub fn spawn(dir: tempfile::TempDir, extra_args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(dir.path().join("dnsshift.toml"))
+            .arg("serve")
+            .args(extra_args)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET");
+        let (child, log) = spawn_logged(&mut cmd);
+        let mut server = Server {
+            child: Some(child),
+            dir,
+            dns: "0.0.0.0:0".parse().unwrap(),
+            control: None,
+            log,
+        };
+        server.await_ready();
+        server
+    }
+
+    fn await_ready(&mut self) {
+        let (_, line) = self.log.wait_for(0, STARTUP_TIMEOUT, |l| {
+            is_msg(l, "dns listening") || l.contains("cannot start")
+        });
+        assert!(!line.contains("cannot start"), "server failed: {line}");
+        self.dns = field(&line, "udp").unwrap().parse().unwrap();
+        let (_, ready) = self.log.wait_for(0, STARTUP_TIMEOUT, |l| {
+            is_msg(l, "ready") || l.contains("cannot start")
+        });
+        assert!(!ready.contains("cannot start"), "server failed: {ready}");
+        if let Some((_, l)) = self
+            .log
+            .lines()
+            .iter()
+            .enumerate()
+            .find(|(_, l)| is_msg(l, "control listening"))
+        {
+            self.control = field(l, "addr").and_then(|a| a.parse().ok());
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit (bounded); returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server and hands back its directory, for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Runs a CLI subcommand against this server's config; returns (exit ok, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(self.path().join("dnsshift.toml"))
+            .args(args)
+            .current_dir(self.path())
+            .env(
+                "DNSSHIFT_CONTROL",
+                format!("http://{}", self.control.expect("control address")),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a CLI subcommand that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args);
+        assert!(
+            ok,
+            "dnsshift {args:?} failed:\nstdout: {out}\nstderr: {err}"
+        );
+        out
+    }
+
+    pub fn query(&self, name: &str, rtype: RecordType) -> Message {
+        query_udp(self.dns, &build_query(name, rtype, Some(1232)))
+    }
+
+    pub fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
+        query_tcp(self.dns, &build_query(name, rtype, Some(1232)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A query message with a random id; `edns` sets the advertised UDP size.
+pub fn build_query(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::new(fastrand_id(), MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn fastrand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// One UDP exchange; panics on timeout.
+pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
+    let bytes = msg.to_vec().unwrap();
+    let resp = exchange_udp_raw(server, &bytes).expect("no UDP answer");
+    let m = Message::from_vec(&resp).unwrap();
+    assert_eq!(m.metadata.id, msg.metadata.id, "response id");
+    m
+}
+
+/// Sends raw bytes over UDP and returns the first reply, or None on timeout.
+pub fn exchange_udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    sock.send_to(bytes, server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(_) => None,
+    }
+}
+
+/// One TCP exchange (2-byte length framing).
+pub fn query_tcp(server: SocketAddr, msg: &Message) -> Message {
+    let bytes = msg.to_vec().unwrap();
+    let mut s = TcpStream::connect_timeout(&server, QUERY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).unwrap();
+    Message::from_vec(&resp).unwrap()
+}
+
+/// The RDATA of each answer record, as text.
+pub fn answers(m: &Message) -> Vec<String> {
+    m.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+/// Polls `f` every `every` until it returns Some, for at most `timeout`.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A zone file with the given services appended (origin `shift.test.`).
+pub fn zone_with(services: &str) -> String {
+    format!(
+        r#"[zone]
+origin = "shift.test."
+nameservers = ["ns1.shift.test."]
+hostmaster = "hostmaster.shift.test."
+ttl = "1h"
+negative_ttl = "45s"
+records = """
+ns1 IN A 127.0.0.53
+"""
+{services}"#
+    )
+}
