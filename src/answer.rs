@@ -7,7 +7,7 @@
 //! counters, and collects references into the plan: no lock, no I/O, and
 //! allocation bounded by [`MAX_CHAIN`] and `max_answers`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -132,12 +132,27 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Counters of a pool (created on first use).
-    pub fn pool(&self, service: &str, pool: &str) -> Arc<PoolStats> {
+    /// Counters of a pool. Created on first use as if the pool had been
+    /// answered just now with `assumed_ttl`: after a start or restart we
+    /// cannot know what an earlier run answered, so drain deadlines start
+    /// from the worst case instead of claiming "already drained".
+    pub fn pool(&self, service: &str, pool: &str, assumed_ttl: u32) -> Arc<PoolStats> {
         let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         m.entry((service.to_string(), pool.to_string()))
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(PoolStats {
+                    last_answered_ms: AtomicU64::new(now_ms()),
+                    last_ttl: AtomicU32::new(assumed_ttl),
+                    ..PoolStats::default()
+                })
+            })
             .clone()
+    }
+
+    /// All pool counters, for metrics.
+    pub fn pools(&self) -> Vec<((String, String), Arc<PoolStats>)> {
+        let m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Counters of an endpoint (created on first use).
@@ -365,11 +380,7 @@ impl ZonePlan {
             return;
         }
         let Some(node) = self.names.get(qname) else {
-            if depth == 0 {
-                ans.rcode = ResponseCode::NXDomain;
-            } else {
-                ans.rcode = ResponseCode::NXDomain;
-            }
+            ans.rcode = ResponseCode::NXDomain;
             ans.soa = Some(&self.neg_soa);
             return;
         };
@@ -577,7 +588,6 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
         names.insert(name.clone(), node);
     }
 
-    let static_names: HashSet<LowerName> = by_name.keys().cloned().collect();
     for s in &z.services {
         let phase = inputs.phase(s).min(s.phases.len().saturating_sub(1));
         let weights = &s.phases[phase].weights;
@@ -585,14 +595,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
         names.insert(
             LowerName::from(&s.name),
             Node::Service(Box::new(build_service(
-                s,
-                weights,
-                ttl,
-                None,
-                inputs,
-                stats,
-                &origin,
-                &static_names,
+                s, weights, ttl, None, inputs, stats, &origin,
             ))),
         );
         if let Some(st) = &s.staging {
@@ -608,7 +611,6 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
                     inputs,
                     stats,
                     &origin,
-                    &static_names,
                 ))),
             );
         }
@@ -649,21 +651,8 @@ fn build_service(
     inputs: &dyn Inputs,
     stats: &Stats,
     origin: &LowerName,
-    static_names: &HashSet<LowerName>,
 ) -> ServiceNode {
-    let select = |family| {
-        select(
-            s,
-            weights,
-            ttl,
-            only,
-            family,
-            inputs,
-            stats,
-            origin,
-            static_names,
-        )
-    };
+    let select = |family| select(s, weights, ttl, only, family, inputs, stats, origin);
     ServiceNode {
         max_answers: s.max_answers,
         a: select(Family::V4),
@@ -688,7 +677,6 @@ fn select(
     inputs: &dyn Inputs,
     stats: &Stats,
     origin: &LowerName,
-    static_names: &HashSet<LowerName>,
 ) -> Selection {
     struct Cand<'p> {
         pool: usize,
@@ -705,10 +693,13 @@ fn select(
         let all: Vec<&Endpoint> = pool
             .endpoints
             .iter()
-            .filter(|e| match (&e.target, family) {
-                (Target::Host(_), _) => true,
-                (Target::V4(_), Family::V4) | (Target::V6(_), Family::V6) => true,
-                _ => false,
+            .filter(|e| {
+                matches!(
+                    (&e.target, family),
+                    (Target::Host(_), _)
+                        | (Target::V4(_), Family::V4)
+                        | (Target::V6(_), Family::V6)
+                )
             })
             .filter(|e| !inputs.disabled(s, pool, e))
             .collect();
@@ -773,7 +764,6 @@ fn select(
                 }
                 _ => None,
             });
-            let _ = static_names;
             PoolAnswer {
                 records: eps
                     .iter()
@@ -783,7 +773,7 @@ fn select(
                     .iter()
                     .map(|e| stats.endpoint(&key, &pool.name, &e.id))
                     .collect(),
-                stats: stats.pool(&key, &pool.name),
+                stats: stats.pool(&key, &pool.name, s.max_ttl()),
                 staging: only.is_some(),
                 ttl,
                 chase,

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat};
+use crate::control::{
+    ErrorBody, HistoryResponse, OkResponse, ReloadResponse, StatusResponse, TransitionRequest,
+    TransitionResponse,
+};
 use crate::spec::ConfigErrors;
 use crate::zone;
 
@@ -19,6 +23,12 @@ pub struct Args {
     /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Control API URL (default: from the config's control_listen).
+    #[arg(long, global = true, env = "DNSSHIFT_CONTROL", value_name = "URL")]
+    pub control: Option<String>,
+    /// Control token file (default: from the config).
+    #[arg(long, global = true, env = "DNSSHIFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,6 +42,93 @@ pub enum Command {
     Check {
         /// A zone file or a zones directory (default: the configured zones directory).
         path: Option<PathBuf>,
+    },
+    /// Phase, weights, endpoints, split served in the last minute, drain.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+        /// Machine-readable output (see the README for the format).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a service to its next phase (or --to a later one).
+    Advance(TransitionArgs),
+    /// Move a service back to its previous phase (or --to an earlier one); always allowed.
+    Rollback(TransitionArgs),
+    /// Take one endpoint out of the answers by hand, or put it back.
+    Endpoint {
+        #[command(subcommand)]
+        action: EndpointAction,
+    },
+    /// Every phase change and override of a service.
+    History {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Never answer a pool again, not even as standby (after its drain).
+    Decommission {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Pool name ("old").
+        pool: String,
+        /// Decommission before the drain deadline plus grace has passed.
+        #[arg(long)]
+        force: bool,
+        /// Why; recorded in history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Re-read zones; a config with any error is rejected whole.
+    Reload,
+}
+
+/// Arguments of `advance` and `rollback`.
+#[derive(clap::Args, Debug)]
+pub struct TransitionArgs {
+    /// Service: its name ("www") or fully qualified name.
+    pub service: String,
+    /// Target phase.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be served, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why; recorded in history.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `endpoint` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum EndpointAction {
+    /// Take an endpoint out of the answers, whatever its health.
+    Disable {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Endpoint as written in the zone file.
+        endpoint: String,
+        /// Why; recorded in history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Put an endpoint back (its health decides again).
+    Enable {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Endpoint as written in the zone file.
+        endpoint: String,
+        /// Why; recorded in history.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -54,6 +151,10 @@ pub fn main(args: Args) -> ExitCode {
     match args.command {
         Command::Serve(s) => serve(args.config.as_deref(), s),
         Command::Check { path } => check(args.config.as_deref(), path.as_deref()),
+        command => match Client::new(args.config.as_deref(), args.control, args.token_file) {
+            Ok(c) => c.run(command),
+            Err(e) => fail(e),
+        },
     }
 }
 
@@ -115,8 +216,8 @@ async fn signal_shutdown(token: CancellationToken) {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(&config.log_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -143,18 +244,415 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {
     } else {
         zone::load_file(path).map(|z| vec![z])
     };
-    match zones {
-        Ok(zones) => {
-            let services: usize = zones.iter().map(|z| z.services.len()).sum();
-            println!("ok: {} zone(s), {services} service(s)", zones.len());
-            ExitCode::SUCCESS
-        }
+    let zones = match zones {
+        Ok(z) => z,
         Err(ConfigErrors(errs)) => {
             for e in &errs {
                 eprintln!("{e}");
             }
             eprintln!("dnsshift: {} error(s)", errs.len());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    // Persisted state must still fit the zones (phases, pools, endpoints).
+    let store = crate::state::Store::new(&config.state_dir);
+    match store.load() {
+        Ok(state) => {
+            let problems = state.validate(&zones, &store.path());
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("dnsshift: {} error(s)", problems.len());
+                return ExitCode::FAILURE;
+            }
+        }
+        Err(e) => return fail(e),
+    }
+    let services: usize = zones.iter().map(|z| z.services.len()).sum();
+    println!("ok: {} zone(s), {services} service(s)", zones.len());
+    ExitCode::SUCCESS
+}
+
+// ------------------------------------------------------------ control client
+
+/// Bound on one control request.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Talks to the daemon's control API.
+struct Client {
+    base: String,
+    token: String,
+    /// Where the address came from, for "cannot reach" messages.
+    origin: String,
+}
+
+impl Client {
+    fn new(
+        config: Option<&Path>,
+        control: Option<String>,
+        token_file: Option<PathBuf>,
+    ) -> Result<Client, String> {
+        let cfg = Config::discover(config).map_err(|e| e.to_string())?;
+        let from = cfg
+            .file
+            .as_ref()
+            .map(|f| format!("control_listen in {}", f.display()))
+            .unwrap_or_else(|| "the default control address".into());
+        let (base, origin) = match control {
+            Some(url) => (
+                url.trim_end_matches('/').to_string(),
+                "--control / DNSSHIFT_CONTROL".to_string(),
+            ),
+            None => {
+                let mut addr = cfg.control_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(if addr.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                (format!("http://{addr}"), from)
+            }
+        };
+        let token_path = token_file.unwrap_or(cfg.control_token_file);
+        let token = std::fs::read_to_string(&token_path)
+            .map_err(|e| {
+                format!(
+                    "cannot read the control token {}: {e} (the daemon creates it on start; run as a user that can read it, or pass --token-file)",
+                    token_path.display()
+                )
+            })?
+            .trim()
+            .to_string();
+        Ok(Client {
+            base,
+            token,
+            origin,
+        })
+    }
+
+    fn run(&self, command: Command) -> ExitCode {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        };
+        match rt.block_on(self.dispatch(command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
         }
     }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, String> {
+        let client = reqwest::Client::builder()
+            .timeout(CONTROL_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("{}{path}", self.base);
+        let mut req = client.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            format!(
+                "cannot reach the dnsshift daemon at {} ({}): {e}; is `dnsshift serve` running?",
+                self.base, self.origin
+            )
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("cannot read the daemon's answer: {e}"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.error)
+                .unwrap_or(text);
+            return Err(format!("{msg} ({status})"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+    }
+
+    async fn dispatch(&self, command: Command) -> Result<(), String> {
+        use reqwest::Method;
+        let seg = |s: &str| percent(s);
+        match command {
+            Command::Serve(_) | Command::Check { .. } => Ok(()),
+            Command::Status { service, json } => {
+                let path = match &service {
+                    Some(s) => format!("/v1/status?service={}", seg(s)),
+                    None => "/v1/status".into(),
+                };
+                let st: StatusResponse = self.call(Method::GET, &path, None).await?;
+                if json {
+                    print_json(&st)
+                } else {
+                    print!("{}", render_status(&st));
+                    Ok(())
+                }
+            }
+            Command::Advance(a) => self.transition("advance", a).await,
+            Command::Rollback(a) => self.transition("rollback", a).await,
+            Command::Endpoint { action } => {
+                let (service, endpoint, reason, verb) = match action {
+                    EndpointAction::Disable {
+                        service,
+                        endpoint,
+                        reason,
+                    } => (service, endpoint, reason, "disable"),
+                    EndpointAction::Enable {
+                        service,
+                        endpoint,
+                        reason,
+                    } => (service, endpoint, reason, "enable"),
+                };
+                let ok: OkResponse = self
+                    .call(
+                        Method::POST,
+                        &format!(
+                            "/v1/services/{}/endpoints/{}/{verb}",
+                            seg(&service),
+                            seg(&endpoint)
+                        ),
+                        Some(serde_json::json!({ "reason": reason })),
+                    )
+                    .await?;
+                println!("{}", ok.message);
+                Ok(())
+            }
+            Command::History { service, json } => {
+                let h: HistoryResponse = self
+                    .call(
+                        Method::GET,
+                        &format!("/v1/services/{}/history", seg(&service)),
+                        None,
+                    )
+                    .await?;
+                if json {
+                    return print_json(&h);
+                }
+                println!(
+                    "{:<22} {:<13} {:<18} {:<18} {:<6} REASON",
+                    "WHEN (UTC)", "ACTION", "FROM", "TO", "FORCED"
+                );
+                for e in &h.events {
+                    println!(
+                        "{:<22} {:<13} {:<18} {:<18} {:<6} {}",
+                        crate::daemon::format_ms(e.at * 1000),
+                        e.action,
+                        e.from.as_deref().unwrap_or("-"),
+                        e.to.as_deref().unwrap_or("-"),
+                        if e.forced { "yes" } else { "" },
+                        e.reason.as_deref().unwrap_or("")
+                    );
+                }
+                Ok(())
+            }
+            Command::Decommission {
+                service,
+                pool,
+                force,
+                reason,
+            } => {
+                let ok: OkResponse = self
+                    .call(
+                        Method::POST,
+                        &format!(
+                            "/v1/services/{}/pools/{}/decommission",
+                            seg(&service),
+                            seg(&pool)
+                        ),
+                        Some(serde_json::json!({ "force": force, "reason": reason })),
+                    )
+                    .await?;
+                println!("{}", ok.message);
+                Ok(())
+            }
+            Command::Reload => {
+                let r: ReloadResponse = self.call(Method::POST, "/v1/reload", None).await?;
+                println!(
+                    "reloaded: {} zone(s), {} service(s), serial {}",
+                    r.zones, r.services, r.serial
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), String> {
+        let body = TransitionRequest {
+            to: a.to,
+            force: a.force,
+            dry_run: a.dry_run,
+            reason: a.reason,
+        };
+        let r: TransitionResponse = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/services/{}/{verb}", percent(&a.service)),
+                serde_json::to_value(&body).ok(),
+            )
+            .await?;
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        if a.json {
+            return print_json(&r);
+        }
+        let weights = r
+            .weights
+            .iter()
+            .map(|(p, w)| format!("{p}={w}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if r.applied {
+            println!(
+                "{}: {} -> {} (weights {weights}, ttl {}s)",
+                r.service, r.from, r.to, r.ttl
+            );
+        } else {
+            println!(
+                "dry run, nothing changed: {}: {} -> {} would serve weights {weights} with ttl {}s",
+                r.service, r.from, r.to, r.ttl
+            );
+        }
+        Ok(())
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Percent-encodes one URL path segment.
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn ago(now_ms: u64, at_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(at_ms) / 1000;
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs))
+    )
+}
+
+/// The human-readable status table.
+pub fn render_status(st: &StatusResponse) -> String {
+    use std::fmt::Write;
+    let fmt = crate::daemon::format_ms;
+    let mut o = String::new();
+    for s in &st.services {
+        let _ = writeln!(o, "{}", s.service);
+        if let Some(stg) = &s.staging {
+            let _ = writeln!(o, "  staging  {stg}");
+        }
+        let phases = s
+            .phases
+            .iter()
+            .map(|p| {
+                if *p == s.phase {
+                    format!("[{p}]")
+                } else {
+                    p.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" > ");
+        let since = if s.since > 0 {
+            format!(", since {}", fmt(s.since * 1000))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "  phase    {}{since}  ttl {}s", s.phase, s.ttl);
+        let _ = writeln!(o, "  phases   {phases}");
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>6}  {:>16}  STATE",
+            "POOL", "WEIGHT", "SERVED (1 MIN)"
+        );
+        for p in &s.pools {
+            let state = if p.decommissioned {
+                "decommissioned".to_string()
+            } else if p.weight > 0 {
+                "receiving traffic".to_string()
+            } else {
+                match (p.drained_at_ms, p.safe_to_decommission_after_ms) {
+                    (Some(d), Some(safe)) if p.drained => {
+                        format!(
+                            "drained at {}; safe to decommission after {}",
+                            fmt(d),
+                            fmt(safe)
+                        )
+                    }
+                    (Some(d), _) => format!("standby, draining until {}", fmt(d)),
+                    _ => "standby".into(),
+                }
+            };
+            let served = format!(
+                "{:.1}% ({})",
+                p.share_last_minute * 100.0,
+                p.answers_last_minute
+            );
+            let _ = writeln!(
+                o,
+                "  {:<10} {:>6}  {:>16}  {state}",
+                p.pool, p.weight, served
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  {:<28} {:<10} {:<10} LAST CHECK",
+            "ENDPOINT", "POOL", "HEALTH"
+        );
+        for p in &s.pools {
+            for e in &p.endpoints {
+                let health = match (e.disabled, e.checked, e.healthy) {
+                    (true, _, _) => "disabled",
+                    (false, false, _) => "unchecked",
+                    (false, true, true) => "healthy",
+                    (false, true, false) => "DOWN",
+                };
+                let last = e
+                    .last_check
+                    .as_ref()
+                    .map(|c| {
+                        format!(
+                            "{} ({} ms) {}",
+                            c.detail,
+                            c.duration_ms,
+                            ago(st.now_ms, c.at_ms)
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    o,
+                    "  {:<28} {:<10} {:<10} {last}",
+                    e.endpoint, p.pool, health
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+    o
 }

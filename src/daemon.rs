@@ -1,18 +1,38 @@
-//! Wiring and lifecycle: load config and zones, bind sockets, build the
-//! first plan, run the DNS server until shutdown.
+//! Wiring and lifecycle: load config, zones and state, bind sockets, start
+//! health checks, build and publish answer plans, run the DNS and control
+//! servers until shutdown. Operator operations live here too, as methods
+//! on [`Shared`], because each one changes state and rebuilds the plan.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::answer::{ConfigOnly, Plan, Stats, next_serial};
+use crate::answer::{Inputs, Plan, Stats, next_serial};
 use crate::config::Config;
+use crate::control::{
+    self, ApiError, DecommissionRequest, EndpointStatus, HistoryResponse, OkResponse, PoolStatus,
+    ReloadResponse, ServiceStatus, StatusResponse, TransitionRequest, TransitionResponse,
+};
 use crate::dns::{self, Handler, Listener};
-use crate::zone::{self, Zone};
+use crate::health::{self, Checker, EndpointKey, Status};
+use crate::phase::{self, Direction, PoolView};
+use crate::pool::{Endpoint, Pool};
+use crate::state::{self, Event, State, Store};
+use crate::zone::{self, Service, Zone};
+
+/// Window over which `status` reports the split actually served.
+pub const SPLIT_WINDOW: Duration = Duration::from_secs(60);
+/// Extra time allowed for the first health round beyond the longest timeout.
+const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for in-flight work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the daemon's tasks share. The DNS path only reads `plan`.
 pub struct Shared {
@@ -20,34 +40,85 @@ pub struct Shared {
     pub config: Config,
     /// Current zones; replaced whole by a successful reload.
     pub zones: Mutex<Arc<Vec<Zone>>>,
+    /// Operator state; every change is saved before it is acknowledged.
+    pub state: Mutex<State>,
+    /// Where state is saved.
+    pub store: Store,
+    /// Endpoint health.
+    pub health: Arc<health::Table>,
     /// Counters that outlive plans.
     pub stats: Arc<Stats>,
     /// The answer snapshot the DNS handler reads.
     pub plan: Arc<ArcSwap<Plan>>,
+    /// Health tasks notify this when a verdict changes.
+    pub health_changed: Arc<Notify>,
+    /// Per-second samples of main-name answer counters per (service, pool).
+    samples: Mutex<VecDeque<(u64, PoolCounts)>>,
+    /// Serial of the last plan; its lock also serialises rebuilds.
     serial: Mutex<u32>,
+    /// Probes endpoints.
+    checker: Arc<Checker>,
+    /// Stops the current generation of health tasks (replaced on reload).
+    checks: Mutex<CancellationToken>,
+    /// Daemon-wide shutdown.
+    shutdown: CancellationToken,
 }
 
-impl Shared {
-    /// Builds the state for validated config and zones; the first plan is built too.
-    pub fn new(config: Config, zones: Vec<Zone>) -> Arc<Shared> {
-        let shared = Arc::new(Shared {
-            config,
-            zones: Mutex::new(Arc::new(zones)),
-            stats: Arc::default(),
-            plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
-            serial: Mutex::new(0),
-        });
-        shared.rebuild();
-        shared
-    }
+/// Main-name answer counters by (service, pool).
+type PoolCounts = HashMap<(String, String), u64>;
 
-    /// Rebuilds the answer plan from the current inputs and swaps it in.
-    pub fn rebuild(&self) {
-        let zones = lock(&self.zones).clone();
-        let mut serial = lock(&self.serial);
-        *serial = next_serial(*serial, unix_now());
-        let plan = Plan::build(&zones, &ConfigOnly, &self.stats, *serial);
-        self.plan.store(Arc::new(plan));
+/// Reads operator state and health for the plan builder.
+struct View<'a> {
+    state: &'a State,
+    health: &'a HashMap<EndpointKey, Status>,
+}
+
+impl Inputs for View<'_> {
+    fn phase(&self, service: &Service) -> usize {
+        self.state.phase_of(service)
+    }
+    fn disabled(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
+        self.state.services.get(&service.key()).is_some_and(|s| {
+            s.disabled
+                .contains(&state::endpoint_key(&pool.name, &endpoint.id))
+        })
+    }
+    fn healthy(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
+        self.health
+            .get(&EndpointKey {
+                service: service.key(),
+                pool: pool.name.clone(),
+                endpoint: endpoint.id.clone(),
+            })
+            .is_none_or(|s| s.state.healthy)
+    }
+    fn decommissioned(&self, service: &Service, pool: &Pool) -> bool {
+        self.state
+            .services
+            .get(&service.key())
+            .is_some_and(|s| s.decommissioned.contains(&pool.name))
+    }
+}
+
+/// Which pools of a service could take traffic, for transition checks.
+struct Pools<'a> {
+    service: &'a Service,
+    view: View<'a>,
+}
+
+impl PoolView for Pools<'_> {
+    fn healthy(&self, pool: usize) -> bool {
+        let p = &self.service.pools[pool];
+        p.endpoints.iter().any(|e| {
+            !self.view.disabled(self.service, p, e) && self.view.healthy(self.service, p, e)
+        })
+    }
+    fn decommissioned(&self, pool: usize) -> bool {
+        self.view
+            .decommissioned(self.service, &self.service.pools[pool])
+    }
+    fn name(&self, pool: usize) -> String {
+        self.service.pools[pool].name.clone()
     }
 }
 
@@ -58,9 +129,14 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
+    unix_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -70,17 +146,538 @@ pub enum StartError {
     /// Zones or config are invalid.
     #[error("{0}")]
     Config(#[from] crate::spec::ConfigErrors),
+    /// State is unreadable or does not match the zones.
+    #[error("{0}")]
+    State(String),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// Anything else that stops start-up.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Loads zones and state and checks them against each other: what `check`,
+/// start-up and reload all run.
+pub fn load_all(config: &Config) -> Result<(Vec<Zone>, State), String> {
+    let zones = zone::load_dir(&config.zones_dir).map_err(|e| e.to_string())?;
+    let store = Store::new(&config.state_dir);
+    let state = store.load().map_err(|e| e.to_string())?;
+    let problems = state.validate(&zones, &store.path());
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    Ok((zones, state))
+}
+
+impl Shared {
+    /// Resolves a service argument: its FQDN (any case, dot optional) or
+    /// its short name when that is unique.
+    fn find_service(&self, zones: &[Zone], arg: &str) -> Result<(usize, usize), ApiError> {
+        let want = arg.trim().trim_end_matches('.').to_ascii_lowercase();
+        let mut found = Vec::new();
+        for (zi, z) in zones.iter().enumerate() {
+            for (si, s) in z.services.iter().enumerate() {
+                if s.key().trim_end_matches('.') == want || s.short.to_ascii_lowercase() == want {
+                    found.push((zi, si));
+                }
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(ApiError::not_found(format!(
+                "unknown service {arg:?} (services: {})",
+                zones
+                    .iter()
+                    .flat_map(|z| &z.services)
+                    .map(|s| s.key())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            _ => Err(ApiError::bad_request(format!(
+                "service name {arg:?} is ambiguous: give the full name"
+            ))),
+        }
+    }
+
+    /// Rebuilds the answer plan from the current inputs and swaps it in.
+    pub fn rebuild(&self) {
+        let mut serial = lock(&self.serial);
+        let zones = lock(&self.zones).clone();
+        let state = lock(&self.state).clone();
+        let health = self.health.all();
+        *serial = next_serial(*serial, unix_now());
+        let plan = Plan::build(
+            &zones,
+            &View {
+                state: &state,
+                health: &health,
+            },
+            &self.stats,
+            *serial,
+        );
+        self.plan.store(Arc::new(plan));
+    }
+
+    /// Saves `next` as the new state, then publishes it. On a write error
+    /// nothing changes and the operator gets the error.
+    fn commit(&self, state: &mut State, next: State) -> Result<(), ApiError> {
+        self.store
+            .save(&next)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        *state = next;
+        Ok(())
+    }
+
+    /// `advance` / `rollback`.
+    pub fn transition(
+        &self,
+        service: &str,
+        direction: Direction,
+        req: TransitionRequest,
+    ) -> Result<TransitionResponse, ApiError> {
+        let zones = lock(&self.zones).clone();
+        let (zi, si) = self.find_service(&zones, service)?;
+        let svc = &zones[zi].services[si];
+        let key = svc.key();
+        let mut state = lock(&self.state);
+        let health = self.health.all();
+        let current = state.phase_of(svc);
+        let st = state.service(&key);
+        let view = Pools {
+            service: svc,
+            view: View {
+                state: &state,
+                health: &health,
+            },
+        };
+        let force = req.force && direction == Direction::Advance;
+        let now = unix_now();
+        let target = phase::transition(
+            &svc.phases,
+            current,
+            phase::Request {
+                direction,
+                to: req.to.as_deref(),
+                force,
+            },
+            st.since,
+            now,
+            &view,
+        )
+        .map_err(|e| ApiError::conflict(e.to_string()))?;
+        let (from, to) = (&svc.phases[current], &svc.phases[target]);
+        let mut warnings = Vec::new();
+        let (old_ttl, new_ttl) = (svc.ttl_in(current), svc.ttl_in(target));
+        if new_ttl > old_ttl {
+            warnings.push(format!(
+                "phase {:?} answers with TTL {new_ttl}s, longer than the current {old_ttl}s: a rollback from it takes longer to reach every cache",
+                to.name
+            ));
+        }
+        if req.force {
+            warnings.push("forced: health and hold checks were skipped".into());
+        }
+        let response = TransitionResponse {
+            service: key.clone(),
+            from: from.name.clone(),
+            to: to.name.clone(),
+            applied: !req.dry_run,
+            weights: svc
+                .pools
+                .iter()
+                .zip(&to.weights)
+                .map(|(p, w)| (p.name.clone(), *w))
+                .collect(),
+            ttl: new_ttl,
+            warnings,
+        };
+        if req.dry_run {
+            return Ok(response);
+        }
+        let mut next = state.clone();
+        next.version = state::STATE_VERSION;
+        let entry = next.services.entry(key.clone()).or_default();
+        entry.phase = Some(to.name.clone());
+        entry.since = now;
+        next.record(Event {
+            at: now,
+            service: key.clone(),
+            action: match direction {
+                Direction::Advance => "advance".into(),
+                Direction::Rollback => "rollback".into(),
+            },
+            from: Some(from.name.clone()),
+            to: Some(to.name.clone()),
+            reason: req.reason.clone(),
+            forced: req.force,
+        });
+        self.commit(&mut state, next)?;
+        drop(state);
+        self.rebuild();
+        info!(
+            service = %key,
+            action = match direction { Direction::Advance => "advance", Direction::Rollback => "rollback" },
+            from = %from.name,
+            to = %to.name,
+            forced = req.force,
+            reason = req.reason.as_deref().unwrap_or(""),
+            weights = ?response.weights,
+            ttl = new_ttl,
+            "phase changed"
+        );
+        Ok(response)
+    }
+
+    /// `endpoint enable|disable`.
+    pub fn set_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+        enable: bool,
+        reason: Option<String>,
+    ) -> Result<OkResponse, ApiError> {
+        let zones = lock(&self.zones).clone();
+        let (zi, si) = self.find_service(&zones, service)?;
+        let svc = &zones[zi].services[si];
+        let key = svc.key();
+        let pool = svc
+            .pools
+            .iter()
+            .find(|p| p.endpoints.iter().any(|e| e.id == endpoint))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "service {key} has no endpoint {endpoint:?} (endpoints: {})",
+                    svc.pools
+                        .iter()
+                        .flat_map(|p| &p.endpoints)
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let ek = state::endpoint_key(&pool.name, endpoint);
+        let mut state = lock(&self.state);
+        let mut next = state.clone();
+        next.version = state::STATE_VERSION;
+        let entry = next.services.entry(key.clone()).or_default();
+        let changed = if enable {
+            entry.disabled.remove(&ek)
+        } else {
+            entry.disabled.insert(ek)
+        };
+        let action = if enable { "enable" } else { "disable" };
+        if !changed {
+            return Ok(OkResponse {
+                message: format!("{endpoint} in {key} was already {action}d"),
+            });
+        }
+        let now = unix_now();
+        next.record(Event {
+            at: now,
+            service: key.clone(),
+            action: action.into(),
+            from: None,
+            to: Some(format!("{}/{endpoint}", pool.name)),
+            reason: reason.clone(),
+            forced: false,
+        });
+        self.commit(&mut state, next)?;
+        drop(state);
+        self.rebuild();
+        info!(service = %key, pool = %pool.name, %endpoint, action, reason = reason.as_deref().unwrap_or(""), "endpoint override");
+        Ok(OkResponse {
+            message: format!("{endpoint} in {key} {action}d"),
+        })
+    }
+
+    /// `decommission`: refused while the pool still receives traffic or has
+    /// not drained (plus grace), unless forced.
+    pub fn decommission(
+        &self,
+        service: &str,
+        pool: &str,
+        req: DecommissionRequest,
+    ) -> Result<OkResponse, ApiError> {
+        let zones = lock(&self.zones).clone();
+        let (zi, si) = self.find_service(&zones, service)?;
+        let svc = &zones[zi].services[si];
+        let key = svc.key();
+        let pi = svc
+            .pool_index(pool)
+            .ok_or_else(|| ApiError::not_found(format!("service {key} has no pool {pool:?}")))?;
+        let status = self.service_status(svc, &lock(&self.state), unix_ms());
+        let ps = &status.pools[pi];
+        if ps.decommissioned {
+            return Ok(OkResponse {
+                message: format!("pool {pool} of {key} was already decommissioned"),
+            });
+        }
+        if !req.force {
+            if ps.weight > 0 {
+                return Err(ApiError::conflict(format!(
+                    "pool {pool:?} has weight {} in the current phase {:?}: move traffic off it first (or use --force)",
+                    ps.weight, status.phase
+                )));
+            }
+            if let Some(safe) = ps.safe_to_decommission_after_ms
+                && safe > unix_ms()
+            {
+                return Err(ApiError::conflict(format!(
+                    "pool {pool:?} is not safe to decommission until {} (drained at {}, plus grace) (use --force to decommission now)",
+                    format_ms(safe),
+                    ps.drained_at_ms.map(format_ms).unwrap_or_default()
+                )));
+            }
+        }
+        let mut state = lock(&self.state);
+        let mut next = state.clone();
+        next.version = state::STATE_VERSION;
+        next.services
+            .entry(key.clone())
+            .or_default()
+            .decommissioned
+            .insert(svc.pools[pi].name.clone());
+        let now = unix_now();
+        next.record(Event {
+            at: now,
+            service: key.clone(),
+            action: "decommission".into(),
+            from: None,
+            to: Some(pool.to_string()),
+            reason: req.reason.clone(),
+            forced: req.force,
+        });
+        self.commit(&mut state, next)?;
+        drop(state);
+        self.rebuild();
+        info!(service = %key, %pool, forced = req.force, reason = req.reason.as_deref().unwrap_or(""), "pool decommissioned");
+        Ok(OkResponse {
+            message: format!("pool {pool} of {key} decommissioned: it is never answered again"),
+        })
+    }
+
+    /// `history`.
+    pub fn history(&self, service: &str) -> Result<HistoryResponse, ApiError> {
+        let zones = lock(&self.zones).clone();
+        let (zi, si) = self.find_service(&zones, service)?;
+        let key = zones[zi].services[si].key();
+        let state = lock(&self.state);
+        Ok(HistoryResponse {
+            events: state
+                .history
+                .iter()
+                .filter(|e| e.service == key)
+                .cloned()
+                .collect(),
+            service: key,
+        })
+    }
+
+    /// `status`.
+    pub fn status(&self, service: Option<&str>) -> Result<StatusResponse, ApiError> {
+        let zones = lock(&self.zones).clone();
+        let only = match service {
+            Some(s) => Some(self.find_service(&zones, s)?),
+            None => None,
+        };
+        let state = lock(&self.state).clone();
+        let now = unix_ms();
+        let mut services = Vec::new();
+        for (zi, z) in zones.iter().enumerate() {
+            for (si, s) in z.services.iter().enumerate() {
+                if only.is_none_or(|o| o == (zi, si)) {
+                    services.push(self.service_status(s, &state, now));
+                }
+            }
+        }
+        Ok(StatusResponse {
+            now_ms: now,
+            serial: self.plan.load().serial,
+            services,
+        })
+    }
+
+    fn service_status(&self, s: &Service, state: &State, now_ms: u64) -> ServiceStatus {
+        let key = s.key();
+        let st = state.service(&key);
+        let phase = state.phase_of(s);
+        let health = self.health.all();
+        let window = self.window_counts();
+        let total: u64 = s
+            .pools
+            .iter()
+            .map(|p| {
+                window
+                    .get(&(key.clone(), p.name.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        let pools = s
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let weight = s.phases[phase].weights[i];
+                let decommissioned = st.decommissioned.contains(&p.name);
+                let ps = self.stats.pool(&key, &p.name, s.max_ttl());
+                let last = ps.last_answered_ms.load(Ordering::Relaxed);
+                let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
+                let answered = last > 0;
+                let drained_at = (weight == 0 || decommissioned).then(|| {
+                    if answered {
+                        last + u64::from(last_ttl) * 1000
+                    } else {
+                        0
+                    }
+                });
+                let count = window
+                    .get(&(key.clone(), p.name.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                PoolStatus {
+                    pool: p.name.clone(),
+                    weight,
+                    decommissioned,
+                    answers_last_minute: count,
+                    share_last_minute: if total > 0 {
+                        count as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                    last_answered_ms: answered.then_some(last),
+                    last_ttl: answered.then_some(last_ttl),
+                    drained_at_ms: drained_at,
+                    drained: drained_at.is_some_and(|d| d <= now_ms),
+                    safe_to_decommission_after_ms: drained_at
+                        .map(|d| d + s.drain_grace.as_millis() as u64),
+                    endpoints: p
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            let h = health.get(&EndpointKey {
+                                service: key.clone(),
+                                pool: p.name.clone(),
+                                endpoint: e.id.clone(),
+                            });
+                            EndpointStatus {
+                                endpoint: e.id.clone(),
+                                healthy: h.is_none_or(|h| h.state.healthy),
+                                checked: e.check.is_some(),
+                                disabled: st
+                                    .disabled
+                                    .contains(&state::endpoint_key(&p.name, &e.id)),
+                                since: h.map_or(0, |h| h.since),
+                                last_check: h.and_then(|h| h.last.clone()),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        ServiceStatus {
+            service: key,
+            short: s.short.clone(),
+            staging: s.staging.as_ref().map(|n| n.to_string()),
+            phase: s.phases[phase].name.clone(),
+            phases: s.phases.iter().map(|p| p.name.clone()).collect(),
+            since: st.since,
+            ttl: s.ttl_in(phase),
+            pools,
+        }
+    }
+
+    /// Main-name answers per (service, pool) over the last [`SPLIT_WINDOW`].
+    fn window_counts(&self) -> HashMap<(String, String), u64> {
+        let samples = lock(&self.samples);
+        let (Some((_, newest)), Some((_, oldest))) = (samples.back(), samples.front()) else {
+            return HashMap::new();
+        };
+        newest
+            .iter()
+            .map(|(k, v)| (k.clone(), v - oldest.get(k).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Takes one sample of the answer counters (every second).
+    fn sample(&self) {
+        let zones = lock(&self.zones).clone();
+        let mut counts = HashMap::new();
+        for s in zones.iter().flat_map(|z| &z.services) {
+            for p in &s.pools {
+                let ps = self.stats.pool(&s.key(), &p.name, s.max_ttl());
+                counts.insert((s.key(), p.name.clone()), ps.main.load(Ordering::Relaxed));
+            }
+        }
+        let mut samples = lock(&self.samples);
+        samples.push_back((unix_ms(), counts));
+        while samples.len() > SPLIT_WINDOW.as_secs() as usize + 1 {
+            samples.pop_front();
+        }
+    }
+
+    /// Re-reads zones (and the config's zones directory); any error rejects
+    /// the whole reload and the running configuration keeps serving.
+    pub fn reload(&self) -> Result<ReloadResponse, String> {
+        let zones = match zone::load_dir(&self.config.zones_dir) {
+            Ok(z) => z,
+            Err(e) => {
+                warn!(error = %e, "reload rejected; still serving the previous configuration");
+                return Err(format!(
+                    "reload rejected, still serving the previous configuration:\n{e}"
+                ));
+            }
+        };
+        let problems = lock(&self.state).validate(&zones, &self.store.path());
+        if !problems.is_empty() {
+            let e = problems.join("\n");
+            warn!(error = %e, "reload rejected; still serving the previous configuration");
+            return Err(format!(
+                "reload rejected, still serving the previous configuration:\n{e}"
+            ));
+        }
+        let services = zones.iter().map(|z| z.services.len()).sum();
+        let n = zones.len();
+        let checks = {
+            let mut token = lock(&self.checks);
+            token.cancel();
+            *token = self.shutdown.child_token();
+            token.clone()
+        };
+        *lock(&self.zones) = Arc::new(zones.clone());
+        // Health of endpoints that still exist carries over; new ones count
+        // as healthy until their first result.
+        let first_round = health::start(
+            self.checker.clone(),
+            self.health.clone(),
+            &zones,
+            self.health_changed.clone(),
+            checks,
+        );
+        tokio::spawn(first_round);
+        self.rebuild();
+        let serial = self.plan.load().serial;
+        info!(zones = n, services, serial, "reloaded");
+        Ok(ReloadResponse {
+            zones: n,
+            services,
+            serial,
+        })
+    }
+}
+
+/// A Unix-ms time as RFC 3339 UTC, for messages.
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let zones = zone::load_dir(&config.zones_dir)?;
+    let (zones, state) = load_all(&config).map_err(StartError::State)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let l = dns::bind(*addr).map_err(|source| StartError::Bind {
@@ -96,12 +693,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             "dns listening"
         );
     }
-    let services: usize = zones.iter().map(|z| z.services.len()).sum();
+    let control_listener = tokio::net::TcpListener::bind(config.control_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.control_listen,
+            source,
+        })?;
+    let control_addr = control_listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    info!(addr = %control_addr, "control listening");
+    let token = control::load_or_create_token(&config.control_token_file).map_err(|e| {
+        StartError::Other(format!(
+            "cannot read or create the control token {}: {e}",
+            config.control_token_file.display()
+        ))
+    })?;
+
     for z in &zones {
         info!(origin = %z.origin, file = %z.file.display(), services = z.services.len(), "zone loaded");
     }
-    let shared = Shared::new(config, zones);
-    info!(zones = lock(&shared.zones).len(), services, "ready");
+    let checker = Arc::new(Checker::new().map_err(StartError::Other)?);
+    let shared = Arc::new(Shared {
+        store: Store::new(&config.state_dir),
+        config,
+        zones: Mutex::new(Arc::new(zones)),
+        state: Mutex::new(state),
+        health: Arc::default(),
+        stats: Arc::default(),
+        plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
+        health_changed: Arc::new(Notify::new()),
+        samples: Mutex::new(VecDeque::new()),
+        serial: Mutex::new(0),
+        checker,
+        checks: Mutex::new(shutdown.child_token()),
+        shutdown: shutdown.clone(),
+    });
+    shared.rebuild();
 
     let mut server = Server::new(Handler::new(shared.plan.clone()));
     for Listener { udp, tcp } in listeners {
@@ -112,14 +740,155 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             dns::TCP_RESPONSE_BUFFER,
         );
     }
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        shared.clone(),
+        token,
+        shutdown.clone(),
+    ));
+
+    // Health: first round before ready, bounded by the longest timeout.
+    let zones_now = lock(&shared.zones).clone();
+    let longest = health::targets(&zones_now)
+        .iter()
+        .map(|(_, c)| c.timeout)
+        .max()
+        .unwrap_or_default();
+    let checks_token = lock(&shared.checks).clone();
+    let first_round = health::start(
+        shared.checker.clone(),
+        shared.health.clone(),
+        &zones_now,
+        shared.health_changed.clone(),
+        checks_token,
+    );
+    let endpoints = health::targets(&zones_now).len();
+    tokio::select! {
+        _ = first_round => info!(endpoints, "first health round done"),
+        _ = tokio::time::sleep(longest + FIRST_ROUND_SLACK) => warn!(endpoints, "first health round timed out"),
+        _ = shutdown.cancelled() => {}
+    }
+    shared.rebuild();
+    spawn_background(shared.clone(), shutdown.clone());
+
+    let services: usize = zones_now.iter().map(|z| z.services.len()).sum();
+    info!(
+        zones = zones_now.len(),
+        services,
+        serial = shared.plan.load().serial,
+        "ready"
+    );
+    notify(&[sd_notify::NotifyState::Ready]);
+
     let server_token = server.shutdown_token().clone();
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = server_token.cancelled() => {}
     }
     info!("shutting down");
-    if let Err(e) = server.shutdown_gracefully().await {
-        error!(error = %e, "dns server stopped with an error");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown_gracefully()).await {
+        Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
+        Err(_) => warn!("dns server did not stop within the grace period"),
+        Ok(Ok(())) => {}
     }
+    match tokio::time::timeout(SHUTDOWN_GRACE, control_task).await {
+        Ok(Ok(Err(e))) => error!(error = %e, "control server stopped with an error"),
+        Err(_) => warn!("control server did not stop within the grace period"),
+        _ => {}
+    }
+    // Every acknowledged command was saved before it was acknowledged;
+    // saving once more leaves a file in the current format.
+    let state = lock(&shared.state).clone();
+    if state.version == state::STATE_VERSION
+        && let Err(e) = shared.store.save(&state)
+    {
+        error!(error = %e, "cannot save state on shutdown");
+    }
+    info!("stopped");
     Ok(())
+}
+
+/// Rebuilds on health changes, samples counters, pings the watchdog.
+fn spawn_background(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let s = shared.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = s.health_changed.notified() => s.rebuild(),
+            }
+        }
+    });
+    let s = shared.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => s.sample(),
+            }
+        }
+    });
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let period = Duration::from_micros(usec) / 2;
+        info!(period = ?period, "systemd watchdog enabled");
+        let stop = shutdown.clone();
+        let plan = shared.plan.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        // Alive means the runtime schedules us and a plan is published.
+                        let _ = plan.load().serial;
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        });
+    }
+    let s = shared;
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            error!("cannot install the SIGHUP handler");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {
+                    info!(signal = "SIGHUP", "reload requested");
+                    let s2 = s.clone();
+                    // Reading zone files is blocking I/O.
+                    let _ = tokio::task::spawn_blocking(move || s2.reload()).await;
+                }
+            }
+        }
+    });
+}
+
+/// Sends a notification to systemd if it is listening (NOTIFY_SOCKET).
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Names of all services, for `check` output.
+pub fn service_names(zones: &[Zone]) -> BTreeMap<String, usize> {
+    zones
+        .iter()
+        .flat_map(|z| &z.services)
+        .map(|s| (s.key(), s.pools.len()))
+        .collect()
 }

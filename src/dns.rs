@@ -151,7 +151,7 @@ impl RequestHandler for Handler {
             metadata,
             answer.answers.iter().copied(),
             answer.authority.iter().copied(),
-            answer.soa.into_iter(),
+            answer.soa,
             answer.additionals.iter().copied(),
         );
         match response_handle.send_response(response).await {

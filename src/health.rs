@@ -1,7 +1,26 @@
 //! Health checks of endpoints over HTTP, HTTPS or TCP; rise/fall state.
+//!
+//! One task per endpoint probes it every `interval` (jittered), feeds the
+//! result to its [`RiseFall`], and records it in the shared [`Table`]. Only a
+//! change of verdict asks for a plan rebuild, so a thousand endpoints probed
+//! every second cost a thousand table updates, not a thousand rebuilds. The
+//! checker never touches the DNS path: answers read the plan built from the
+//! table.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::zone::Zone;
 
 /// How an endpoint is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -45,3 +64,543 @@ pub struct Check {
 
 /// How much of a response body a check reads before giving up on it.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+// ------------------------------------------------------------ probing
+
+/// Why a probe failed, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKind {
+    /// The status code was outside `expect`.
+    Status,
+    /// No complete answer within the timeout.
+    Timeout,
+    /// The connection was refused.
+    Refused,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The body did not contain `expect_body`, or exceeded [`BODY_LIMIT`].
+    Body,
+    /// Any other connection or protocol error.
+    Connect,
+}
+
+impl FailKind {
+    /// Metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailKind::Status => "status",
+            FailKind::Timeout => "timeout",
+            FailKind::Refused => "refused",
+            FailKind::Tls => "tls",
+            FailKind::Body => "body",
+            FailKind::Connect => "connect",
+        }
+    }
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    /// Unix milliseconds when the probe finished.
+    pub at_ms: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// `None` on success.
+    pub failure: Option<FailKind>,
+    /// Human-readable outcome ("status 200", "timeout after 2s", ...).
+    pub detail: String,
+}
+
+/// Identifies an endpoint of a pool of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    /// Service key (lowercase FQDN).
+    pub service: String,
+    /// Pool name.
+    pub pool: String,
+    /// Endpoint id as written.
+    pub endpoint: String,
+}
+
+/// Health of one endpoint as the rest of the daemon sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Verdict and streak.
+    pub state: RiseFall,
+    /// Last probe result.
+    pub last: Option<Probe>,
+    /// Unix seconds of the last verdict change (0: never).
+    pub since: u64,
+}
+
+/// Prometheus label set: (name, value) pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Histogram buckets for probe durations: 1 ms to ~16 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Shared health of every checked endpoint. Endpoints without a check are absent.
+#[derive(Debug)]
+pub struct Table {
+    map: Mutex<HashMap<EndpointKey, Status>>,
+    /// Probe durations by service, pool, endpoint (for /metrics).
+    pub check_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Failed probes by service, pool, endpoint, reason (for /metrics).
+    pub check_failures: Family<Labels, Counter>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            map: Mutex::default(),
+            check_duration: Family::new_with_constructor(duration_histogram),
+            check_failures: Family::default(),
+        }
+    }
+}
+
+impl EndpointKey {
+    /// Metric labels of this endpoint.
+    pub fn labels(&self) -> Labels {
+        vec![
+            ("service", self.service.clone()),
+            ("pool", self.pool.clone()),
+            ("endpoint", self.endpoint.clone()),
+        ]
+    }
+}
+
+impl Table {
+    /// Verdict for an endpoint: healthy unless checked and found down.
+    pub fn healthy(&self, key: &EndpointKey) -> bool {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).is_none_or(|s| s.state.healthy)
+    }
+
+    /// A copy of one endpoint's status.
+    pub fn get(&self, key: &EndpointKey) -> Option<Status> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).cloned()
+    }
+
+    /// A copy of everything.
+    pub fn all(&self) -> HashMap<EndpointKey, Status> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops endpoints that are no longer configured; keeps the others' state.
+    fn retain(&self, keep: &std::collections::HashSet<EndpointKey>) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|k, _| keep.contains(k));
+    }
+
+    /// Records a probe; returns the new verdict if it flipped.
+    fn record(&self, key: &EndpointKey, check: &Check, probe: Probe) -> Option<bool> {
+        self.check_duration
+            .get_or_create(&key.labels())
+            .observe(probe.duration_ms as f64 / 1000.0);
+        if let Some(k) = probe.failure {
+            let mut labels = key.labels();
+            labels.push(("reason", k.label().to_string()));
+            self.check_failures.get_or_create(&labels).inc();
+        }
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let st = m.entry(key.clone()).or_default();
+        let flip = st
+            .state
+            .observe(probe.failure.is_none(), check.rise, check.fall);
+        if flip.is_some() {
+            st.since = probe.at_ms / 1000;
+        }
+        st.last = Some(probe);
+        flip
+    }
+}
+
+/// Probes endpoints. Holds the shared plain-HTTP client.
+pub struct Checker {
+    http: reqwest::Client,
+}
+
+/// Redirects are not followed: a health URL that redirects is answering, and
+/// its status code says how.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("dnsshift-health/", env!("CARGO_PKG_VERSION")))
+}
+
+impl Checker {
+    /// A checker with one shared client for plain HTTP.
+    pub fn new() -> Result<Checker, String> {
+        let http = client_builder()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Checker { http })
+    }
+
+    /// Runs one probe, bounded by the check's timeout.
+    pub async fn probe(&self, check: &Check, https_client: Option<&reqwest::Client>) -> Probe {
+        let start = Instant::now();
+        let result = tokio::time::timeout(check.timeout, self.attempt(check, https_client)).await;
+        let (failure, detail) = match result {
+            Ok(Ok(detail)) => (None, detail),
+            Ok(Err((kind, detail))) => (Some(kind), detail),
+            Err(_) => (
+                Some(FailKind::Timeout),
+                format!(
+                    "timeout after {}",
+                    humantime::format_duration(check.timeout)
+                ),
+            ),
+        };
+        Probe {
+            at_ms: unix_ms(),
+            duration_ms: start.elapsed().as_millis() as u64,
+            failure,
+            detail,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        check: &Check,
+        https_client: Option<&reqwest::Client>,
+    ) -> Result<String, (FailKind, String)> {
+        match check.kind {
+            CheckKind::Tcp => tokio::net::TcpStream::connect(&check.target)
+                .await
+                .map(|_| "connected".to_string())
+                .map_err(|e| classify_io(&e)),
+            CheckKind::Http | CheckKind::Https => {
+                let (client, url) = match (check.kind, https_client) {
+                    (CheckKind::Https, Some(c)) => (c, https_url(check)),
+                    _ => (&self.http, check.target.clone()),
+                };
+                let mut req = client.get(&url);
+                if let (Some(h), CheckKind::Http) = (&check.host, check.kind) {
+                    req = req.header(reqwest::header::HOST, h);
+                }
+                let mut resp = req.send().await.map_err(|e| classify_reqwest(&e))?;
+                let status = resp.status().as_u16();
+                // Read the body up to the bound even if not inspected: a
+                // backend that sends without end is not healthy.
+                let mut body = Vec::new();
+                while let Some(chunk) = resp.chunk().await.map_err(|e| classify_reqwest(&e))? {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > BODY_LIMIT {
+                        return Err((
+                            FailKind::Body,
+                            format!("body larger than {} KiB", BODY_LIMIT / 1024),
+                        ));
+                    }
+                }
+                if status < check.expect.0 || status > check.expect.1 {
+                    return Err((FailKind::Status, format!("status {status}")));
+                }
+                if let Some(want) = &check.expect_body
+                    && !String::from_utf8_lossy(&body).contains(want.as_str())
+                {
+                    return Err((FailKind::Body, format!("body does not contain {want:?}")));
+                }
+                Ok(format!("status {status}"))
+            }
+        }
+    }
+}
+
+/// For https with `host`: the URL with the host name in place of the
+/// address, so that SNI and certificate checks use the name; the per-endpoint
+/// client resolves that name to the checked address.
+fn https_url(check: &Check) -> String {
+    match (&check.host, reqwest::Url::parse(&check.target)) {
+        (Some(h), Ok(mut u)) => {
+            if u.set_host(Some(h)).is_ok() {
+                u.to_string()
+            } else {
+                check.target.clone()
+            }
+        }
+        _ => check.target.clone(),
+    }
+}
+
+/// Builds the client of one https endpoint: its own name→address mapping,
+/// CA and verification settings. `Err` carries a message for the log.
+fn https_client(check: &Check) -> Result<reqwest::Client, String> {
+    let mut b = client_builder().https_only(true);
+    if let Some(host) = &check.host {
+        let url = reqwest::Url::parse(&check.target).map_err(|e| e.to_string())?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let ip = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = ip {
+            b = b.resolve(host, SocketAddr::new(ip, port));
+        }
+    }
+    if check.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(ca) = &check.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("invalid ca_file {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn classify_io(e: &std::io::Error) -> (FailKind, String) {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => (FailKind::Refused, "connection refused".into()),
+        std::io::ErrorKind::TimedOut => (FailKind::Timeout, "connect timed out".into()),
+        _ => (FailKind::Connect, format!("connect failed: {e}")),
+    }
+}
+
+fn classify_reqwest(e: &reqwest::Error) -> (FailKind, String) {
+    let chain = error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    if e.is_timeout() {
+        (FailKind::Timeout, "timeout".into())
+    } else if lower.contains("connection refused") {
+        (FailKind::Refused, "connection refused".into())
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        (FailKind::Tls, format!("TLS error: {chain}"))
+    } else {
+        (FailKind::Connect, chain)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Every checked endpoint of a set of zones.
+pub fn targets(zones: &[Zone]) -> Vec<(EndpointKey, Check)> {
+    let mut out = Vec::new();
+    for z in zones {
+        for s in &z.services {
+            for p in &s.pools {
+                for e in &p.endpoints {
+                    if let Some(c) = &e.check {
+                        out.push((
+                            EndpointKey {
+                                service: s.key(),
+                                pool: p.name.clone(),
+                                endpoint: e.id.clone(),
+                            },
+                            c.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Starts one probing task per checked endpoint; they stop when `stop` is
+/// cancelled. A verdict change is logged and `changed` notified. Returns a
+/// future that resolves once every endpoint has its first result (or its
+/// first probe timed out).
+pub fn start(
+    checker: Arc<Checker>,
+    table: Arc<Table>,
+    zones: &[Zone],
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let targets = targets(zones);
+    table.retain(&targets.iter().map(|(k, _)| k.clone()).collect());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(targets.len().max(1));
+    let total = targets.len();
+    for (key, check) in targets {
+        let https = match check.kind {
+            CheckKind::Https => match https_client(&check) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(service = %key.service, pool = %key.pool, endpoint = %key.endpoint, error = %e, "health check cannot run");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let checker = checker.clone();
+        let table = table.clone();
+        let changed = changed.clone();
+        let stop = stop.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            // A small random delay spreads the first round too.
+            let mut delay = jitter(check.interval / 10);
+            let mut first = Some(done);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let probe = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = checker.probe(&check, https.as_ref()) => p,
+                };
+                let detail = probe.detail.clone();
+                let failure = probe.failure;
+                if let Some(healthy) = table.record(&key, &check, probe) {
+                    if healthy {
+                        info!(service = %key.service, pool = %key.pool, endpoint = %key.endpoint, healthy, reason = %detail, "endpoint healthy");
+                    } else {
+                        warn!(service = %key.service, pool = %key.pool, endpoint = %key.endpoint, healthy, reason = %detail, kind = failure.map(FailKind::label).unwrap_or(""), "endpoint unhealthy");
+                    }
+                    changed.notify_one();
+                }
+                if let Some(d) = first.take() {
+                    let _ = d.send(()).await;
+                }
+                delay = check.interval.mul_f64(0.9) + jitter(check.interval / 5);
+            }
+        });
+    }
+    drop(done_tx);
+    async move {
+        let mut n = 0;
+        while n < total && done_rx.recv().await.is_some() {
+            n += 1;
+        }
+    }
+}
+
+/// A uniformly random duration in `0..max`.
+fn jitter(max: Duration) -> Duration {
+    let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+    Duration::from_nanos(if nanos == 0 {
+        0
+    } else {
+        fastrand::u64(0..nanos)
+    })
+}
+
+// ------------------------------------------------------------ rise / fall
+
+/// The rise/fall state machine of one endpoint. Pure.
+///
+/// Before any result the endpoint counts as healthy. The first result sets
+/// the state directly (so the first answers reflect health); afterwards it
+/// takes `fall` consecutive failures to go down and `rise` consecutive
+/// successes to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiseFall {
+    /// Current verdict.
+    pub healthy: bool,
+    /// Whether any result has been seen.
+    pub seen: bool,
+    /// Consecutive results that disagree with `healthy`.
+    streak: u32,
+}
+
+impl Default for RiseFall {
+    fn default() -> Self {
+        RiseFall {
+            healthy: true,
+            seen: false,
+            streak: 0,
+        }
+    }
+}
+
+impl RiseFall {
+    /// Feeds one probe result; returns the new verdict if it changed.
+    pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        if !self.seen {
+            self.seen = true;
+            let changed = self.healthy != ok;
+            self.healthy = ok;
+            self.streak = 0;
+            return changed.then_some(ok);
+        }
+        if ok == self.healthy {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if ok { rise } else { fall };
+        if self.streak >= needed {
+            self.healthy = ok;
+            self.streak = 0;
+            Some(ok)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_fall_table() {
+        // (results, rise, fall, verdict after each result)
+        let cases: &[(&str, u32, u32, &str)] = &[
+            // first result decides; then fall=3 failures in a row to go down
+            ("+--+---", 2, 3, "UUUUUUD"),
+            ("-", 2, 3, "D"),
+            // down: rise=2 successes in a row to come back, a failure resets the streak
+            ("-+-++", 2, 3, "DDDDU"),
+            ("+-+-+-", 2, 2, "UUUUUU"),
+            ("+--", 1, 1, "UDD"),
+            ("-+", 1, 1, "DU"),
+            ("+-----+++", 3, 5, "UUUUUDDDU"),
+        ];
+        for (results, rise, fall, want) in cases {
+            let mut rf = RiseFall::default();
+            assert!(rf.healthy && !rf.seen);
+            let got: String = results
+                .chars()
+                .map(|c| {
+                    rf.observe(c == '+', *rise, *fall);
+                    if rf.healthy { 'U' } else { 'D' }
+                })
+                .collect();
+            assert_eq!(&got, want, "results {results} rise {rise} fall {fall}");
+        }
+    }
+
+    #[test]
+    fn observe_reports_only_flips() {
+        let mut rf = RiseFall::default();
+        assert_eq!(rf.observe(true, 2, 2), None);
+        assert_eq!(rf.observe(false, 2, 2), None);
+        assert_eq!(rf.observe(false, 2, 2), Some(false));
+        assert_eq!(rf.observe(false, 2, 2), None);
+        assert_eq!(rf.observe(true, 2, 2), None);
+        assert_eq!(rf.observe(true, 2, 2), Some(true));
+    }
+}

@@ -1,1 +1,175 @@
-//! placeholder
+//! Prometheus exposition for `/metrics`. Query and answer counters are
+//! plain atomics on the DNS path (see [`crate::answer::Stats`]); they are
+//! read into a fresh registry at scrape time, together with the health
+//! probe histograms the checker keeps and gauges derived from the current
+//! state. Nothing here runs on the query path.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::daemon::{Shared, lock};
+use crate::health::Labels;
+
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge>;
+
+/// Renders every metric in the OpenMetrics text format.
+pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("dnsshift");
+
+    reg.register(
+        "build",
+        "Version of the running binary",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+
+    let queries = Counters::default();
+    let mut zone_counters = shared.stats.zones();
+    zone_counters.push((String::new(), shared.stats.unmatched.clone()));
+    for (zone, c) in zone_counters {
+        for (qtype, proto, rcode, n) in c.snapshot() {
+            queries
+                .get_or_create(&vec![
+                    ("zone", zone.clone()),
+                    ("qtype", qtype.to_string()),
+                    ("protocol", proto.to_string()),
+                    ("rcode", rcode.to_string()),
+                ])
+                .inc_by(n);
+        }
+    }
+    reg.register(
+        "dns_queries",
+        "DNS queries answered, by zone (empty: outside every zone), query type, protocol and response code",
+        queries,
+    );
+
+    let answers = Counters::default();
+    for ((service, pool, endpoint), s) in shared.stats.endpoints() {
+        answers
+            .get_or_create(&vec![
+                ("service", service),
+                ("pool", pool),
+                ("endpoint", endpoint),
+            ])
+            .inc_by(s.answered.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "endpoint_answers",
+        "Answers that included an endpoint",
+        answers,
+    );
+
+    let pool_answers = Counters::default();
+    for ((service, pool), s) in shared.stats.pools() {
+        for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
+            pool_answers
+                .get_or_create(&vec![
+                    ("service", service.clone()),
+                    ("pool", pool.clone()),
+                    ("name", name.to_string()),
+                ])
+                .inc_by(v.load(Ordering::Relaxed));
+        }
+    }
+    reg.register(
+        "pool_answers",
+        "Answers that carried a pool, for the main or the staging name",
+        pool_answers,
+    );
+
+    let status = shared.status(None).map_err(|_| std::fmt::Error)?;
+    let healthy = Gauges::default();
+    let disabled = Gauges::default();
+    let weight = Gauges::default();
+    let phase = Gauges::default();
+    let drain = Gauges::default();
+    let decommissioned = Gauges::default();
+    for s in &status.services {
+        phase
+            .get_or_create(&vec![
+                ("service", s.service.clone()),
+                ("phase", s.phase.clone()),
+            ])
+            .set(1);
+        for p in &s.pools {
+            let pl = vec![("service", s.service.clone()), ("pool", p.pool.clone())];
+            weight.get_or_create(&pl).set(i64::from(p.weight));
+            decommissioned
+                .get_or_create(&pl)
+                .set(i64::from(p.decommissioned));
+            if let Some(d) = p.drained_at_ms {
+                drain.get_or_create(&pl).set((d / 1000) as i64);
+            }
+            for e in &p.endpoints {
+                let el = vec![
+                    ("service", s.service.clone()),
+                    ("pool", p.pool.clone()),
+                    ("endpoint", e.endpoint.clone()),
+                ];
+                healthy.get_or_create(&el).set(i64::from(e.healthy));
+                disabled.get_or_create(&el).set(i64::from(e.disabled));
+            }
+        }
+    }
+    reg.register(
+        "endpoint_healthy",
+        "1 if the endpoint is healthy (or not checked), 0 if not",
+        healthy,
+    );
+    reg.register(
+        "endpoint_disabled",
+        "1 if an operator took the endpoint out of the answers",
+        disabled,
+    );
+    reg.register(
+        "pool_weight",
+        "Weight of the pool in the current phase",
+        weight,
+    );
+    reg.register(
+        "pool_decommissioned",
+        "1 if the pool was decommissioned",
+        decommissioned,
+    );
+    reg.register(
+        "phase_info",
+        "Current phase of each service (value always 1)",
+        phase,
+    );
+    reg.register_with_unit(
+        "pool_drain_deadline",
+        "For a pool without weight: the Unix time after which no resolver honouring TTLs can still hold it",
+        Unit::Seconds,
+        drain,
+    );
+    let serial = Gauge::<i64>::default();
+    serial.set(i64::from(status.serial));
+    reg.register("soa_serial", "SOA serial currently served", serial);
+
+    reg.register_with_unit(
+        "health_check_duration",
+        "Duration of health-check probes",
+        Unit::Seconds,
+        shared.health.check_duration.clone(),
+    );
+    reg.register(
+        "health_check_failures",
+        "Failed health-check probes by reason",
+        shared.health.check_failures.clone(),
+    );
+    let zones = lock(&shared.zones).len();
+    let z = Gauge::<i64>::default();
+    z.set(zones as i64);
+    reg.register("zones", "Zones served", z);
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}

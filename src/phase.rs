@@ -91,19 +91,33 @@ pub trait PoolView {
     fn name(&self, pool: usize) -> String;
 }
 
+/// What an operator asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Forward or back.
+    pub direction: Direction,
+    /// A named target phase, else the next / previous one.
+    pub to: Option<&'a str>,
+    /// Skip the health and hold checks (advance only).
+    pub force: bool,
+}
+
 /// Resolves a requested transition to the index of the target phase.
 ///
 /// `since` and `now` are Unix seconds: when the current phase was entered, and now.
 pub fn transition(
     phases: &[Phase],
     current: usize,
-    direction: Direction,
-    to: Option<&str>,
-    force: bool,
+    req: Request<'_>,
     since: u64,
     now: u64,
     pools: &dyn PoolView,
 ) -> Result<usize, PhaseError> {
+    let Request {
+        direction,
+        to,
+        force,
+    } = req;
     let cur = &phases[current];
     let target = match to {
         Some(name) => {
@@ -257,15 +271,16 @@ mod tests {
     fn transitions_table() {
         use Direction::*;
         // (current, direction, to, force, elapsed secs, pools, expected target or error prefix)
-        let cases: Vec<(
+        type Case<'a> = (
             usize,
             Direction,
-            Option<&str>,
+            Option<&'a str>,
             bool,
             u64,
-            &Pools,
-            Result<usize, &str>,
-        )> = vec![
+            &'a Pools,
+            Result<usize, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (0, Advance, None, false, 0, &ALL_UP, Ok(1)),
             (0, Advance, Some("cutover"), false, 0, &ALL_UP, Ok(2)),
             (
@@ -358,7 +373,12 @@ mod tests {
             ),
         ];
         for (cur, dir, to, force, elapsed, pools, want) in cases {
-            let got = transition(&phases(), cur, dir, to, force, 1000, 1000 + elapsed, pools);
+            let req = Request {
+                direction: dir,
+                to,
+                force,
+            };
+            let got = transition(&phases(), cur, req, 1000, 1000 + elapsed, pools);
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "{cur} {dir:?} {to:?}"),
                 (Err(e), Err(prefix)) => assert!(

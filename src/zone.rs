@@ -190,6 +190,15 @@ impl Service {
         self.phases.iter().position(|p| p.name == name)
     }
 
+    /// Longest TTL this service answers in any phase.
+    pub fn max_ttl(&self) -> u32 {
+        (0..self.phases.len())
+            .map(|i| self.ttl_in(i))
+            .max()
+            .unwrap_or(self.ttl)
+            .max(self.ttl)
+    }
+
     /// TTL answered in a phase.
     pub fn ttl_in(&self, phase: usize) -> u32 {
         self.phases[phase].ttl.unwrap_or(self.ttl)
@@ -341,12 +350,29 @@ fn build_zone(src: &Source, spec: FileSpec, errs: &mut Vec<ConfigError>) -> Opti
         .unwrap_or_default();
 
     let mut services = Vec::new();
+    // Lines of each built service's `name` and `staging`, for name collisions.
+    let mut service_lines = Vec::new();
     for (i, s) in spec.service.into_iter().enumerate() {
+        let name_line = src.line_of(s.get_ref().name.span().start);
+        let staging_line = s
+            .get_ref()
+            .staging
+            .as_ref()
+            .map_or(name_line, |v| src.line_of(v.span().start));
         if let Some(svc) = build_service(src, s, i, &origin, errs) {
             services.push(svc);
+            service_lines.push((name_line, staging_line));
         }
     }
-    check_names(src, &origin, &records, &owner_lines, &services, errs);
+    check_names(
+        src,
+        &origin,
+        &records,
+        &owner_lines,
+        &services,
+        &service_lines,
+        errs,
+    );
 
     Some(Zone {
         file: src.path.clone(),
@@ -1113,12 +1139,14 @@ fn build_phases(
 
 /// Names in one zone must not collide: services, staging names and static
 /// owners are distinct, and nothing sits below a sub-delegation.
+/// `service_lines` holds the file lines of each service's `name` and `staging`.
 fn check_names(
     src: &Source,
     origin: &Name,
     records: &[Record],
     owner_lines: &HashMap<LowerName, usize>,
     services: &[Service],
+    service_lines: &[(usize, usize)],
     errs: &mut Vec<ConfigError>,
 ) {
     let line_of = |n: &LowerName| owner_lines.get(n).copied().unwrap_or(0);
@@ -1149,34 +1177,32 @@ fn check_names(
             }
         }
     }
-    for s in services {
-        let mut own = vec![(s.name.clone(), "name")];
+    for (s, &(name_line, staging_line)) in services.iter().zip(service_lines) {
+        let mut own = vec![(s.name.clone(), "name", name_line)];
         if let Some(st) = &s.staging {
-            own.push((st.clone(), "staging"));
+            own.push((st.clone(), "staging", staging_line));
         }
-        for (n, what) in own {
+        for (n, what, line) in own {
             let ln = LowerName::from(&n);
             let key = format!("service.{}.{what}", s.short);
             if let Some(prev) = names.get(&ln) {
-                errs.push(ConfigError {
-                    file: src.path.clone(),
-                    line: 0,
-                    key,
-                    message: format!("duplicate name {n}: already used by {prev}"),
-                });
+                errs.push(src.error_at_line(
+                    line,
+                    &key,
+                    format!("duplicate name {n}: already used by {prev}"),
+                ));
                 continue;
             }
             for cut in &cuts {
                 if cut.zone_of(&ln) {
-                    errs.push(ConfigError {
-                        file: src.path.clone(),
-                        line: 0,
-                        key: key.clone(),
-                        message: format!("{n} is inside the delegation {cut}"),
-                    });
+                    errs.push(src.error_at_line(
+                        line,
+                        &key,
+                        format!("{n} is inside the delegation {cut}"),
+                    ));
                 }
             }
-            names.insert(ln, format!("service {:?}", s.short));
+            names.insert(ln, format!("service {:?} (line {line})", s.short));
         }
     }
 }
@@ -1248,7 +1274,7 @@ ns1 IN A 203.0.113.53
             ),
             (
                 "[[service]]\nname = \"ns1\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n",
-                "service.ns1.name: duplicate name ns1.shift.example.com.: already used by a static record (line 7)",
+                "t.toml:11: service.ns1.name: duplicate name ns1.shift.example.com.: already used by a static record (line 7)",
             ),
         ];
         for (extra, want) in cases {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The shipped example serves, and the harness works end to end.
 mod common;
 
