@@ -1,0 +1,431 @@
+//! Running as a production service: the systemd notify protocol spoken to a
+//! real Unix datagram socket, Prometheus metrics scraped from the running
+//! binary, and JSON log lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::backend::{Backend, Behaviour};
+use common::*;
+use hickory_proto::rr::RecordType;
+
+/// A service whose two endpoints are checked over HTTP on `port`.
+fn checked_zone(a: &str, b: &str, port: u16, interval: &str, timeout: &str) -> String {
+    zone_with(&format!(
+        r#"
+[[service]]
+name = "www"
+ttl = "5s"
+max_answers = 1
+[service.pools]
+old = ["{a}"]
+new = ["{b}"]
+[service.health]
+url = "http://{{endpoint}}:{port}/healthz"
+interval = "{interval}"
+timeout = "{timeout}"
+rise = 1
+fall = 1
+[[service.phase]]
+name = "old-only"
+weights = {{ old = 100, new = 0 }}
+[[service.phase]]
+name = "split"
+weights = {{ old = 50, new = 50 }}
+"#
+    ))
+}
+
+/// Receives notify datagrams until `want` arrives; returns all received.
+fn recv_until(sock: &UnixDatagram, want: &str, timeout: Duration) -> Vec<(Instant, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = msg.lines().any(|l| l == want);
+                got.push((Instant::now(), msg));
+                if done {
+                    return got;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {want} within {timeout:?}; got {got:?}");
+}
+
+#[test]
+fn notify_ready_after_bind_and_first_health_round_then_watchdog_and_stopping() {
+    // One endpoint hangs: the first health round takes the whole timeout,
+    // and READY=1 must wait for it.
+    let healthy = Backend::http("127.0.9.1:0");
+    let port = healthy.addr.port();
+    let hanging = Backend::http(&format!("127.0.9.2:{port}"));
+    hanging.set(Behaviour::Hang);
+    let setup = Setup::new(
+        &[(
+            "z.toml",
+            &checked_zone("127.0.9.1", "127.0.9.2", port, "2s", "700ms"),
+        )],
+        "",
+    );
+    let sock_path = setup.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+
+    let started = Instant::now();
+    // systemd sets WATCHDOG_PID to the service's PID; `exec` keeps the shell's.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "export WATCHDOG_PID=$$; exec {} --config {} serve",
+            bin(),
+            setup.config().display()
+        ))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("RUST_LOG");
+    let (mut child, log) = spawn_logged(&mut cmd);
+
+    let msgs = recv_until(&sock, "READY=1", Duration::from_secs(20));
+    let ready_at = msgs.last().unwrap().0;
+    // The hanging endpoint's first probe runs into its 700 ms timeout first.
+    assert!(
+        ready_at - started >= Duration::from_millis(600),
+        "READY=1 after {:?}, before the first health round could finish",
+        ready_at - started
+    );
+    let lines = log.lines();
+    let pos = |m: &str| lines.iter().position(|l| is_msg(l, m));
+    let listening = pos("dns listening").expect("dns listening logged before READY");
+    let round = pos("first health round done").expect("first health round logged before READY");
+    assert!(
+        listening < round,
+        "sockets are bound before health checks finish"
+    );
+    // The sockets were bound when READY arrived, and the first answer
+    // already reflects health: the hanging endpoint (the only `new` one,
+    // standby here) is down, and `old` answers.
+    let dns: SocketAddr = field(&lines[listening], "udp").unwrap().parse().unwrap();
+    let m = query_udp(
+        dns,
+        &build_query("www.shift.test.", RecordType::A, Some(1232)),
+    );
+    assert_eq!(answers(&m), ["127.0.9.1"]);
+    let status = common::poll(Duration::from_secs(5), Duration::from_millis(20), || {
+        log.lines()
+            .iter()
+            .find(|l| is_msg(l, "endpoint unhealthy"))
+            .cloned()
+    });
+    assert!(
+        status.is_some(),
+        "the hanging endpoint was logged as unhealthy"
+    );
+
+    // Watchdog: WATCHDOG_USEC=200ms → a ping at least every 100 ms.
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while pings < 5 {
+        let got = recv_until(&sock, "WATCHDOG=1", Duration::from_secs(2));
+        pings += got
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+            .count();
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "5 watchdog pings took {:?}",
+        t0.elapsed()
+    );
+
+    // SIGTERM → STOPPING=1, then a clean exit.
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    recv_until(&sock, "STOPPING=1", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    drop(hanging);
+}
+
+/// GET over a raw TCP connection; returns (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    // The metrics body is small; de-chunk if chunked.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// Parses exposition text into "name{labels}" → value (labels as printed).
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(m: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| {
+            k.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(lk, lv)| k.contains(&format!("{lk}=\"{lv}\"")))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(!matching.is_empty(), "no sample {name} {labels:?}");
+    matching.iter().sum()
+}
+
+#[test]
+fn metrics_follow_queries_health_and_phase() {
+    let a = Backend::http("127.0.9.11:0");
+    let port = a.addr.port();
+    let b = Backend::http(&format!("127.0.9.12:{port}"));
+    let server = Setup::new(
+        &[(
+            "z.toml",
+            &checked_zone("127.0.9.11", "127.0.9.12", port, "150ms", "100ms"),
+        )],
+        "",
+    )
+    .start();
+    let control = server.control.unwrap();
+
+    // Unauthenticated scrape works; the API itself does not.
+    let (code, _) = http_get(control, "/v1/status");
+    assert_eq!(code, 401);
+
+    for _ in 0..40 {
+        server.query("www.shift.test.", RecordType::A);
+    }
+    for _ in 0..3 {
+        server.query("nope.shift.test.", RecordType::AAAA);
+    }
+    server.query_tcp("www.shift.test.", RecordType::A);
+    server.query("example.org.", RecordType::A);
+
+    // Health change: new goes 503.
+    b.set(Behaviour::status(503));
+    let down = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (_, body) = http_get(control, "/metrics");
+        let m = parse_metrics(&body);
+        (metric(
+            &m,
+            "dnsshift_endpoint_healthy",
+            &[("endpoint", "127.0.9.12")],
+        ) == 0.0)
+            .then_some(m)
+    })
+    .expect("endpoint_healthy went to 0");
+    assert_eq!(
+        metric(
+            &down,
+            "dnsshift_endpoint_healthy",
+            &[("endpoint", "127.0.9.11")]
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &down,
+            "dnsshift_health_check_failures_total",
+            &[("endpoint", "127.0.9.12"), ("reason", "status")]
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &down,
+            "dnsshift_health_check_duration_seconds_count",
+            &[("endpoint", "127.0.9.11")]
+        ) >= 1.0
+    );
+    // `new` has weight 0 in the first phase: it has a drain deadline, a Unix time.
+    let deadline = metric(
+        &down,
+        "dnsshift_pool_drain_deadline_seconds",
+        &[("pool", "new")],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..now + 60.0).contains(&deadline),
+        "drain deadline {deadline} vs now {now}"
+    );
+
+    // Phase change (forced: the new pool is down).
+    b.set(Behaviour::ok());
+    poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (_, body) = http_get(control, "/metrics");
+        (metric(
+            &parse_metrics(&body),
+            "dnsshift_endpoint_healthy",
+            &[("endpoint", "127.0.9.12")],
+        ) == 1.0)
+            .then_some(())
+    })
+    .expect("endpoint back up");
+    server.cli_ok(&["advance", "www", "--reason", "metrics test"]);
+    for _ in 0..20 {
+        server.query("www.shift.test.", RecordType::A);
+    }
+
+    let (code, body) = http_get(control, "/metrics");
+    assert_eq!(code, 200);
+    let m = parse_metrics(&body);
+    let q = |qtype, proto, rcode| {
+        metric(
+            &m,
+            "dnsshift_dns_queries_total",
+            &[
+                ("zone", "shift.test."),
+                ("qtype", qtype),
+                ("protocol", proto),
+                ("rcode", rcode),
+            ],
+        )
+    };
+    assert_eq!(q("A", "udp", "NOERROR"), 60.0);
+    assert_eq!(q("AAAA", "udp", "NXDOMAIN"), 3.0);
+    assert_eq!(q("A", "tcp", "NOERROR"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            "dnsshift_dns_queries_total",
+            &[("zone", ""), ("rcode", "REFUSED")]
+        ),
+        1.0
+    );
+    // max_answers = 1: one endpoint per answer; 61 main-name answers in all.
+    let answered = metric(
+        &m,
+        "dnsshift_endpoint_answers_total",
+        &[("service", "www.shift.test.")],
+    );
+    assert_eq!(answered, 61.0);
+    assert_eq!(
+        metric(
+            &m,
+            "dnsshift_pool_answers_total",
+            &[("pool", "old"), ("name", "main")]
+        ) + metric(
+            &m,
+            "dnsshift_pool_answers_total",
+            &[("pool", "new"), ("name", "main")]
+        ),
+        61.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "dnsshift_phase_info",
+            &[("service", "www.shift.test."), ("phase", "split")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "dnsshift_pool_weight", &[("pool", "new")]), 50.0);
+    assert_eq!(metric(&m, "dnsshift_build_info", &[]), 1.0);
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
+
+#[test]
+fn json_log_lines_carry_structured_fields() {
+    let server = Setup::new(
+        &[(
+            "z.toml",
+            &zone_with(
+                r#"
+[[service]]
+name = "www"
+[service.pools]
+old = ["127.0.9.21"]
+new = ["127.0.9.22"]
+[service.health]
+kind = "none"
+"#,
+            ),
+        )],
+        "",
+    )
+    .start();
+    let from = server.log.len();
+    server.cli_ok(&["advance", "www", "--reason", "json test"]);
+    let (_, line) = server
+        .log
+        .wait_for(from, Duration::from_secs(5), |l| is_msg(l, "phase changed"));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON object per line");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["service"], "www.shift.test.");
+    assert_eq!(v["from"], "separate-domain");
+    assert_eq!(v["to"], "round-robin");
+    assert_eq!(v["reason"], "json test");
+    assert_eq!(v["action"], "advance");
+    for l in server.log.lines() {
+        serde_json::from_str::<serde_json::Value>(&l)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+}
