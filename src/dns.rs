@@ -11,7 +11,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::RecordType;
+use hickory_server::proto::rr::{DNSClass, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use socket2::{Domain, Socket, Type};
@@ -114,7 +114,11 @@ impl RequestHandler for Handler {
         let qtype = info.query.query_type();
         debug!(%qname, %qtype, src = %request.src(), "query");
 
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        // No zone transfers. Our zones are class IN: a question in another
+        // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+            || !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY)
+        {
             return send_error(
                 request,
                 ResponseCode::Refused,

@@ -1274,7 +1274,7 @@ ns1 IN A 203.0.113.53
             ),
             (
                 "[[service]]\nname = \"ns1\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n",
-                "t.toml:11: service.ns1.name: duplicate name ns1.shift.example.com.: already used by a static record (line 7)",
+                "t.toml:10: service.ns1.name: duplicate name ns1.shift.example.com.: already used by a static record (line 7)",
             ),
         ];
         for (extra, want) in cases {

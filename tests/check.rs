@@ -1,0 +1,199 @@
+//! `dnsshift check` and start-up validation: every fixture in
+//! tests/fixtures/invalid fails with the message its first line announces
+//! (`# expect: <file>:<line>: <key>: <message>`), the shipped zones pass, and
+//! `serve` refuses an invalid zone with the same message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> Vec<(PathBuf, String)> {
+    let dir = manifest_dir().join("tests/fixtures/invalid");
+    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let first = text.lines().next().unwrap_or("");
+            let expect = first
+                .strip_prefix("# expect: ")
+                .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", p.display()))
+                .trim()
+                .to_string();
+            (p, expect)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Runs `dnsshift check <path>` from a scratch directory, with no server
+/// config around, so only the path given is checked.
+fn check(path: &Path) -> Output {
+    let cwd = tempfile::tempdir().unwrap();
+    Command::new(bin())
+        .arg("check")
+        .arg(path)
+        .current_dir(cwd.path())
+        .env_remove("DNSSHIFT_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// Lines of stderr that report an error in `file`.
+fn error_lines<'a>(stderr: &'a str, file: &Path) -> Vec<&'a str> {
+    let prefix = format!("{}:", file.display());
+    stderr.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn every_invalid_fixture_fails_check_with_its_message() {
+    let all = fixtures();
+    assert!(all.len() >= 15, "only {} fixtures", all.len());
+    let mut failures = Vec::new();
+    for (path, expect) in &all {
+        let out = check(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = path.file_name().unwrap().to_string_lossy();
+        if !expect.starts_with(&format!("{name}:")) {
+            failures.push(format!(
+                "{name}: the expectation must start with the file name and line: {expect}"
+            ));
+            continue;
+        }
+        if out.status.success() {
+            failures.push(format!("{name}: check exited 0"));
+            continue;
+        }
+        // The full path, then ":<line>: <key>: <message>".
+        let dir = path.parent().unwrap().display();
+        let lines = error_lines(&stderr, path);
+        if !lines.iter().any(|l| l.contains(&format!("{dir}/{expect}"))) {
+            failures.push(format!(
+                "{name}: expected {expect:?}\n  got stderr:\n{stderr}"
+            ));
+            continue;
+        }
+        // One problem per fixture: nothing else cascades from it.
+        if lines.len() != 1 {
+            failures.push(format!("{name}: {} errors, want 1:\n{stderr}", lines.len()));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn check_of_the_fixture_folder_reports_every_file() {
+    let dir = manifest_dir().join("tests/fixtures/invalid");
+    let out = check(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (path, expect) in fixtures() {
+        let full = format!("{}/{expect}", path.parent().unwrap().display());
+        assert!(stderr.contains(&full), "missing {expect:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn shipped_zones_pass_check() {
+    let zones = manifest_dir().join("zones");
+    let out = check(&zones);
+    assert!(
+        out.status.success(),
+        "dnsshift check zones/ failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    let mut files = 0;
+    for e in std::fs::read_dir(&zones).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            files += 1;
+            let out = check(&p);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(files >= 1, "no shipped zone files");
+}
+
+#[test]
+fn serve_refuses_an_invalid_zone_with_the_check_message() {
+    let (path, expect) = fixtures()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("negative-weight.toml"))
+        .expect("fixture negative-weight.toml");
+    let bad = std::fs::read_to_string(&path).unwrap();
+    // One valid zone beside the bad one: a single bad file blocks the start.
+    let setup = Setup::new(
+        &[
+            ("good.toml", &zone_with("")),
+            ("negative-weight.toml", &bad),
+        ],
+        "",
+    );
+    let zones_dir = setup.dir.path().join("zones");
+
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(setup.config())
+        .arg("serve")
+        .current_dir(setup.dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET");
+    let (mut child, log) = spawn_logged(&mut cmd);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve kept running on an invalid zone; log:\n{}",
+                log.lines().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "serve exited 0 on an invalid zone");
+
+    // Every error line of `check` on the same directory appears verbatim.
+    let out = check(&zones_dir);
+    assert!(!out.status.success());
+    let check_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let bad_path = zones_dir.join("negative-weight.toml");
+    let wanted = error_lines(&check_stderr, &bad_path);
+    assert_eq!(wanted.len(), 1, "{check_stderr}");
+    assert!(
+        wanted[0].contains(&format!("/{expect}")),
+        "{:?} does not contain {expect:?}",
+        wanted[0]
+    );
+    for w in wanted {
+        let w = w.to_string();
+        log.wait_for(0, Duration::from_secs(5), |l| l.contains(&w));
+    }
+    // Nothing was served.
+    assert!(
+        !log.lines().iter().any(|l| is_msg(l, "ready")),
+        "{}",
+        log.lines().join("\n")
+    );
+}

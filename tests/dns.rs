@@ -1,0 +1,1039 @@
+//! The authoritative server over real UDP and TCP on loopback: flags,
+//! negative answers, referrals, EDNS, truncation, malformed queries, and the
+//! weighted, standby, staging and rotation behaviour of shifted names.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{CNAME, NS};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+/// Zone TTL (static records, SOA, NS) of the main test zone.
+const ZONE_TTL: u32 = 3600;
+/// Negative TTL of the main test zone; below ZONE_TTL, so it is the SOA TTL
+/// of negative answers.
+const NEG_TTL: u32 = 45;
+
+/// 200 characters of TXT data, numbered so the records stay distinct.
+fn txt(i: usize) -> String {
+    format!("\"{i:02}{}\"", "x".repeat(198))
+}
+
+/// The main test zone. Every service has `kind = "none"` health: always healthy.
+fn main_zone() -> String {
+    let big: String = (0..4)
+        .map(|i| format!("big  IN TXT {}\n", txt(i)))
+        .collect();
+    let huge: String = (0..8)
+        .map(|i| format!("huge IN TXT {}\n", txt(i)))
+        .collect();
+    let trunc: Vec<String> = (0..16).map(|i| format!("\"2001:db8::1:{i:x}\"")).collect();
+    format!(
+        r#"[zone]
+origin = "shift.test."
+nameservers = ["ns1.shift.test.", "ns2"]
+hostmaster = "hostmaster.example.org."
+ttl = "1h"
+negative_ttl = "45s"
+records = """
+ns1      IN A     127.0.0.53
+ns2      IN A     127.0.0.54
+ns2      IN AAAA  2001:db8::53
+@        IN MX    10 mail.example.org.
+@        IN TXT   "v=spf1 -all"
+static   IN A     192.0.2.200
+static   IN A     192.0.2.201
+a.b      IN TXT   "deep"
+docs     IN CNAME lb
+lb       IN A     203.0.113.7
+lb       IN A     203.0.113.8
+lb       IN AAAA  2001:db8::7
+sub      IN NS    ns.sub
+ns.sub   IN A     203.0.113.99
+{big}{huge}"""
+
+# Phases with a 90/10 step, started in it.
+[[service]]
+name = "www"
+staging = "www-next"
+ttl = "30s"
+max_answers = 2
+initial_phase = "ten"
+[service.pools]
+old = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+new = ["198.51.100.20", "198.51.100.21"]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "separate-domain"
+weights = {{ old = 100, new = 0 }}
+[[service.phase]]
+name = "ten"
+weights = {{ old = 90, new = 10 }}
+[[service.phase]]
+name = "cutover"
+weights = {{ old = 0, new = 100 }}
+
+# Classic phases, first one: old only, new (the only IPv6) is standby.
+[[service]]
+name = "stby"
+staging = "stby-next"
+ttl = "30s"
+[service.pools]
+old = ["192.0.2.50", "192.0.2.51"]
+new = ["198.51.100.50", "2001:db8::50", "2001:db8::51"]
+[service.health]
+kind = "none"
+
+# Rotation: 5 endpoints, 3 per answer; the staging pool has only 2.
+[[service]]
+name = "rot"
+staging = "rot-next"
+max_answers = 3
+[service.pools]
+old = ["192.0.2.101", "192.0.2.102", "192.0.2.103", "192.0.2.104", "192.0.2.105"]
+new = ["198.51.100.101", "198.51.100.102"]
+[service.health]
+kind = "none"
+
+# A host-name pool whose target is in the zone.
+[[service]]
+name = "api"
+staging = "api-next"
+ttl = "20s"
+[service.pools]
+old = ["192.0.2.30"]
+new = "lb.shift.test."
+[service.health]
+kind = "none"
+
+# A host-name pool outside the zone, in cutover.
+[[service]]
+name = "ext"
+ttl = "20s"
+initial_phase = "cutover"
+[service.pools]
+old = ["192.0.2.60"]
+new = "ext-lb.example.net."
+[service.health]
+kind = "none"
+
+# IPv6 only in one of two weighted pools.
+[[service]]
+name = "v6"
+max_answers = 2
+[service.pools]
+old = ["192.0.2.40"]
+new = ["2001:db8::40", "2001:db8::41"]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "half"
+weights = {{ old = 50, new = 50 }}
+
+# A name below an empty non-terminal.
+[[service]]
+name = "app.eu"
+[service.pools]
+old = ["192.0.2.70"]
+new = ["198.51.100.70"]
+[service.health]
+kind = "none"
+
+# 16 AAAA records and a long name: 529 bytes, more than 512.
+[[service]]
+name = "a-very-long-service-name-to-push-the-answer-past-512"
+max_answers = 16
+[service.pools]
+main = [{trunc}]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "all"
+weights = {{ main = 1 }}
+"#,
+        trunc = trunc.join(", ")
+    )
+}
+
+/// A second zone whose TTL is below its negative TTL.
+const NEG_ZONE: &str = r#"[zone]
+origin = "neg.test."
+nameservers = ["ns1.example.org."]
+hostmaster = "hostmaster.example.org."
+ttl = "20s"
+negative_ttl = "5m"
+records = """
+here IN A 192.0.2.1
+"""
+"#;
+
+const TRUNC_NAME: &str = "a-very-long-service-name-to-push-the-answer-past-512.shift.test.";
+
+fn start() -> Server {
+    Setup::new(
+        &[
+            ("shift.test.toml", &main_zone()),
+            ("neg.test.toml", NEG_ZONE),
+        ],
+        "",
+    )
+    .start()
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+/// The single SOA of the authority section.
+fn authority_soa(m: &Message) -> (&Record, hickory_proto::rr::rdata::SOA) {
+    let soas: Vec<&Record> = m
+        .authorities
+        .iter()
+        .filter(|r| r.record_type() == RecordType::SOA)
+        .collect();
+    assert_eq!(soas.len(), 1, "one SOA in authority: {m}");
+    match &soas[0].data {
+        RData::SOA(s) => (soas[0], s.clone()),
+        other => panic!("not an SOA: {other:?}"),
+    }
+}
+
+/// Checks a negative answer: rcode, AA, empty answer section, the zone's SOA
+/// in authority with the negative TTL.
+fn assert_negative(m: &Message, rcode: ResponseCode, origin: &str, ttl: u32) {
+    assert_eq!(m.metadata.response_code, rcode, "{m}");
+    assert!(m.metadata.authoritative, "AA: {m}");
+    assert!(m.answers.is_empty(), "no answers: {m}");
+    let (rec, soa) = authority_soa(m);
+    assert_eq!(rec.name, name(origin), "{m}");
+    assert_eq!(rec.ttl, ttl, "SOA TTL of a negative answer: {m}");
+    // The minimum field carries the configured negative TTL (RFC 2308).
+    assert!(soa.minimum >= ttl, "{m}");
+}
+
+fn types(rs: &[Record]) -> Vec<RecordType> {
+    rs.iter().map(|r| r.record_type()).collect()
+}
+
+fn sorted(v: Vec<String>) -> Vec<String> {
+    let mut v = v;
+    v.sort();
+    v
+}
+
+// ------------------------------------------------------------ apex, flags
+
+#[test]
+fn apex_soa_and_ns_with_glue() {
+    let server = start();
+    for m in [
+        server.query("shift.test.", RecordType::SOA),
+        server.query_tcp("shift.test.", RecordType::SOA),
+    ] {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.authoritative, "{m}");
+        assert!(!m.metadata.recursion_available, "{m}");
+        assert_eq!(m.answers.len(), 1, "{m}");
+        let r = &m.answers[0];
+        assert_eq!(r.name, name("shift.test."));
+        assert_eq!(r.ttl, ZONE_TTL);
+        let RData::SOA(soa) = &r.data else {
+            panic!("{m}")
+        };
+        assert_eq!(soa.mname, name("ns1.shift.test."));
+        assert_eq!(soa.rname, name("hostmaster.example.org."));
+        assert_eq!(soa.minimum, NEG_TTL);
+        assert!(soa.serial > 0);
+    }
+
+    let m = server.query("shift.test.", RecordType::NS);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert!(m.metadata.authoritative, "{m}");
+    let ns: BTreeSet<Name> = m
+        .answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.name, name("shift.test."));
+            assert_eq!(r.ttl, ZONE_TTL);
+            match &r.data {
+                RData::NS(NS(n)) => n.clone(),
+                other => panic!("not NS: {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        ns,
+        BTreeSet::from([name("ns1.shift.test."), name("ns2.shift.test.")])
+    );
+    let glue: BTreeSet<(Name, String)> = m
+        .additionals
+        .iter()
+        .map(|r| (r.name.clone(), r.data.to_string()))
+        .collect();
+    assert_eq!(
+        glue,
+        BTreeSet::from([
+            (name("ns1.shift.test."), "127.0.0.53".to_string()),
+            (name("ns2.shift.test."), "127.0.0.54".to_string()),
+            (name("ns2.shift.test."), "2001:db8::53".to_string()),
+        ]),
+        "{m}"
+    );
+}
+
+#[test]
+fn refused_outside_the_zones() {
+    let server = start();
+    for q in [
+        "example.org.",
+        "test.",
+        "xshift.test.",
+        "shift.test.example.",
+    ] {
+        for m in [
+            server.query(q, RecordType::A),
+            server.query_tcp(q, RecordType::A),
+        ] {
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{q}: {m}");
+            assert!(!m.metadata.authoritative, "{q}: {m}");
+            assert!(m.answers.is_empty(), "{q}: {m}");
+        }
+    }
+    // The other zone is served too.
+    let m = server.query("here.neg.test.", RecordType::A);
+    assert_eq!(answers(&m), ["192.0.2.1"]);
+}
+
+#[test]
+fn other_classes_and_zone_transfers_are_refused() {
+    let server = start();
+    // Our zones are IN: the same names in class CH or HS are not ours.
+    for class in [DNSClass::CH, DNSClass::HS] {
+        for (q, t) in [
+            ("shift.test.", RecordType::SOA),
+            ("www.shift.test.", RecordType::A),
+            ("version.bind.", RecordType::TXT),
+        ] {
+            let mut query = Query::query(name(q), t);
+            query.set_query_class(class);
+            let mut msg = build_query("x.", RecordType::A, Some(1232));
+            msg.queries = vec![query];
+            for m in [query_udp(server.dns, &msg), query_tcp(server.dns, &msg)] {
+                assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+                assert!(m.answers.is_empty(), "{class} {q}: {m}");
+                assert!(!m.metadata.authoritative, "{m}");
+            }
+        }
+    }
+    // QCLASS ANY is answered from IN.
+    let mut query = Query::query(name("shift.test."), RecordType::SOA);
+    query.set_query_class(DNSClass::ANY);
+    let mut msg = build_query("x.", RecordType::A, None);
+    msg.queries = vec![query];
+    let m = query_udp(server.dns, &msg);
+    assert_eq!(types(&m.answers), [RecordType::SOA], "{m}");
+    // No zone transfers.
+    for t in [RecordType::AXFR, RecordType::IXFR] {
+        let m = server.query_tcp("shift.test.", t);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{t}: {m}");
+        assert!(m.answers.is_empty(), "{m}");
+    }
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
+    let server = start();
+    // (name, type, rcode)
+    let cases = [
+        ("nope.shift.test.", RecordType::A, ResponseCode::NXDomain),
+        (
+            "deep.nope.shift.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
+        ("shift.test.", RecordType::A, ResponseCode::NoError),
+        (
+            "static.shift.test.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+        ),
+        ("static.shift.test.", RecordType::TXT, ResponseCode::NoError),
+        ("ns1.shift.test.", RecordType::MX, ResponseCode::NoError),
+        // A service name asked for a type its pools cannot answer.
+        ("www.shift.test.", RecordType::MX, ResponseCode::NoError),
+        ("www.shift.test.", RecordType::AAAA, ResponseCode::NoError),
+        (
+            "rot-next.shift.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+        ),
+    ];
+    for (q, t, rcode) in cases {
+        assert_negative(&server.query(q, t), rcode, "shift.test.", NEG_TTL);
+        assert_negative(&server.query_tcp(q, t), rcode, "shift.test.", NEG_TTL);
+    }
+    // neg.test.: zone TTL 20s < negative TTL 5m, so negative answers are
+    // cached for 20s (RFC 2308 §5: min of the SOA TTL and its MINIMUM).
+    let m = server.query("nope.neg.test.", RecordType::A);
+    assert_negative(&m, ResponseCode::NXDomain, "neg.test.", 20);
+    assert_eq!(authority_soa(&m).1.minimum, 300);
+    let m = server.query("here.neg.test.", RecordType::TXT);
+    assert_negative(&m, ResponseCode::NoError, "neg.test.", 20);
+}
+
+#[test]
+fn names_match_case_insensitively() {
+    let server = start();
+    let m = server.query("WwW.ShIfT.TeSt.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers.len(), 2, "{m}");
+    // The question is echoed as asked.
+    assert_eq!(m.queries[0].name().to_string(), "WwW.ShIfT.TeSt.");
+    let m = server.query("STATIC.Shift.TEST.", RecordType::A);
+    assert_eq!(sorted(answers(&m)), ["192.0.2.200", "192.0.2.201"]);
+    let m = server.query("SHIFT.TEST.", RecordType::SOA);
+    assert_eq!(types(&m.answers), [RecordType::SOA]);
+    let m = server.query_tcp("Www-Next.SHIFT.test.", RecordType::A);
+    assert_eq!(m.answers.len(), 2, "{m}");
+    let m = server.query("NoPe.Shift.Test.", RecordType::A);
+    assert_negative(&m, ResponseCode::NXDomain, "shift.test.", NEG_TTL);
+}
+
+#[test]
+fn names_below_a_service_are_nxdomain_and_empty_non_terminals_nodata() {
+    let server = start();
+    for q in [
+        "x.www.shift.test.",
+        "a.b.www.shift.test.",
+        "x.www-next.shift.test.",
+        "x.app.eu.shift.test.",
+    ] {
+        let m = server.query(q, RecordType::A);
+        assert_negative(&m, ResponseCode::NXDomain, "shift.test.", NEG_TTL);
+    }
+    // b.shift.test. exists only because of a.b.shift.test.; eu because of app.eu.
+    for q in ["b.shift.test.", "eu.shift.test."] {
+        for t in [RecordType::A, RecordType::TXT] {
+            let m = server.query(q, t);
+            assert_negative(&m, ResponseCode::NoError, "shift.test.", NEG_TTL);
+        }
+    }
+    let m = server.query("a.b.shift.test.", RecordType::TXT);
+    assert_eq!(answers(&m), ["deep"]);
+    let m = server.query("app.eu.shift.test.", RecordType::A);
+    assert_eq!(answers(&m), ["192.0.2.70"]);
+}
+
+#[test]
+fn sub_delegation_is_a_referral_with_glue() {
+    let server = start();
+    for q in [
+        "host.sub.shift.test.",
+        "sub.shift.test.",
+        "a.b.sub.shift.test.",
+    ] {
+        for t in [RecordType::A, RecordType::NS] {
+            for m in [server.query(q, t), server.query_tcp(q, t)] {
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{q}: {m}");
+                assert!(!m.metadata.authoritative, "a referral is not AA: {m}");
+                assert!(m.answers.is_empty(), "{m}");
+                assert_eq!(m.authorities.len(), 1, "{m}");
+                let ns = &m.authorities[0];
+                assert_eq!(ns.name, name("sub.shift.test."));
+                assert_eq!(ns.data, RData::NS(NS(name("ns.sub.shift.test."))));
+                assert_eq!(m.additionals.len(), 1, "{m}");
+                assert_eq!(m.additionals[0].name, name("ns.sub.shift.test."));
+                assert_eq!(m.additionals[0].data.to_string(), "203.0.113.99");
+            }
+        }
+    }
+    // DS belongs to the parent side of the cut: here, authoritatively none.
+    let m = server.query("sub.shift.test.", RecordType::DS);
+    assert_negative(&m, ResponseCode::NoError, "shift.test.", NEG_TTL);
+}
+
+// ------------------------------------------------------------------ EDNS
+
+#[test]
+fn edns_is_echoed_only_when_asked() {
+    let server = start();
+    let m = query_udp(
+        server.dns,
+        &build_query("www.shift.test.", RecordType::A, Some(1232)),
+    );
+    let edns = m.edns.as_ref().expect("EDNS echoed");
+    assert_eq!(edns.version(), 0);
+    assert!(edns.max_payload() >= 512, "{m}");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+
+    let m = query_udp(
+        server.dns,
+        &build_query("www.shift.test.", RecordType::A, None),
+    );
+    assert!(m.edns.is_none(), "no OPT without OPT in the query: {m}");
+    assert_eq!(m.answers.len(), 2);
+
+    let m = query_tcp(
+        server.dns,
+        &build_query("www.shift.test.", RecordType::A, Some(4096)),
+    );
+    assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0), "{m}");
+}
+
+#[test]
+fn edns_version_above_zero_is_badvers() {
+    let server = start();
+    let mut q = build_query("www.shift.test.", RecordType::A, None);
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.set_version(1);
+    q.set_edns(e);
+    let id = q.metadata.id;
+    let raw = exchange_udp_raw(server.dns, &q.to_vec().unwrap()).expect("an answer");
+    // The header holds the low 4 bits of BADVERS (16): 0.
+    assert_eq!(raw[3] & 0x0f, 0, "low rcode bits");
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.metadata.id, id);
+    let edns = m.edns.as_ref().expect("BADVERS needs an OPT record");
+    assert_eq!(edns.rcode_high(), 1, "{m}");
+    assert_eq!(edns.version(), 0, "we answer with the version we speak");
+    // 16 is BADVERS for OPT (RFC 6891) and BADSIG for TSIG; hickory
+    // decodes it as BADSIG, so compare the number.
+    assert_eq!(
+        u16::from(m.metadata.response_code),
+        u16::from(ResponseCode::BADVERS),
+        "{m}"
+    );
+    assert_eq!(u16::from(ResponseCode::BADVERS), 16);
+    assert!(m.answers.is_empty(), "{m}");
+
+    // Same over TCP.
+    let mut q = build_query("www.shift.test.", RecordType::A, None);
+    let mut e = Edns::new();
+    e.set_version(3);
+    q.set_edns(e);
+    let m = query_tcp(server.dns, &q);
+    assert_eq!(u16::from(m.metadata.response_code), 16, "{m}");
+    assert_eq!(m.edns.as_ref().map(|e| e.rcode_high()), Some(1), "{m}");
+}
+
+// ------------------------------------------------------------ truncation
+
+/// Sends a query over UDP; returns the raw reply's length and the message.
+fn udp_sized(server: SocketAddr, q: &Message) -> (usize, Message) {
+    let raw = exchange_udp_raw(server, &q.to_vec().unwrap()).expect("an answer");
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.metadata.id, q.metadata.id);
+    (raw.len(), m)
+}
+
+#[test]
+fn truncated_on_udp_then_full_over_tcp() {
+    let server = start();
+
+    // 16 AAAA under a long name: 529 bytes, above the 512 of plain DNS.
+    let (len, m) = udp_sized(server.dns, &build_query(TRUNC_NAME, RecordType::AAAA, None));
+    assert!(m.metadata.truncation, "TC without EDNS: {m}");
+    assert!(len <= 512, "{len} bytes over plain UDP");
+    assert!(m.answers.len() < 16, "{m}");
+    let m = query_tcp(server.dns, &build_query(TRUNC_NAME, RecordType::AAAA, None));
+    assert!(!m.metadata.truncation, "{m}");
+    assert!(m.metadata.authoritative);
+    let all: BTreeSet<String> = answers(&m).into_iter().collect();
+    assert_eq!(all.len(), 16, "{m}");
+    // With EDNS and 1232 bytes it fits over UDP.
+    let (_, m) = udp_sized(
+        server.dns,
+        &build_query(TRUNC_NAME, RecordType::AAAA, Some(1232)),
+    );
+    assert!(!m.metadata.truncation, "{m}");
+    assert_eq!(m.answers.len(), 16, "{m}");
+
+    // Four 200-byte TXT records: ~900 bytes.
+    let big = "big.shift.test.";
+    let full = query_tcp(server.dns, &build_query(big, RecordType::TXT, None));
+    assert_eq!(full.answers.len(), 4, "{full}");
+    assert!(!full.metadata.truncation);
+    for (size, tc) in [(None, true), (Some(512), true), (Some(1232), false)] {
+        let (len, m) = udp_sized(server.dns, &build_query(big, RecordType::TXT, size));
+        assert_eq!(m.metadata.truncation, tc, "payload {size:?}: {m}");
+        assert_eq!(m.edns.is_some(), size.is_some(), "OPT kept: {m}");
+        assert!(len <= usize::from(size.unwrap_or(512)), "{len} > {size:?}");
+        if !tc {
+            assert_eq!(sorted(answers(&m)), sorted(answers(&full)));
+        }
+    }
+
+    // Eight of them: ~1.7 KB. The UDP reply never exceeds what either side
+    // allows; if it did not fit, TC is set and TCP has it all.
+    let huge = "huge.shift.test.";
+    let (len, m) = udp_sized(server.dns, &build_query(huge, RecordType::TXT, Some(4096)));
+    let ours = m.edns.as_ref().expect("EDNS").max_payload();
+    assert!(
+        len <= usize::from(ours.min(4096)),
+        "{len} bytes, ours {ours}"
+    );
+    assert_eq!(m.metadata.truncation, m.answers.len() < 8, "{m}");
+    let m = server.query_tcp(huge, RecordType::TXT);
+    assert_eq!(m.answers.len(), 8, "{m}");
+    assert!(!m.metadata.truncation);
+}
+
+// ------------------------------------------------------------------ ANY
+
+#[test]
+fn any_is_answered_with_one_rrset() {
+    let server = start();
+    // The apex holds SOA, NS, MX and TXT: RFC 8482 asks for one RRset.
+    for q in [
+        "shift.test.",
+        "static.shift.test.",
+        "www.shift.test.",
+        "ns2.shift.test.",
+    ] {
+        for m in [
+            server.query(q, RecordType::ANY),
+            server.query_tcp(q, RecordType::ANY),
+        ] {
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{q}: {m}");
+            assert!(m.metadata.authoritative, "{m}");
+            assert!(!m.answers.is_empty(), "{q}: {m}");
+            let sets: BTreeSet<(Name, RecordType)> = m
+                .answers
+                .iter()
+                .map(|r| (r.name.clone(), r.record_type()))
+                .collect();
+            assert_eq!(sets.len(), 1, "one RRset for ANY {q}: {m}");
+        }
+    }
+    let m = server.query("static.shift.test.", RecordType::ANY);
+    assert_eq!(sorted(answers(&m)), ["192.0.2.200", "192.0.2.201"]);
+    let m = server.query("nope.shift.test.", RecordType::ANY);
+    assert_negative(&m, ResponseCode::NXDomain, "shift.test.", NEG_TTL);
+}
+
+// ------------------------------------------------------- malformed queries
+
+#[test]
+fn formerr_for_zero_or_two_questions() {
+    let server = start();
+    // Header only: id 0x4242, RD, no question.
+    let raw = [0x42, 0x42, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+    let reply = exchange_udp_raw(server.dns, &raw).expect("an answer to zero questions");
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.id, 0x4242);
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m}");
+    assert!(m.answers.is_empty());
+
+    let mut q = build_query("www.shift.test.", RecordType::A, None);
+    q.add_query(Query::query(name("static.shift.test."), RecordType::A));
+    let reply = exchange_udp_raw(server.dns, &q.to_vec().unwrap()).expect("an answer");
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.id, q.metadata.id);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m}");
+    assert!(m.answers.is_empty(), "{m}");
+
+    let m = query_tcp(server.dns, &q);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m}");
+}
+
+#[test]
+fn notimp_for_opcodes_other_than_query() {
+    let server = start();
+    for op in [OpCode::Status, OpCode::Notify] {
+        let mut q = Message::new(0x5150, MessageType::Query, op);
+        q.add_query(Query::query(name("www.shift.test."), RecordType::SOA));
+        let reply = exchange_udp_raw(server.dns, &q.to_vec().unwrap()).expect("an answer");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.id, 0x5150);
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert_eq!(m.metadata.op_code, op, "{m}");
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{op}: {m}");
+        assert!(m.answers.is_empty(), "{m}");
+        let m = query_tcp(server.dns, &q);
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{op}: {m}");
+    }
+}
+
+#[test]
+fn messages_with_qr_set_get_no_answer() {
+    let server = start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    sock.connect(server.dns).unwrap();
+
+    let mut response = Message::new(0x0bad, MessageType::Response, OpCode::Query);
+    response.add_query(Query::query(name("www.shift.test."), RecordType::A));
+    sock.send(&response.to_vec().unwrap()).unwrap();
+    let q = build_query("www.shift.test.", RecordType::A, None);
+    sock.send(&q.to_vec().unwrap()).unwrap();
+
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("the normal query is answered");
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, q.metadata.id, "first reply: {m}");
+    // And nothing arrives for the response afterwards either.
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    match sock.recv(&mut buf) {
+        Ok(n) => panic!(
+            "unexpected second datagram: {}",
+            Message::from_vec(&buf[..n]).unwrap()
+        ),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+}
+
+// ------------------------------------------------------- shifted names
+
+/// Reuses one UDP socket for many queries of the same question.
+struct Asker {
+    sock: UdpSocket,
+    template: Vec<u8>,
+    id: u16,
+    buf: Vec<u8>,
+}
+
+impl Asker {
+    fn new(server: SocketAddr, qname: &str, t: RecordType) -> Asker {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+        sock.connect(server).unwrap();
+        Asker {
+            sock,
+            template: build_query(qname, t, Some(1232)).to_vec().unwrap(),
+            id: 0,
+            buf: vec![0; 65535],
+        }
+    }
+
+    /// One exchange; a reply with another id (a late duplicate) is skipped.
+    fn ask(&mut self) -> Message {
+        self.id = self.id.wrapping_add(1);
+        self.template[..2].copy_from_slice(&self.id.to_be_bytes());
+        self.sock.send(&self.template).unwrap();
+        loop {
+            let n = self.sock.recv(&mut self.buf).expect("UDP answer in time");
+            let m = Message::from_vec(&self.buf[..n]).unwrap();
+            if m.metadata.id == self.id {
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+                assert!(m.metadata.authoritative, "{m}");
+                return m;
+            }
+        }
+    }
+
+    /// The answered addresses of one exchange.
+    fn addrs(&mut self) -> Vec<String> {
+        answers(&self.ask())
+    }
+}
+
+const WWW_OLD: [&str; 3] = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
+const WWW_NEW: [&str; 2] = ["198.51.100.20", "198.51.100.21"];
+
+#[test]
+fn weighted_split_follows_the_phase_over_10000_queries() {
+    let server = start();
+    let mut asker = Asker::new(server.dns, "www.shift.test.", RecordType::A);
+    // Phase "ten" weights old 90, new 10: each answer is `new` with p = 0.1.
+    // Over n = 10,000 independent draws the share of `new` has standard
+    // deviation sqrt(p(1-p)/n) = sqrt(0.09/10000) = 0.003. We accept
+    // 0.10 ± 0.015, i.e. ±5 sd: a correct server fails this with probability
+    // about 6e-7, while a 12/88 or 8/92 split (±2 points) fails it
+    // practically always (6.7 sd away).
+    const N: usize = 10_000;
+    const P: f64 = 0.10;
+    const BOUND: f64 = 0.015;
+    let mut new = 0usize;
+    for _ in 0..N {
+        let m = asker.ask();
+        let got = answers(&m);
+        assert_eq!(got.len(), 2, "max_answers = 2: {m}");
+        assert!(m.answers.iter().all(|r| r.ttl == 30), "{m}");
+        assert_ne!(got[0], got[1], "{m}");
+        if got.iter().all(|a| WWW_NEW.contains(&a.as_str())) {
+            new += 1;
+        } else {
+            assert!(
+                got.iter().all(|a| WWW_OLD.contains(&a.as_str())),
+                "one pool per answer: {got:?}"
+            );
+        }
+    }
+    let share = new as f64 / N as f64;
+    assert!(
+        (share - P).abs() <= BOUND,
+        "share of new {share:.4} outside {P} ± {BOUND} over {N} queries"
+    );
+}
+
+#[test]
+fn weight_zero_pool_is_standby_by_family() {
+    let server = start();
+    // Separate-domain: old 100, new 0. All endpoints are healthy, so for A
+    // the standby pool `new` is never answered.
+    let mut a = Asker::new(server.dns, "stby.shift.test.", RecordType::A);
+    let mut seen = BTreeSet::new();
+    for _ in 0..2_000 {
+        for addr in a.addrs() {
+            assert!(
+                ["192.0.2.50", "192.0.2.51"].contains(&addr.as_str()),
+                "standby answered: {addr}"
+            );
+            seen.insert(addr);
+        }
+    }
+    assert_eq!(seen.len(), 2);
+    // For AAAA no weighted pool has an endpoint: the standby answers.
+    let mut aaaa = Asker::new(server.dns, "stby.shift.test.", RecordType::AAAA);
+    for _ in 0..50 {
+        assert_eq!(sorted(aaaa.addrs()), ["2001:db8::50", "2001:db8::51"]);
+    }
+    let m = server.query_tcp("stby.shift.test.", RecordType::AAAA);
+    assert_eq!(sorted(answers(&m)), ["2001:db8::50", "2001:db8::51"]);
+    assert!(m.answers.iter().all(|r| r.ttl == 30));
+}
+
+#[test]
+fn staging_name_answers_only_the_new_pool() {
+    let server = start();
+    // www is in its 90/10 phase; www-next ignores the phase.
+    let mut www = Asker::new(server.dns, "www-next.shift.test.", RecordType::A);
+    let mut seen = BTreeSet::new();
+    for _ in 0..1_000 {
+        let m = www.ask();
+        for r in &m.answers {
+            assert_eq!(r.name, name("www-next.shift.test."), "{m}");
+            assert_eq!(r.ttl, 30);
+            let a = r.data.to_string();
+            assert!(WWW_NEW.contains(&a.as_str()), "staging answered {a}");
+            seen.insert(a);
+        }
+        assert_eq!(m.answers.len(), 2);
+    }
+    assert_eq!(seen.len(), 2);
+    // stby is in separate-domain, where new has weight 0: staging still answers it.
+    let mut stby = Asker::new(server.dns, "stby-next.shift.test.", RecordType::A);
+    for _ in 0..300 {
+        assert_eq!(stby.addrs(), ["198.51.100.50"]);
+    }
+    let mut stby6 = Asker::new(server.dns, "stby-next.shift.test.", RecordType::AAAA);
+    for _ in 0..50 {
+        assert_eq!(sorted(stby6.addrs()), ["2001:db8::50", "2001:db8::51"]);
+    }
+}
+
+#[test]
+fn max_answers_and_rotation() {
+    let server = start();
+    let old = [
+        "192.0.2.101",
+        "192.0.2.102",
+        "192.0.2.103",
+        "192.0.2.104",
+        "192.0.2.105",
+    ];
+    let mut asker = Asker::new(server.dns, "rot.shift.test.", RecordType::A);
+    let mut first: HashMap<String, usize> = HashMap::new();
+    for _ in 0..500 {
+        let got = asker.addrs();
+        // min(max_answers = 3, 5 endpoints), all distinct, from the pool.
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 3, "{got:?}");
+        // A rotation of the configured order: consecutive, wrapping around.
+        let start = old
+            .iter()
+            .position(|a| *a == got[0])
+            .expect("an old endpoint");
+        for (j, a) in got.iter().enumerate() {
+            assert_eq!(a, old[(start + j) % old.len()], "rotated order: {got:?}");
+        }
+        *first.entry(got[0].clone()).or_default() += 1;
+    }
+    // Every endpoint leads sometimes (each with p = 1/5 per query: missing
+    // one in 500 queries has probability about 5 * 0.8^500, i.e. never).
+    assert_eq!(first.len(), 5, "{first:?}");
+
+    // The staging pool has 2 endpoints: min(3, 2) = 2 per answer, both orders.
+    let mut next = Asker::new(server.dns, "rot-next.shift.test.", RecordType::A);
+    let mut orders = BTreeSet::new();
+    for _ in 0..200 {
+        let got = next.addrs();
+        assert_eq!(
+            sorted(got.clone()),
+            ["198.51.100.101", "198.51.100.102"],
+            "{got:?}"
+        );
+        orders.insert(got);
+    }
+    assert_eq!(orders.len(), 2, "{orders:?}");
+}
+
+#[test]
+fn host_name_pool_answers_a_cname_and_follows_it_in_the_zone() {
+    let server = start();
+    let cname = |m: &Message| -> Vec<Name> {
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::CNAME(CNAME(t)) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // api-next answers the new pool: a CNAME to lb.shift.test., whose
+    // records follow.
+    for m in [
+        server.query("api-next.shift.test.", RecordType::A),
+        server.query_tcp("api-next.shift.test.", RecordType::A),
+    ] {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers[0].name, name("api-next.shift.test."), "{m}");
+        assert_eq!(m.answers[0].ttl, 20, "{m}");
+        assert_eq!(cname(&m), [name("lb.shift.test.")], "{m}");
+        let rest: Vec<(Name, String)> = m.answers[1..]
+            .iter()
+            .map(|r| (r.name.clone(), r.data.to_string()))
+            .collect();
+        assert_eq!(rest.len(), 2, "{m}");
+        assert!(rest.iter().all(|(n, _)| *n == name("lb.shift.test.")));
+        assert_eq!(
+            sorted(rest.into_iter().map(|(_, a)| a).collect()),
+            ["203.0.113.7", "203.0.113.8"]
+        );
+        assert!(m.answers[1..].iter().all(|r| r.ttl == ZONE_TTL));
+    }
+    let m = server.query("api-next.shift.test.", RecordType::AAAA);
+    assert_eq!(cname(&m), [name("lb.shift.test.")], "{m}");
+    assert_eq!(answers(&m)[1..], ["2001:db8::7"]);
+    let m = server.query("api-next.shift.test.", RecordType::CNAME);
+    assert_eq!(answers(&m), ["lb.shift.test."], "{m}");
+
+    // The main name is in separate-domain: old (addresses) only.
+    let mut main = Asker::new(server.dns, "api.shift.test.", RecordType::A);
+    for _ in 0..200 {
+        assert_eq!(main.addrs(), ["192.0.2.30"]);
+    }
+
+    // A target outside the zone: the CNAME alone, for any type.
+    for t in [RecordType::A, RecordType::AAAA, RecordType::TXT] {
+        let m = server.query("ext.shift.test.", t);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1, "{t}: {m}");
+        assert_eq!(cname(&m), [name("ext-lb.example.net.")], "{m}");
+        assert_eq!(m.answers[0].ttl, 20);
+    }
+
+    // A static CNAME in the zone is followed the same way.
+    let m = server.query("docs.shift.test.", RecordType::A);
+    assert_eq!(cname(&m), [name("lb.shift.test.")], "{m}");
+    assert_eq!(m.answers.len(), 3, "{m}");
+}
+
+#[test]
+fn aaaa_comes_from_the_ipv6_endpoints_of_pools_that_have_them() {
+    let server = start();
+    // Phase half: old 50 / new 50, but only new has IPv6 and only old IPv4.
+    let mut aaaa = Asker::new(server.dns, "v6.shift.test.", RecordType::AAAA);
+    let mut orders = BTreeSet::new();
+    for _ in 0..300 {
+        let m = aaaa.ask();
+        assert!(
+            m.answers
+                .iter()
+                .all(|r| r.record_type() == RecordType::AAAA),
+            "{m}"
+        );
+        let got = answers(&m);
+        assert_eq!(sorted(got.clone()), ["2001:db8::40", "2001:db8::41"]);
+        orders.insert(got);
+    }
+    assert_eq!(orders.len(), 2, "both rotations: {orders:?}");
+    let mut a = Asker::new(server.dns, "v6.shift.test.", RecordType::A);
+    for _ in 0..300 {
+        assert_eq!(a.addrs(), ["192.0.2.40"]);
+    }
+    let m = server.query_tcp("v6.shift.test.", RecordType::AAAA);
+    assert_eq!(sorted(answers(&m)), ["2001:db8::40", "2001:db8::41"]);
+    // www has no IPv6 at all: NODATA (checked with the negative answers).
+}
+
+#[test]
+fn tcp_answers_equal_udp_answers() {
+    let server = start();
+    // Names with deterministic answers (single endpoints or static data).
+    let cases = [
+        ("static.shift.test.", RecordType::A),
+        ("shift.test.", RecordType::NS),
+        ("shift.test.", RecordType::MX),
+        ("api.shift.test.", RecordType::A),
+        ("api-next.shift.test.", RecordType::A),
+        ("stby-next.shift.test.", RecordType::A),
+        ("nope.shift.test.", RecordType::A),
+        ("host.sub.shift.test.", RecordType::A),
+    ];
+    let canon =
+        |rs: &[Record]| -> Vec<String> { sorted(rs.iter().map(|r| r.to_string()).collect()) };
+    for (q, t) in cases {
+        let u = server.query(q, t);
+        let tc = server.query_tcp(q, t);
+        assert_eq!(u.metadata.response_code, tc.metadata.response_code, "{q}");
+        assert_eq!(u.metadata.authoritative, tc.metadata.authoritative, "{q}");
+        assert_eq!(u.metadata.truncation, tc.metadata.truncation, "{q}");
+        assert_eq!(canon(&u.answers), canon(&tc.answers), "{q} {t}");
+        assert_eq!(canon(&u.authorities), canon(&tc.authorities), "{q} {t}");
+        assert_eq!(canon(&u.additionals), canon(&tc.additionals), "{q} {t}");
+    }
+    // Several queries on one TCP connection, as resolvers send them.
+    let mut conn = std::net::TcpStream::connect(server.dns).unwrap();
+    conn.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    let qs: Vec<Message> = cases
+        .iter()
+        .map(|(q, t)| build_query(q, *t, Some(1232)))
+        .collect();
+    for q in &qs {
+        let bytes = q.to_vec().unwrap();
+        conn.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+        conn.write_all(&bytes).unwrap();
+    }
+    let mut ids = BTreeSet::new();
+    for _ in &qs {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut buf).unwrap();
+        ids.insert(Message::from_vec(&buf).unwrap().metadata.id);
+    }
+    assert_eq!(ids, qs.iter().map(|q| q.metadata.id).collect());
+
+    // A weighted name: both transports answer from the same pools.
+    let u = server.query("www.shift.test.", RecordType::A);
+    let t = server.query_tcp("www.shift.test.", RecordType::A);
+    assert_eq!(u.answers.len(), t.answers.len());
+    for a in answers(&u).into_iter().chain(answers(&t)) {
+        assert!(
+            WWW_OLD.contains(&a.as_str()) || WWW_NEW.contains(&a.as_str()),
+            "{a}"
+        );
+    }
+}
