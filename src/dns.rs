@@ -212,8 +212,28 @@ pub struct Listener {
 
 /// Binds UDP and TCP on `addr`. IPv6 sockets are IPv6-only, so `0.0.0.0:53`
 /// and `[::]:53` can both be listed. Port 0 binds UDP first and reuses its
-/// port for TCP, so one ephemeral port serves both.
+/// port for TCP, so one ephemeral port serves both; if that port is taken
+/// for TCP, another ephemeral port is tried.
 pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
+    let mut attempt = 0;
+    loop {
+        match bind_once(addr) {
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < EPHEMERAL_BIND_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tries for a port free for both UDP and TCP when binding port 0.
+const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
+
+fn bind_once(addr: SocketAddr) -> std::io::Result<Listener> {
     let udp = socket(addr, Type::DGRAM)?;
     udp.bind(&addr.into())?;
     let port = udp

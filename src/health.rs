@@ -244,10 +244,22 @@ impl Checker {
         Ok(Checker { http })
     }
 
-    /// Runs one probe, bounded by the check's timeout.
-    pub async fn probe(&self, check: &Check, https_client: Option<&reqwest::Client>) -> Probe {
+    /// Runs one probe, bounded by the check's timeout. `https_client` is the
+    /// endpoint's own client for https checks (see `https_client`); an
+    /// https check whose client could not be built fails with that reason.
+    pub async fn probe(
+        &self,
+        check: &Check,
+        https_client: Option<&Result<reqwest::Client, String>>,
+    ) -> Probe {
         let start = Instant::now();
-        let result = tokio::time::timeout(check.timeout, self.attempt(check, https_client)).await;
+        let result = match (check.kind, https_client) {
+            (CheckKind::Https, Some(Err(e))) => Ok(Err((FailKind::Tls, e.clone()))),
+            (_, c) => {
+                let c = c.and_then(|c| c.as_ref().ok());
+                tokio::time::timeout(check.timeout, self.attempt(check, c)).await
+            }
+        };
         let (failure, detail) = match result {
             Ok(Ok(detail)) => (None, detail),
             Ok(Err((kind, detail))) => (Some(kind), detail),
@@ -337,12 +349,22 @@ fn https_client(check: &Check) -> Result<reqwest::Client, String> {
     if let Some(host) = &check.host {
         let url = reqwest::Url::parse(&check.target).map_err(|e| e.to_string())?;
         let port = url.port_or_known_default().unwrap_or(443);
-        let ip = url
-            .host_str()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = ip {
-            b = b.resolve(host, SocketAddr::new(ip, port));
+        let name = url.host_str().unwrap_or_default();
+        match name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => b = b.resolve(host, SocketAddr::new(ip, port)),
+            // A host-name endpoint: `host` must reach that name's
+            // addresses, not whatever `host` itself resolves to (often
+            // this very service).
+            Err(_) => {
+                b = b.dns_resolver(Arc::new(ResolveAs {
+                    host: host.to_ascii_lowercase(),
+                    target: name.to_string(),
+                }));
+            }
         }
     }
     if check.insecure {
@@ -357,6 +379,29 @@ fn https_client(check: &Check) -> Result<reqwest::Client, String> {
     }
     b.build()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+}
+
+/// Resolves `host` by looking up `target` instead; other names as usual.
+struct ResolveAs {
+    host: String,
+    target: String,
+}
+
+impl reqwest::dns::Resolve for ResolveAs {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let lookup = if name.as_str().eq_ignore_ascii_case(&self.host) {
+            self.target.clone()
+        } else {
+            name.as_str().to_string()
+        };
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((lookup.as_str(), 0))
+                .await?
+                .collect();
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -383,7 +428,12 @@ fn classify_io(e: &std::io::Error) -> (FailKind, String) {
 
 fn classify_reqwest(e: &reqwest::Error) -> (FailKind, String) {
     let chain = error_chain(e);
-    let lower = chain.to_ascii_lowercase();
+    // Classify on the causes only: the top-level message holds the URL,
+    // whose host may well contain "tls" or "certificate".
+    let lower = std::error::Error::source(e)
+        .map(error_chain)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if e.is_timeout() {
         (FailKind::Timeout, "timeout".into())
     } else if lower.contains("connection refused") {
@@ -444,13 +494,13 @@ pub fn start(
     let total = targets.len();
     for (key, check) in targets {
         let https = match check.kind {
-            CheckKind::Https => match https_client(&check) {
-                Ok(c) => Some(c),
-                Err(e) => {
+            CheckKind::Https => {
+                let c = https_client(&check).map_err(|e| format!("check cannot run: {e}"));
+                if let Err(e) = &c {
                     warn!(service = %key.service, pool = %key.pool, endpoint = %key.endpoint, error = %e, "health check cannot run");
-                    None
                 }
-            },
+                Some(c)
+            }
             _ => None,
         };
         let checker = checker.clone();
@@ -459,14 +509,18 @@ pub fn start(
         let stop = stop.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
-            // A small random delay spreads the first round too.
-            let mut delay = jitter(check.interval / 10);
+            // A small random delay spreads the first round too. Probes
+            // start an interval apart (jittered) whatever they take: a
+            // probe that hangs until its timeout does not stretch the
+            // interval, so `fall` failures take `fall` intervals.
+            let mut next = tokio::time::Instant::now() + jitter(check.interval / 10);
             let mut first = Some(done);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep_until(next) => {}
                 }
+                let started = tokio::time::Instant::now();
                 let probe = tokio::select! {
                     _ = stop.cancelled() => return,
                     p = checker.probe(&check, https.as_ref()) => p,
@@ -484,7 +538,7 @@ pub fn start(
                 if let Some(d) = first.take() {
                     let _ = d.send(()).await;
                 }
-                delay = check.interval.mul_f64(0.9) + jitter(check.interval / 5);
+                next = started + check.interval.mul_f64(0.9) + jitter(check.interval / 5);
             }
         });
     }
@@ -591,6 +645,64 @@ mod tests {
                 .collect();
             assert_eq!(&got, want, "results {results} rise {rise} fall {fall}");
         }
+    }
+
+    fn https_check(target: &str, host: Option<&str>, ca_file: Option<&str>) -> Check {
+        Check {
+            kind: CheckKind::Https,
+            target: target.into(),
+            host: host.map(str::to_string),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+            expect: (200, 399),
+            expect_body: None,
+            insecure: false,
+            ca_file: ca_file.map(PathBuf::from),
+        }
+    }
+
+    #[tokio::test]
+    async fn host_of_a_host_name_endpoint_resolves_to_that_name() {
+        use reqwest::dns::Resolve;
+        let r = ResolveAs {
+            host: "www.example.com".into(),
+            target: "localhost".into(),
+        };
+        let name = "www.example.com".parse().unwrap_or_else(|_| unreachable!());
+        let addrs: Vec<SocketAddr> = r
+            .resolve(name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect();
+        assert!(
+            addrs.iter().any(|a| a.ip().is_loopback()),
+            "{addrs:?} are not localhost's"
+        );
+        assert_eq!(
+            https_url(&https_check(
+                "https://lb.example.net:8443/h",
+                Some("www.example.com"),
+                None
+            )),
+            "https://www.example.com:8443/h"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_https_check_without_its_client_fails_with_the_reason() {
+        let check = https_check(
+            "https://127.0.0.1:9/",
+            Some("www.example.com"),
+            Some("/nonexistent/ca.pem"),
+        );
+        let client = https_client(&check).map_err(|e| format!("check cannot run: {e}"));
+        assert!(client.is_err());
+        let checker = Checker::new().unwrap_or_else(|e| panic!("{e}"));
+        let p = checker.probe(&check, Some(&client)).await;
+        assert_eq!(p.failure, Some(FailKind::Tls));
+        assert!(p.detail.contains("cannot read ca_file"), "{}", p.detail);
     }
 
     #[test]

@@ -1,0 +1,895 @@
+//! Health checks end to end: the real binary checks real local HTTP(S)
+//! backends on distinct loopback addresses, the tests break and mend those
+//! backends, and assert over real DNS queries that answers follow within the
+//! expected number of intervals, and that the log tells why.
+//!
+//! Every test owns the loopback block 127.33.<block>.0/24 so that tests
+//! running in parallel never share an address. All backends of a test listen
+//! on the same port (the url template is shared), each on its own address.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::backend::{Backend, Behaviour};
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+/// Added to every computed deadline: process scheduling, plan rebuild,
+/// query round trips, and a busy two-core machine.
+const SLACK: Duration = Duration::from_millis(700);
+/// Pause between polls of DNS answers.
+const EVERY: Duration = Duration::from_millis(10);
+/// The main name of every test service.
+const WWW: &str = "www.shift.test.";
+
+/// Address `host` of a test's block.
+fn ip(block: u8, host: u8) -> String {
+    format!("127.33.{block}.{host}")
+}
+
+/// Starts one backend on each `127.33.<block>.<host>`, all on one port
+/// (found by binding the first on port 0; retried if another address has it).
+fn backends(
+    block: u8,
+    hosts: &[u8],
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> (u16, Vec<Backend>) {
+    let start = |addr: String| match tls {
+        Some(t) => Backend::https(&addr, t.clone()),
+        None => Backend::http(&addr),
+    };
+    for _ in 0..20 {
+        let first = start(format!("{}:0", ip(block, hosts[0])));
+        let port = first.addr.port();
+        let free = hosts[1..]
+            .iter()
+            .all(|h| TcpListener::bind((ip(block, *h).as_str(), port)).is_ok());
+        if !free {
+            continue;
+        }
+        let mut all = vec![first];
+        all.extend(
+            hosts[1..]
+                .iter()
+                .map(|h| start(format!("{}:{port}", ip(block, *h)))),
+        );
+        return (port, all);
+    }
+    panic!("no common free port for block {block}");
+}
+
+/// A zone for `shift.test.` whose services text uses `NET` for the test's
+/// block prefix and `PORT` for the backends' port.
+fn zone(block: u8, port: u16, services: &str) -> String {
+    zone_with(
+        &services
+            .replace("NET", &format!("127.33.{block}"))
+            .replace("PORT", &port.to_string()),
+    )
+}
+
+fn start(zone_text: &str) -> Server {
+    Setup::new(&[("shift.test.toml", zone_text)], "").start()
+}
+
+/// The sorted A answers of one query for `name`, or the rcode if not NOERROR.
+fn try_a(server: &Server, name: &str) -> Result<Vec<String>, ResponseCode> {
+    let m = server.query(name, RecordType::A);
+    if m.metadata.response_code != ResponseCode::NoError {
+        return Err(m.metadata.response_code);
+    }
+    let mut got = answers(&m);
+    got.sort();
+    Ok(got)
+}
+
+/// The sorted A answers of one query for `name`, which must be NOERROR.
+fn a(server: &Server, name: &str) -> Vec<String> {
+    try_a(server, name).unwrap_or_else(|rcode| panic!("{name}: {rcode}"))
+}
+
+/// Sorted addresses of a block.
+fn set(block: u8, hosts: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = hosts.iter().map(|h| ip(block, *h)).collect();
+    v.sort();
+    v
+}
+
+/// Polls until `f` holds (bounded by `timeout`); returns the time since
+/// `since`. Panics with `what` and the server log otherwise.
+fn wait(
+    server: &Server,
+    since: Instant,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) -> Duration {
+    if poll(timeout, EVERY, || f().then_some(())).is_none() {
+        panic!(
+            "{what}: not within {timeout:?}; log:\n{}",
+            server.log.lines().join("\n")
+        );
+    }
+    since.elapsed()
+}
+
+/// Waits until one query for www answers exactly `want`; returns the time since `since`.
+fn wait_answer(server: &Server, since: Instant, timeout: Duration, want: &[String]) -> Duration {
+    wait(server, since, timeout, &format!("answer {want:?}"), || {
+        try_a(server, WWW).is_ok_and(|got| got == want)
+    })
+}
+
+/// Log lines with this message about this endpoint.
+fn lines_about(server: &Server, msg: &str, endpoint: &str) -> Vec<String> {
+    server
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| is_msg(l, msg) && field(l, "endpoint").as_deref() == Some(endpoint))
+        .collect()
+}
+
+/// Waits for a log line with this message about this endpoint; returns it.
+fn wait_line(server: &Server, msg: &str, endpoint: &str, timeout: Duration) -> String {
+    let (_, line) = server.log.wait_for(0, timeout, |l| {
+        is_msg(l, msg) && field(l, "endpoint").as_deref() == Some(endpoint)
+    });
+    line
+}
+
+/// The bound for a verdict change: the first deciding probe starts within
+/// one jittered interval (up to 1.1x), each further one about an interval
+/// later, each may take up to `timeout`, and then the plan is rebuilt.
+fn bound(n: u32, interval: Duration, timeout: Duration) -> Duration {
+    interval.mul_f64(1.1 * f64::from(n + 1)) + timeout + SLACK
+}
+
+/// The least time `n` consecutive probe results can take once the backend
+/// changed: n-1 gaps of at least 0.9 intervals (0.8 here, for latency).
+fn least(n: u32, interval: Duration) -> Duration {
+    interval.mul_f64(0.8 * f64::from(n.saturating_sub(1)))
+}
+
+// ------------------------------------------------------------------ rise/fall
+
+#[test]
+fn an_endpoint_leaves_after_fall_failures_and_returns_after_rise_successes() {
+    let b = 1;
+    let (port, mut be) = backends(b, &[1, 2, 3], None);
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+old = ["NET.1", "NET.2"]
+new = ["NET.3"]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 3
+fall = 3
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    assert_eq!(a(&server, WWW), set(b, &[1, 2]));
+    let e1 = ip(b, 1);
+
+    // 503 from .1: out after `fall` failures, not sooner.
+    let t0 = Instant::now();
+    be[0].set(Behaviour::status(503));
+    let down = wait_answer(&server, t0, bound(3, interval, timeout), &set(b, &[2]));
+    eprintln!("rise/fall: .1 out {down:?} after its backend went 503 (interval 150ms, fall 3)");
+    assert!(
+        down >= least(3, interval),
+        "left after {down:?}: sooner than 3 failures allow"
+    );
+    let failed = be[0].seen().iter().filter(|s| s.at >= t0).count();
+    assert!(failed >= 2, "only {failed} checks since the 503");
+    let line = wait_line(&server, "endpoint unhealthy", &e1, SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("status 503"),
+        "{line}"
+    );
+    assert_eq!(field(&line, "pool").as_deref(), Some("old"), "{line}");
+
+    // It stays out while failing: several more intervals, every answer without it.
+    let until = Instant::now() + interval * 5;
+    while Instant::now() < until {
+        assert_eq!(a(&server, WWW), set(b, &[2]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // 200 again: back after `rise` successes, not sooner.
+    let t1 = Instant::now();
+    be[0].set(Behaviour::ok());
+    let up = wait_answer(&server, t1, bound(3, interval, timeout), &set(b, &[1, 2]));
+    eprintln!("rise/fall: .1 back {up:?} after its backend recovered (interval 150ms, rise 3)");
+    assert!(
+        up >= least(3, interval),
+        "came back after {up:?}: sooner than 3 successes allow"
+    );
+    let line = wait_line(&server, "endpoint healthy", &e1, SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("status 200"),
+        "{line}"
+    );
+
+    // A stopped backend: connection refused.
+    let t2 = Instant::now();
+    be[1].stop();
+    let refused = wait_answer(&server, t2, bound(3, interval, timeout), &set(b, &[1]));
+    eprintln!("rise/fall: .2 out {refused:?} after its backend stopped (interval 150ms, fall 3)");
+    let line = wait_line(&server, "endpoint unhealthy", &ip(b, 2), SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("connection refused"),
+        "{line}"
+    );
+
+    // Exactly one log line per state change, however many checks ran.
+    std::thread::sleep(interval * 4);
+    assert_eq!(lines_about(&server, "endpoint unhealthy", &e1).len(), 1);
+    assert_eq!(lines_about(&server, "endpoint healthy", &e1).len(), 1);
+    assert_eq!(
+        lines_about(&server, "endpoint unhealthy", &ip(b, 2)).len(),
+        1
+    );
+    assert!(lines_about(&server, "endpoint healthy", &ip(b, 2)).is_empty());
+    assert!(lines_about(&server, "endpoint unhealthy", &ip(b, 3)).is_empty());
+}
+
+// ------------------------------------------------------------------ pools
+
+/// Counts, over `n` queries, how often each answer set came back.
+fn split(server: &Server, n: usize) -> std::collections::BTreeMap<Vec<String>, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        *m.entry(a(server, WWW)).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn a_pool_with_no_healthy_endpoint_gives_its_weight_to_the_others() {
+    let b = 2;
+    let (port, be) = backends(b, &[1, 2, 3, 4], None);
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+old = ["NET.1", "NET.2"]
+new = ["NET.3", "NET.4"]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+[[service.phase]]
+name = "half"
+weights = { old = 50, new = 50 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    let (old, new) = (set(b, &[1, 2]), set(b, &[3, 4]));
+    let s = split(&server, 400);
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!((120..=280).contains(&s[&old]), "not about 50/50: {s:?}");
+    assert!(s.contains_key(&new), "{s:?}");
+
+    // The whole new pool fails: old gets every answer.
+    let t0 = Instant::now();
+    be[2].set(Behaviour::status(503));
+    be[3].set(Behaviour::status(500));
+    let moved = wait(&server, t0, bound(2, interval, timeout), "all old", || {
+        (0..30).all(|_| a(&server, WWW) == old)
+    });
+    eprintln!("pools: new pool down -> 100% old after {moved:?} (interval 150ms, fall 2)");
+    let s = split(&server, 300);
+    assert_eq!(s.get(&old), Some(&300), "{s:?}");
+
+    // One endpoint of new is back: the pool answers again with its full weight.
+    let t1 = Instant::now();
+    be[2].set(Behaviour::ok());
+    let back = wait(&server, t1, bound(2, interval, timeout), "new back", || {
+        a(&server, WWW) == [ip(b, 3)]
+    });
+    eprintln!("pools: one new endpoint back -> new answered after {back:?} (rise 2)");
+    let s = split(&server, 400);
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(
+        (120..=280).contains(&s[&vec![ip(b, 3)]]),
+        "not about 50/50: {s:?}"
+    );
+}
+
+#[test]
+fn standby_takes_over_only_when_weighted_pools_are_down_then_everything_fails_open() {
+    let b = 3;
+    let (port, be) = backends(b, &[1, 2, 3], None);
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+old = ["NET.1", "NET.2"]
+new = ["NET.3"]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    let within = bound(2, interval, timeout);
+    let old = set(b, &[1, 2]);
+    assert_eq!(split(&server, 100).get(&old), Some(&100));
+
+    // One old endpoint down: the other still answers; the standby does not.
+    let t = Instant::now();
+    be[0].set(Behaviour::status(503));
+    wait_answer(&server, t, within, &set(b, &[2]));
+    assert_eq!(split(&server, 100).get(&set(b, &[2])), Some(&100));
+
+    // The whole weighted pool down: the standby takes over.
+    let t = Instant::now();
+    be[1].set(Behaviour::status(503));
+    let took = wait_answer(&server, t, within, &set(b, &[3]));
+    eprintln!(
+        "standby: takeover {took:?} after the last old endpoint failed (interval 150ms, fall 2)"
+    );
+    assert_eq!(split(&server, 100).get(&set(b, &[3])), Some(&100));
+
+    // Everything down: fail open, answering as if all were healthy (the
+    // phase's weights: old only).
+    let t = Instant::now();
+    be[2].set(Behaviour::status(503));
+    let open = wait_answer(&server, t, within, &old);
+    eprintln!("fail-open: {open:?} after the standby failed too");
+    assert_eq!(split(&server, 100).get(&old), Some(&100));
+
+    // An old endpoint recovers: only it is answered again.
+    let t = Instant::now();
+    be[1].set(Behaviour::ok());
+    wait_answer(&server, t, within, &set(b, &[2]));
+}
+
+#[test]
+fn on_all_down_servfail_answers_servfail_when_everything_is_down() {
+    let b = 4;
+    let (port, be) = backends(b, &[1, 2], None);
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+on_all_down = "servfail"
+[service.pools]
+old = ["NET.1"]
+new = ["NET.2"]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+[[service.phase]]
+name = "half"
+weights = { old = 50, new = 50 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    let rcode = || server.query(WWW, RecordType::A).metadata.response_code;
+    assert_eq!(rcode(), ResponseCode::NoError);
+
+    let t = Instant::now();
+    be[0].set(Behaviour::status(503));
+    be[1].set(Behaviour::status(503));
+    let sf = wait(&server, t, bound(2, interval, timeout), "SERVFAIL", || {
+        rcode() == ResponseCode::ServFail
+    });
+    eprintln!("servfail: {sf:?} after both pools failed (interval 150ms, fall 2)");
+    for _ in 0..20 {
+        assert_eq!(rcode(), ResponseCode::ServFail);
+    }
+
+    let t = Instant::now();
+    be[1].set(Behaviour::ok());
+    wait_answer(&server, t, bound(2, interval, timeout), &set(b, &[2]));
+}
+
+// ------------------------------------------------------------------ check_address
+
+#[test]
+fn check_address_checks_another_address_than_the_one_served() {
+    let b = 5;
+    // .1 is served but its check goes to .2; .1's own backend fails every
+    // request, so a check sent there would take it down. .3 has nothing
+    // listening; .4 is the standby.
+    let (port, mut be) = backends(b, &[1, 2, 4], None);
+    be[0].set(Behaviour::status(503));
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+new = ["NET.4"]
+[service.pools.old]
+endpoints = [{ address = "NET.1", check_address = "NET.2" }, "NET.3"]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    assert_eq!(a(&server, WWW), [ip(b, 1)]);
+    assert!(be[0].seen().is_empty(), "{:?}", be[0].seen());
+    let seen = be[1].seen();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|s| s.path == "/healthz"), "{seen:?}");
+    let line = wait_line(&server, "endpoint unhealthy", &ip(b, 3), SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("connection refused")
+    );
+
+    // The check address stops answering: the served address leaves.
+    let t = Instant::now();
+    be[1].stop();
+    let gone = wait_answer(&server, t, bound(2, interval, timeout), &[ip(b, 4)]);
+    eprintln!("check_address: served address out {gone:?} after its check address stopped");
+    let line = wait_line(&server, "endpoint unhealthy", &ip(b, 1), SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("connection refused")
+    );
+
+    be[1].restart();
+    let t = Instant::now();
+    wait_answer(&server, t, bound(2, interval, timeout), &[ip(b, 1)]);
+    assert!(be[0].seen().is_empty(), "{:?}", be[0].seen());
+}
+
+// ------------------------------------------------------------------ first round
+
+#[test]
+fn the_first_round_decides_the_first_answers_and_is_logged_before_ready() {
+    let b = 6;
+    // .1 ok, .2 503, .3 nothing listening (http); .4 nothing listening and
+    // .5 listening (tcp checks); .6 the standby.
+    let (port, be) = backends(b, &[1, 2, 5, 6], None);
+    be[1].set(Behaviour::status(503));
+    // A long interval: only the first round can have found the failures
+    // by the time the server is ready.
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+new = ["NET.6"]
+[service.pools.old]
+endpoints = [
+  "NET.1", "NET.2", "NET.3",
+  { address = "NET.4", health = { kind = "tcp", port = PORT } },
+  { address = "NET.5", health = { kind = "tcp", port = PORT } },
+]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "5s"
+timeout = "1s"
+rise = 2
+fall = 3
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    // The very first query after "ready" already reflects health.
+    assert_eq!(a(&server, WWW), set(b, &[1, 5]));
+
+    let lines = server.log.lines();
+    let pos = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let done = pos(&|l| is_msg(l, "first health round done")).expect("first round line");
+    let ready = pos(&|l| is_msg(l, "ready")).unwrap();
+    assert!(done < ready, "first round logged after ready");
+    assert_eq!(field(&lines[done], "endpoints").as_deref(), Some("6"));
+    for (host, reason) in [
+        (2, "status 503"),
+        (3, "connection refused"),
+        (4, "connection refused"),
+    ] {
+        let i =
+            pos(&|l| is_msg(l, "endpoint unhealthy") && field(l, "endpoint") == Some(ip(b, host)))
+                .unwrap_or_else(|| panic!("no unhealthy line for .{host}:\n{}", lines.join("\n")));
+        assert!(i < done, ".{host} logged after the first round");
+        assert_eq!(field(&lines[i], "reason").as_deref(), Some(reason));
+    }
+    // Healthy at start is the default: no line for those.
+    for host in [1, 5, 6] {
+        assert!(lines_about(&server, "endpoint healthy", &ip(b, host)).is_empty());
+        assert!(lines_about(&server, "endpoint unhealthy", &ip(b, host)).is_empty());
+    }
+}
+
+// ------------------------------------------------------------------ Host and SNI
+
+#[test]
+fn http_checks_send_the_configured_host_header() {
+    let b = 7;
+    let (port, be) = backends(b, &[1, 2], None);
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+new = ["NET.2"]
+[service.pools.old]
+endpoints = [{ address = "NET.1", health = { host = "www.example.com" } }]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+[[service.phase]]
+name = "half"
+weights = { old = 50, new = 50 }
+"#,
+    ));
+    let _ = a(&server, WWW);
+    let seen = be[0].seen();
+    assert!(!seen.is_empty());
+    for s in &seen {
+        assert_eq!(s.host.as_deref(), Some("www.example.com"), "{s:?}");
+        assert_eq!(s.path, "/healthz");
+        assert_eq!(s.sni, None);
+    }
+    // Without `host`, the Host header is the checked address.
+    let want = format!("{}:{port}", ip(b, 2));
+    let seen = be[1].seen();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|s| s.host.as_deref() == Some(want.as_str())),
+        "{seen:?}"
+    );
+}
+
+/// A self-signed certificate for `name`: the server config and the PEM.
+fn self_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    (Arc::new(cfg), ck.cert.pem())
+}
+
+#[test]
+fn https_checks_send_sni_and_verify_the_certificate_unless_insecure() {
+    let b = 8;
+    let name = "lb.example.test";
+    let (tls, pem) = self_signed(name);
+    let (port, be) = backends(b, &[1, 2, 3, 4], Some(&tls));
+    let (_standby_port, standby) = backends(b, &[5], None);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &pem).unwrap();
+    let ca_path = ca.path().to_str().unwrap().to_string();
+    // .1: host + the CA -> verified. .2: host, no CA -> unknown issuer.
+    // .3: host, insecure -> passes. .4: the CA, but a host the certificate
+    // does not name -> fails. .5: a standby without checks.
+    let server = start(
+        &zone(
+            b,
+            port,
+            r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools.new]
+endpoints = ["NET.5"]
+health = { kind = "none" }
+[service.pools.old]
+endpoints = [
+  { address = "NET.1", health = { ca_file = "CA" } },
+  { address = "NET.2" },
+  { address = "NET.3", health = { insecure = true } },
+  { address = "NET.4", health = { ca_file = "CA", host = "other.example.test" } },
+]
+[service.health]
+url = "https://{endpoint}:PORT/healthz"
+host = "lb.example.test"
+interval = "400ms"
+timeout = "300ms"
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+        )
+        .replace("\"CA\"", &format!("{ca_path:?}")),
+    );
+    assert_eq!(a(&server, WWW), set(b, &[1, 3]));
+
+    for i in [0, 2] {
+        let seen = be[i].seen();
+        assert!(!seen.is_empty(), "backend {i} saw no check");
+        for s in &seen {
+            assert_eq!(s.sni.as_deref(), Some(name), "{s:?}");
+            assert_eq!(s.host.as_deref(), Some(&*format!("{name}:{port}")), "{s:?}");
+            assert_eq!(s.path, "/healthz");
+        }
+    }
+    // Failed handshakes never reach HTTP.
+    assert!(be[1].seen().is_empty(), "{:?}", be[1].seen());
+    assert!(be[3].seen().is_empty(), "{:?}", be[3].seen());
+    for host in [2, 4] {
+        let line = wait_line(&server, "endpoint unhealthy", &ip(b, host), SLACK);
+        let reason = field(&line, "reason").unwrap();
+        assert!(
+            reason.contains("TLS") && reason.contains("certificate"),
+            ".{host}: {reason}"
+        );
+        assert_eq!(field(&line, "kind").as_deref(), Some("tls"), "{line}");
+    }
+    assert!(standby[0].seen().is_empty());
+}
+
+// ------------------------------------------------------------------ slow and bad backends
+
+#[test]
+fn a_hanging_backend_stalls_neither_dns_nor_the_other_checks() {
+    let b = 9;
+    let (port, be) = backends(b, &[1, 2, 3, 4], None);
+    // .1 has a long timeout: while its check hangs, .2's failure must
+    // still be noticed on .2's own schedule, and DNS must answer at once.
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+new = ["NET.4"]
+[service.pools.old]
+endpoints = [
+  { address = "NET.1", health = { interval = "600ms", timeout = "500ms" } },
+  "NET.2", "NET.3",
+]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "150ms"
+timeout = "100ms"
+rise = 2
+fall = 3
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    assert_eq!(a(&server, WWW), set(b, &[1, 2, 3]));
+    let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
+    let (slow_interval, slow_timeout) = (Duration::from_millis(600), Duration::from_millis(500));
+
+    let t0 = Instant::now();
+    be[0].set(Behaviour::Hang);
+    be[1].set(Behaviour::status(503));
+    let mut slowest = Duration::ZERO;
+    let mut two_out = None;
+    let mut one_out = None;
+    let deadline = t0 + bound(3, slow_interval, slow_timeout) + SLACK;
+    while (two_out.is_none() || one_out.is_none()) && Instant::now() < deadline {
+        let q = Instant::now();
+        let got = a(&server, WWW);
+        slowest = slowest.max(q.elapsed());
+        if two_out.is_none() && !got.contains(&ip(b, 2)) {
+            two_out = Some(t0.elapsed());
+        }
+        if one_out.is_none() && !got.contains(&ip(b, 1)) {
+            one_out = Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = || server.log.lines().join("\n");
+    let two_out = two_out.unwrap_or_else(|| panic!(".2 never left; log:\n{}", log()));
+    let one_out = one_out.unwrap_or_else(|| panic!(".1 never left; log:\n{}", log()));
+    eprintln!(
+        "hang: .2 (503, interval 150ms, fall 3) out after {two_out:?}; .1 (hang, interval 600ms, timeout 500ms, fall 3) out after {one_out:?}; slowest DNS answer {slowest:?}"
+    );
+    assert!(
+        two_out <= bound(3, interval, timeout),
+        ".2 took {two_out:?} while .1 hung"
+    );
+    assert!(two_out < one_out);
+    assert!(
+        one_out <= bound(3, slow_interval, slow_timeout),
+        ".1 took {one_out:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a DNS answer took {slowest:?} while a check hung"
+    );
+    assert_eq!(a(&server, WWW), set(b, &[3]));
+    let line = wait_line(&server, "endpoint unhealthy", &ip(b, 1), SLACK);
+    assert_eq!(
+        field(&line, "reason").as_deref(),
+        Some("timeout after 500ms"),
+        "{line}"
+    );
+    assert_eq!(field(&line, "kind").as_deref(), Some("timeout"));
+
+    // A hung check is cut at its timeout and does not delay the next one:
+    // checks of the hanging backend still start about an interval apart.
+    let starts: Vec<Instant> = be[0]
+        .seen()
+        .iter()
+        .map(|s| s.at)
+        .filter(|at| *at >= t0)
+        .collect();
+    assert!(starts.len() >= 3, "{} checks", starts.len());
+    for w in starts.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= slow_interval.mul_f64(0.85) && gap <= slow_interval.mul_f64(1.1) + SLACK / 4,
+            "checks of the hanging backend {gap:?} apart (interval {slow_interval:?}): {:?}",
+            starts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+        );
+    }
+
+    // Mending .2 brings it back while .1 still hangs.
+    let t1 = Instant::now();
+    be[1].set(Behaviour::ok());
+    wait_answer(&server, t1, bound(2, interval, timeout), &set(b, &[2, 3]));
+}
+
+#[test]
+fn trickling_huge_and_wrong_bodies_fail_the_check() {
+    let b = 10;
+    let (port, be) = backends(b, &[1, 2, 3, 4, 5, 6], None);
+    be[2].set(Behaviour::body("all systems READY"));
+    let server = start(&zone(
+        b,
+        port,
+        r#"
+[[service]]
+name = "www"
+max_answers = 8
+[service.pools]
+new = ["NET.6"]
+[service.pools.old]
+endpoints = [
+  "NET.1", "NET.2",
+  { address = "NET.3", health = { expect_body = "READY" } },
+  "NET.4", "NET.5",
+]
+[service.health]
+url = "http://{endpoint}:PORT/healthz"
+interval = "300ms"
+timeout = "250ms"
+rise = 2
+fall = 2
+[[service.phase]]
+name = "old-only"
+weights = { old = 100, new = 0 }
+"#,
+    ));
+    let (interval, timeout) = (Duration::from_millis(300), Duration::from_millis(250));
+    assert_eq!(a(&server, WWW), set(b, &[1, 2, 3, 4, 5]));
+
+    let t0 = Instant::now();
+    be[0].set(Behaviour::Trickle);
+    be[1].set(Behaviour::Huge(100 * 1024));
+    be[2].set(Behaviour::body("not yet"));
+    // Under the bound: still healthy.
+    be[4].set(Behaviour::Huge(60 * 1024));
+    let took = wait_answer(&server, t0, bound(2, interval, timeout), &set(b, &[4, 5]));
+    eprintln!(
+        "bodies: trickle, huge and wrong bodies out after {took:?} (interval 300ms, timeout 250ms, fall 2)"
+    );
+    for (host, reason, kind) in [
+        (1, "timeout after 250ms", "timeout"),
+        (2, "body larger than 64 KiB", "body"),
+        (3, "body does not contain \"READY\"", "body"),
+    ] {
+        let line = wait_line(&server, "endpoint unhealthy", &ip(b, host), SLACK);
+        assert_eq!(field(&line, "reason").as_deref(), Some(reason), "{line}");
+        assert_eq!(field(&line, "kind").as_deref(), Some(kind), "{line}");
+    }
+    std::thread::sleep(interval * 3);
+    assert_eq!(a(&server, WWW), set(b, &[4, 5]));
+    assert!(lines_about(&server, "endpoint unhealthy", &ip(b, 5)).is_empty());
+
+    let t1 = Instant::now();
+    be[2].set(Behaviour::body("READY now"));
+    wait_answer(
+        &server,
+        t1,
+        bound(2, interval, timeout),
+        &set(b, &[3, 4, 5]),
+    );
+}
+
+// ------------------------------------------------------------------ validation
+
+#[test]
+fn check_reports_bad_health_keys_with_file_and_line() {
+    let setup = Setup::new(
+        &[(
+            "shift.test.toml",
+            &zone_with(
+                r#"
+[[service]]
+name = "www"
+[service.pools]
+old = ["192.0.2.1"]
+new = ["192.0.2.2"]
+[service.health]
+url = "http://{endpoint}/healthz"
+interval = "1s"
+timeout = "1s"
+"#,
+            ),
+        )],
+        "",
+    );
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(setup.config())
+        .arg("check")
+        .current_dir(setup.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("shift.test.toml:16:")
+            && err.contains("timeout (1s) must be shorter than interval (1s)"),
+        "{err}"
+    );
+}
