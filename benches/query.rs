@@ -81,7 +81,9 @@ impl ResponseHandler for Sink {
 
 fn handler(c: &mut Criterion) {
     let handler = Handler::new(Arc::new(ArcSwap::from_pointee(plan())));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let sink = Sink(Arc::default());
     let mut g = c.benchmark_group("handler");
