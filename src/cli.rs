@@ -320,7 +320,7 @@ impl Client {
         let token = std::fs::read_to_string(&token_path)
             .map_err(|e| {
                 format!(
-                    "cannot read the control token {}: {e} (the daemon creates it on start; run as a user that can read it, or pass --token-file)",
+                    "cannot read the control token {}: {e}; the daemon, expected at {base} ({origin}), creates it when it starts: is `dnsshift serve` running with this config, and can this user read the file? (or pass --token-file)",
                     token_path.display()
                 )
             })?
@@ -557,6 +557,20 @@ fn ago(now_ms: u64, at_ms: u64) -> String {
     )
 }
 
+/// A Unix-ms time with how far it is from now: "2026-01-01T12:00:00Z (in 28s)".
+fn when(now_ms: u64, at_ms: u64) -> String {
+    let rel = if at_ms > now_ms {
+        let secs = (at_ms - now_ms).div_ceil(1000);
+        format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )
+    } else {
+        ago(now_ms, at_ms)
+    };
+    format!("{} ({rel})", crate::daemon::format_ms(at_ms))
+}
+
 /// The human-readable status table.
 pub fn render_status(st: &StatusResponse) -> String {
     use std::fmt::Write;
@@ -580,9 +594,9 @@ pub fn render_status(st: &StatusResponse) -> String {
             .collect::<Vec<_>>()
             .join(" > ");
         let since = if s.since > 0 {
-            format!(", since {}", fmt(s.since * 1000))
+            format!(", since {}", when(st.now_ms, s.since * 1000))
         } else {
-            String::new()
+            " (initial phase, never changed)".to_string()
         };
         let _ = writeln!(o, "  phase    {}{since}  ttl {}s", s.phase, s.ttl);
         let _ = writeln!(o, "  phases   {phases}");
@@ -592,20 +606,27 @@ pub fn render_status(st: &StatusResponse) -> String {
             "POOL", "WEIGHT", "SERVED (1 MIN)"
         );
         for p in &s.pools {
+            let usable = p.endpoints.iter().any(|e| e.healthy && !e.disabled);
             let state = if p.decommissioned {
-                "decommissioned".to_string()
+                "decommissioned: never answered".to_string()
+            } else if p.weight > 0 && !usable {
+                "weighted, but no healthy endpoint: not answered while another pool is healthy"
+                    .to_string()
             } else if p.weight > 0 {
                 "receiving traffic".to_string()
             } else {
                 match (p.drained_at_ms, p.safe_to_decommission_after_ms) {
                     (Some(d), Some(safe)) if p.drained => {
                         format!(
-                            "drained at {}; safe to decommission after {}",
+                            "standby, drained at {}; safe to decommission after {}",
                             fmt(d),
-                            fmt(safe)
+                            when(st.now_ms, safe)
                         )
                     }
-                    (Some(d), _) => format!("standby, draining until {}", fmt(d)),
+                    (Some(d), _) => format!(
+                        "standby, draining: caches may hold it until {}",
+                        when(st.now_ms, d)
+                    ),
                     _ => "standby".into(),
                 }
             };
@@ -622,17 +643,17 @@ pub fn render_status(st: &StatusResponse) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<28} {:<10} {:<10} LAST CHECK",
-            "ENDPOINT", "POOL", "HEALTH"
+            "  {:<28} {:<10} {:<10} {:<9} LAST CHECK",
+            "ENDPOINT", "POOL", "HEALTH", "OVERRIDE"
         );
         for p in &s.pools {
             for e in &p.endpoints {
-                let health = match (e.disabled, e.checked, e.healthy) {
-                    (true, _, _) => "disabled",
-                    (false, false, _) => "unchecked",
-                    (false, true, true) => "healthy",
-                    (false, true, false) => "DOWN",
+                let health = match (e.checked, e.healthy) {
+                    (false, _) => "unchecked",
+                    (true, true) => "healthy",
+                    (true, false) => "DOWN",
                 };
+                let over = if e.disabled { "disabled" } else { "-" };
                 let last = e
                     .last_check
                     .as_ref()
@@ -647,7 +668,7 @@ pub fn render_status(st: &StatusResponse) -> String {
                     .unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     o,
-                    "  {:<28} {:<10} {:<10} {last}",
+                    "  {:<28} {:<10} {:<10} {over:<9} {last}",
                     e.endpoint, p.pool, health
                 );
             }

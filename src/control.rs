@@ -23,8 +23,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Query, State as AxState};
+use axum::extract::{Path as UrlPath, Query, Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -267,35 +268,45 @@ struct Ctx {
     token: Arc<str>,
 }
 
-/// Reads the control token, or creates it (mode 0600) if missing.
+/// Reads the control token, or creates it (mode 0600) if missing. The new
+/// file is written beside it and renamed into place, so a crash while it is
+/// created never leaves an empty token file that would stop the next start.
 pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "control token file {} is empty",
-                path.display()
-            )));
+            return Err(std::io::Error::other(
+                "the file is empty (remove it to have a new token generated)",
+            ));
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    // A leftover from a crash is ours to replace.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.write_all(token.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(token)
 }
 
@@ -331,8 +342,9 @@ pub async fn serve(
         shared,
         token: token.into(),
     };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
+    // Every API route checks the token before anything else, the body
+    // included: a request without it gets 401 whatever it carries.
+    let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/services/{service}/advance", post(advance))
         .route("/v1/services/{service}/rollback", post(rollback))
@@ -346,10 +358,23 @@ pub async fn serve(
         )
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .merge(api)
         .with_state(ctx);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// Rejects a request without the right bearer token before its handler
+/// (and its body extractor) runs.
+async fn require_token(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> Response {
+    match authorized(req.headers(), &ctx.token) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Listen address as given; logged by the daemon.
@@ -376,10 +401,8 @@ struct StatusQuery {
 
 async fn status(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<StatusResponse> {
-    authorized(&headers, &ctx.token)?;
     ctx.shared.status(q.service.as_deref()).map(Json)
 }
 
@@ -395,11 +418,9 @@ async fn blocking<T: Send + 'static>(
 
 async fn advance(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     UrlPath(service): UrlPath<String>,
     Json(req): Json<TransitionRequest>,
 ) -> ApiResult<TransitionResponse> {
-    authorized(&headers, &ctx.token)?;
     blocking(move || {
         ctx.shared
             .transition(&service, crate::phase::Direction::Advance, req)
@@ -409,11 +430,9 @@ async fn advance(
 
 async fn rollback(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     UrlPath(service): UrlPath<String>,
     Json(req): Json<TransitionRequest>,
 ) -> ApiResult<TransitionResponse> {
-    authorized(&headers, &ctx.token)?;
     blocking(move || {
         ctx.shared
             .transition(&service, crate::phase::Direction::Rollback, req)
@@ -423,11 +442,9 @@ async fn rollback(
 
 async fn endpoint(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     UrlPath((service, endpoint, action)): UrlPath<(String, String, String)>,
     Json(req): Json<ReasonRequest>,
 ) -> ApiResult<OkResponse> {
-    authorized(&headers, &ctx.token)?;
     let enable = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -446,25 +463,20 @@ async fn endpoint(
 
 async fn decommission(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<DecommissionRequest>,
 ) -> ApiResult<OkResponse> {
-    authorized(&headers, &ctx.token)?;
     blocking(move || ctx.shared.decommission(&service, &pool, req)).await
 }
 
 async fn history(
     AxState(ctx): AxState<Ctx>,
-    headers: HeaderMap,
     UrlPath(service): UrlPath<String>,
 ) -> ApiResult<HistoryResponse> {
-    authorized(&headers, &ctx.token)?;
     ctx.shared.history(&service).map(Json)
 }
 
-async fn reload(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> ApiResult<ReloadResponse> {
-    authorized(&headers, &ctx.token)?;
+async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     let shared = ctx.shared.clone();
     blocking(move || shared.reload().map_err(ApiError::bad_request)).await
 }
@@ -483,6 +495,10 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load_or_create_token(&p).unwrap(), t1);
+        assert!(!dir.path().join("sub/control.token.tmp").exists());
+        // An empty file is an error, never silently replaced.
+        std::fs::write(&p, "").unwrap();
+        assert!(load_or_create_token(&p).is_err());
     }
 
     #[test]

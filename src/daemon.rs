@@ -255,6 +255,12 @@ impl Shared {
             },
         };
         let force = req.force && direction == Direction::Advance;
+        if req.to.as_deref() == Some(svc.phases[current].name.as_str()) {
+            return Err(ApiError::conflict(format!(
+                "{key} is already in phase {:?}",
+                svc.phases[current].name
+            )));
+        }
         let now = unix_now();
         let target = phase::transition(
             &svc.phases,
@@ -278,7 +284,7 @@ impl Shared {
                 to.name
             ));
         }
-        if req.force {
+        if force {
             warnings.push("forced: health and hold checks were skipped".into());
         }
         let response = TransitionResponse {
@@ -313,7 +319,7 @@ impl Shared {
             from: Some(from.name.clone()),
             to: Some(to.name.clone()),
             reason: req.reason.clone(),
-            forced: req.force,
+            forced: force,
         });
         self.commit(&mut state, next)?;
         drop(state);
@@ -323,7 +329,7 @@ impl Shared {
             action = match direction { Direction::Advance => "advance", Direction::Rollback => "rollback" },
             from = %from.name,
             to = %to.name,
-            forced = req.force,
+            forced = force,
             reason = req.reason.as_deref().unwrap_or(""),
             weights = ?response.weights,
             ttl = new_ttl,
@@ -409,7 +415,10 @@ impl Shared {
         let pi = svc
             .pool_index(pool)
             .ok_or_else(|| ApiError::not_found(format!("service {key} has no pool {pool:?}")))?;
-        let status = self.service_status(svc, &lock(&self.state), unix_ms());
+        // Held from the check to the commit, so that no phase change slips
+        // in between and gives the pool traffic again.
+        let mut state = lock(&self.state);
+        let status = self.service_status(svc, &state, unix_ms());
         let ps = &status.pools[pi];
         if ps.decommissioned {
             return Ok(OkResponse {
@@ -433,7 +442,6 @@ impl Shared {
                 )));
             }
         }
-        let mut state = lock(&self.state);
         let mut next = state.clone();
         next.version = state::STATE_VERSION;
         next.services
@@ -620,25 +628,26 @@ impl Shared {
         }
     }
 
-    /// Re-reads zones (and the config's zones directory); any error rejects
-    /// the whole reload and the running configuration keeps serving.
+    /// Re-reads zones (from the running config's zones directory) and checks
+    /// the config file; any error rejects the whole reload and the running
+    /// configuration keeps serving.
     pub fn reload(&self) -> Result<ReloadResponse, String> {
-        let zones = match zone::load_dir(&self.config.zones_dir) {
-            Ok(z) => z,
-            Err(e) => {
-                warn!(error = %e, "reload rejected; still serving the previous configuration");
-                return Err(format!(
-                    "reload rejected, still serving the previous configuration:\n{e}"
-                ));
-            }
+        let reject = |e: &dyn std::fmt::Display| {
+            warn!(error = %e, "reload rejected; still serving the previous configuration");
+            format!("reload rejected, still serving the previous configuration:\n{e}")
         };
+        // The server config is re-read too, so that an error in it is
+        // reported now rather than at the next start. Its settings
+        // (addresses, directories, logging) take effect on restart.
+        if let Some(file) = &self.config.file
+            && let Err(e) = Config::load(file)
+        {
+            return Err(reject(&e));
+        }
+        let zones = zone::load_dir(&self.config.zones_dir).map_err(|e| reject(&e))?;
         let problems = lock(&self.state).validate(&zones, &self.store.path());
         if !problems.is_empty() {
-            let e = problems.join("\n");
-            warn!(error = %e, "reload rejected; still serving the previous configuration");
-            return Err(format!(
-                "reload rejected, still serving the previous configuration:\n{e}"
-            ));
+            return Err(reject(&problems.join("\n")));
         }
         let services = zones.iter().map(|z| z.services.len()).sum();
         let n = zones.len();
@@ -800,12 +809,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     // Every acknowledged command was saved before it was acknowledged;
     // saving once more leaves a file in the current format.
-    let state = lock(&shared.state).clone();
+    // The lock is held while saving, so that an operation still running
+    // after the grace period cannot write the file at the same time.
+    let state = lock(&shared.state);
     if state.version == state::STATE_VERSION
         && let Err(e) = shared.store.save(&state)
     {
         error!(error = %e, "cannot save state on shutdown");
     }
+    drop(state);
     info!("stopped");
     Ok(())
 }

@@ -1,0 +1,1072 @@
+//! Operators move traffic: the real daemon driven through the real CLI.
+//! Phase changes (advance, rollback, `--to`, `--force`, `--dry-run`),
+//! refusals (unhealthy target, hold), endpoint overrides, decommission,
+//! history, the control token, error messages, reload (CLI and SIGHUP) and
+//! cache-drain deadlines. After every acknowledged command the very next
+//! DNS query must already reflect it.
+//!
+//! `status --json` fields these tests rely on (see `control::StatusResponse`):
+//! - `now_ms`: daemon time of the snapshot (Unix ms);
+//! - `services[].phase`, `.phases`, `.since` (Unix s), `.ttl`;
+//! - `services[].pools[]`: `.pool`, `.weight`, `.decommissioned`,
+//!   `.last_answered_ms` (Unix ms of the last main-name answer carrying the
+//!   pool), `.last_ttl`, `.drained_at_ms` (for a pool with weight 0: last
+//!   answered + its TTL), `.drained` (`drained_at_ms` has passed),
+//!   `.safe_to_decommission_after_ms` (`drained_at_ms` + `drain_grace`);
+//! - `services[].pools[].endpoints[]`: `.endpoint`, `.healthy`, `.disabled`.
+//!
+//! `history --json`: `events[]` with `.action`, `.from`, `.to`, `.reason`,
+//! `.forced` (absent `from`/`to`/`reason` mean none, absent `forced` false).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::backend::{Backend, Behaviour};
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::Value;
+
+const OLD: [&str; 2] = ["192.0.2.10", "192.0.2.11"];
+const NEW: [&str; 2] = ["198.51.100.20", "198.51.100.21"];
+const WWW: &str = "www.shift.test.";
+/// Queries that make a pool with weight >= 10% all but certain to show up.
+const MIX_QUERIES: usize = 300;
+
+/// A `www` service (always-healthy endpoints unless `pools` says otherwise)
+/// with four phases; `half_extra` is appended to the "half" phase table and
+/// `service_extra` to the service table.
+fn www_zone(service_extra: &str, pools: &str, half_extra: &str) -> String {
+    let pools = if pools.is_empty() {
+        format!(
+            "old = [\"{}\", \"{}\"]\nnew = [\"{}\", \"{}\"]",
+            OLD[0], OLD[1], NEW[0], NEW[1]
+        )
+    } else {
+        pools.to_string()
+    };
+    zone_with(&format!(
+        r#"
+[[service]]
+name = "www"
+staging = "www-next"
+ttl = "30s"
+max_answers = 2
+{service_extra}
+[service.pools]
+{pools}
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "separate-domain"
+weights = {{ old = 100, new = 0 }}
+[[service.phase]]
+name = "ten"
+weights = {{ old = 90, new = 10 }}
+[[service.phase]]
+name = "half"
+weights = {{ old = 50, new = 50 }}
+{half_extra}
+[[service.phase]]
+name = "cutover"
+weights = {{ old = 0, new = 100 }}
+"#
+    ))
+}
+
+fn start(zone: &str) -> Server {
+    support::start(Setup::new(&[("shift.test.toml", zone)], "").dir)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `status SERVICE --json`: the whole response.
+fn status_all(server: &Server) -> Value {
+    serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap()
+}
+
+/// `status www --json`: the one service.
+fn status(server: &Server) -> Value {
+    status_all(server)["services"][0].clone()
+}
+
+fn phase(server: &Server) -> String {
+    status(server)["phase"].as_str().unwrap().to_string()
+}
+
+fn pool<'a>(service: &'a Value, name: &str) -> &'a Value {
+    service["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pool"] == name)
+        .unwrap_or_else(|| panic!("no pool {name} in {service}"))
+}
+
+fn endpoint<'a>(service: &'a Value, pool_name: &str, ep: &str) -> &'a Value {
+    pool(service, pool_name)["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == ep)
+        .unwrap_or_else(|| panic!("no endpoint {ep} in {service}"))
+}
+
+/// Which pool one answer came from; panics if it mixes pools or is empty.
+fn pool_of(got: &[String], old: &[&str], new: &[&str]) -> &'static str {
+    assert!(!got.is_empty(), "empty answer");
+    if got.iter().all(|a| old.contains(&a.as_str())) {
+        "old"
+    } else if got.iter().all(|a| new.contains(&a.as_str())) {
+        "new"
+    } else {
+        panic!("answer mixes pools or has unknown addresses: {got:?}")
+    }
+}
+
+/// One A query for www; the addresses answered (TTL checked against `ttl`).
+fn www_a(server: &Server, ttl: u32) -> Vec<String> {
+    let m = server.query(WWW, RecordType::A);
+    assert!(m.answers.iter().all(|r| r.ttl == ttl), "TTL {ttl}: {m}");
+    answers(&m)
+}
+
+/// Which pools `n` queries were answered from, with counts.
+fn split(server: &Server, n: usize, ttl: u32) -> BTreeMap<&'static str, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen
+            .entry(pool_of(&www_a(server, ttl), &OLD, &NEW))
+            .or_default() += 1;
+    }
+    seen
+}
+
+/// The very next query comes only from `want`, and so do 30 more.
+fn assert_only(server: &Server, want: &str, ttl: u32) {
+    let first = www_a(server, ttl);
+    assert_eq!(pool_of(&first, &OLD, &NEW), want, "next query: {first:?}");
+    let s = split(server, 30, ttl);
+    assert_eq!(s.keys().copied().collect::<Vec<_>>(), vec![want], "{s:?}");
+}
+
+/// The very next query is a whole answer from one pool, and both pools
+/// answer within [`MIX_QUERIES`].
+fn assert_mixed(server: &Server, ttl: u32) {
+    pool_of(&www_a(server, ttl), &OLD, &NEW);
+    let s = split(server, MIX_QUERIES, ttl);
+    assert_eq!(s.len(), 2, "both pools should answer: {s:?}");
+}
+
+fn state_file(server: &Server) -> std::path::PathBuf {
+    server.path().join("state").join("state.json")
+}
+
+fn state_bytes(server: &Server) -> Option<Vec<u8>> {
+    std::fs::read(state_file(server)).ok()
+}
+
+/// `history www --json` events as (action, from, to, reason, forced).
+type Ev = (String, Option<String>, Option<String>, Option<String>, bool);
+fn history(server: &Server) -> Vec<Ev> {
+    let h: Value = serde_json::from_str(&server.cli_ok(&["history", "www", "--json"])).unwrap();
+    assert_eq!(h["service"], WWW);
+    let s = |v: &Value| v.as_str().map(str::to_string);
+    h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["service"], WWW);
+            assert!(e["at"].as_u64().unwrap() > 0);
+            (
+                e["action"].as_str().unwrap().to_string(),
+                s(&e["from"]),
+                s(&e["to"]),
+                s(&e["reason"]),
+                e["forced"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn ev(action: &str, from: Option<&str>, to: &str, reason: Option<&str>, forced: bool) -> Ev {
+    (
+        action.into(),
+        from.map(Into::into),
+        Some(to.into()),
+        reason.map(Into::into),
+        forced,
+    )
+}
+
+/// A command that must fail; returns its stderr.
+fn cli_err(server: &Server, args: &[&str]) -> String {
+    let (ok, out, err) = server.cli(args);
+    assert!(
+        !ok,
+        "dnsshift {args:?} should fail:\nstdout: {out}\nstderr: {err}"
+    );
+    assert!(err.starts_with("dnsshift: "), "{err}");
+    err
+}
+
+/// One raw HTTP/1.1 request to the control listener; (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{auth}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+// ------------------------------------------------------------------ phases
+
+#[test]
+fn full_migration_rollback_and_to_through_the_cli() {
+    let server = start(&www_zone("", "", ""));
+    let st = status(&server);
+    assert_eq!(st["phase"], "separate-domain");
+    assert_eq!(
+        st["phases"],
+        serde_json::json!(["separate-domain", "ten", "half", "cutover"])
+    );
+    assert_only(&server, "old", 30);
+    // The staging name answers the new pool throughout.
+    let staging = answers(&server.query("www-next.shift.test.", RecordType::A));
+    assert_eq!(pool_of(&staging, &OLD, &NEW), "new");
+
+    let out = server.cli_ok(&["advance", "www", "--reason", "start with 10%"]);
+    assert!(out.contains("separate-domain -> ten"), "{out}");
+    assert!(out.contains("new=10") && out.contains("old=90"), "{out}");
+    assert_mixed(&server, 30);
+    let s = split(&server, MIX_QUERIES, 30);
+    assert!(s["old"] > s["new"], "90/10 should favour old: {s:?}");
+
+    server.cli_ok(&["advance", "www"]);
+    assert_eq!(phase(&server), "half");
+    assert_mixed(&server, 30);
+
+    let before = now_ms() / 1000;
+    let out = server.cli_ok(&["advance", "www", "--reason", "all in"]);
+    assert!(out.contains("half -> cutover"), "{out}");
+    assert_only(&server, "new", 30);
+    let st = status(&server);
+    assert_eq!(st["phase"], "cutover");
+    let since = st["since"].as_u64().unwrap();
+    assert!(since >= before && since <= now_ms() / 1000, "since {since}");
+    assert_eq!(pool(&st, "old")["weight"], 0);
+    assert_eq!(pool(&st, "new")["weight"], 100);
+
+    let err = cli_err(&server, &["advance", "www"]);
+    assert!(
+        err.contains("already in the last phase \"cutover\""),
+        "{err}"
+    );
+
+    let out = server.cli_ok(&["rollback", "www", "--reason", "errors on new"]);
+    assert!(out.contains("cutover -> half"), "{out}");
+    assert_mixed(&server, 30);
+
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    assert_only(&server, "old", 30);
+    let err = cli_err(&server, &["rollback", "www"]);
+    assert!(err.contains("already in the first phase"), "{err}");
+
+    let out = server.cli_ok(&["advance", "www", "--to", "cutover", "--json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["from"], "separate-domain");
+    assert_eq!(r["to"], "cutover");
+    assert_eq!(r["applied"], true);
+    assert_eq!(r["ttl"], 30);
+    assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
+    assert_only(&server, "new", 30);
+
+    // --to in the wrong direction, or to the current phase, is refused.
+    let err = cli_err(&server, &["advance", "www", "--to", "ten"]);
+    assert!(err.contains("use rollback"), "{err}");
+    let err = cli_err(&server, &["rollback", "www", "--to", "cutover"]);
+    assert!(err.contains("already in phase \"cutover\""), "{err}");
+    server.cli_ok(&["rollback", "www", "--to", "ten"]);
+    assert_mixed(&server, 30);
+    let err = cli_err(&server, &["rollback", "www", "--to", "half"]);
+    assert!(err.contains("use advance"), "{err}");
+
+    assert_eq!(
+        history(&server),
+        vec![
+            ev(
+                "advance",
+                Some("separate-domain"),
+                "ten",
+                Some("start with 10%"),
+                false
+            ),
+            ev("advance", Some("ten"), "half", None, false),
+            ev("advance", Some("half"), "cutover", Some("all in"), false),
+            ev(
+                "rollback",
+                Some("cutover"),
+                "half",
+                Some("errors on new"),
+                false
+            ),
+            ev("rollback", Some("half"), "separate-domain", None, false),
+            ev("advance", Some("separate-domain"), "cutover", None, false),
+            ev("rollback", Some("cutover"), "ten", None, false),
+        ]
+    );
+    let human = server.cli_ok(&["history", "www"]);
+    assert!(human.contains("errors on new"), "{human}");
+    assert_eq!(human.lines().count(), 8, "header + 7 events:\n{human}");
+}
+
+#[test]
+fn advance_refused_while_the_target_pool_is_unhealthy_unless_forced() {
+    let mut backend = Backend::http("127.0.0.2:0");
+    backend.set(Behaviour::status(503));
+    let port = backend.addr.port();
+    let pools = format!(
+        "old = [\"{}\", \"{}\"]\nnew = {{ endpoints = [\"127.0.0.2\"], health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/healthz\", interval = \"300ms\", timeout = \"200ms\", rise = 1, fall = 1 }} }}",
+        OLD[0], OLD[1]
+    );
+    let new = ["127.0.0.2"];
+    let server = start(&www_zone("", &pools, ""));
+    let st = status(&server);
+    let ep = endpoint(&st, "new", "127.0.0.2");
+    assert_eq!(ep["healthy"], false, "first round reflects the 503: {st}");
+
+    let before = state_bytes(&server);
+    let err = cli_err(&server, &["advance", "www"]);
+    assert!(
+        err.contains(
+            "pool \"new\" would receive traffic in phase \"ten\" but has no healthy endpoint"
+        ) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        state_bytes(&server),
+        before,
+        "a refused advance writes nothing"
+    );
+    assert_eq!(phase(&server), "separate-domain");
+    assert_eq!(pool_of(&www_a(&server, 30), &OLD, &new), "old");
+
+    // Forced: new is weighted but down, so its weight goes to old.
+    let (ok, out, err) = server.cli(&["advance", "www", "--to", "cutover", "--force"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("warning: forced"), "{err}");
+    assert_eq!(phase(&server), "cutover");
+    for _ in 0..20 {
+        assert_eq!(pool_of(&www_a(&server, 30), &OLD, &new), "old");
+    }
+    // Rollback is always allowed.
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    assert_eq!(phase(&server), "separate-domain");
+
+    // Once new is healthy the same advance goes through without --force,
+    // and the next query can be answered by it.
+    backend.set(Behaviour::ok());
+    let healthy = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (endpoint(&status(&server), "new", "127.0.0.2")["healthy"] == true).then_some(())
+    });
+    assert!(healthy.is_some(), "new never became healthy");
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    assert_eq!(www_a(&server, 30), vec!["127.0.0.2".to_string()]);
+
+    let h = history(&server);
+    assert_eq!(
+        h,
+        vec![
+            ev("advance", Some("separate-domain"), "cutover", None, true),
+            ev("rollback", Some("cutover"), "separate-domain", None, false),
+            ev("advance", Some("separate-domain"), "cutover", None, false),
+        ]
+    );
+    backend.stop();
+}
+
+#[test]
+fn advance_refused_before_the_hold_has_passed_unless_forced() {
+    let server = start(&www_zone("", "", "hold = \"1h\""));
+    server.cli_ok(&["advance", "www", "--to", "half"]);
+    let before = state_bytes(&server).expect("state saved");
+    let err = cli_err(&server, &["advance", "www"]);
+    assert!(
+        err.contains("phase \"half\" must be held for 1h") && err.contains("--force"),
+        "{err}"
+    );
+    // A dry run is refused the same way.
+    let err = cli_err(&server, &["advance", "www", "--dry-run"]);
+    assert!(err.contains("must be held"), "{err}");
+    assert_eq!(state_bytes(&server).unwrap(), before);
+    assert_eq!(phase(&server), "half");
+    assert_mixed(&server, 30);
+
+    let (ok, out, err) = server.cli(&["advance", "www", "--force", "--reason", "approved"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("half -> cutover"), "{out}");
+    assert!(err.contains("warning: forced"), "{err}");
+    assert_only(&server, "new", 30);
+    assert_eq!(
+        history(&server).last().unwrap(),
+        &ev("advance", Some("half"), "cutover", Some("approved"), true)
+    );
+    // Rolling back into the held phase is not held up; --force means
+    // nothing for a rollback and is not recorded as forced.
+    let (ok, _, err) = server.cli(&["rollback", "www", "--force"]);
+    assert!(ok && !err.contains("forced"), "{err}");
+    assert_eq!(phase(&server), "half");
+    assert_eq!(
+        history(&server).last().unwrap(),
+        &ev("rollback", Some("cutover"), "half", None, false)
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["advance", "www"]);
+    let before = state_bytes(&server).expect("state saved");
+    let serial = status_all(&server)["serial"].clone();
+
+    let out = server.cli_ok(&["advance", "www", "--dry-run"]);
+    assert!(out.contains("dry run, nothing changed"), "{out}");
+    assert!(out.contains("ten -> half"), "{out}");
+    assert!(out.contains("new=50") && out.contains("old=50"), "{out}");
+    assert!(out.contains("ttl 30s"), "{out}");
+    let out = server.cli_ok(&["advance", "www", "--to", "cutover", "--dry-run", "--json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["applied"], false);
+    assert_eq!(r["to"], "cutover");
+    assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
+    assert_eq!(r["ttl"], 30);
+    server.cli_ok(&["rollback", "www", "--dry-run"]);
+
+    assert_eq!(
+        state_bytes(&server).unwrap(),
+        before,
+        "state file unchanged"
+    );
+    let all = status_all(&server);
+    assert_eq!(all["serial"], serial, "no new answer plan");
+    assert_eq!(all["services"][0]["phase"], "ten");
+    assert_eq!(history(&server).len(), 1);
+    assert_mixed(&server, 30);
+}
+
+#[test]
+fn advancing_into_a_longer_ttl_warns() {
+    let server = start(&www_zone("", "", "ttl = \"5m\""));
+    let (ok, _, err) = server.cli(&["advance", "www"]);
+    assert!(
+        ok && !err.contains("warning"),
+        "same TTL, no warning: {err}"
+    );
+    let out = server.cli(&["advance", "www", "--dry-run"]);
+    assert!(
+        out.0 && out.2.contains("TTL 300s, longer than the current 30s"),
+        "{out:?}"
+    );
+    let (ok, out, err) = server.cli(&["advance", "www", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: phase \"half\" answers with TTL 300s, longer than the current 30s"),
+        "{err}"
+    );
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["ttl"], 300);
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 1, "{r}");
+    assert_mixed(&server, 300);
+    assert_eq!(status(&server)["ttl"], 300);
+    // Back to a shorter TTL: no warning.
+    let (ok, _, err) = server.cli(&["advance", "www"]);
+    assert!(ok && !err.contains("warning"), "{err}");
+    assert_only(&server, "new", 30);
+}
+
+// --------------------------------------------------------------- overrides
+
+#[test]
+fn disabled_endpoint_leaves_the_answers_and_returns_when_enabled() {
+    let server = start(&www_zone("", "", ""));
+    assert_eq!(www_a(&server, 30).len(), 2);
+
+    let out = server.cli_ok(&["endpoint", "disable", "www", OLD[0], "--reason", "patching"]);
+    assert!(out.contains("disabled"), "{out}");
+    for _ in 0..20 {
+        assert_eq!(www_a(&server, 30), vec![OLD[1].to_string()]);
+    }
+    let st = status(&server);
+    assert_eq!(endpoint(&st, "old", OLD[0])["disabled"], true);
+    assert_eq!(endpoint(&st, "old", OLD[1])["disabled"], false);
+    let human = server.cli_ok(&["status", "www"]);
+    let line = human.lines().find(|l| l.contains(OLD[0])).unwrap();
+    assert!(line.contains("disabled"), "{human}");
+    // Disabling twice is harmless and says so.
+    let out = server.cli_ok(&["endpoint", "disable", "www", OLD[0]]);
+    assert!(out.contains("already disabled"), "{out}");
+
+    server.cli_ok(&["endpoint", "enable", "www", OLD[0]]);
+    let mut got = www_a(&server, 30);
+    got.sort();
+    assert_eq!(got, OLD.to_vec());
+    assert_eq!(endpoint(&status(&server), "old", OLD[0])["disabled"], false);
+
+    let err = cli_err(&server, &["endpoint", "disable", "www", "192.0.2.99"]);
+    assert!(
+        err.contains("has no endpoint \"192.0.2.99\"") && err.contains(OLD[0]),
+        "{err}"
+    );
+    assert_eq!(
+        history(&server),
+        vec![
+            ev("disable", None, "old/192.0.2.10", Some("patching"), false),
+            ev("enable", None, "old/192.0.2.10", None, false),
+        ]
+    );
+}
+
+#[test]
+fn decommission_waits_for_drain_then_the_pool_is_never_answered() {
+    // new is a real backend so that it can go down: then old, as standby,
+    // would be answered, unless decommissioned.
+    let backend = Backend::http("127.0.0.3:0");
+    let port = backend.addr.port();
+    let new = ["127.0.0.3"];
+    let pools = format!(
+        "old = [\"{}\", \"{}\"]\nnew = {{ endpoints = [\"127.0.0.3\"], health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/\", interval = \"300ms\", timeout = \"200ms\", rise = 1, fall = 1 }} }}",
+        OLD[0], OLD[1]
+    );
+    let mut zone = www_zone("ttl = \"2s\"\ndrain_grace = \"1s\"", &pools, "").replacen(
+        "ttl = \"30s\"\n",
+        "",
+        1,
+    );
+    // A second, always-healthy service for the --force path.
+    zone.push_str(&format!(
+        "\n[[service]]\nname = \"api\"\nttl = \"1m\"\ninitial_phase = \"cutover\"\n[service.pools]\nold = [\"{}\"]\nnew = [\"{}\"]\n[service.health]\nkind = \"none\"\n",
+        OLD[0], NEW[0]
+    ));
+    let server = start(&zone);
+    // Health changes reach the answers asynchronously: poll DNS for them.
+    let answered_by = |want: &str| {
+        let r = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            (pool_of(&www_a(&server, 2), &OLD, &new) == want).then_some(())
+        });
+        assert!(r.is_some(), "{want} never answered");
+    };
+    // Sets new's behaviour and waits until its health verdict is `healthy`
+    // and has reached the answer plan (rebuilt after every verdict change).
+    let flip = |b: Behaviour, healthy: bool| {
+        let serial = status_all(&server)["serial"].clone();
+        backend.set(b);
+        let r = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            let all = status_all(&server);
+            let ep = endpoint(&all["services"][0], "new", "127.0.0.3");
+            (ep["healthy"] == healthy && all["serial"] != serial).then_some(())
+        });
+        assert!(r.is_some(), "new never became healthy={healthy}");
+    };
+
+    let err = cli_err(&server, &["decommission", "www", "old"]);
+    assert!(err.contains("pool \"old\" has weight 100"), "{err}");
+    assert_eq!(pool_of(&www_a(&server, 2), &OLD, &new), "old");
+
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    assert_eq!(pool_of(&www_a(&server, 2), &OLD, &new), "new");
+    // Standby: with new down, old answers.
+    backend.set(Behaviour::status(503));
+    answered_by("old");
+    backend.set(Behaviour::ok());
+    answered_by("new");
+
+    // Old was just answered: not drained yet.
+    let err = cli_err(&server, &["decommission", "www", "old"]);
+    assert!(err.contains("not safe to decommission until"), "{err}");
+    let safe = pool(&status(&server), "old")["safe_to_decommission_after_ms"]
+        .as_u64()
+        .unwrap();
+    let wait = Duration::from_millis(safe.saturating_sub(now_ms()) + 50);
+    assert!(wait < Duration::from_secs(5), "{wait:?}");
+    std::thread::sleep(wait);
+    let out = server.cli_ok(&["decommission", "www", "old", "--reason", "drained"]);
+    assert!(out.contains("decommissioned"), "{out}");
+    assert_eq!(pool(&status(&server), "old")["decommissioned"], true);
+
+    // Now even with new down, old is never answered.
+    flip(Behaviour::status(503), false);
+    for _ in 0..30 {
+        let m = server.query(WWW, RecordType::A);
+        let got = answers(&m);
+        assert!(got.iter().all(|a| !OLD.contains(&a.as_str())), "{m}");
+    }
+    // Not after a rollback either, and advancing into a phase that weights
+    // it is refused.
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    flip(Behaviour::ok(), true);
+    for _ in 0..30 {
+        assert_eq!(www_a(&server, 2), vec!["127.0.0.3".to_string()]);
+    }
+    let err = cli_err(&server, &["advance", "www"]);
+    assert!(err.contains("is decommissioned"), "{err}");
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(human.contains("decommissioned"), "{human}");
+    assert_eq!(
+        history(&server).last().unwrap().0,
+        "rollback",
+        "refused advance not recorded"
+    );
+    assert!(history(&server).contains(&ev("decommission", None, "old", Some("drained"), false)));
+
+    // --force skips the drain wait.
+    let err = cli_err(&server, &["decommission", "api", "old"]);
+    assert!(err.contains("not safe to decommission until"), "{err}");
+    server.cli_ok(&["decommission", "api", "old", "--force"]);
+    let h: Value = serde_json::from_str(&server.cli_ok(&["history", "api", "--json"])).unwrap();
+    assert_eq!(h["events"][0]["action"], "decommission");
+    assert_eq!(h["events"][0]["forced"], true);
+    let err = cli_err(&server, &["decommission", "www", "nope"]);
+    assert!(err.contains("has no pool \"nope\""), "{err}");
+}
+
+// ------------------------------------------------------------------- drain
+
+#[test]
+fn drain_deadline_is_last_answer_plus_ttl_and_then_drained() {
+    let zone = zone_with(&format!(
+        r#"
+[[service]]
+name = "www"
+ttl = "2s"
+drain_grace = "1s"
+max_answers = 2
+[service.pools]
+old = ["{}", "{}"]
+new = ["{}", "{}"]
+[service.health]
+kind = "none"
+"#,
+        OLD[0], OLD[1], NEW[0], NEW[1]
+    ));
+    let server = start(&zone);
+    server.cli_ok(&["advance", "www"]);
+    assert_eq!(phase(&server), "round-robin");
+    // Query until old answers once, then not again: that is its last answer.
+    let mut window = None;
+    for _ in 0..MIX_QUERIES {
+        let sent = now_ms();
+        let got = www_a(&server, 2);
+        let received = now_ms();
+        if pool_of(&got, &OLD, &NEW) == "old" {
+            window = Some((sent, received));
+            break;
+        }
+    }
+    let (sent, received) = window.expect("old never answered in round-robin");
+    server.cli_ok(&["advance", "www"]);
+    // No DNS query from here on: old could be answered as standby.
+
+    let check = |st: &Value, now: u64| -> (u64, bool) {
+        assert_eq!(st["phase"], "cutover");
+        let old = pool(st, "old");
+        assert_eq!(old["weight"], 0);
+        let last = old["last_answered_ms"].as_u64().unwrap();
+        assert!(
+            last + 20 >= sent && last <= received + 20,
+            "last answered {last} outside [{sent}, {received}]"
+        );
+        assert_eq!(old["last_ttl"], 2);
+        let drained_at = old["drained_at_ms"].as_u64().unwrap();
+        assert_eq!(drained_at, last + 2000);
+        assert_eq!(
+            old["safe_to_decommission_after_ms"].as_u64().unwrap(),
+            drained_at + 1000
+        );
+        let drained = old["drained"].as_bool().unwrap();
+        assert_eq!(
+            drained,
+            now >= drained_at,
+            "now {now}, drained at {drained_at}"
+        );
+        // new still receives traffic: no drain deadline.
+        assert!(pool(st, "new")["drained_at_ms"].is_null());
+        (drained_at, drained)
+    };
+    let all = status_all(&server);
+    let (drained_at, drained) = check(&all["services"][0], all["now_ms"].as_u64().unwrap());
+    assert!(
+        !drained,
+        "checked right after cutover, long before {drained_at}"
+    );
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(
+        human.contains("draining: caches may hold it until"),
+        "{human}"
+    );
+
+    let mut observed = 0;
+    let done = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        observed += 1;
+        let all = status_all(&server);
+        let (_, drained) = check(&all["services"][0], all["now_ms"].as_u64().unwrap());
+        drained.then_some(())
+    });
+    assert!(done.is_some(), "never drained");
+    assert!(observed > 1);
+    assert!(now_ms() >= drained_at);
+    let human = server.cli_ok(&["status", "www"]);
+    let line = human
+        .lines()
+        .find(|l| l.trim_start().starts_with("old"))
+        .unwrap();
+    assert!(
+        line.contains("drained at") && line.contains("safe to decommission after"),
+        "{human}"
+    );
+}
+
+// ------------------------------------------------------ token and errors
+
+#[test]
+fn requests_without_the_right_token_get_401_and_change_nothing() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["endpoint", "disable", "www", OLD[1]]);
+    let control = server.control.unwrap();
+    let before = state_bytes(&server).unwrap();
+    let token_path = server.path().join("state").join("control.token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token file mode");
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let basic = format!("Basic {token}");
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some(basic.as_str()),
+        Some("Bearer "),
+    ] {
+        for (method, path, body) in [
+            ("POST", "/v1/services/www/advance", "{\"force\": true}"),
+            ("POST", "/v1/services/www/rollback", "{}"),
+            // Checked before the body is even looked at.
+            ("POST", "/v1/services/www/rollback", "not json"),
+            ("POST", "/v1/services/www/endpoints/192.0.2.11/enable", "{}"),
+            (
+                "POST",
+                "/v1/services/www/pools/new/decommission",
+                "{\"force\": true}",
+            ),
+            ("POST", "/v1/reload", ""),
+            ("GET", "/v1/status", ""),
+            ("GET", "/v1/services/www/history", ""),
+        ] {
+            let (code, resp) = http(control, method, path, auth, body);
+            assert_eq!(code, 401, "{method} {path} with {auth:?}: {resp}");
+            assert!(resp.contains("bearer token"), "{resp}");
+        }
+    }
+    assert_eq!(state_bytes(&server).unwrap(), before, "state unchanged");
+    assert_only(&server, "old", 30);
+    assert_eq!(www_a(&server, 30), vec![OLD[0].to_string()]);
+
+    // The same raw request with the token works (the client above is sound).
+    let bearer = format!("Bearer {token}");
+    let (code, resp) = http(
+        control,
+        "POST",
+        "/v1/services/www/advance",
+        Some(&bearer),
+        "{}",
+    );
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(phase(&server), "ten");
+
+    // A CLI with a wrong token file is refused the same way.
+    let wrong = server.path().join("wrong.token");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let err = cli_err(
+        &server,
+        &["--token-file", wrong.to_str().unwrap(), "advance", "www"],
+    );
+    assert!(err.contains("bearer token") && err.contains("401"), "{err}");
+    assert_eq!(phase(&server), "ten");
+}
+
+#[test]
+fn unknown_service_or_phase_fails_with_the_daemons_message() {
+    let server = start(&www_zone("", "", ""));
+    for args in [
+        vec!["status", "nope"],
+        vec!["advance", "nope"],
+        vec!["rollback", "nope"],
+        vec!["history", "nope"],
+        vec!["endpoint", "disable", "nope", OLD[0]],
+        vec!["decommission", "nope", "old"],
+    ] {
+        let err = cli_err(&server, &args);
+        assert!(
+            err.contains("unknown service \"nope\" (services: www.shift.test.)"),
+            "{args:?}: {err}"
+        );
+    }
+    for verb in ["advance", "rollback"] {
+        let err = cli_err(&server, &[verb, "www", "--to", "halfway"]);
+        assert!(
+            err.contains("unknown phase \"halfway\" (phases: separate-domain, ten, half, cutover)"),
+            "{err}"
+        );
+    }
+    // The full name works, in any case, with or without the final dot.
+    server.cli_ok(&["status", "WWW.shift.test"]);
+    assert_eq!(phase(&server), "separate-domain");
+    assert!(state_bytes(&server).is_none(), "nothing was saved");
+}
+
+#[test]
+fn unreachable_daemon_fails_saying_where_it_looked() {
+    let server = start(&www_zone("", "", ""));
+    let control = server.control.unwrap();
+    let dir = server.kill();
+    let config = dir.path().join("dnsshift.toml");
+    let run = |env: Option<String>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&config).arg("status");
+        match env {
+            Some(url) => cmd.env("DNSSHIFT_CONTROL", url),
+            None => cmd.env_remove("DNSSHIFT_CONTROL"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(Some(format!("http://{control}")));
+    assert!(
+        err.contains(&format!(
+            "cannot reach the dnsshift daemon at http://{control}"
+        )) && err.contains("DNSSHIFT_CONTROL"),
+        "{err}"
+    );
+    // From the config: names the config file.
+    let err = run(None);
+    assert!(
+        err.contains("cannot reach the dnsshift daemon at http://127.0.0.1:0")
+            && err.contains(&format!("control_listen in {}", config.display())),
+        "{err}"
+    );
+    // No token file at all (the daemon never ran here): still says where
+    // the daemon was expected.
+    std::fs::remove_file(dir.path().join("state").join("control.token")).unwrap();
+    let err = run(Some(format!("http://{control}")));
+    assert!(
+        err.contains("control.token") && err.contains(&format!("http://{control}")),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------ reload
+
+/// A zone with www pools `old` (always healthy) in separate-domain.
+fn reload_zone(old: &str) -> String {
+    www_zone(
+        "",
+        &format!("old = [\"{old}\"]\nnew = [\"{}\"]", NEW[0]),
+        "",
+    )
+}
+
+fn a_of(server: &Server, name: &str) -> Vec<String> {
+    answers(&server.query(name, RecordType::A))
+}
+
+#[test]
+fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zones = server.path().join("zones");
+    // A valid change in one file and a broken second file: nothing applies.
+    std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.99")).unwrap();
+    std::fs::write(
+        zones.join("broken.toml"),
+        "[zone]\norigin = \"broken.test.\"\nnameservers = [\"ns1.broken.test.\"]\nhostmaster = \"h.broken.test.\"\nttl = \"forever\"\n",
+    )
+    .unwrap();
+    let err = cli_err(&server, &["reload"]);
+    assert!(
+        err.contains("reload rejected") && err.contains("broken.toml:5") && err.contains("ttl"),
+        "{err}"
+    );
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.10"]);
+    let m = server.query("www.broken.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+
+    std::fs::remove_file(zones.join("broken.toml")).unwrap();
+    let out = server.cli_ok(&["reload"]);
+    assert!(out.contains("reloaded: 1 zone(s), 1 service(s)"), "{out}");
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.99"]);
+    server
+        .log
+        .wait_for(0, Duration::from_secs(5), |l| is_msg(l, "reloaded"));
+
+    // An error in the server config rejects the reload too. (The CLI reads
+    // that config itself, so it would fail before asking: use SIGHUP.)
+    let config = server.path().join("dnsshift.toml");
+    let good_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{good_config}tcp_idle_timeout = \"soon\"\n"),
+    )
+    .unwrap();
+    std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.77")).unwrap();
+    let from = server.log.len();
+    server.signal("HUP");
+    let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
+        is_msg(
+            l,
+            "reload rejected; still serving the previous configuration",
+        ) || is_msg(l, "reloaded")
+    });
+    let error = field(&line, "error").unwrap_or_default();
+    assert!(
+        error.contains("dnsshift.toml:") && error.contains("tcp_idle_timeout"),
+        "{line}"
+    );
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.99"]);
+    std::fs::write(&config, good_config).unwrap();
+    server.cli_ok(&["reload"]);
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.77"]);
+}
+
+#[test]
+fn sighup_reloads_the_same_way() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zone = server.path().join("zones").join("shift.test.toml");
+    let good = reload_zone("192.0.2.99");
+    std::fs::write(&zone, format!("{good}\nbogus_key = 1\n")).unwrap();
+    let from = server.log.len();
+    server.signal("HUP");
+    let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
+        is_msg(
+            l,
+            "reload rejected; still serving the previous configuration",
+        ) || is_msg(l, "reloaded")
+    });
+    assert!(
+        field(&line, "message")
+            .unwrap()
+            .starts_with("reload rejected"),
+        "{line}"
+    );
+    assert!(
+        field(&line, "error").unwrap().contains("shift.test.toml"),
+        "{line}"
+    );
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.10"]);
+
+    std::fs::write(&zone, &good).unwrap();
+    let from = server.log.len();
+    server.signal("HUP");
+    server
+        .log
+        .wait_for(from, Duration::from_secs(10), |l| is_msg(l, "reloaded"));
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.99"]);
+    // Operator state survives reloads.
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    let from = server.log.len();
+    server.signal("HUP");
+    server
+        .log
+        .wait_for(from, Duration::from_secs(10), |l| is_msg(l, "reloaded"));
+    assert_eq!(a_of(&server, WWW), vec![NEW[0]]);
+}
+
+#[test]
+fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["advance", "www", "--to", "half"]);
+    assert_mixed(&server, 30);
+    let state_before = state_bytes(&server).unwrap();
+    let zone = server.path().join("zones").join("shift.test.toml");
+    std::fs::write(&zone, www_zone("", "", "").replace("\"half\"", "\"fifty\"")).unwrap();
+
+    let err = cli_err(&server, &["reload"]);
+    let state_path = state_file(&server);
+    assert!(
+        err.contains("reload rejected")
+            && err.contains(&format!(
+                "{}: service www.shift.test.: current phase \"half\" is not in the config",
+                state_path.display()
+            )),
+        "{err}"
+    );
+    assert_eq!(phase(&server), "half");
+    assert_mixed(&server, 30);
+
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(server.path().join("dnsshift.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{check_err}");
+    assert!(
+        check_err.contains(&state_path.display().to_string()) && check_err.contains("\"half\""),
+        "{check_err}"
+    );
+
+    let dir = server.kill();
+    let log = support::serve_must_fail(dir.path());
+    let line = support::error_line(&log);
+    assert!(
+        line.contains(&format!(
+            "{}: service www.shift.test.: current phase \"half\" is not in the config (phases: separate-domain, ten, fifty, cutover)",
+            state_path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&state_path).unwrap(),
+        state_before,
+        "state untouched"
+    );
+}

@@ -1,0 +1,350 @@
+//! Operator state survives restarts and crashes: phase, overrides,
+//! decommissioned pools and history come back after a restart or a
+//! `kill -9` at any moment; a corrupt or unreadable state file stops
+//! start-up with an error naming it and is left untouched; SIGTERM and
+//! SIGINT shut down cleanly.
+//!
+//! Relies on `status --json` (`services[].phase`, `.pools[].pool`,
+//! `.decommissioned`, `.endpoints[].endpoint`, `.disabled`) and
+//! `history --json` (`events[].action`, `.to`, `.reason`, `.forced`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::rr::RecordType;
+use serde_json::Value;
+
+const OLD: [&str; 2] = ["192.0.2.10", "192.0.2.11"];
+const NEW: &str = "198.51.100.20";
+const WWW: &str = "www.shift.test.";
+
+fn zone() -> String {
+    zone_with(&format!(
+        r#"
+[[service]]
+name = "www"
+ttl = "30s"
+max_answers = 2
+[service.pools]
+old = ["{}", "{}"]
+new = ["{NEW}"]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "separate-domain"
+weights = {{ old = 100, new = 0 }}
+[[service.phase]]
+name = "ten"
+weights = {{ old = 90, new = 10 }}
+[[service.phase]]
+name = "cutover"
+weights = {{ old = 0, new = 100 }}
+"#,
+        OLD[0], OLD[1]
+    ))
+}
+
+fn status(server: &Server) -> Value {
+    let v: Value = serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap();
+    v["services"][0].clone()
+}
+
+fn history(server: &Server) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&server.cli_ok(&["history", "www", "--json"])).unwrap();
+    v["events"].as_array().unwrap().clone()
+}
+
+fn a(server: &Server) -> Vec<String> {
+    let mut got = answers(&server.query(WWW, RecordType::A));
+    got.sort();
+    got
+}
+
+fn state_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("state").join("state.json")
+}
+
+fn disabled(st: &Value, ep: &str) -> bool {
+    st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["endpoints"].as_array().unwrap())
+        .find(|e| e["endpoint"] == ep)
+        .unwrap()["disabled"]
+        .as_bool()
+        .unwrap()
+}
+
+#[test]
+fn restart_keeps_phase_overrides_decommission_and_history() {
+    let server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+    server.cli_ok(&["advance", "www", "--to", "cutover", "--reason", "go"]);
+    server.cli_ok(&["endpoint", "disable", "www", OLD[0], "--reason", "broken"]);
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    assert_eq!(a(&server), vec![OLD[1]]);
+    let history_before = history(&server);
+    assert_eq!(history_before.len(), 3);
+
+    // A crash (SIGKILL) ...
+    let server = support::start(server.kill());
+    let st = status(&server);
+    assert_eq!(st["phase"], "separate-domain");
+    assert!(disabled(&st, OLD[0]));
+    assert!(!disabled(&st, OLD[1]));
+    assert_eq!(history(&server), history_before);
+    assert_eq!(a(&server), vec![OLD[1]], "first answer after restart");
+
+    // ... and a clean stop.
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    server.cli_ok(&["decommission", "www", "old", "--force", "--reason", "gone"]);
+    let mut server = server;
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let server = support::start(server.kill());
+    let st = status(&server);
+    assert_eq!(st["phase"], "cutover");
+    let old = st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pool"] == "old")
+        .unwrap();
+    assert_eq!(old["decommissioned"], true);
+    let h = history(&server);
+    assert_eq!(h.len(), 5);
+    assert_eq!(h[4]["action"], "decommission");
+    assert_eq!(h[4]["to"], "old");
+    assert_eq!(h[4]["reason"], "gone");
+    assert_eq!(h[4]["forced"], true);
+    assert_eq!(a(&server), vec![NEW]);
+    // Rolled back, the decommissioned pool stays out of the answers.
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    for _ in 0..10 {
+        assert!(a(&server).iter().all(|x| !OLD.contains(&x.as_str())));
+    }
+}
+
+#[test]
+fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
+    let server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+    server.cli_ok(&["advance", "www"]);
+    let dir = server.kill();
+    let path = state_path(dir.path());
+    let good = std::fs::read(&path).unwrap();
+
+    for bad in [
+        &good[..good.len() / 2],
+        b"",
+        b"{\"version\": 1, \"services\": {}, \"history\": [], \"surprise\": 1}",
+        b"{\"version\": 7}",
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let log = support::serve_must_fail(dir.path());
+        let line = support::error_line(&log);
+        assert!(
+            line.contains(&format!("state file {} is corrupt", path.display()))
+                && line.contains("left untouched"),
+            "{log}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bad, "state file untouched");
+        // `check` reports it the same way.
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(dir.path().join("dnsshift.toml"))
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    // Unreadable: a directory where the file should be.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let log = support::serve_must_fail(dir.path());
+    let line = support::error_line(&log);
+    assert!(
+        line.contains(&format!("cannot read state file {}", path.display())),
+        "{log}"
+    );
+    assert!(path.is_dir());
+
+    // Put back, it starts with the saved phase.
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::write(&path, &good).unwrap();
+    let server = support::start(dir);
+    assert_eq!(status(&server)["phase"], "ten");
+}
+
+/// One operator command of the crash loop: its reason tag and expected effect.
+#[derive(Clone, Debug, PartialEq)]
+enum Effect {
+    Phase(String),
+    Disabled(bool),
+}
+
+/// `kill -9` while commands are being acknowledged, in a bounded loop:
+/// every acknowledged command is in the state after the restart, in order,
+/// followed by at most the one command that was in flight; the state file
+/// always parses.
+#[test]
+fn kill_9_never_loses_an_acknowledged_command() {
+    const ITERATIONS: usize = 15;
+    let started = Instant::now();
+    let mut dir = Setup::new(&[("shift.test.toml", &zone())], "").dir;
+    let mut phase = "separate-domain".to_string();
+    let mut is_disabled = false;
+    let mut acked_total = 0;
+    let mut next_op = 0usize;
+    for i in 0..ITERATIONS {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "loop too slow"
+        );
+        let server = support::start(dir);
+        // Commands run in a thread; the main thread kills the daemon after
+        // a delay that varies per iteration (20 ms to ~400 ms).
+        let delay = Duration::from_millis(20 + (i as u64 * 137) % 380);
+        let (acked, in_flight) = std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let mut acked: Vec<(usize, Effect)> = Vec::new();
+                let mut phase = phase.clone();
+                let mut is_disabled = is_disabled;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                for k in 0..200 {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let n = next_op + k;
+                    let reason = format!("op-{n}");
+                    // Two phase changes, then an endpoint toggle.
+                    let (args, effect): (Vec<&str>, Effect) = if n % 3 == 2 {
+                        let verb = if is_disabled { "enable" } else { "disable" };
+                        (
+                            vec!["endpoint", verb, "www", OLD[0], "--reason", reason.as_str()],
+                            Effect::Disabled(!is_disabled),
+                        )
+                    } else if phase == "separate-domain" {
+                        (
+                            vec!["advance", "www", "--reason", reason.as_str(), "--json"],
+                            Effect::Phase("ten".into()),
+                        )
+                    } else {
+                        (
+                            vec!["rollback", "www", "--reason", reason.as_str(), "--json"],
+                            Effect::Phase("separate-domain".into()),
+                        )
+                    };
+                    let (ok, out, _) = server.cli(&args);
+                    if !ok {
+                        // Killed before, while or after it was applied.
+                        return (acked, Some((n, effect)));
+                    }
+                    match &effect {
+                        Effect::Phase(p) => {
+                            let r: Value = serde_json::from_str(&out).unwrap();
+                            assert_eq!(&r["to"], p.as_str());
+                            phase = p.clone();
+                        }
+                        Effect::Disabled(d) => is_disabled = *d,
+                    }
+                    acked.push((n, effect));
+                }
+                (acked, None)
+            });
+            std::thread::sleep(delay);
+            server.signal("KILL");
+            worker.join().unwrap()
+        });
+        dir = server.kill();
+
+        // The file parses (and is valid state, as the restart shows).
+        let text = std::fs::read_to_string(state_path(dir.path())).unwrap_or_default();
+        if !text.is_empty() {
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("iteration {i}: state.json does not parse: {e}"));
+            assert_eq!(v["version"], 1);
+        }
+        let server = support::start(dir);
+        let events = history(&server);
+        let reasons: Vec<String> = events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect();
+        // Every op before this iteration, then this iteration's acked ops,
+        // then possibly the in-flight one.
+        let mut want: Vec<String> = (0..next_op).map(|n| format!("op-{n}")).collect();
+        want.extend(acked.iter().map(|(n, _)| format!("op-{n}")));
+        let applied_in_flight = match &in_flight {
+            Some((n, _)) if reasons.len() == want.len() + 1 => {
+                want.push(format!("op-{n}"));
+                true
+            }
+            _ => false,
+        };
+        assert_eq!(reasons, want, "iteration {i}: history after kill -9");
+        for (_, effect) in acked
+            .iter()
+            .chain(in_flight.iter().filter(|_| applied_in_flight))
+        {
+            match effect {
+                Effect::Phase(p) => phase = p.clone(),
+                Effect::Disabled(d) => is_disabled = *d,
+            }
+        }
+        let st = status(&server);
+        assert_eq!(st["phase"], phase.as_str(), "iteration {i}");
+        assert_eq!(disabled(&st, OLD[0]), is_disabled, "iteration {i}");
+        // And the answers follow the recovered state.
+        if phase == "separate-domain" {
+            let want = if is_disabled {
+                vec![OLD[1].to_string()]
+            } else {
+                OLD.iter().map(|s| s.to_string()).collect()
+            };
+            assert_eq!(a(&server), want, "iteration {i}");
+        }
+        eprintln!(
+            "iteration {i}: {} acknowledged, in flight {in_flight:?}, applied {applied_in_flight}",
+            acked.len()
+        );
+        acked_total += acked.len();
+        next_op = reasons.len();
+        dir = server.kill();
+    }
+    assert!(
+        acked_total >= ITERATIONS,
+        "too few commands were acknowledged to mean anything: {acked_total}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_with_status_0() {
+    for sig in ["TERM", "INT"] {
+        let mut server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+        server.cli_ok(&["advance", "www"]);
+        let from = server.log.len();
+        let t = Instant::now();
+        server.signal(sig);
+        let exit = server.wait_exit(Duration::from_secs(15));
+        assert!(exit.success(), "SIG{sig}: {exit}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        server
+            .log
+            .wait_for(from, Duration::from_secs(5), |l| is_msg(l, "stopped"));
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(state_path(server.path())).unwrap())
+                .unwrap();
+        assert_eq!(v["services"][WWW]["phase"], "ten");
+        let server = support::start(server.kill());
+        assert_eq!(status(&server)["phase"], "ten");
+    }
+}
