@@ -740,15 +740,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     });
     shared.rebuild();
 
-    let mut server = Server::new(Handler::new(shared.plan.clone()));
-    for Listener { udp, tcp } in listeners {
-        server.register_socket(udp);
-        server.register_listener(
-            tcp,
-            shared.config.tcp_idle_timeout,
-            dns::TCP_RESPONSE_BUFFER,
-        );
-    }
     let control_task = tokio::spawn(control::serve(
         control_listener,
         shared.clone(),
@@ -779,6 +770,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     shared.rebuild();
     spawn_background(shared.clone(), shutdown.clone());
+
+    // Serve DNS only now: the sockets were bound before the health round, so
+    // queries that arrived meanwhile wait in the kernel's queues and get
+    // answers that already reflect health.
+    let mut server = Server::new(Handler::new(shared.plan.clone()));
+    for Listener { udp, tcp } in listeners {
+        server.register_socket(udp);
+        server.register_listener(
+            tcp,
+            shared.config.tcp_idle_timeout,
+            dns::TCP_RESPONSE_BUFFER,
+        );
+    }
 
     let services: usize = zones_now.iter().map(|z| z.services.len()).sum();
     info!(

@@ -50,16 +50,16 @@ pub struct Event {
     /// "advance", "rollback", "disable", "enable", "decommission".
     pub action: String,
     /// Phase before (transitions), or the object acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub from: Option<String>,
     /// Phase after (transitions), or the object acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub to: Option<String>,
     /// Operator's reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason: Option<String>,
     /// Whether `--force` was used.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub forced: bool,
 }
 

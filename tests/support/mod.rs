@@ -1,6 +1,6 @@
 //! Helpers shared by the operator and persistence tests, on top of
-//! `common`: starting the daemon with a retry for a start-up race of port 0,
-//! and running a daemon that must refuse to start.
+//! `common`: starting the daemon, and running a daemon that must refuse to
+//! start.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -8,9 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// Start attempts when binding port 0 races (see [`start`]).
-const START_ATTEMPTS: usize = 5;
 
 fn serve_command(dir: &Path) -> Command {
     let mut cmd = Command::new(bin());
@@ -23,42 +20,9 @@ fn serve_command(dir: &Path) -> Command {
     cmd
 }
 
-/// Like `Server::spawn(dir, &[])`, but retries when start-up fails with
-/// "Address already in use". With `listen = ["127.0.0.1:0"]`, `dns::bind`
-/// binds UDP to an ephemeral port and then TCP to the same port number,
-/// which another TCP socket may already hold; the tests that start many
-/// daemons and CLI connections hit that now and then.
+/// Starts the daemon in `dir` (as `Server::spawn(dir, &[])`).
 pub fn start(dir: tempfile::TempDir) -> Server {
-    for attempt in 1..=START_ATTEMPTS {
-        let (mut child, log) = spawn_logged(&mut serve_command(dir.path()));
-        let (_, line) = log.wait_for(0, STARTUP_TIMEOUT, |l| {
-            is_msg(l, "ready") || l.contains("cannot start")
-        });
-        if line.contains("cannot start") {
-            let _ = child.kill();
-            let _ = child.wait();
-            if line.contains("Address already in use") && attempt < START_ATTEMPTS {
-                continue;
-            }
-            panic!("server failed: {line}");
-        }
-        let lines = log.lines();
-        let find = |msg: &str, key: &str| {
-            lines
-                .iter()
-                .find(|l| is_msg(l, msg))
-                .and_then(|l| field(l, key))
-                .and_then(|a| a.parse().ok())
-        };
-        return Server {
-            dns: find("dns listening", "udp").expect("dns address logged"),
-            control: find("control listening", "addr"),
-            child: Some(child),
-            dir,
-            log,
-        };
-    }
-    unreachable!()
+    Server::spawn(dir, &[])
 }
 
 /// Runs `dnsshift serve` in `dir`, which must refuse to start; returns
