@@ -62,6 +62,10 @@ pub struct Shared {
     checks: Mutex<CancellationToken>,
     /// Daemon-wide shutdown.
     shutdown: CancellationToken,
+    /// Unix seconds when this process started: the start of a `hold` for
+    /// a service still in the phase it was configured with (no transition
+    /// recorded), so that a hold on the initial phase is honoured too.
+    started: u64,
 }
 
 /// Main-name answer counters by (service, pool).
@@ -270,7 +274,11 @@ impl Shared {
                 to: req.to.as_deref(),
                 force,
             },
-            st.since,
+            if st.since == 0 {
+                self.started
+            } else {
+                st.since
+            },
             now,
             &view,
         )
@@ -737,6 +745,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         checker,
         checks: Mutex::new(shutdown.child_token()),
         shutdown: shutdown.clone(),
+        started: unix_now(),
     });
     shared.rebuild();
 

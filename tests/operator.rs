@@ -460,6 +460,18 @@ fn advance_refused_before_the_hold_has_passed_unless_forced() {
 }
 
 #[test]
+fn a_hold_on_the_initial_phase_counts_from_start_up() {
+    // No transition recorded yet: the hold runs from the daemon's start.
+    let zone = www_zone("initial_phase = \"half\"", "", "hold = \"1h\"");
+    let server = start(&zone);
+    assert_eq!(phase(&server), "half");
+    let err = cli_err(&server, &["advance", "www"]);
+    assert!(err.contains("phase \"half\" must be held for 1h"), "{err}");
+    server.cli_ok(&["advance", "www", "--force"]);
+    assert_eq!(phase(&server), "cutover");
+}
+
+#[test]
 fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
     let server = start(&www_zone("", "", ""));
     server.cli_ok(&["advance", "www"]);
