@@ -19,3 +19,38 @@ fn shipped_example_zone_serves_weighted_answers() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.iter().all(|a| a.starts_with("192.0.2.1")), "{got:?}");
 }
+
+#[test]
+fn listens_on_several_addresses_ipv4_and_ipv6_udp_and_tcp() {
+    let zone = zone_with(
+        "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[service.health]\nkind = \"none\"\n",
+    );
+    let setup = Setup::new(&[("z.toml", &zone)], "");
+    // The harness config listens on 127.0.0.1:0; add [::1] and a second v4 address.
+    let config = std::fs::read_to_string(setup.config()).unwrap().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\", \"[::1]:0\", \"127.0.0.2:0\"]",
+    );
+    std::fs::write(setup.config(), config).unwrap();
+    let server = setup.start();
+    let addrs: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = server
+        .log
+        .lines()
+        .iter()
+        .filter(|l| is_msg(l, "dns listening"))
+        .map(|l| {
+            (
+                field(l, "udp").unwrap().parse().unwrap(),
+                field(l, "tcp").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    assert!(addrs.iter().any(|(u, _)| u.is_ipv6()));
+    for (udp, tcp) in addrs {
+        assert_eq!(udp, tcp, "UDP and TCP share the address and port");
+        let q = build_query("www.shift.test.", RecordType::A, Some(1232));
+        assert_eq!(answers(&query_udp(udp, &q)), ["192.0.2.1"], "UDP {udp}");
+        assert_eq!(answers(&query_tcp(tcp, &q)), ["192.0.2.1"], "TCP {tcp}");
+    }
+}
