@@ -36,6 +36,10 @@ pub struct PoolStats {
     pub last_answered_ms: AtomicU64,
     /// TTL of that last answer.
     pub last_ttl: AtomicU32,
+    /// Unix milliseconds until which some cache may hold an answer with
+    /// this pool: the latest answer time + TTL over all answers (a later
+    /// answer with a shorter TTL does not bring it forward).
+    pub expires_at_ms: AtomicU64,
 }
 
 /// Counters for one endpoint, kept across plan rebuilds.
@@ -140,9 +144,11 @@ impl Stats {
         let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         m.entry((service.to_string(), pool.to_string()))
             .or_insert_with(|| {
+                let now = now_ms();
                 Arc::new(PoolStats {
-                    last_answered_ms: AtomicU64::new(now_ms()),
+                    last_answered_ms: AtomicU64::new(now),
                     last_ttl: AtomicU32::new(assumed_ttl),
+                    expires_at_ms: AtomicU64::new(now + u64::from(assumed_ttl) * 1000),
                     ..PoolStats::default()
                 })
             })
@@ -238,7 +244,8 @@ struct ZonePlan {
     origin: LowerName,
     neg_soa: Record,
     names: HashMap<LowerName, Node>,
-    has_cuts: bool,
+    /// Delegation points below the apex (few; scanned per query).
+    cuts: Vec<LowerName>,
     counters: Arc<QueryCounters>,
 }
 
@@ -317,8 +324,8 @@ pub enum Lookup<'a> {
 }
 
 impl Plan {
-    /// Builds the plan. `serial` is the SOA serial to serve (see
-    /// [`next_serial`]); a zone's configured serial acts as a floor.
+    /// Builds the plan. `serial` is the SOA serial every zone serves (see
+    /// [`next_serial`] and [`serial_floor`]).
     pub fn build(zones: &[Zone], inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Plan {
         Plan {
             zones: zones
@@ -361,8 +368,17 @@ impl Plan {
     }
 }
 
+/// The lowest serial to serve: Unix time, or a zone's configured `serial`
+/// if that is higher (say a date-style 2026112301).
+pub fn serial_floor(zones: &[Zone], now_unix: u64) -> u64 {
+    zones
+        .iter()
+        .filter_map(|z| z.serial.map(u64::from))
+        .fold(now_unix, u64::max)
+}
+
 /// The serial for a new plan: increases with every rebuild, and tracks Unix
-/// time so that it also increases across restarts.
+/// time (or a configured floor) so that it also increases across restarts.
 pub fn next_serial(previous: u32, now_unix: u64) -> u32 {
     let t = u32::try_from(now_unix).unwrap_or(u32::MAX);
     t.max(previous.wrapping_add(1))
@@ -376,8 +392,19 @@ impl ZonePlan {
         ans: &mut Answer<'a>,
         depth: usize,
     ) {
-        if self.has_cuts && depth == 0 && self.referral(qname, qtype, ans) {
-            return;
+        if let Some(cut) = self.cut_above(qname) {
+            if depth > 0 {
+                // A CNAME into a delegated subzone: the answer stops at the
+                // CNAME; the resolver follows it to the subzone's servers.
+                return;
+            }
+            if !(cut.0 == qname && qtype == RecordType::DS) {
+                // DS lives on the parent side; we have none there: NODATA.
+                ans.authoritative = false;
+                ans.authority.extend(cut.1.iter());
+                ans.additionals.extend(cut.2.iter());
+                return;
+            }
         }
         let Some(node) = self.names.get(qname) else {
             ans.rcode = ResponseCode::NXDomain;
@@ -437,6 +464,10 @@ impl ZonePlan {
                         };
                         let pool = &pools[i];
                         let n = pool.records.len();
+                        if n == 0 {
+                            // The chosen pool has nothing of this type.
+                            ans.soa = Some(&self.neg_soa);
+                        }
                         let k = svc.max_answers.min(n);
                         let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
                         for j in 0..k {
@@ -447,11 +478,13 @@ impl ZonePlan {
                         if pool.staging {
                             pool.stats.staging.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            pool.stats.main.fetch_add(1, Ordering::Relaxed);
-                            pool.stats
-                                .last_answered_ms
-                                .store(now_ms(), Ordering::Relaxed);
-                            pool.stats.last_ttl.store(pool.ttl, Ordering::Relaxed);
+                            let now = now_ms();
+                            let st = &pool.stats;
+                            st.main.fetch_add(1, Ordering::Relaxed);
+                            st.last_answered_ms.store(now, Ordering::Relaxed);
+                            st.last_ttl.store(pool.ttl, Ordering::Relaxed);
+                            st.expires_at_ms
+                                .fetch_max(now + u64::from(pool.ttl) * 1000, Ordering::Relaxed);
                         }
                         if let Some(target) = &pool.chase
                             && qtype != RecordType::CNAME
@@ -477,29 +510,21 @@ impl ZonePlan {
         }
     }
 
-    /// If `qname` is at or below a zone cut, fills in a referral.
-    fn referral<'a>(&'a self, qname: &LowerName, qtype: RecordType, ans: &mut Answer<'a>) -> bool {
-        let mut n = qname.clone();
-        while n.num_labels() > self.origin.num_labels() {
-            if let Some(Node::Cut { ns, glue }) = self.names.get(&n) {
-                if n == *qname && qtype == RecordType::DS {
-                    // DS lives on the parent side; we have none: NODATA.
-                    return false;
-                }
-                ans.authoritative = false;
-                ans.authority.extend(ns.iter());
-                ans.additionals.extend(glue.iter());
-                return true;
-            }
-            n = n.base_name();
-        }
-        false
+    /// The zone cut at or above `qname`, if any: (cut name, NS, glue).
+    fn cut_above(&self, qname: &LowerName) -> Option<(&LowerName, &[Record], &[Record])> {
+        self.cuts
+            .iter()
+            .filter(|c| c.zone_of(qname))
+            .max_by_key(|c| c.num_labels())
+            .and_then(|c| match self.names.get(c) {
+                Some(Node::Cut { ns, glue }) => Some((c, ns.as_slice(), glue.as_slice())),
+                _ => None,
+            })
     }
 }
 
 fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> ZonePlan {
     let origin = LowerName::from(&z.origin);
-    let serial = z.serial.map_or(serial, |s| s.max(serial));
     let soa_rdata = RData::SOA(SOA::new(
         z.nameservers
             .first()
@@ -556,7 +581,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
         },
     );
 
-    let mut has_cuts = false;
+    let mut cuts = Vec::new();
     for (name, sets) in &by_name {
         if *name == origin {
             continue;
@@ -566,7 +591,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
             .find(|s| s.first().is_some_and(|r| r.record_type() == RecordType::NS));
         let node = match ns_set {
             Some(ns) => {
-                has_cuts = true;
+                cuts.push(name.clone());
                 let glue = ns
                     .iter()
                     .filter_map(|r| match &r.data {
@@ -631,7 +656,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
         origin,
         neg_soa,
         names,
-        has_cuts,
+        cuts,
     }
 }
 
@@ -681,18 +706,35 @@ fn select(
     struct Cand<'p> {
         pool: usize,
         weight: u32,
+        /// Enabled endpoints of the queried family.
         all: Vec<&'p Endpoint>,
+        /// Those of them that are healthy.
         healthy: Vec<&'p Endpoint>,
+        /// Whether the pool counts as up for the pick.
+        up: bool,
     }
+    // A service with a host-name pool picks among whole pools whatever the
+    // queried type: a CNAME is answered for every type, so deciding per
+    // type would let the CNAME pool win every query its rivals have no
+    // records for (AAAA, HTTPS, ...) and resolvers would then follow that
+    // CNAME for all types. The chosen address pool answers its records of
+    // the type, or NODATA. Address-only services pick among the pools that
+    // have (healthy) endpoints of the queried family.
+    let whole_pools = s.pools.iter().any(|p| p.is_host());
     let key = s.key();
     let mut cands = Vec::new();
     for (i, pool) in s.pools.iter().enumerate() {
         if only.is_some_and(|o| o != i) || inputs.decommissioned(s, pool) {
             continue;
         }
-        let all: Vec<&Endpoint> = pool
+        let enabled: Vec<&Endpoint> = pool
             .endpoints
             .iter()
+            .filter(|e| !inputs.disabled(s, pool, e))
+            .collect();
+        let all: Vec<&Endpoint> = enabled
+            .iter()
+            .copied()
             .filter(|e| {
                 matches!(
                     (&e.target, family),
@@ -701,49 +743,51 @@ fn select(
                         | (Target::V6(_), Family::V6)
                 )
             })
-            .filter(|e| !inputs.disabled(s, pool, e))
             .collect();
-        if all.is_empty() {
-            continue;
-        }
-        let healthy = all
+        let healthy: Vec<&Endpoint> = all
             .iter()
             .copied()
             .filter(|e| inputs.healthy(s, pool, e))
             .collect();
-        cands.push(Cand {
-            pool: i,
-            weight: weights.get(i).copied().unwrap_or(0),
-            all,
-            healthy,
-        });
+        let (exists, up) = if whole_pools {
+            (
+                !enabled.is_empty(),
+                enabled.iter().any(|e| inputs.healthy(s, pool, e)),
+            )
+        } else {
+            (!all.is_empty(), !healthy.is_empty())
+        };
+        if exists {
+            cands.push(Cand {
+                pool: i,
+                weight: weights.get(i).copied().unwrap_or(0),
+                all,
+                healthy,
+                up,
+            });
+        }
     }
     if cands.is_empty() {
         return Selection::NoData;
     }
+    // Weighted pools first, standby (weight 0, equal shares) second.
     let tier = |healthy_only: bool| -> Vec<(usize, u32, Vec<&Endpoint>)> {
-        fn pick<'p>(c: &Cand<'p>, healthy_only: bool) -> Vec<&'p Endpoint> {
-            if healthy_only {
-                c.healthy.clone()
-            } else {
-                c.all.clone()
-            }
+        let pick = |standby: bool| -> Vec<(usize, u32, Vec<&Endpoint>)> {
+            cands
+                .iter()
+                .filter(|c| (c.weight == 0) == standby && (c.up || !healthy_only))
+                .map(|c| {
+                    let eps = if healthy_only { &c.healthy } else { &c.all };
+                    (c.pool, if standby { 1 } else { c.weight }, eps.clone())
+                })
+                .collect()
+        };
+        let weighted = pick(false);
+        if weighted.is_empty() {
+            pick(true)
+        } else {
+            weighted
         }
-        let weighted: Vec<_> = cands
-            .iter()
-            .filter(|c| c.weight > 0)
-            .map(|c| (c.pool, c.weight, pick(c, healthy_only)))
-            .filter(|(_, _, e)| !e.is_empty())
-            .collect();
-        if !weighted.is_empty() {
-            return weighted;
-        }
-        cands
-            .iter()
-            .filter(|c| c.weight == 0)
-            .map(|c| (c.pool, 1, pick(c, healthy_only)))
-            .filter(|(_, _, e)| !e.is_empty())
-            .collect()
     };
     let mut chosen = tier(true);
     if chosen.is_empty() {
@@ -1037,6 +1081,51 @@ new = ["198.51.100.1", "2001:db8::1"]
             ask(&p, "www.z.test.", RecordType::A).rcode,
             ResponseCode::ServFail
         );
+    }
+
+    #[test]
+    fn host_name_pool_is_picked_as_a_whole_pool_for_every_type() {
+        // old has only IPv4; new is a CNAME. In separate-domain new is
+        // standby: AAAA and other types must not fall through to the CNAME.
+        let z = zone(
+            "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = \"lb.example.net.\"\n[service.health]\nkind = \"none\"\n",
+        );
+        let p = plan(&z, &ConfigOnly);
+        for t in [RecordType::AAAA, RecordType::MX, RecordType::Unknown(65)] {
+            for _ in 0..50 {
+                let a = ask(&p, "www.z.test.", t);
+                assert_eq!(a.rcode, ResponseCode::NoError);
+                assert!(a.answers.is_empty(), "{t}: {:?}", a.answers);
+                assert!(a.soa.is_some(), "{t}: NODATA carries the SOA");
+            }
+        }
+        assert_eq!(
+            ask(&p, "www.z.test.", RecordType::A).answers[0]
+                .data
+                .to_string(),
+            "192.0.2.1"
+        );
+        // old all down: the CNAME pool takes over as standby, for every type.
+        let p = plan(&z, &Down(&["192.0.2.1"]));
+        let a = ask(&p, "www.z.test.", RecordType::AAAA);
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+    }
+
+    #[test]
+    fn a_cname_into_a_delegation_stops_at_the_cname() {
+        let z = zone("");
+        let mut z = z;
+        z.records.push(Record::from_rdata(
+            Name::from_ascii("alias.z.test.").unwrap(),
+            60,
+            RData::CNAME(CNAME(Name::from_ascii("host.sub.z.test.").unwrap())),
+        ));
+        let p = plan(&z, &ConfigOnly);
+        let a = ask(&p, "alias.z.test.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(a.answers.len(), 1);
+        assert!(a.soa.is_none() && a.authority.is_empty());
     }
 
     #[test]

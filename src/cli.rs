@@ -258,12 +258,15 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {
     let store = crate::state::Store::new(&config.state_dir);
     match store.load() {
         Ok(state) => {
-            let problems = state.validate(&zones, &store.path());
-            if !problems.is_empty() {
-                for p in &problems {
+            let v = state.validate(&zones, &store.path());
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !v.errors.is_empty() {
+                for p in &v.errors {
                     eprintln!("{p}");
                 }
-                eprintln!("dnsshift: {} error(s)", problems.len());
+                eprintln!("dnsshift: {} error(s)", v.errors.len());
                 return ExitCode::FAILURE;
             }
         }

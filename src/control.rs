@@ -19,7 +19,6 @@
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::Shared;
 use crate::health::Probe;
 use crate::state::Event;
+
+/// Longest `--reason` accepted: it is stored in every history event.
+pub const MAX_REASON: usize = 1024;
 
 /// Bytes of randomness in a generated control token.
 const TOKEN_BYTES: usize = 32;
@@ -376,9 +378,6 @@ async fn require_token(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> 
         Err(e) => e.into_response(),
     }
 }
-
-/// Listen address as given; logged by the daemon.
-pub type ControlAddr = SocketAddr;
 
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
     match crate::metrics::render(&ctx.shared) {

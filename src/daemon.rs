@@ -3,7 +3,7 @@
 //! servers until shutdown. Operator operations live here too, as methods
 //! on [`Shared`], because each one changes state and rebuilds the plan.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::answer::{Inputs, Plan, Stats, next_serial};
+use crate::answer::{Inputs, Plan, Stats, next_serial, serial_floor};
 use crate::config::Config;
 use crate::control::{
     self, ApiError, DecommissionRequest, EndpointStatus, HistoryResponse, OkResponse, PoolStatus,
@@ -41,7 +41,12 @@ pub struct Shared {
     /// Current zones; replaced whole by a successful reload.
     pub zones: Mutex<Arc<Vec<Zone>>>,
     /// Operator state; every change is saved before it is acknowledged.
-    pub state: Mutex<State>,
+    /// Readers clone the `Arc` under a short lock; the file is written
+    /// outside it, so a slow fsync never blocks status, metrics or rebuilds.
+    pub state: Mutex<Arc<State>>,
+    /// Serialises everything that changes state or zones (operator
+    /// commands, reload); taken only on blocking threads.
+    writer: Mutex<()>,
     /// Where state is saved.
     pub store: Store,
     /// Endpoint health.
@@ -170,9 +175,12 @@ pub fn load_all(config: &Config) -> Result<(Vec<Zone>, State), String> {
     let zones = zone::load_dir(&config.zones_dir).map_err(|e| e.to_string())?;
     let store = Store::new(&config.state_dir);
     let state = store.load().map_err(|e| e.to_string())?;
-    let problems = state.validate(&zones, &store.path());
-    if !problems.is_empty() {
-        return Err(problems.join("\n"));
+    let v = state.validate(&zones, &store.path());
+    for w in &v.warnings {
+        warn!(warning = %w, "stale state entry");
+    }
+    if !v.errors.is_empty() {
+        return Err(v.errors.join("\n"));
     }
     Ok((zones, state))
 }
@@ -211,9 +219,9 @@ impl Shared {
     pub fn rebuild(&self) {
         let mut serial = lock(&self.serial);
         let zones = lock(&self.zones).clone();
-        let state = lock(&self.state).clone();
+        let state = self.state();
         let health = self.health.all();
-        *serial = next_serial(*serial, unix_now());
+        *serial = next_serial(*serial, serial_floor(&zones, unix_now()));
         let plan = Plan::build(
             &zones,
             &View {
@@ -226,13 +234,19 @@ impl Shared {
         self.plan.store(Arc::new(plan));
     }
 
+    /// The current operator state.
+    pub fn state(&self) -> Arc<State> {
+        lock(&self.state).clone()
+    }
+
     /// Saves `next` as the new state, then publishes it. On a write error
-    /// nothing changes and the operator gets the error.
-    fn commit(&self, state: &mut State, next: State) -> Result<(), ApiError> {
+    /// nothing changes and the operator gets the error. Callers hold
+    /// `writer`, so nothing else changes state meanwhile.
+    fn commit(&self, next: State) -> Result<(), ApiError> {
         self.store
             .save(&next)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        *state = next;
+        *lock(&self.state) = Arc::new(next);
         Ok(())
     }
 
@@ -243,11 +257,13 @@ impl Shared {
         direction: Direction,
         req: TransitionRequest,
     ) -> Result<TransitionResponse, ApiError> {
+        check_reason(&req.reason)?;
+        let _writer = lock(&self.writer);
         let zones = lock(&self.zones).clone();
         let (zi, si) = self.find_service(&zones, service)?;
         let svc = &zones[zi].services[si];
         let key = svc.key();
-        let mut state = lock(&self.state);
+        let state = self.state();
         let health = self.health.all();
         let current = state.phase_of(svc);
         let st = state.service(&key);
@@ -312,7 +328,7 @@ impl Shared {
         if req.dry_run {
             return Ok(response);
         }
-        let mut next = state.clone();
+        let mut next = (*state).clone();
         next.version = state::STATE_VERSION;
         let entry = next.services.entry(key.clone()).or_default();
         entry.phase = Some(to.name.clone());
@@ -329,8 +345,7 @@ impl Shared {
             reason: req.reason.clone(),
             forced: force,
         });
-        self.commit(&mut state, next)?;
-        drop(state);
+        self.commit(next)?;
         self.rebuild();
         info!(
             service = %key,
@@ -354,6 +369,8 @@ impl Shared {
         enable: bool,
         reason: Option<String>,
     ) -> Result<OkResponse, ApiError> {
+        check_reason(&reason)?;
+        let _writer = lock(&self.writer);
         let zones = lock(&self.zones).clone();
         let (zi, si) = self.find_service(&zones, service)?;
         let svc = &zones[zi].services[si];
@@ -374,8 +391,7 @@ impl Shared {
                 ))
             })?;
         let ek = state::endpoint_key(&pool.name, endpoint);
-        let mut state = lock(&self.state);
-        let mut next = state.clone();
+        let mut next = (*self.state()).clone();
         next.version = state::STATE_VERSION;
         let entry = next.services.entry(key.clone()).or_default();
         let changed = if enable {
@@ -399,8 +415,7 @@ impl Shared {
             reason: reason.clone(),
             forced: false,
         });
-        self.commit(&mut state, next)?;
-        drop(state);
+        self.commit(next)?;
         self.rebuild();
         info!(service = %key, pool = %pool.name, %endpoint, action, reason = reason.as_deref().unwrap_or(""), "endpoint override");
         Ok(OkResponse {
@@ -416,6 +431,10 @@ impl Shared {
         pool: &str,
         req: DecommissionRequest,
     ) -> Result<OkResponse, ApiError> {
+        check_reason(&req.reason)?;
+        // Held from the check to the commit, so that no phase change slips
+        // in between and gives the pool traffic again.
+        let _writer = lock(&self.writer);
         let zones = lock(&self.zones).clone();
         let (zi, si) = self.find_service(&zones, service)?;
         let svc = &zones[zi].services[si];
@@ -423,9 +442,7 @@ impl Shared {
         let pi = svc
             .pool_index(pool)
             .ok_or_else(|| ApiError::not_found(format!("service {key} has no pool {pool:?}")))?;
-        // Held from the check to the commit, so that no phase change slips
-        // in between and gives the pool traffic again.
-        let mut state = lock(&self.state);
+        let state = self.state();
         let status = self.service_status(svc, &state, unix_ms());
         let ps = &status.pools[pi];
         if ps.decommissioned {
@@ -450,7 +467,7 @@ impl Shared {
                 )));
             }
         }
-        let mut next = state.clone();
+        let mut next = (*state).clone();
         next.version = state::STATE_VERSION;
         next.services
             .entry(key.clone())
@@ -467,8 +484,7 @@ impl Shared {
             reason: req.reason.clone(),
             forced: req.force,
         });
-        self.commit(&mut state, next)?;
-        drop(state);
+        self.commit(next)?;
         self.rebuild();
         info!(service = %key, %pool, forced = req.force, reason = req.reason.as_deref().unwrap_or(""), "pool decommissioned");
         Ok(OkResponse {
@@ -481,7 +497,7 @@ impl Shared {
         let zones = lock(&self.zones).clone();
         let (zi, si) = self.find_service(&zones, service)?;
         let key = zones[zi].services[si].key();
-        let state = lock(&self.state);
+        let state = self.state();
         Ok(HistoryResponse {
             events: state
                 .history
@@ -500,7 +516,7 @@ impl Shared {
             Some(s) => Some(self.find_service(&zones, s)?),
             None => None,
         };
-        let state = lock(&self.state).clone();
+        let state = self.state();
         let now = unix_ms();
         let mut services = Vec::new();
         for (zi, z) in zones.iter().enumerate() {
@@ -544,13 +560,8 @@ impl Shared {
                 let last = ps.last_answered_ms.load(Ordering::Relaxed);
                 let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
                 let answered = last > 0;
-                let drained_at = (weight == 0 || decommissioned).then(|| {
-                    if answered {
-                        last + u64::from(last_ttl) * 1000
-                    } else {
-                        0
-                    }
-                });
+                let drained_at = (weight == 0 || decommissioned)
+                    .then(|| ps.expires_at_ms.load(Ordering::Relaxed));
                 let count = window
                     .get(&(key.clone(), p.name.clone()))
                     .copied()
@@ -647,15 +658,19 @@ impl Shared {
         // The server config is re-read too, so that an error in it is
         // reported now rather than at the next start. Its settings
         // (addresses, directories, logging) take effect on restart.
+        let _writer = lock(&self.writer);
         if let Some(file) = &self.config.file
             && let Err(e) = Config::load(file)
         {
             return Err(reject(&e));
         }
         let zones = zone::load_dir(&self.config.zones_dir).map_err(|e| reject(&e))?;
-        let problems = lock(&self.state).validate(&zones, &self.store.path());
-        if !problems.is_empty() {
-            return Err(reject(&problems.join("\n")));
+        let v = self.state().validate(&zones, &self.store.path());
+        if !v.errors.is_empty() {
+            return Err(reject(&v.errors.join("\n")));
+        }
+        for w in &v.warnings {
+            warn!(warning = %w, "stale state entry");
         }
         let services = zones.iter().map(|z| z.services.len()).sum();
         let n = zones.len();
@@ -675,7 +690,7 @@ impl Shared {
             self.health_changed.clone(),
             checks,
         );
-        tokio::spawn(first_round);
+        drop(first_round);
         self.rebuild();
         let serial = self.plan.load().serial;
         info!(zones = n, services, serial, "reloaded");
@@ -684,6 +699,19 @@ impl Shared {
             services,
             serial,
         })
+    }
+}
+
+/// Refuses reasons longer than [`control::MAX_REASON`]: every one is kept
+/// in the history and the state file.
+fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
+    match reason {
+        Some(r) if r.len() > control::MAX_REASON => Err(ApiError::bad_request(format!(
+            "the reason is {} bytes long; at most {} are kept",
+            r.len(),
+            control::MAX_REASON
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -735,7 +763,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store: Store::new(&config.state_dir),
         config,
         zones: Mutex::new(Arc::new(zones)),
-        state: Mutex::new(state),
+        state: Mutex::new(Arc::new(state)),
+        writer: Mutex::new(()),
         health: Arc::default(),
         stats: Arc::default(),
         plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
@@ -760,7 +789,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let zones_now = lock(&shared.zones).clone();
     let longest = health::targets(&zones_now)
         .iter()
-        .map(|(_, c)| c.timeout)
+        // The first probe waits up to interval/10 (jitter), then its timeout.
+        .map(|(_, c)| c.interval / 10 + c.timeout)
         .max()
         .unwrap_or_default();
     let checks_token = lock(&shared.checks).clone();
@@ -820,17 +850,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Err(_) => warn!("control server did not stop within the grace period"),
         _ => {}
     }
-    // Every acknowledged command was saved before it was acknowledged;
-    // saving once more leaves a file in the current format.
-    // The lock is held while saving, so that an operation still running
-    // after the grace period cannot write the file at the same time.
-    let state = lock(&shared.state);
-    if state.version == state::STATE_VERSION
-        && let Err(e) = shared.store.save(&state)
-    {
-        error!(error = %e, "cannot save state on shutdown");
-    }
-    drop(state);
+    // Nothing to persist here: every command was saved (fsync, rename,
+    // directory fsync) before it was acknowledged. Rewriting the file now
+    // could race an operation still finishing and store an older state.
     info!("stopped");
     Ok(())
 }
@@ -907,13 +929,4 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
         warn!(error = %e, "cannot notify systemd");
     }
-}
-
-/// Names of all services, for `check` output.
-pub fn service_names(zones: &[Zone]) -> BTreeMap<String, usize> {
-    zones
-        .iter()
-        .flat_map(|z| &z.services)
-        .map(|s| (s.key(), s.pools.len()))
-        .collect()
 }

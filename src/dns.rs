@@ -47,7 +47,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let plan = self.plan.load_full();
+        let plan = self.plan.load();
         let tcp = request.protocol() != Protocol::Udp;
 
         let mut resp_edns = Edns::new();

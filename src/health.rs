@@ -174,18 +174,6 @@ impl EndpointKey {
 }
 
 impl Table {
-    /// Verdict for an endpoint: healthy unless checked and found down.
-    pub fn healthy(&self, key: &EndpointKey) -> bool {
-        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key).is_none_or(|s| s.state.healthy)
-    }
-
-    /// A copy of one endpoint's status.
-    pub fn get(&self, key: &EndpointKey) -> Option<Status> {
-        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(key).cloned()
-    }
-
     /// A copy of everything.
     pub fn all(&self) -> HashMap<EndpointKey, Status> {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -525,6 +513,10 @@ pub fn start(
                     _ = stop.cancelled() => return,
                     p = checker.probe(&check, https.as_ref()) => p,
                 };
+                if stop.is_cancelled() {
+                    // Replaced by a reload: the new task owns this endpoint.
+                    return;
+                }
                 let detail = probe.detail.clone();
                 let failure = probe.failure;
                 if let Some(healthy) = table.record(&key, &check, probe) {

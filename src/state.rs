@@ -161,9 +161,12 @@ impl Store {
             f.sync_all().map_err(err)?;
         }
         std::fs::rename(&tmp, &path).map_err(err)?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
+        // The new file is in place; if the directory cannot be synced the
+        // rename may not survive a power loss, but it has happened: report
+        // success (the caller publishes it) and say so in the log.
+        if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot fsync the state directory");
+        }
         Ok(())
     }
 }
@@ -202,10 +205,13 @@ impl State {
         }
     }
 
-    /// Problems between this state and the zones: phases, pools and
-    /// endpoints that state names but the config no longer has.
-    pub fn validate(&self, zones: &[Zone], file: &Path) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// Checks this state against the zones. An unknown current phase is an
+    /// error: the service would silently jump back to its initial phase.
+    /// Decommissioned pools and disabled endpoints that the config no longer
+    /// has are warnings: removing a pool once it is decommissioned is the
+    /// normal end of a migration, and those entries no longer affect answers.
+    pub fn validate(&self, zones: &[Zone], file: &Path) -> Validation {
+        let mut v = Validation::default();
         for (key, st) in &self.services {
             let Some(svc) = zones
                 .iter()
@@ -218,7 +224,7 @@ impl State {
             if let Some(p) = &st.phase
                 && svc.phase_index(p).is_none()
             {
-                problems.push(format!(
+                v.errors.push(format!(
                     "{at}: current phase {p:?} is not in the config (phases: {})",
                     svc.phases
                         .iter()
@@ -229,8 +235,8 @@ impl State {
             }
             for pool in &st.decommissioned {
                 if svc.pool_index(pool).is_none() {
-                    problems.push(format!(
-                        "{at}: decommissioned pool {pool:?} is not in the config"
+                    v.warnings.push(format!(
+                        "{at}: decommissioned pool {pool:?} is no longer in the config"
                     ));
                 }
             }
@@ -241,14 +247,23 @@ impl State {
                         .any(|pool| pool.name == p && pool.endpoints.iter().any(|x| x.id == e))
                 });
                 if !known {
-                    problems.push(format!(
-                        "{at}: disabled endpoint {ep:?} is not in the config"
+                    v.warnings.push(format!(
+                        "{at}: disabled endpoint {ep:?} is no longer in the config"
                     ));
                 }
             }
         }
-        problems
+        v
     }
+}
+
+/// Result of [`State::validate`].
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// Mismatches that stop start-up and reject a reload.
+    pub errors: Vec<String>,
+    /// Stale entries that are reported but change nothing.
+    pub warnings: Vec<String>,
 }
 
 /// Key of an endpoint inside [`ServiceState::disabled`].

@@ -785,6 +785,7 @@ fn build_pool(
 ) -> Option<Pool> {
     let err =
         |errs: &mut Vec<ConfigError>, msg: String| errs.push(src.error(value.span(), key, msg));
+    let errors_before = errs.len();
     let (items, pool_health) = match value.get_ref() {
         Value::String(s) => (vec![Value::String(s.clone())], None),
         Value::Array(a) => (a.clone(), None),
@@ -877,7 +878,7 @@ fn build_pool(
         });
     }
     if endpoints.is_empty() {
-        if errs.is_empty() {
+        if errs.len() == errors_before {
             err(errs, "a pool needs at least one endpoint".into());
         }
         return None;

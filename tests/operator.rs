@@ -1082,3 +1082,49 @@ fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
         "state untouched"
     );
 }
+
+#[test]
+fn a_decommissioned_pool_can_then_be_removed_from_the_config() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    server.cli_ok(&["decommission", "www", "old", "--force", "--reason", "done"]);
+    // The migration's last step: the old pool leaves the zone file.
+    let finished = zone_with(&format!(
+        r#"
+[[service]]
+name = "www"
+staging = "www-next"
+ttl = "30s"
+[service.pools]
+new = ["{}", "{}"]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "cutover"
+weights = {{ new = 100 }}
+"#,
+        NEW[0], NEW[1]
+    ));
+    std::fs::write(server.path().join("zones/shift.test.toml"), finished).unwrap();
+    let (ok, out, err) = server.cli(&["check"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("warning:")
+            && err.contains("decommissioned pool \"old\" is no longer in the config"),
+        "{err}"
+    );
+    server.cli_ok(&["reload"]);
+    assert_only(&server, "new", 30);
+    // A reason longer than the history keeps is refused, nothing changes.
+    let long = "x".repeat(2000);
+    let err = cli_err(
+        &server,
+        &["endpoint", "disable", "www", NEW[0], "--reason", &long],
+    );
+    assert!(err.contains("at most 1024"), "{err}");
+    assert!(
+        !status(&server)["pools"][0]["endpoints"][0]["disabled"]
+            .as_bool()
+            .unwrap()
+    );
+}

@@ -326,7 +326,11 @@ pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
 
 /// Sends raw bytes over UDP and returns the first reply, or None on timeout.
 pub fn exchange_udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let local = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let local = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
     let sock = UdpSocket::bind(local).unwrap();
     sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
     sock.send_to(bytes, server).unwrap();
