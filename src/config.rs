@@ -2,7 +2,7 @@
 //! directories, logging. Every setting has a default that works for a local
 //! try-out without root.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use toml::Spanned;
 use crate::spec::{ConfigError, Source};
 
 /// Default DNS listen address: unprivileged, loopback.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5353));
 /// Default control API address: loopback only.
-pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+pub const DEFAULT_CONTROL: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5380));
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +65,7 @@ pub struct Config {
 impl Config {
     /// Defaults, relative to the working directory.
     pub fn defaults() -> Config {
+        // An empty spec sets nothing, so nothing can be rejected.
         Self::from_spec(None, ConfigSpec::default()).unwrap_or_else(|_| unreachable!())
     }
 
@@ -127,11 +129,11 @@ impl Config {
                     .map(|a| addr(a, "listen"))
                     .collect::<Result<Vec<_>, _>>()?
             }
-            None => vec![DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!())],
+            None => vec![DEFAULT_LISTEN],
         };
         let control_listen = match &spec.control_listen {
             Some(a) => addr(a, "control_listen")?,
-            None => DEFAULT_CONTROL.parse().unwrap_or_else(|_| unreachable!()),
+            None => DEFAULT_CONTROL,
         };
         let log_format = match &spec.log_format {
             None => LogFormat::Human,
