@@ -414,8 +414,18 @@ fn classify_io(e: &std::io::Error) -> (FailKind, String) {
     }
 }
 
+/// The deepest cause: the OS or TLS error itself, without reqwest's
+/// wrapping (which repeats the URL).
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn classify_reqwest(e: &reqwest::Error) -> (FailKind, String) {
-    let chain = error_chain(e);
+    let root = innermost(e);
     // Classify on the causes only: the top-level message holds the URL,
     // whose host may well contain "tls" or "certificate".
     let lower = std::error::Error::source(e)
@@ -428,9 +438,11 @@ fn classify_reqwest(e: &reqwest::Error) -> (FailKind, String) {
         (FailKind::Refused, "connection refused".into())
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
     {
-        (FailKind::Tls, format!("TLS error: {chain}"))
+        (FailKind::Tls, format!("TLS error: {root}"))
+    } else if e.is_connect() {
+        (FailKind::Connect, format!("connect failed: {root}"))
     } else {
-        (FailKind::Connect, chain)
+        (FailKind::Connect, root)
     }
 }
 
