@@ -443,7 +443,13 @@ impl Shared {
             .pool_index(pool)
             .ok_or_else(|| ApiError::not_found(format!("service {key} has no pool {pool:?}")))?;
         let state = self.state();
-        let status = self.service_status(svc, &state, unix_ms());
+        let status = self.service_status(
+            svc,
+            &state,
+            unix_ms(),
+            &self.health.all(),
+            &self.window_counts(),
+        );
         let ps = &status.pools[pi];
         if ps.decommissioned {
             return Ok(OkResponse {
@@ -518,11 +524,13 @@ impl Shared {
         };
         let state = self.state();
         let now = unix_ms();
+        let health = self.health.all();
+        let window = self.window_counts();
         let mut services = Vec::new();
         for (zi, z) in zones.iter().enumerate() {
             for (si, s) in z.services.iter().enumerate() {
                 if only.is_none_or(|o| o == (zi, si)) {
-                    services.push(self.service_status(s, &state, now));
+                    services.push(self.service_status(s, &state, now, &health, &window));
                 }
             }
         }
@@ -533,12 +541,17 @@ impl Shared {
         })
     }
 
-    fn service_status(&self, s: &Service, state: &State, now_ms: u64) -> ServiceStatus {
+    fn service_status(
+        &self,
+        s: &Service,
+        state: &State,
+        now_ms: u64,
+        health: &HashMap<EndpointKey, Status>,
+        window: &PoolCounts,
+    ) -> ServiceStatus {
         let key = s.key();
         let st = state.service(&key);
         let phase = state.phase_of(s);
-        let health = self.health.all();
-        let window = self.window_counts();
         let total: u64 = s
             .pools
             .iter()
