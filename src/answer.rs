@@ -155,6 +155,37 @@ impl Stats {
             .clone()
     }
 
+    /// Forgets counters of services, pools, endpoints and zones that the
+    /// config no longer has, so /metrics stops exporting them.
+    pub fn retain(&self, zones: &[Zone]) {
+        let mut pools = std::collections::HashSet::new();
+        let mut endpoints = std::collections::HashSet::new();
+        for s in zones.iter().flat_map(|z| &z.services) {
+            for p in &s.pools {
+                pools.insert((s.key(), p.name.clone()));
+                for e in &p.endpoints {
+                    endpoints.insert((s.key(), p.name.clone(), e.id.clone()));
+                }
+            }
+        }
+        let origins: std::collections::HashSet<String> = zones
+            .iter()
+            .map(|z| LowerName::from(&z.origin).to_string())
+            .collect();
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| pools.contains(k));
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| endpoints.contains(k));
+        self.zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| origins.contains(k));
+    }
+
     /// All pool counters, for metrics.
     pub fn pools(&self) -> Vec<((String, String), Arc<PoolStats>)> {
         let m = self.pools.lock().unwrap_or_else(|e| e.into_inner());

@@ -694,6 +694,7 @@ impl Shared {
             token.clone()
         };
         *lock(&self.zones) = Arc::new(zones.clone());
+        self.stats.retain(&zones);
         // Health of endpoints that still exist carries over; new ones count
         // as healthy until their first result.
         let first_round = health::start(

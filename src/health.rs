@@ -86,6 +86,16 @@ pub enum FailKind {
 }
 
 impl FailKind {
+    /// Every kind, for iterating over metric series.
+    pub const ALL: [FailKind; 6] = [
+        FailKind::Status,
+        FailKind::Timeout,
+        FailKind::Refused,
+        FailKind::Tls,
+        FailKind::Body,
+        FailKind::Connect,
+    ];
+
     /// Metric label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -180,8 +190,18 @@ impl Table {
     }
 
     /// Drops endpoints that are no longer configured; keeps the others' state.
+    /// Forgets endpoints no longer configured, with their metric series.
     fn retain(&self, keep: &std::collections::HashSet<EndpointKey>) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in m.keys().filter(|k| !keep.contains(k)) {
+            let labels = gone.labels();
+            self.check_duration.remove(&labels);
+            for kind in FailKind::ALL {
+                let mut l = labels.clone();
+                l.push(("reason", kind.label().to_string()));
+                self.check_failures.remove(&l);
+            }
+        }
         m.retain(|k, _| keep.contains(k));
     }
 

@@ -429,3 +429,39 @@ kind = "none"
             .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
     }
 }
+
+#[test]
+fn metrics_forget_endpoints_removed_by_a_reload() {
+    let zone = |new: &str| {
+        zone_with(&format!(
+            "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"127.0.9.31\"]\nnew = [{new}]\n[service.health]\nkind = \"none\"\n"
+        ))
+    };
+    let setup = Setup::new(&[("z.toml", &zone("\"127.0.9.32\", \"127.0.9.33\""))], "");
+    let zone_file = setup.dir.path().join("zones/z.toml");
+    let server = setup.start();
+    let control = server.control.unwrap();
+    for _ in 0..5 {
+        server.query("www.shift.test.", RecordType::A);
+    }
+    let (_, body) = http_get(control, "/metrics");
+    assert!(body.contains("endpoint=\"127.0.9.33\""), "{body}");
+    std::fs::write(&zone_file, zone("\"127.0.9.32\"")).unwrap();
+    server.cli_ok(&["reload"]);
+    let (_, body) = http_get(control, "/metrics");
+    assert!(
+        !body.contains("127.0.9.33"),
+        "removed endpoint still exported:\n{body}"
+    );
+    assert!(body.contains("endpoint=\"127.0.9.32\""));
+    // Counters of what stays are kept across the reload.
+    let m = parse_metrics(&body);
+    assert_eq!(
+        metric(
+            &m,
+            "dnsshift_endpoint_answers_total",
+            &[("endpoint", "127.0.9.31")]
+        ),
+        5.0
+    );
+}
