@@ -287,6 +287,9 @@ enum Node {
         sets: Vec<Vec<Record>>,
         /// Glue for NS answers at the apex.
         glue: Vec<Record>,
+        /// For a CNAME name: the index of its set in `sets`, and the
+        /// target when it is inside this zone (followed in answers).
+        cname: Option<(usize, Option<LowerName>)>,
     },
     /// A zone cut: a delegation to other nameservers.
     Cut { ns: Vec<Record>, glue: Vec<Record> },
@@ -444,16 +447,16 @@ impl ZonePlan {
         };
         match node {
             Node::Empty | Node::Cut { .. } => ans.soa = Some(&self.neg_soa),
-            Node::Static { sets, glue } => {
-                let cname = sets.iter().find(|s| {
-                    s.first()
-                        .is_some_and(|r| r.record_type() == RecordType::CNAME)
-                });
-                if let Some(c) = cname
+            Node::Static { sets, glue, cname } => {
+                if let Some((i, target)) = cname
                     && qtype != RecordType::CNAME
                 {
-                    ans.answers.extend(c.iter());
-                    self.chase(&c[0], qtype, ans, depth);
+                    ans.answers.extend(sets[*i].iter());
+                    if let Some(t) = target
+                        && depth < MAX_CHAIN
+                    {
+                        self.lookup(t, qtype, ans, depth + 1);
+                    }
                     return;
                 }
                 let set = if qtype == RecordType::ANY {
@@ -529,18 +532,6 @@ impl ZonePlan {
         }
     }
 
-    /// Follows a static CNAME to a target inside this zone.
-    fn chase<'a>(&'a self, cname: &Record, qtype: RecordType, ans: &mut Answer<'a>, depth: usize) {
-        if let RData::CNAME(CNAME(target)) = &cname.data
-            && depth < MAX_CHAIN
-        {
-            let t = LowerName::from(target);
-            if self.origin.zone_of(&t) {
-                self.lookup(&t, qtype, ans, depth + 1);
-            }
-        }
-    }
-
     /// The zone cut at or above `qname`, if any: (cut name, NS, glue).
     fn cut_above(&self, qname: &LowerName) -> Option<(&LowerName, &[Record], &[Record])> {
         self.cuts
@@ -604,13 +595,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
     let apex_glue: Vec<Record> = z.nameservers.iter().flat_map(&addresses_of).collect();
     let mut apex_sets = vec![vec![soa], ns];
     apex_sets.extend(by_name.get(&origin).cloned().unwrap_or_default());
-    names.insert(
-        origin.clone(),
-        Node::Static {
-            sets: apex_sets,
-            glue: apex_glue,
-        },
-    );
+    names.insert(origin.clone(), static_node(apex_sets, apex_glue, &origin));
 
     let mut cuts = Vec::new();
     for (name, sets) in &by_name {
@@ -636,10 +621,7 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
                     glue,
                 }
             }
-            None => Node::Static {
-                sets: sets.clone(),
-                glue: Vec::new(),
-            },
+            None => static_node(sets.clone(), Vec::new(), &origin),
         };
         names.insert(name.clone(), node);
     }
@@ -689,6 +671,21 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
         names,
         cuts,
     }
+}
+
+/// A node of static data; a CNAME's in-zone target is resolved here, once.
+fn static_node(sets: Vec<Vec<Record>>, glue: Vec<Record>, origin: &LowerName) -> Node {
+    let cname = sets
+        .iter()
+        .enumerate()
+        .find_map(|(i, set)| match set.first().map(|r| &r.data) {
+            Some(RData::CNAME(CNAME(target))) => {
+                let t = LowerName::from(target);
+                Some((i, origin.zone_of(&t).then_some(t)))
+            }
+            _ => None,
+        });
+    Node::Static { sets, glue, cname }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
