@@ -420,11 +420,7 @@ async fn advance(
     UrlPath(service): UrlPath<String>,
     Json(req): Json<TransitionRequest>,
 ) -> ApiResult<TransitionResponse> {
-    blocking(move || {
-        ctx.shared
-            .transition(&service, crate::phase::Direction::Advance, req)
-    })
-    .await
+    transition(ctx, service, req, crate::phase::Direction::Advance).await
 }
 
 async fn rollback(
@@ -432,11 +428,16 @@ async fn rollback(
     UrlPath(service): UrlPath<String>,
     Json(req): Json<TransitionRequest>,
 ) -> ApiResult<TransitionResponse> {
-    blocking(move || {
-        ctx.shared
-            .transition(&service, crate::phase::Direction::Rollback, req)
-    })
-    .await
+    transition(ctx, service, req, crate::phase::Direction::Rollback).await
+}
+
+async fn transition(
+    ctx: Ctx,
+    service: String,
+    req: TransitionRequest,
+    direction: crate::phase::Direction,
+) -> ApiResult<TransitionResponse> {
+    blocking(move || ctx.shared.transition(&service, direction, req)).await
 }
 
 async fn endpoint(
