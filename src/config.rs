@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::spec::{ConfigError, Source};
+use crate::spec::{ConfigError, DurationSpec, Source};
 
 /// Default DNS listen address: unprivileged, loopback.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5353));
@@ -27,7 +27,7 @@ struct ConfigSpec {
     control_token_file: Option<String>,
     log_format: Option<Spanned<String>>,
     log_level: Option<String>,
-    tcp_idle_timeout: Option<Spanned<String>>,
+    tcp_idle_timeout: Option<Spanned<DurationSpec>>,
 }
 
 /// Log output format.

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 /// One problem in one config file, pointing at the line and key to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub struct ConfigError {
     /// The file the problem is in.
     pub file: PathBuf,
@@ -126,22 +126,21 @@ impl Source {
         })
     }
 
-    /// Parses a humantime duration ("30s", "2h 30m").
-    pub fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
-        humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
-            self.error(
-                value.span(),
-                key,
-                format!(
-                    "invalid duration {:?}: {e} (write it like \"30s\", \"5m\" or \"2h 30m\")",
-                    value.get_ref()
-                ),
-            )
-        })
+    /// Parses a duration: humantime text ("30s", "2h 30m") or a bare
+    /// integer of seconds (`ttl = 30`, as BIND and Knot users write it).
+    pub fn duration(
+        &self,
+        value: &Spanned<DurationSpec>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        value
+            .get_ref()
+            .to_duration()
+            .map_err(|m| self.error(value.span(), key, m))
     }
 
     /// Parses a duration used as a DNS TTL: whole seconds, at most 2^31-1.
-    pub fn ttl(&self, value: &Spanned<String>, key: &str) -> Result<u32, ConfigError> {
+    pub fn ttl(&self, value: &Spanned<DurationSpec>, key: &str) -> Result<u32, ConfigError> {
         let d = self.duration(value, key)?;
         if d.subsec_nanos() != 0 {
             return Err(self.error(value.span(), key, "a TTL must be whole seconds"));
@@ -153,9 +152,69 @@ impl Source {
                 self.error(
                     value.span(),
                     key,
-                    format!("TTL {:?} is longer than the DNS maximum", value.get_ref()),
+                    format!("TTL {} is longer than the DNS maximum", value.get_ref()),
                 )
             })
+    }
+}
+
+/// A duration as written in a config file: humantime text or a bare
+/// integer of seconds. Validated by [`DurationSpec::to_duration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationSpec {
+    /// "30s", "5m", "2h 30m".
+    Text(String),
+    /// `30`: seconds.
+    Seconds(i64),
+}
+
+impl DurationSpec {
+    /// The duration, or what is wrong with it (lowercase prose).
+    pub fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationSpec::Text(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                format!(
+                    "invalid duration {s:?}: {e} (write it like \"30s\", \"5m\", \"2h 30m\" or 30 for seconds)"
+                )
+            }),
+            DurationSpec::Seconds(n) => u64::try_from(*n)
+                .map(Duration::from_secs)
+                .map_err(|_| format!("invalid duration {n}: a duration cannot be negative")),
+        }
+    }
+}
+
+impl fmt::Display for DurationSpec {
+    /// As written: text quoted, seconds bare.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurationSpec::Text(s) => write!(f, "{s:?}"),
+            DurationSpec::Seconds(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like \"30s\" or \"2h 30m\", or whole seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationSpec, E> {
+                Ok(DurationSpec::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationSpec, E> {
+                Ok(DurationSpec::Seconds(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationSpec, E> {
+                i64::try_from(v)
+                    .map(DurationSpec::Seconds)
+                    .map_err(|_| E::custom(format!("{v} seconds is too long")))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -3,7 +3,8 @@
 //! only; nothing here spawns or does network I/O.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,10 +13,14 @@ use hickory_proto::serialize::txt::Parser;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use crate::health::{Check, CheckKind};
 use crate::phase::{self, Phase};
 use crate::pool::{Endpoint, Pool, Target};
-use crate::spec::{ConfigError, ConfigErrors, Source};
+use crate::spec::{ConfigError, ConfigErrors, DurationSpec, Source};
+
+mod check;
+
+pub use check::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT_CAP, default_timeout};
+use check::{HealthLayer, HealthSpec};
 
 /// Default TTL of static records and apex SOA/NS.
 pub const DEFAULT_ZONE_TTL: u32 = 3600;
@@ -46,12 +51,12 @@ struct ZoneSpec {
     origin: Spanned<String>,
     nameservers: Spanned<Vec<Spanned<String>>>,
     hostmaster: Spanned<String>,
-    ttl: Option<Spanned<String>>,
-    negative_ttl: Option<Spanned<String>>,
+    ttl: Option<Spanned<DurationSpec>>,
+    negative_ttl: Option<Spanned<DurationSpec>>,
     serial: Option<Spanned<u32>>,
-    refresh: Option<Spanned<String>>,
-    retry: Option<Spanned<String>>,
-    expire: Option<Spanned<String>>,
+    refresh: Option<Spanned<DurationSpec>>,
+    retry: Option<Spanned<DurationSpec>>,
+    expire: Option<Spanned<DurationSpec>>,
     records: Option<Spanned<String>>,
 }
 
@@ -61,12 +66,12 @@ struct ServiceSpec {
     name: Spanned<String>,
     staging: Option<Spanned<String>>,
     staging_pool: Option<Spanned<String>>,
-    ttl: Option<Spanned<String>>,
+    ttl: Option<Spanned<DurationSpec>>,
     max_answers: Option<Spanned<i64>>,
     on_all_down: Option<Spanned<String>>,
-    drain_grace: Option<Spanned<String>>,
+    drain_grace: Option<Spanned<DurationSpec>>,
     initial_phase: Option<Spanned<String>>,
-    pools: Spanned<BTreeMap<String, Spanned<Value>>>,
+    pools: Spanned<BTreeMap<String, Spanned<PoolSpec>>>,
     health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
     phase: Vec<Spanned<PhaseSpec>>,
@@ -77,62 +82,91 @@ struct ServiceSpec {
 struct PhaseSpec {
     name: Spanned<String>,
     weights: Spanned<BTreeMap<String, Spanned<Value>>>,
-    hold: Option<Spanned<String>>,
-    ttl: Option<Spanned<String>>,
+    hold: Option<Spanned<DurationSpec>>,
+    ttl: Option<Spanned<DurationSpec>>,
 }
 
-/// Health-check keys; every level (service, pool, endpoint) may set any of them.
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct HealthSpec {
-    kind: Option<String>,
-    url: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    interval: Option<String>,
-    timeout: Option<String>,
-    rise: Option<i64>,
-    fall: Option<i64>,
-    expect: Option<String>,
-    expect_body: Option<String>,
-    insecure: Option<bool>,
-    ca_file: Option<String>,
-}
-
-impl HealthSpec {
-    /// Fields set here win over `base`.
-    fn over(self, base: &HealthSpec) -> HealthSpec {
-        let b = base.clone();
-        HealthSpec {
-            kind: self.kind.or(b.kind),
-            url: self.url.or(b.url),
-            host: self.host.or(b.host),
-            port: self.port.or(b.port),
-            interval: self.interval.or(b.interval),
-            timeout: self.timeout.or(b.timeout),
-            rise: self.rise.or(b.rise),
-            fall: self.fall.or(b.fall),
-            expect: self.expect.or(b.expect),
-            expect_body: self.expect_body.or(b.expect_body),
-            insecure: self.insecure.or(b.insecure),
-            ca_file: self.ca_file.or(b.ca_file),
-        }
-    }
+/// A pool as written: one host name (or address), a list of endpoints, or a
+/// table with `endpoints` and `health`. Deserialized by hand (not
+/// `untagged`) so that every value inside keeps its position for errors.
+enum PoolSpec {
+    One(String),
+    List(Vec<Spanned<EndpointSpec>>),
+    Table(PoolTableSpec),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolTableSpec {
-    endpoints: Vec<Value>,
-    health: Option<HealthSpec>,
+    endpoints: Vec<Spanned<EndpointSpec>>,
+    health: Option<Box<HealthSpec>>,
+}
+
+/// An endpoint as written: an address or host name, or a table.
+enum EndpointSpec {
+    Address(String),
+    Table(EndpointTableSpec),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EndpointTableSpec {
     address: String,
-    check_address: Option<String>,
-    health: Option<HealthSpec>,
+    check_address: Option<Spanned<String>>,
+    health: Option<Box<HealthSpec>>,
+}
+
+impl<'de> Deserialize<'de> for PoolSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PoolSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of addresses, one host name, or a table with `endpoints`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PoolSpec, E> {
+                Ok(PoolSpec::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<PoolSpec, A::Error> {
+                let mut out = Vec::new();
+                while let Some(e) = a.next_element()? {
+                    out.push(e);
+                }
+                Ok(PoolSpec::List(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<PoolSpec, A::Error> {
+                PoolTableSpec::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(PoolSpec::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EndpointSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address, a host name, or a table with `address`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec::Address(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<EndpointSpec, A::Error> {
+                EndpointTableSpec::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(EndpointSpec::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // ------------------------------------------------------------ validated types
@@ -293,6 +327,10 @@ pub fn parse(src: &Source) -> Result<Zone, ConfigErrors> {
     let spec: FileSpec = src.parse()?;
     let mut errs = Vec::new();
     let zone = build_zone(src, spec, &mut errs);
+    // One mistake, one error: endpoints that inherit the same broken
+    // combination of keys would otherwise each report it.
+    let mut seen = HashSet::new();
+    errs.retain(|e| seen.insert(e.clone()));
     match zone {
         Some(z) if errs.is_empty() => Ok(z),
         _ => Err(ConfigErrors(errs)),
@@ -321,13 +359,14 @@ fn build_zone(src: &Source, spec: FileSpec, errs: &mut Vec<ConfigError>) -> Opti
     let hostmaster = fqdn(src, &zs.hostmaster, "zone.hostmaster", None)
         .map_err(|e| errs.push(e))
         .ok();
-    let ttl_or = |v: &Option<Spanned<String>>, key: &str, default: u32, errs: &mut Vec<_>| match v {
-        Some(v) => src.ttl(v, key).unwrap_or_else(|e| {
-            errs.push(e);
-            default
-        }),
-        None => default,
-    };
+    let ttl_or =
+        |v: &Option<Spanned<DurationSpec>>, key: &str, default: u32, errs: &mut Vec<_>| match v {
+            Some(v) => src.ttl(v, key).unwrap_or_else(|e| {
+                errs.push(e);
+                default
+            }),
+            None => default,
+        };
     let ttl = ttl_or(&zs.ttl, "zone.ttl", DEFAULT_ZONE_TTL, errs);
     let negative_ttl = ttl_or(
         &zs.negative_ttl,
@@ -443,10 +482,11 @@ fn parse_records(
                 .rev()
                 .find(|&k| run(&lines[..k].join("\n")).is_ok())
                 .unwrap_or(0);
+            let record = lines.get(good).map_or("", |l| l.trim());
             errs.push(src.error_at_line(
                 first_line + good,
                 "zone.records",
-                format!("invalid record: {e}"),
+                format!("invalid record `{record}`: {e}"),
             ));
             return Vec::new();
         }
@@ -628,16 +668,15 @@ fn build_service(
         None => DEFAULT_DRAIN_GRACE,
     };
 
-    let base_health = s
-        .health
-        .as_ref()
-        .map(|h| h.get_ref().clone())
-        .unwrap_or_default();
-    let health_line = s
-        .health
-        .as_ref()
-        .map(|h| src.line_of(h.span().start))
-        .unwrap_or_else(|| src.line_of(span.start));
+    let base_health = HealthLayer::new(
+        src,
+        s.health.as_ref().map(|h| h.get_ref()),
+        &k("health"),
+        errs,
+    );
+    // Phases and the staging pool refer to pools by the names written, so
+    // that a pool with an error of its own is not reported missing again.
+    let pool_names: Vec<&str> = s.pools.get_ref().keys().map(String::as_str).collect();
     let mut pools = Vec::new();
     let mut seen_endpoints: HashMap<String, String> = HashMap::new();
     for (pname, pval) in s.pools.get_ref() {
@@ -650,7 +689,7 @@ fn build_service(
             ));
             continue;
         }
-        if let Some(pool) = build_pool(src, pname, pval, &key, &base_health, health_line, errs) {
+        if let Some(pool) = build_pool(src, pname, pval, &key, base_health.as_ref(), errs) {
             for e in &pool.endpoints {
                 if let Some(prev) = seen_endpoints.insert(e.id.clone(), pname.clone()) {
                     errs.push(src.error(
@@ -673,12 +712,12 @@ fn build_service(
 
     let phases = if s.phase.is_empty() {
         match (
-            pools.iter().position(|p| p.name == "old"),
-            pools.iter().position(|p| p.name == "new"),
+            pool_names.iter().position(|&p| p == "old"),
+            pool_names.iter().position(|&p| p == "new"),
         ) {
-            (Some(o), Some(n)) => phase::classic(o, n, pools.len()),
+            (Some(o), Some(n)) => phase::classic(o, n, pool_names.len()),
             _ => {
-                if errs.len() == n_errs {
+                if !pool_names.is_empty() {
                     errs.push(src.error(
                         s.pools.span(),
                         &k("pools"),
@@ -689,7 +728,7 @@ fn build_service(
             }
         }
     } else {
-        build_phases(src, &s.phase, &pools, &k, errs)
+        build_phases(src, &s.phase, &pool_names, &k, errs)
     };
 
     let staging_pool_name = s
@@ -697,7 +736,7 @@ fn build_service(
         .as_ref()
         .map(|v| v.get_ref().as_str())
         .unwrap_or("new");
-    let staging_pool = match pools.iter().position(|p| p.name == staging_pool_name) {
+    let staging_pool = match pool_names.iter().position(|&p| p == staging_pool_name) {
         Some(i) => i,
         None => {
             if staging.is_some() || s.staging_pool.is_some() {
@@ -774,113 +813,103 @@ fn service_name(
     Ok(n)
 }
 
+/// Builds one pool. `service_health` is None when the service's own health
+/// keys are wrong (already reported): endpoints are still validated, but
+/// no check is built from the broken keys.
 fn build_pool(
     src: &Source,
     name: &str,
-    value: &Spanned<Value>,
+    value: &Spanned<PoolSpec>,
     key: &str,
-    service_health: &HealthSpec,
-    health_line: usize,
+    service_health: Option<&HealthLayer>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Pool> {
-    let err =
-        |errs: &mut Vec<ConfigError>, msg: String| errs.push(src.error(value.span(), key, msg));
     let errors_before = errs.len();
-    let (items, pool_health) = match value.get_ref() {
-        Value::String(s) => (vec![Value::String(s.clone())], None),
-        Value::Array(a) => (a.clone(), None),
-        Value::Table(_) => match value.get_ref().clone().try_into::<PoolTableSpec>() {
-            Ok(t) => (t.endpoints, t.health),
-            Err(e) => {
-                err(errs, format!("invalid pool table: {}", e.message().trim()));
-                return None;
-            }
-        },
-        _ => {
-            err(
-                errs,
-                "a pool is a list of addresses, one host name, or a table with `endpoints`".into(),
-            );
-            return None;
+    // (endpoint, where it is written, its key path for health errors)
+    let one;
+    let (items, pool_health): (Vec<(&EndpointSpec, Range<usize>, String)>, _) = match value
+        .get_ref()
+    {
+        PoolSpec::One(address) => {
+            one = EndpointSpec::Address(address.clone());
+            let items = vec![(&one, value.span(), key.to_string())];
+            (items, service_health.cloned())
+        }
+        PoolSpec::List(list) => {
+            let items = list
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.get_ref(), e.span(), format!("{key}[{i}]")))
+                .collect();
+            (items, service_health.cloned())
+        }
+        PoolSpec::Table(t) => {
+            let own = HealthLayer::new(src, t.health.as_deref(), &format!("{key}.health"), errs);
+            let items = t
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.get_ref(), e.span(), format!("{key}.endpoints[{i}]")))
+                .collect();
+            (items, own.zip(service_health).map(|(o, s)| o.over(s)))
         }
     };
-    let health = match pool_health {
-        Some(h) => h.over(service_health),
-        None => service_health.clone(),
-    };
-    let line = if matches!(value.get_ref(), Value::Table(_)) {
-        src.line_of(value.span().start)
-    } else {
-        health_line
-    };
+    let written = items.len();
     let mut endpoints = Vec::new();
-    for item in items {
+    for (item, span, ekey) in items {
         let (address, check_address, ep_health) = match item {
-            Value::String(s) => (s, None, None),
-            Value::Table(_) => match item.try_into::<EndpointTableSpec>() {
-                Ok(t) => (t.address, t.check_address, t.health),
-                Err(e) => {
-                    err(
-                        errs,
-                        format!("invalid endpoint table: {}", e.message().trim()),
-                    );
-                    continue;
-                }
-            },
-            other => {
-                err(
-                    errs,
-                    format!(
-                        "an endpoint is an address, a host name or a table, not {}",
-                        other.type_str()
-                    ),
-                );
-                continue;
-            }
+            EndpointSpec::Address(a) => (a, None, None),
+            EndpointSpec::Table(t) => (&t.address, t.check_address.as_ref(), t.health.as_deref()),
         };
-        let target = match parse_target(&address) {
+        let target = match parse_target(address) {
             Ok(t) => t,
             Err(m) => {
-                err(errs, m);
+                errs.push(src.error(span, key, m));
                 continue;
             }
         };
-        let check_ip = match &check_address {
-            Some(a) => match a.parse::<IpAddr>() {
+        let check_ip = match check_address {
+            Some(a) => match a.get_ref().trim().parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    err(errs, format!("check_address {a:?} is not an IP address"));
+                    errs.push(src.error(
+                        a.span(),
+                        &format!("{ekey}.check_address"),
+                        format!("check_address {:?} is not an IP address", a.get_ref()),
+                    ));
                     continue;
                 }
             },
             None => None,
         };
-        let h = match ep_health {
-            Some(h) => h.over(&health),
-            None => health.clone(),
+        let own = HealthLayer::new(src, ep_health, &format!("{ekey}.health"), errs);
+        let (Some(own), Some(base)) = (own, &pool_health) else {
+            continue;
         };
         let endpoint_text = match (check_ip, &target) {
             (Some(ip), _) => bracket(ip),
             (None, Target::Host(n)) => n.to_string().trim_end_matches('.').to_string(),
             (None, t) => t.ip().map(bracket).unwrap_or_default(),
         };
-        let check = match build_check(&h, &endpoint_text) {
-            Ok(c) => c,
-            Err(m) => {
-                errs.push(src.error_at_line(line, &format!("{key}.health"), m));
-                continue;
-            }
-        };
-        endpoints.push(Endpoint {
-            id: address.trim().to_string(),
-            target,
-            check,
-        });
-    }
-    if endpoints.is_empty() {
-        if errs.len() == errors_before {
-            err(errs, "a pool needs at least one endpoint".into());
+        let line = src.line_of(span.start);
+        match own
+            .over(base)
+            .check(src, &endpoint_text, line, &format!("{key}.health"))
+        {
+            Ok(check) => endpoints.push(Endpoint {
+                id: address.trim().to_string(),
+                target,
+                check,
+            }),
+            Err(e) => errs.push(e),
         }
+    }
+    if written == 0 {
+        errs.push(src.error(value.span(), key, "a pool needs at least one endpoint"));
+    }
+    // An endpoint left out was reported here, or its inherited health keys
+    // were at another level.
+    if errs.len() != errors_before || endpoints.len() != written || written == 0 {
         return None;
     }
     let hosts = endpoints
@@ -888,12 +917,13 @@ fn build_pool(
         .filter(|e| matches!(e.target, Target::Host(_)))
         .count();
     if hosts > 0 && endpoints.len() > 1 {
-        err(
-            errs,
+        errs.push(src.error(
+            value.span(),
+            key,
             format!(
                 "pool {name:?} mixes a host name with other endpoints: a host-name pool is answered by a CNAME, which cannot stand beside other data"
             ),
-        );
+        ));
         return None;
     }
     Some(Pool {
@@ -932,126 +962,12 @@ fn parse_target(s: &str) -> Result<Target, String> {
     Ok(Target::Host(n))
 }
 
-/// Resolves merged health keys into a check for one endpoint.
-/// `endpoint` is the address to check (IPv6 bracketed) or the host name.
-fn build_check(h: &HealthSpec, endpoint: &str) -> Result<Option<Check>, String> {
-    let url_template = h.url.clone().unwrap_or_else(|| "http://{endpoint}/".into());
-    let kind = match h.kind.as_deref() {
-        Some("none") => return Ok(None),
-        Some("http") => CheckKind::Http,
-        Some("https") => CheckKind::Https,
-        Some("tcp") => CheckKind::Tcp,
-        Some(other) => {
-            return Err(format!(
-                "unknown check kind {other:?} (expected \"http\", \"https\", \"tcp\" or \"none\")"
-            ));
-        }
-        None if url_template.starts_with("https://") => CheckKind::Https,
-        None => CheckKind::Http,
-    };
-    let dur = |v: &Option<String>, name: &str, default: Duration| -> Result<Duration, String> {
-        match v {
-            Some(s) => humantime::parse_duration(s.trim())
-                .map_err(|e| format!("invalid duration {s:?} for {name}: {e}")),
-            None => Ok(default),
-        }
-    };
-    let interval = dur(&h.interval, "interval", Duration::from_secs(5))?;
-    let timeout = dur(&h.timeout, "timeout", Duration::from_secs(2))?;
-    if interval.is_zero() {
-        return Err("interval must be above 0".into());
-    }
-    if timeout >= interval {
-        return Err(format!(
-            "timeout ({}) must be shorter than interval ({})",
-            humantime::format_duration(timeout),
-            humantime::format_duration(interval)
-        ));
-    }
-    let count = |v: Option<i64>, name: &str, default: u32| -> Result<u32, String> {
-        match v {
-            None => Ok(default),
-            Some(n) if (1..=100).contains(&n) => Ok(n as u32),
-            Some(n) => Err(format!("{name} must be between 1 and 100, not {n}")),
-        }
-    };
-    let rise = count(h.rise, "rise", 2)?;
-    let fall = count(h.fall, "fall", 3)?;
-    let expect = match &h.expect {
-        None => (200, 399),
-        Some(s) => parse_status_range(s)?,
-    };
-    let target = match kind {
-        CheckKind::Tcp => {
-            let port = h
-                .port
-                .ok_or_else(|| "a tcp check needs `port`".to_string())?;
-            let hostport = format!("{endpoint}:{port}");
-            if endpoint.starts_with('[') || endpoint.parse::<IpAddr>().is_ok() {
-                hostport
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("invalid tcp check address {hostport:?}: {e}"))?;
-            }
-            hostport
-        }
-        CheckKind::Http | CheckKind::Https => {
-            if h.port.is_some() {
-                return Err("`port` is for tcp checks; put the port in `url`".into());
-            }
-            let url = url_template.replace("{endpoint}", endpoint);
-            let parsed = reqwest::Url::parse(&url)
-                .map_err(|e| format!("invalid url {url_template:?} (expanded to {url:?}): {e}"))?;
-            let want = if kind == CheckKind::Https {
-                "https"
-            } else {
-                "http"
-            };
-            if parsed.scheme() != want {
-                return Err(format!(
-                    "url {url_template:?} does not match check kind {want:?}"
-                ));
-            }
-            if url.contains('{') || url.contains('}') {
-                return Err(format!(
-                    "url {url_template:?} has an unknown placeholder (only {{endpoint}} is known)"
-                ));
-            }
-            url
-        }
-    };
-    Ok(Some(Check {
-        kind,
-        target,
-        host: h.host.clone(),
-        interval,
-        timeout,
-        rise,
-        fall,
-        expect,
-        expect_body: h.expect_body.clone(),
-        insecure: h.insecure.unwrap_or(false),
-        ca_file: h.ca_file.as_ref().map(PathBuf::from),
-    }))
-}
-
-fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
-    let bad = || format!("invalid status range {s:?} (write \"200\" or \"200-399\")");
-    let (lo, hi) = match s.split_once('-') {
-        Some((a, b)) => (a.trim(), b.trim()),
-        None => (s.trim(), s.trim()),
-    };
-    let lo: u16 = lo.parse().map_err(|_| bad())?;
-    let hi: u16 = hi.parse().map_err(|_| bad())?;
-    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-        return Err(bad());
-    }
-    Ok((lo, hi))
-}
-
+/// Builds the phases; `pools` are the pool names as written, in the order
+/// the built pools will have.
 fn build_phases(
     src: &Source,
     specs: &[Spanned<PhaseSpec>],
-    pools: &[Pool],
+    pools: &[&str],
     k: &dyn Fn(&str) -> String,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<Phase> {
@@ -1073,17 +989,19 @@ fn build_phases(
             ));
             continue;
         }
+        let before = errs.len();
+        let wkey = format!("{key}.weights");
         let mut weights = vec![0u32; pools.len()];
+        // A misspelt pool name is one mistake: its pool is not missing too.
+        let mut unknown = false;
         for (pool, w) in p.weights.get_ref() {
-            let wkey = format!("{key}.weights.{pool}");
-            let Some(i) = pools.iter().position(|x| x.name == *pool) else {
+            let wkey = format!("{wkey}.{pool}");
+            let Some(i) = pools.iter().position(|x| x == pool) else {
+                unknown = true;
                 errs.push(src.error(
                     w.span(),
                     &wkey,
-                    format!(
-                        "no pool named {pool:?} (pools: {})",
-                        pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
+                    format!("no pool named {pool:?} (pools: {})", pools.join(", ")),
                 ));
                 continue;
             };
@@ -1104,19 +1022,37 @@ fn build_phases(
                 )),
             }
         }
-        if weights.iter().all(|&w| w == 0) && !p.weights.get_ref().is_empty() {
-            errs.push(src.error(
-                p.weights.span(),
-                &format!("{key}.weights"),
-                "every pool has weight 0: at least one pool must receive traffic",
-            ));
-        }
         if p.weights.get_ref().is_empty() {
-            errs.push(src.error(
-                p.weights.span(),
-                &format!("{key}.weights"),
-                "no weights given",
-            ));
+            errs.push(src.error(p.weights.span(), &wkey, "no weights given"));
+        } else {
+            let missing: Vec<&str> = pools
+                .iter()
+                .copied()
+                .filter(|pool| !p.weights.get_ref().contains_key(*pool))
+                .collect();
+            if !missing.is_empty() && !unknown {
+                let what = if missing.len() == 1 { "pool" } else { "pools" };
+                errs.push(src.error(
+                    p.weights.span(),
+                    &wkey,
+                    format!(
+                        "no weight for {what} {}: give every pool a weight ({} = 0 for a standby)",
+                        missing
+                            .iter()
+                            .map(|m| format!("{m:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        missing[0]
+                    ),
+                ));
+            } else if missing.is_empty() && errs.len() == before && weights.iter().all(|&w| w == 0)
+            {
+                errs.push(src.error(
+                    p.weights.span(),
+                    &wkey,
+                    "every pool has weight 0: at least one pool must receive traffic",
+                ));
+            }
         }
         let hold = p.hold.as_ref().and_then(|h| {
             src.duration(h, &format!("{key}.hold"))
@@ -1313,10 +1249,10 @@ ns1 IN A 203.0.113.53
         let cases = [
             (
                 "interval = \"1s\"\ntimeout = \"1s\"",
-                "timeout (1s) must be shorter than interval (1s)",
+                "t.toml:16: service.www.health.timeout: timeout (1s) must be shorter than interval (1s, line 15)",
             ),
-            ("rise = 0", "rise must be between 1 and 100, not 0"),
-            ("fall = 0", "fall must be between 1 and 100, not 0"),
+            ("rise = 0", "health.rise: must be between 1 and 100, not 0"),
+            ("fall = 0", "health.fall: must be between 1 and 100, not 0"),
             ("kind = \"icmp\"", "unknown check kind \"icmp\""),
             ("url = \"http://{endpoint}:99999/\"", "invalid url"),
             ("url = \"http://{endpont}/\"", "unknown placeholder"),
@@ -1326,14 +1262,15 @@ ns1 IN A 203.0.113.53
         for (h, want) in cases {
             let err = parse_text(&svc(h)).unwrap_err().to_string();
             assert!(err.contains(want), "\n got: {err}\nwant: {want}");
-            assert!(err.contains("service.www.pools."), "{err}");
+            assert!(err.contains(": service.www.health."), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
         }
         let z = parse_text(&svc(
             "url = \"https://{endpoint}:8443/healthz\"\nhost = \"www.example.com\"",
         ))
         .unwrap();
         let c = z.services[0].pools[0].endpoints[0].check.clone().unwrap();
-        assert_eq!(c.kind, CheckKind::Https);
+        assert_eq!(c.kind, crate::health::CheckKind::Https);
         assert_eq!(c.target, "https://192.0.2.2:8443/healthz");
     }
 }
