@@ -1,7 +1,9 @@
 //! `dnsshift check` and start-up validation: every fixture in
-//! tests/fixtures/invalid fails with the message its first line announces
-//! (`# expect: <file>:<line>: <key>: <message>`), the shipped zones pass, and
-//! `serve` refuses an invalid zone with the same message.
+//! tests/fixtures/invalid fails with exactly one error, the one its first
+//! line announces (`# expect: <file>:<line>: <key>: <message>`, `{dir}`
+//! standing for the fixture's directory), the shipped zones pass, `serve`
+//! refuses an invalid zone with the same message, and `reload` rejects one
+//! while the running configuration keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -25,11 +27,12 @@ fn fixtures() -> Vec<(PathBuf, String)> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
             let first = text.lines().next().unwrap_or("");
+            let dir = p.parent().unwrap().display().to_string();
             let expect = first
                 .strip_prefix("# expect: ")
                 .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", p.display()))
                 .trim()
-                .to_string();
+                .replace("{dir}", &dir);
             (p, expect)
         })
         .collect();
@@ -78,7 +81,10 @@ fn every_invalid_fixture_fails_check_with_its_message() {
         // The full path, then ":<line>: <key>: <message>".
         let dir = path.parent().unwrap().display();
         let lines = error_lines(&stderr, path);
-        if !lines.iter().any(|l| l.contains(&format!("{dir}/{expect}"))) {
+        if !lines
+            .iter()
+            .any(|l| l.trim_end() == format!("{dir}/{expect}"))
+        {
             failures.push(format!(
                 "{name}: expected {expect:?}\n  got stderr:\n{stderr}"
             ));
