@@ -440,8 +440,12 @@ fn fqdn(
     if s.is_empty() {
         return Err(src.error(v.span(), key, "empty name"));
     }
-    let mut n = Name::parse(s, origin)
-        .map_err(|e| src.error(v.span(), key, format!("invalid name {s:?}: {e}")))?;
+    let mut n = Name::parse(s, origin).map_err(|e| {
+        // hickory ends some messages with the (empty) offending label.
+        let e = e.to_string();
+        let e = e.trim_end().trim_end_matches(':');
+        src.error(v.span(), key, format!("invalid name {s:?}: {e}"))
+    })?;
     if origin.is_none() && !s.ends_with('.') {
         // Top-level names (origin, hostmaster) are always absolute.
         n.set_fqdn(true);

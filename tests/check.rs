@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use hickory_proto::rr::RecordType;
+
 use common::*;
 
 fn manifest_dir() -> PathBuf {
@@ -202,4 +204,69 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
         "{}",
         log.lines().join("\n")
     );
+}
+
+/// The good zone the reload test keeps serving: `www` answers 192.0.2.10.
+const SERVING: &str = r#"
+[[service]]
+name = "www"
+[service.pools]
+old = ["192.0.2.10"]
+new = ["198.51.100.20"]
+[service.health]
+kind = "none"
+"#;
+
+#[test]
+fn reload_rejects_every_invalid_fixture_and_keeps_serving() {
+    let server = Setup::new(&[("good.toml", &zone_with(SERVING))], "").start();
+    let zones = server.path().join("zones");
+    // Files a fixture names by a relative path sit beside it.
+    let fixture_dir = manifest_dir().join("tests/fixtures/invalid");
+    for e in std::fs::read_dir(&fixture_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x != "toml") {
+            std::fs::copy(&p, zones.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let serving = || {
+        let m = server.query("www.shift.test.", RecordType::A);
+        assert_eq!(answers(&m), ["192.0.2.10"], "{m:?}");
+    };
+    serving();
+    let mut failures = Vec::new();
+    for (path, expect) in fixtures() {
+        let name = path.file_name().unwrap();
+        let bad = zones.join(name);
+        std::fs::copy(&path, &bad).unwrap();
+        let (ok, _, stderr) = server.cli(&["reload"]);
+        std::fs::remove_file(&bad).unwrap();
+        // Fixtures name their own directory as {dir}; here it is zones/.
+        let expect = expect.replace(
+            &fixture_dir.display().to_string(),
+            &zones.display().to_string(),
+        );
+        let want = format!("{}/{expect}", zones.display());
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&zones.display().to_string()))
+            .collect();
+        if ok {
+            failures.push(format!("{name:?}: reload succeeded"));
+        } else if lines.len() != 1
+            // The CLI ends the daemon's message with the HTTP status.
+            || lines[0].trim_end().trim_end_matches(" (400 Bad Request)") != want
+        {
+            failures.push(format!("{name:?}: want exactly\n  {want}\ngot:\n{stderr}"));
+        }
+        serving();
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // Still the same daemon, and a good reload still goes through.
+    assert!(
+        server
+            .cli_ok(&["reload"])
+            .starts_with("reloaded: 1 zone(s)")
+    );
+    serving();
 }
