@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::backend::{Backend, Behaviour};
+use common::backend::{Backend, Behaviour, self_signed};
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -594,21 +594,6 @@ weights = { old = 50, new = 50 }
             .all(|s| s.host.as_deref() == Some(want.as_str())),
         "{seen:?}"
     );
-}
-
-/// A self-signed certificate for `name`: the server config and the PEM.
-fn self_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
-    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .unwrap();
-    (Arc::new(cfg), ck.cert.pem())
 }
 
 #[test]

@@ -259,3 +259,18 @@ fn serve<S: Read + Write>(mut s: S, sni: Option<String>, peer: SocketAddr, inner
         }
     }
 }
+
+/// A self-signed certificate for `name`: the server config and the PEM.
+pub fn self_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    (Arc::new(cfg), ck.cert.pem())
+}
