@@ -1253,7 +1253,7 @@ ns1 IN A 203.0.113.53
         let cases = [
             (
                 "interval = \"1s\"\ntimeout = \"1s\"",
-                "t.toml:16: service.www.health.timeout: timeout (1s) must be shorter than interval (1s, line 15)",
+                "t.toml:16: service.www.health.timeout: timeout (1s) must be shorter than interval (1s); interval is set at line 15",
             ),
             ("rise = 0", "health.rise: must be between 1 and 100, not 0"),
             ("fall = 0", "health.fall: must be between 1 and 100, not 0"),

@@ -873,7 +873,7 @@ timeout = "1s"
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("shift.test.toml:16:")
+        err.contains("shift.test.toml:19: service.www.health.timeout:")
             && err.contains("timeout (1s) must be shorter than interval (1s)"),
         "{err}"
     );

@@ -224,13 +224,13 @@ impl HealthLayer {
             None => default_timeout(interval),
             Some(t) if t.value >= interval => {
                 let from = match &self.interval {
-                    Some(i) => format!("line {}", i.line),
-                    None => "the default".to_string(),
+                    Some(i) => format!("interval is set at line {}", i.line),
+                    None => "interval is the default".to_string(),
                 };
                 return Err(t.error(
                     src,
                     format!(
-                        "timeout ({}) must be shorter than interval ({}, {from})",
+                        "timeout ({}) must be shorter than interval ({}); {from}",
                         humantime::format_duration(t.value),
                         humantime::format_duration(interval)
                     ),
