@@ -827,7 +827,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
-    let mut server = Server::new(Handler::new(shared.plan.clone()));
+    let mut server =
+        Server::new(Handler::new(shared.plan.clone()).with_server_id(&shared.config.server_id));
     for Listener { udp, tcp } in listeners {
         server.register_socket(udp);
         server.register_listener(

@@ -1,5 +1,6 @@
 //! The DNS side: a hickory `RequestHandler` that answers from the current
-//! [`Plan`], and binding of the UDP and TCP sockets.
+//! [`Plan`] (and says which server answered, when asked), and binding of the
+//! UDP and TCP sockets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::{DNSClass, RecordType};
+use hickory_server::proto::rr::rdata::TXT;
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, warn};
@@ -28,15 +31,56 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Pending TCP connections the kernel may queue.
 const TCP_BACKLOG: i32 = 1024;
 
+/// The CH TXT names that ask a server who it is (the names BIND, NSD and
+/// Knot answer): `hostname.bind.` is the traditional one, `id.server.` the
+/// one RFC 4892 proposes.
+const IDENTITY_NAMES: [&str; 2] = ["id.server.", "hostname.bind."];
+
 /// Answers queries from the plan that is current when the query arrives.
 pub struct Handler {
     plan: Arc<ArcSwap<Plan>>,
+    identity: Option<Identity>,
+}
+
+/// The server's identity in the two shapes it is answered in.
+struct Identity {
+    /// The NSID option payload (RFC 5001).
+    nsid: NSIDPayload,
+    /// The TXT data of the CH TXT answer.
+    txt: TXT,
+    /// [`IDENTITY_NAMES`], parsed once.
+    names: Vec<LowerName>,
 }
 
 impl Handler {
     /// A handler reading from `plan`, which the daemon swaps on every change.
     pub fn new(plan: Arc<ArcSwap<Plan>>) -> Handler {
-        Handler { plan }
+        Handler {
+            plan,
+            identity: None,
+        }
+    }
+
+    /// Identifies the server as `server_id` in NSID and CH TXT answers (the
+    /// config's `server_id`); empty identifies nothing.
+    pub fn with_server_id(mut self, server_id: &str) -> Handler {
+        self.identity = if server_id.is_empty() {
+            None
+        } else {
+            NSIDPayload::new(server_id.as_bytes())
+                .inspect_err(|error| warn!(%error, "server_id not usable as NSID; not identifying"))
+                .ok()
+                .map(|nsid| Identity {
+                    nsid,
+                    txt: TXT::new(vec![server_id.to_string()]),
+                    names: IDENTITY_NAMES
+                        .iter()
+                        .filter_map(|n| Name::from_ascii(n).ok())
+                        .map(LowerName::from)
+                        .collect(),
+                })
+        };
+        self
     }
 }
 
@@ -45,7 +89,7 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response_handle: R,
+        response_handle: R,
     ) -> ResponseInfo {
         let plan = self.plan.load();
         let tcp = request.protocol() != Protocol::Udp;
@@ -67,6 +111,14 @@ impl RequestHandler for Handler {
                         response_handle,
                     )
                     .await;
+                }
+                // RFC 5001: NSID only to a client that asked for it.
+                if let Some(id) = &self.identity
+                    && req.option(EdnsCode::NSID).is_some()
+                {
+                    resp_edns
+                        .options_mut()
+                        .insert(EdnsOption::NSID(id.nsid.clone()));
                 }
                 Some(&resp_edns)
             }
@@ -114,6 +166,27 @@ impl RequestHandler for Handler {
         let qtype = info.query.query_type();
         debug!(%qname, %qtype, src = %request.src(), "query");
 
+        if info.query.query_class() == DNSClass::CH
+            && let Some(id) = &self.identity
+            && id.names.contains(qname)
+        {
+            plan.unmatched.count(qtype, tcp, ResponseCode::NoError);
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.authoritative = true;
+            // TXT (or ANY) gets the identity; another type is NODATA.
+            let mut txt = Record::from_rdata(Name::from(qname), 0, RData::TXT(id.txt.clone()));
+            txt.dns_class = DNSClass::CH;
+            let answer = matches!(qtype, RecordType::TXT | RecordType::ANY).then_some(&txt);
+            let response = MessageResponseBuilder::new(&request.queries, edns).build(
+                metadata,
+                answer,
+                [],
+                [],
+                [],
+            );
+            return send(response_handle, response, request).await;
+        }
+
         // No zone transfers. Our zones are class IN: a question in another
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR)
@@ -158,12 +231,28 @@ impl RequestHandler for Handler {
             answer.soa,
             answer.additionals.iter().copied(),
         );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                warn!(%error, "failed to send response");
-                servfail_info(request)
-            }
+        send(response_handle, response, request).await
+    }
+}
+
+/// Sends `response`; a failure is logged and reported as SERVFAIL.
+async fn send<'a, R: ResponseHandler>(
+    mut response_handle: R,
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Request,
+) -> ResponseInfo {
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            warn!(%error, "failed to send response");
+            servfail_info(request)
         }
     }
 }
@@ -174,7 +263,7 @@ async fn send_error<R: ResponseHandler>(
     edns: Option<&Edns>,
     plan: &Plan,
     tcp: bool,
-    mut response_handle: R,
+    response_handle: R,
 ) -> ResponseInfo {
     let qtype = request
         .queries
@@ -182,15 +271,17 @@ async fn send_error<R: ResponseHandler>(
         .first()
         .map_or(RecordType::Unknown(0), |q| q.query_type());
     plan.unmatched.count(qtype, tcp, code);
-    let response =
-        MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, code);
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(error) => {
-            warn!(%error, "failed to send error response");
-            servfail_info(request)
-        }
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = code;
+    if request.metadata.op_code != OpCode::Query {
+        // RD and CD are QUERY flags: a reply to another opcode (NOTIMP)
+        // echoes none of them (ISC genreport's `opcodeflg` probe). AA, TC,
+        // RA and AD are never set on an error reply.
+        metadata.recursion_desired = false;
+        metadata.checking_disabled = false;
     }
+    let response = MessageResponseBuilder::new(&request.queries, edns).build_no_records(metadata);
+    send(response_handle, response, request).await
 }
 
 fn servfail_info(request: &Request) -> ResponseInfo {
