@@ -750,6 +750,128 @@ fn messages_with_qr_set_get_no_answer() {
     }
 }
 
+#[test]
+fn garbage_with_qr_set_is_never_answered() {
+    let server = start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    sock.connect(server.dns).unwrap();
+    let garbage: [&[u8]; 3] = [
+        // QR set, claims a question that is not there.
+        &[0x0b, 0xad, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        // QR set, opcode 15, every flag, absurd counts, junk.
+        &[
+            0x0b, 0xae, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3,
+        ],
+        // Shorter than a header.
+        &[0x80, 0x80, 0x80],
+    ];
+    for g in garbage {
+        sock.send(g).unwrap();
+    }
+    // The first garbage without QR is a broken query: FORMERR.
+    sock.send(&[0x0b, 0xaf, 0x00, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    let q = build_query("www.shift.test.", RecordType::A, None);
+    sock.send(&q.to_vec().unwrap()).unwrap();
+
+    // Datagrams are handled in order: a reply to the garbage would come first.
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("the broken query is answered");
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, 0x0baf, "first reply: {m}");
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m}");
+    let n = sock.recv(&mut buf).expect("the query is answered");
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, q.metadata.id, "second reply: {m}");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    if let Ok(n) = sock.recv(&mut buf) {
+        panic!("unexpected third datagram: {:02x?}", &buf[..n]);
+    }
+    let control = server.control.unwrap();
+    let bad = |p: &str| {
+        metric(
+            control,
+            &format!("dnsshift_dns_bad_packets_total{{problem=\"{p}\"}}"),
+        )
+    };
+    assert_eq!(bad("dropped"), Some(3));
+    assert_eq!(bad("unparsable"), Some(1));
+}
+
+/// A query whose OPT record holds an option claiming 8 bytes of data and
+/// carrying 4: the message parses, the options do not.
+fn malformed_edns_query() -> Vec<u8> {
+    let mut raw = build_query("www.shift.test.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    // The OPT record is last, with no data: set its RDLENGTH and append.
+    let len = raw.len();
+    assert_eq!(raw[len - 2..], [0, 0], "empty OPT last");
+    raw[len - 1] = 8;
+    raw.extend([0, 10, 0, 8, 1, 2, 3, 4]);
+    raw
+}
+
+#[test]
+fn malformed_edns_options_are_logged_once_per_interval_and_counted() {
+    let server = start();
+    let raw = malformed_edns_query();
+    let ask = || {
+        let reply = exchange_udp_raw(server.dns, &raw).expect("an answer");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert_eq!(m.answers.len(), 2, "answered as if without options: {m}");
+        assert!(m.edns.is_some(), "{m}");
+    };
+    for _ in 0..50 {
+        ask();
+    }
+    // And over TCP.
+    let reply = exchange_tcp_raw(server.dns, &raw);
+    assert_eq!(Message::from_vec(&reply).unwrap().answers.len(), 2);
+
+    let control = server.control.unwrap();
+    let counted = || {
+        metric(
+            control,
+            "dnsshift_dns_bad_packets_total{problem=\"edns_options\"}",
+        )
+    };
+    assert_eq!(counted(), Some(51));
+    let warnings = || {
+        server
+            .log
+            .lines()
+            .into_iter()
+            .filter(|l| is_msg(l, "malformed EDNS options ignored"))
+            .collect::<Vec<_>>()
+    };
+    let lines = warnings();
+    assert_eq!(lines.len(), 1, "one line for 51 packets: {lines:#?}");
+    assert_eq!(field(&lines[0], "suppressed").as_deref(), Some("0"));
+    let hickory: Vec<String> = server
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("EDNS options") && !lines.contains(l))
+        .collect();
+    assert!(hickory.is_empty(), "no line per packet: {hickory:#?}");
+
+    // After the interval (10 s) the next one is logged, with the count of
+    // those left out.
+    let second = poll(Duration::from_secs(20), Duration::from_millis(250), || {
+        ask();
+        warnings().get(1).cloned()
+    })
+    .expect("a second line after the interval");
+    let suppressed: u64 = field(&second, "suppressed").unwrap().parse().unwrap();
+    assert!(suppressed >= 50, "{second}");
+    // Every packet so far is either one of the two lines or left out.
+    assert_eq!(counted(), Some(suppressed + 2));
+}
+
 // ------------------------------------------------- server identification
 
 /// The identity configured for the identification tests.
