@@ -228,9 +228,13 @@ fn init_tracing(config: &Config) {
 }
 
 /// The configured level for our logs; hickory's own per-request lines stay
-/// at warn so that queries are not logged at info.
+/// at warn so that queries are not logged at info. hickory's warning per
+/// packet with malformed EDNS options is off: a spoofed source could flood
+/// the log with it; `dns` logs those at most once per interval instead.
 fn default_filter(level: &str) -> String {
-    format!("{level},hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    format!(
+        "{level},hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_proto::rr::rdata::opt=error"
+    )
 }
 
 fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {

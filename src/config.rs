@@ -1,5 +1,5 @@
 //! Server settings (`dnsshift.toml`): listen addresses, control address,
-//! directories, logging. Every setting has a default that works for a local
+//! directories, logging, the server identity. Every setting has a default that works for a local
 //! try-out without root.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -28,6 +28,7 @@ struct ConfigSpec {
     log_format: Option<Spanned<String>>,
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<DurationSpec>>,
+    server_id: Option<Spanned<String>>,
 }
 
 /// Log output format.
@@ -60,6 +61,10 @@ pub struct Config {
     pub log_level: String,
     /// Idle TCP connections are closed after this long.
     pub tcp_idle_timeout: Duration,
+    /// What this server calls itself in NSID (RFC 5001) and in the CH TXT
+    /// answers to `id.server.` and `hostname.bind.`, so an operator can tell
+    /// which of several nameservers answered. Empty: identify nothing.
+    pub server_id: String,
 }
 
 impl Config {
@@ -153,6 +158,22 @@ impl Config {
             (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
             _ => crate::dns::TCP_IDLE_TIMEOUT,
         };
+        let server_id = match &spec.server_id {
+            Some(id) => {
+                let text = id.get_ref();
+                if text.len() > MAX_SERVER_ID || text.chars().any(char::is_control) {
+                    return Err(err(
+                        id.span(),
+                        "server_id",
+                        format!(
+                            "{text:?} must be at most {MAX_SERVER_ID} bytes without control characters (\"\" turns identification off)"
+                        ),
+                    ));
+                }
+                text.clone()
+            }
+            None => default_server_id(),
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -167,8 +188,28 @@ impl Config {
             log_format,
             log_level: spec.log_level.unwrap_or_else(|| "info".into()),
             tcp_idle_timeout,
+            server_id,
         })
     }
+}
+
+/// Longest `server_id`: it is answered as one TXT character-string, which
+/// holds at most 255 bytes.
+pub const MAX_SERVER_ID: usize = 255;
+
+/// Where Linux keeps the host name; read directly rather than through a
+/// crate or libc.
+const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// The default `server_id`: the host name, or empty (identify nothing) when
+/// it cannot be read or is not usable as an identifier.
+fn default_server_id() -> String {
+    let name = std::fs::read_to_string(HOSTNAME_FILE).unwrap_or_default();
+    let name = name.trim();
+    if name.len() > MAX_SERVER_ID || name.chars().any(char::is_control) {
+        return String::new();
+    }
+    name.to_string()
 }
 
 #[cfg(test)]
@@ -190,6 +231,23 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.control_listen.to_string(), "127.0.0.1:5380");
         assert_eq!(c.control_token_file, PathBuf::from("state/control.token"));
+        let host = std::fs::read_to_string(HOSTNAME_FILE).unwrap_or_default();
+        assert_eq!(c.server_id, host.trim());
+    }
+
+    #[test]
+    fn server_id_is_set_or_turned_off() {
+        assert_eq!(
+            parse("server_id = \"ns1-fra\"").unwrap().server_id,
+            "ns1-fra"
+        );
+        assert_eq!(parse("server_id = \"\"").unwrap().server_id, "");
+        let long = format!("server_id = \"{}\"", "x".repeat(MAX_SERVER_ID + 1));
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("server_id: ") && e.contains("at most 255 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -204,6 +262,10 @@ mod tests {
                 "dnsshift.toml:3: log_format: unknown log format \"xml\"",
             ),
             ("colour = true", "dnsshift.toml:1: unknown field `colour`"),
+            (
+                "\nserver_id = \"a\\nb\"",
+                "dnsshift.toml:2: server_id: \"a\\nb\" must be at most 255 bytes",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -827,9 +827,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
-    let mut server = Server::new(Handler::new(shared.plan.clone()));
+    let handler = Handler::new(shared.plan.clone()).with_server_id(&shared.config.server_id);
+    let mut server = Server::new(handler.clone());
+    // UDP runs our own loop (it never answers a response); TCP is hickory's.
+    let mut udp_tasks = tokio::task::JoinSet::new();
     for Listener { udp, tcp } in listeners {
-        server.register_socket(udp);
+        let (handler, stop) = (handler.clone(), shutdown.clone());
+        udp_tasks.spawn(async move {
+            if let Err(e) = dns::serve_udp(udp, handler, stop.clone()).await {
+                error!(error = %e, "dns udp socket failed; shutting down");
+                stop.cancel();
+            }
+        });
         server.register_listener(
             tcp,
             shared.config.tcp_idle_timeout,
@@ -858,6 +867,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
         Err(_) => warn!("dns server did not stop within the grace period"),
         Ok(Ok(())) => {}
+    }
+    let udp_done = async { while udp_tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, udp_done)
+        .await
+        .is_err()
+    {
+        warn!("dns udp loops did not stop within the grace period");
     }
     match tokio::time::timeout(SHUTDOWN_GRACE, control_task).await {
         Ok(Ok(Err(e))) => error!(error = %e, "control server stopped with an error"),

@@ -1,21 +1,28 @@
 //! The DNS side: a hickory `RequestHandler` that answers from the current
-//! [`Plan`], and binding of the UDP and TCP sockets.
+//! [`Plan`] (and says which server answered, when asked), our own UDP receive
+//! loop in front of it, and binding of the UDP and TCP sockets.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hickory_server::net::runtime::Time;
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::{DNSClass, RecordType};
+use hickory_server::proto::rr::rdata::TXT;
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::answer::{Lookup, Plan};
@@ -28,15 +35,59 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Pending TCP connections the kernel may queue.
 const TCP_BACKLOG: i32 = 1024;
 
+/// The CH TXT names that ask a server who it is (the names BIND, NSD and
+/// Knot answer): `hostname.bind.` is the traditional one, `id.server.` the
+/// one RFC 4892 proposes.
+const IDENTITY_NAMES: [&str; 2] = ["id.server.", "hostname.bind."];
+
 /// Answers queries from the plan that is current when the query arrives.
+/// Cloned for every listener; clones share everything.
+#[derive(Clone)]
 pub struct Handler {
     plan: Arc<ArcSwap<Plan>>,
+    identity: Option<Arc<Identity>>,
+}
+
+/// The server's identity in the two shapes it is answered in.
+struct Identity {
+    /// The NSID option payload (RFC 5001).
+    nsid: NSIDPayload,
+    /// The TXT data of the CH TXT answer.
+    txt: TXT,
+    /// [`IDENTITY_NAMES`], parsed once.
+    names: Vec<LowerName>,
 }
 
 impl Handler {
     /// A handler reading from `plan`, which the daemon swaps on every change.
     pub fn new(plan: Arc<ArcSwap<Plan>>) -> Handler {
-        Handler { plan }
+        Handler {
+            plan,
+            identity: None,
+        }
+    }
+
+    /// Identifies the server as `server_id` in NSID and CH TXT answers (the
+    /// config's `server_id`); empty identifies nothing.
+    pub fn with_server_id(mut self, server_id: &str) -> Handler {
+        self.identity = if server_id.is_empty() {
+            None
+        } else {
+            NSIDPayload::new(server_id.as_bytes())
+                .inspect_err(|error| warn!(%error, "server_id not usable as NSID; not identifying"))
+                .ok()
+                .map(|nsid| Identity {
+                    nsid,
+                    txt: TXT::new(vec![server_id.to_string()]),
+                    names: IDENTITY_NAMES
+                        .iter()
+                        .filter_map(|n| Name::from_ascii(n).ok())
+                        .map(LowerName::from)
+                        .collect(),
+                })
+                .map(Arc::new)
+        };
+        self
     }
 }
 
@@ -45,7 +96,7 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response_handle: R,
+        response_handle: R,
     ) -> ResponseInfo {
         let plan = self.plan.load();
         let tcp = request.protocol() != Protocol::Udp;
@@ -53,6 +104,14 @@ impl RequestHandler for Handler {
         let mut resp_edns = Edns::new();
         let edns = match &request.edns {
             Some(req) => {
+                // hickory drops options it cannot parse, logging each time;
+                // we count them and log at most once per interval.
+                if req.options().as_ref().is_empty() && opt_options_malformed(request.as_slice()) {
+                    BAD_PACKETS.edns_options.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = PARSE_LOG.allow(uptime_ms()) {
+                        warn!(src = %request.src(), suppressed, "malformed EDNS options ignored");
+                    }
+                }
                 let payload = req.max_payload().clamp(512, MAX_UDP_PAYLOAD);
                 resp_edns.set_max_payload(payload);
                 resp_edns.set_version(EDNS_VERSION);
@@ -67,6 +126,14 @@ impl RequestHandler for Handler {
                         response_handle,
                     )
                     .await;
+                }
+                // RFC 5001: NSID only to a client that asked for it.
+                if let Some(id) = &self.identity
+                    && req.option(EdnsCode::NSID).is_some()
+                {
+                    resp_edns
+                        .options_mut()
+                        .insert(EdnsOption::NSID(id.nsid.clone()));
                 }
                 Some(&resp_edns)
             }
@@ -114,6 +181,27 @@ impl RequestHandler for Handler {
         let qtype = info.query.query_type();
         debug!(%qname, %qtype, src = %request.src(), "query");
 
+        if info.query.query_class() == DNSClass::CH
+            && let Some(id) = &self.identity
+            && id.names.contains(qname)
+        {
+            plan.unmatched.count(qtype, tcp, ResponseCode::NoError);
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.authoritative = true;
+            // TXT (or ANY) gets the identity; another type is NODATA.
+            let mut txt = Record::from_rdata(Name::from(qname), 0, RData::TXT(id.txt.clone()));
+            txt.dns_class = DNSClass::CH;
+            let answer = matches!(qtype, RecordType::TXT | RecordType::ANY).then_some(&txt);
+            let response = MessageResponseBuilder::new(&request.queries, edns).build(
+                metadata,
+                answer,
+                [],
+                [],
+                [],
+            );
+            return send(response_handle, response, request).await;
+        }
+
         // No zone transfers. Our zones are class IN: a question in another
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR)
@@ -158,12 +246,28 @@ impl RequestHandler for Handler {
             answer.soa,
             answer.additionals.iter().copied(),
         );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                warn!(%error, "failed to send response");
-                servfail_info(request)
-            }
+        send(response_handle, response, request).await
+    }
+}
+
+/// Sends `response`; a failure is logged and reported as SERVFAIL.
+async fn send<'a, R: ResponseHandler>(
+    mut response_handle: R,
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Request,
+) -> ResponseInfo {
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            warn!(%error, "failed to send response");
+            servfail_info(request)
         }
     }
 }
@@ -174,7 +278,7 @@ async fn send_error<R: ResponseHandler>(
     edns: Option<&Edns>,
     plan: &Plan,
     tcp: bool,
-    mut response_handle: R,
+    response_handle: R,
 ) -> ResponseInfo {
     let qtype = request
         .queries
@@ -182,15 +286,17 @@ async fn send_error<R: ResponseHandler>(
         .first()
         .map_or(RecordType::Unknown(0), |q| q.query_type());
     plan.unmatched.count(qtype, tcp, code);
-    let response =
-        MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, code);
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(error) => {
-            warn!(%error, "failed to send error response");
-            servfail_info(request)
-        }
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = code;
+    if request.metadata.op_code != OpCode::Query {
+        // RD and CD are QUERY flags: a reply to another opcode (NOTIMP)
+        // echoes none of them (ISC genreport's `opcodeflg` probe). AA, TC,
+        // RA and AD are never set on an error reply.
+        metadata.recursion_desired = false;
+        metadata.checking_disabled = false;
     }
+    let response = MessageResponseBuilder::new(&request.queries, edns).build_no_records(metadata);
+    send(response_handle, response, request).await
 }
 
 fn servfail_info(request: &Request) -> ResponseInfo {
@@ -200,6 +306,257 @@ fn servfail_info(request: &Request) -> ResponseInfo {
         metadata,
         counts: HeaderCounts::default(),
     })
+}
+
+/// Length of the DNS header.
+const HEADER_LEN: usize = 12;
+/// The QR bit, in the third byte of the header: set in responses.
+const QR_BIT: u8 = 0x80;
+/// The OPT pseudo-record type (RFC 6891).
+const OPT_TYPE: u16 = 41;
+/// Receive buffer: the largest UDP payload there is.
+const MAX_DATAGRAM: usize = 65_535;
+/// At most one log line about unparsable packets per this interval, so a
+/// spoofed source cannot flood the log; the next line says how many were
+/// left out.
+pub const PARSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Packets the DNS side dropped or could not fully parse, since start. A
+/// process-wide tally (like the log) read by `/metrics`.
+pub struct BadPackets {
+    /// Datagrams with QR set (responses) or shorter than a header: dropped
+    /// unanswered.
+    pub dropped: AtomicU64,
+    /// Queries that did not parse: answered FORMERR.
+    pub unparsable: AtomicU64,
+    /// Queries whose EDNS options did not parse: answered without them.
+    pub edns_options: AtomicU64,
+}
+
+/// The one tally of [`BadPackets`].
+pub static BAD_PACKETS: BadPackets = BadPackets {
+    dropped: AtomicU64::new(0),
+    unparsable: AtomicU64::new(0),
+    edns_options: AtomicU64::new(0),
+};
+
+/// Rate limit of the parse-problem log lines.
+static PARSE_LOG: LogLimiter = LogLimiter::new(PARSE_LOG_INTERVAL);
+
+/// Milliseconds since the first call: a monotonic clock for [`LogLimiter`].
+fn uptime_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let ms = START.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// Lets one log line through per interval and counts the ones it holds back.
+pub struct LogLimiter {
+    interval_ms: u64,
+    /// Time (ms) from which the next line may be written.
+    next_ms: AtomicU64,
+    /// Lines held back since the last one written.
+    suppressed: AtomicU64,
+}
+
+impl LogLimiter {
+    /// A limiter letting one line through per `interval`, the first at once.
+    pub const fn new(interval: Duration) -> LogLimiter {
+        LogLimiter {
+            interval_ms: interval.as_millis() as u64,
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// At `now_ms`: `Some(lines held back since the last one)` if this line
+    /// may be written, else `None` (and it is counted as held back).
+    pub fn allow(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(self.interval_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// True if the message's OPT record holds options that run past its data,
+/// which hickory silently drops (with a log line per packet). Called only
+/// on a message hickory parsed, with an OPT record and no options.
+fn opt_options_malformed(msg: &[u8]) -> bool {
+    let Some(mut rest) = walk_to_opt(msg) else {
+        return false;
+    };
+    while !rest.is_empty() {
+        let next = rest
+            .get(2..4)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+            .and_then(|len| rest.get(4 + len..));
+        match next {
+            Some(r) => rest = r,
+            None => return true,
+        }
+    }
+    false
+}
+
+/// The RDATA of the first OPT record in the additional section.
+fn walk_to_opt(msg: &[u8]) -> Option<&[u8]> {
+    let count = |i: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(i)?,
+            *msg.get(i + 1)?,
+        ])))
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut pos = HEADER_LEN;
+    for _ in 0..qd {
+        pos = skip_name(msg, pos)? + 4;
+    }
+    for i in 0..an + ns + ar {
+        pos = skip_name(msg, pos)?;
+        let rtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
+        let rdlen = usize::from(u16::from_be_bytes([*msg.get(pos + 8)?, *msg.get(pos + 9)?]));
+        let rdata = msg.get(pos + 10..pos + 10 + rdlen)?;
+        if i >= an + ns && rtype == OPT_TYPE {
+            return Some(rdata);
+        }
+        pos += 10 + rdlen;
+    }
+    None
+}
+
+/// The position after the (possibly compressed) name at `pos`.
+fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => return Some(pos + 1),
+            l if l & 0xc0 == 0xc0 => return Some(pos + 2),
+            l => pos += 1 + usize::from(l),
+        }
+    }
+}
+
+/// Serves DNS over UDP on `socket` until `shutdown` is cancelled.
+///
+/// This replaces hickory's UDP loop, which answers FORMERR to any datagram
+/// it cannot parse, even one with QR set: a response (or garbage claiming to
+/// be one) must never be answered, or two servers bounce errors between
+/// them and a spoofed source gets its traffic reflected. Datagrams are
+/// handled one at a time, so a flood cannot pile up tasks. Returns an error
+/// only when the socket fails for good.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    handler: Handler,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let (len, src) = match received {
+            Ok(r) => r,
+            Err(e) if transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let packet = &buf[..len];
+        if len < HEADER_LEN || packet[2] & QR_BIT != 0 || src.port() == 0 {
+            BAD_PACKETS.dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(%src, len, "dropped a datagram that is not a query");
+            continue;
+        }
+        let responder = UdpResponder {
+            socket: socket.clone(),
+            dst: src,
+        };
+        match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(request) => {
+                handler
+                    .handle_request::<_, TokioTime>(&request, responder)
+                    .await;
+            }
+            Err(e) => formerr(packet, src, e, responder).await,
+        }
+    }
+}
+
+/// Errors after which a UDP socket still works (a previous send's ICMP error).
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        WouldBlock | Interrupted | ConnectionRefused | ConnectionReset | TimedOut
+    )
+}
+
+/// Answers FORMERR to a query whose header parsed but whose body did not.
+async fn formerr(
+    packet: &[u8],
+    src: SocketAddr,
+    error: impl std::fmt::Display,
+    mut r: UdpResponder,
+) {
+    BAD_PACKETS.unparsable.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = PARSE_LOG.allow(uptime_ms()) {
+        warn!(%src, %error, suppressed, "unparsable query answered FORMERR");
+    }
+    let mut decoder = BinDecoder::new(packet);
+    let (Ok(header), Ok(queries)) = (Header::read(&mut decoder), Queries::read(&mut decoder, 0))
+    else {
+        return;
+    };
+    let response = MessageResponseBuilder::new(&queries, None)
+        .error_msg(&header.metadata, ResponseCode::FormErr);
+    if let Err(error) = r.send_response(response).await {
+        debug!(%error, "failed to send FORMERR");
+    }
+}
+
+/// Sends one response to one client over the shared UDP socket.
+#[derive(Clone)]
+struct UdpResponder {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // Without EDNS a UDP reply is at most 512 bytes (RFC 1035 4.2.1);
+        // what does not fit is left out and TC set by the encoder.
+        let limit = response.edns().map_or(512, |e| e.max_payload());
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(limit);
+        let info = response.destructive_emit(&mut encoder)?;
+        self.socket.send_to(&buf, self.dst).await?;
+        Ok(info)
+    }
 }
 
 /// Sockets for one DNS listen address.
@@ -266,3 +623,44 @@ fn socket(addr: SocketAddr, ty: Type) -> std::io::Result<Socket> {
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses hickory may buffer per TCP connection.
 pub const TCP_RESPONSE_BUFFER: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let l = LogLimiter::new(Duration::from_secs(10));
+        assert_eq!(l.allow(5), Some(0), "the first line at once");
+        for t in [6, 1000, 10_004] {
+            assert_eq!(l.allow(t), None, "at {t}");
+        }
+        assert_eq!(l.allow(10_005), Some(3), "then one, with the count");
+        assert_eq!(l.allow(10_006), None);
+        assert_eq!(l.allow(60_000), Some(1));
+        assert_eq!(l.allow(70_000), Some(0));
+    }
+
+    /// A query for `a.` with an OPT record whose RDATA is `rdata`.
+    fn with_opt(rdata: &[u8]) -> Vec<u8> {
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        m.extend([1, b'a', 0, 0, 1, 0, 1]);
+        m.extend([0, 0, 41, 0x10, 0, 0, 0, 0, 0]);
+        m.extend((rdata.len() as u16).to_be_bytes());
+        m.extend(rdata);
+        m
+    }
+
+    #[test]
+    fn malformed_opt_options_are_recognised() {
+        // NSID (3) with its 3 bytes; an option with no data; none at all.
+        assert!(!opt_options_malformed(&with_opt(&[0, 3, 0, 3, 1, 2, 3])));
+        assert!(!opt_options_malformed(&with_opt(&[0, 10, 0, 0])));
+        assert!(!opt_options_malformed(&with_opt(&[])));
+        // Claims 8 bytes, has 4; a lone code without a length.
+        assert!(opt_options_malformed(&with_opt(&[0, 10, 0, 8, 1, 2, 3, 4])));
+        assert!(opt_options_malformed(&with_opt(&[0, 10])));
+        // No OPT record at all.
+        assert!(!opt_options_malformed(&with_opt(&[])[..18]));
+    }
+}

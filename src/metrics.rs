@@ -50,6 +50,22 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         queries,
     );
 
+    let bad = Counters::default();
+    let b = &crate::dns::BAD_PACKETS;
+    for (problem, n) in [
+        ("dropped", &b.dropped),
+        ("unparsable", &b.unparsable),
+        ("edns_options", &b.edns_options),
+    ] {
+        bad.get_or_create(&vec![("problem", problem.to_string())])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "dns_bad_packets",
+        "DNS packets dropped unanswered (dropped: responses, runts), answered FORMERR (unparsable) or answered without their EDNS options (edns_options)",
+        bad,
+    );
+
     let answers = Counters::default();
     for ((service, pool, endpoint), s) in shared.stats.endpoints() {
         answers

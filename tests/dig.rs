@@ -85,6 +85,8 @@ struct Dig {
     status: String,
     flags: Vec<String>,
     edns_version: Option<u8>,
+    /// The NSID option as dig prints it in text (`("...")`).
+    nsid: Option<String>,
     answer: Vec<Rr>,
     authority: Vec<Rr>,
     additional: Vec<Rr>,
@@ -139,6 +141,7 @@ fn parse(text: &str) -> Dig {
         status: String::new(),
         flags: Vec::new(),
         edns_version: None,
+        nsid: None,
         answer: Vec::new(),
         authority: Vec::new(),
         additional: Vec::new(),
@@ -159,6 +162,11 @@ fn parse(text: &str) -> Dig {
         } else if let Some(rest) = line.strip_prefix("; EDNS: version: ") {
             let v = rest.split(',').next().unwrap_or("");
             d.edns_version = Some(v.trim().parse().unwrap());
+        } else if let Some(rest) = line.strip_prefix("; NSID: ") {
+            let text = rest
+                .rsplit_once("(\"")
+                .map(|(_, t)| t.trim_end_matches("\")"));
+            d.nsid = Some(text.unwrap_or(rest).to_string());
         } else if let Some(rest) = line.strip_prefix(";; SERVER: ") {
             d.transport = rest
                 .rsplit_once('(')
@@ -380,4 +388,63 @@ fn dig_edns_version_1_gets_badvers() {
         d.text
     );
     check_www(&d);
+}
+
+#[test]
+fn dig_nsid_and_ch_txt_name_the_server() {
+    let server = Setup::new(
+        &[("shift.test.toml", &zone())],
+        "server_id = \"dig-ns-1\"\n",
+    )
+    .start();
+    for tcp in [false, true] {
+        let transport = if tcp { "+tcp" } else { "+notcp" };
+        let d = dig(
+            &server,
+            &["www.shift.test", "A", "+norec", "+nsid", transport],
+        );
+        check_www(&d);
+        assert_eq!(d.nsid.as_deref(), Some("dig-ns-1"), "{}", d.text);
+        let d = dig(&server, &["www.shift.test", "A", "+norec", transport]);
+        assert_eq!(d.nsid, None, "NSID only when asked: {}", d.text);
+
+        for name in ["id.server", "hostname.bind"] {
+            let d = dig(&server, &["CH", "TXT", name, "+norec", transport]);
+            assert_eq!(d.status, "NOERROR", "{}", d.text);
+            assert!(d.has_flag("aa"), "{}", d.text);
+            let want = Rr {
+                name: format!("{name}."),
+                ttl: 0,
+                class: "CH".into(),
+                rtype: "TXT".into(),
+                data: "\"dig-ns-1\"".into(),
+            };
+            assert_eq!(d.answer, [want], "{}", d.text);
+        }
+        let d = dig(&server, &["CH", "TXT", "version.bind", "+norec", transport]);
+        assert_eq!(d.status, "REFUSED", "{}", d.text);
+    }
+}
+
+#[test]
+fn dig_opcodeflg_probe_gets_notimp_without_query_flags() {
+    let server = start();
+    // ISC genreport's `opcodeflg`, as its documentation writes it.
+    let d = dig(
+        &server,
+        &[
+            "+noedns",
+            "+header-only",
+            "+opcode=15",
+            "+tcflag",
+            "+rec",
+            "+raflag",
+            "+cd",
+            "+ad",
+            "+aaflag",
+            "+zflag",
+        ],
+    );
+    assert_eq!(d.status, "NOTIMP", "{}", d.text);
+    assert_eq!(d.flags, ["qr"], "only QR: {}", d.text);
 }

@@ -1,6 +1,7 @@
 //! The authoritative server over real UDP and TCP on loopback: flags,
-//! negative answers, referrals, EDNS, truncation, malformed queries, and the
-//! weighted, standby, staging and rotation behaviour of shifted names.
+//! negative answers, referrals, EDNS, truncation, malformed queries, server
+//! identification (NSID, CH TXT), and the weighted, standby, staging and
+//! rotation behaviour of shifted names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
@@ -667,6 +669,53 @@ fn notimp_for_opcodes_other_than_query() {
 }
 
 #[test]
+fn notimp_echoes_none_of_the_query_flags() {
+    let server = start();
+    // ISC genreport's `opcodeflg` probe: opcode 15, header only, with AA,
+    // TC, RD (byte 2) and RA, Z, AD, CD (byte 3) all set.
+    let raw = [0x0f, 0x15, 0x78 | 0x07, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let reply = exchange_udp_raw(server.dns, &raw).expect("an answer to opcode 15");
+    assert_eq!(reply.len(), 12, "header only: {reply:02x?}");
+    assert_eq!(reply[..2], [0x0f, 0x15], "id");
+    assert_eq!(reply[2], 0x80 | 0x78, "QR, opcode 15; no AA, TC, RD");
+    assert_eq!(reply[3], 0x04, "NOTIMP; no RA, Z, AD, CD");
+    assert_eq!(reply[4..], [0; 8], "empty sections");
+
+    // The same flags with a question, over TCP and with EDNS (echoed).
+    for op in [OpCode::Unknown(15), OpCode::Notify] {
+        let mut q = build_query("www.shift.test.", RecordType::SOA, Some(1232));
+        q.metadata.op_code = op;
+        q.metadata.authoritative = true;
+        q.metadata.recursion_desired = true;
+        q.metadata.recursion_available = true;
+        q.metadata.authentic_data = true;
+        q.metadata.checking_disabled = true;
+        for m in [query_udp(server.dns, &q), query_tcp(server.dns, &q)] {
+            assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{m}");
+            assert_eq!(m.metadata.op_code, op, "{m}");
+            let md = &m.metadata;
+            assert!(!md.checking_disabled, "CD cleared: {m}");
+            assert!(!md.recursion_desired, "RD cleared: {m}");
+            assert!(!md.authentic_data && !md.authoritative, "{m}");
+            assert!(!md.recursion_available && !md.truncation, "{m}");
+            assert!(m.edns.is_some(), "OPT echoed: {m}");
+        }
+    }
+
+    // A QUERY still copies RD and CD (RFC 1035, RFC 4035 3.1.6).
+    let mut q = build_query("www.shift.test.", RecordType::A, None);
+    q.metadata.recursion_desired = true;
+    q.metadata.checking_disabled = true;
+    for m in [query_udp(server.dns, &q), query_tcp(server.dns, &q)] {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert!(
+            m.metadata.recursion_desired && m.metadata.checking_disabled,
+            "{m}"
+        );
+    }
+}
+
+#[test]
 fn messages_with_qr_set_get_no_answer() {
     let server = start();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -698,6 +747,276 @@ fn messages_with_qr_set_get_no_answer() {
             ),
             "{e}"
         ),
+    }
+}
+
+#[test]
+fn garbage_with_qr_set_is_never_answered() {
+    let server = start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    sock.connect(server.dns).unwrap();
+    let garbage: [&[u8]; 3] = [
+        // QR set, claims a question that is not there.
+        &[0x0b, 0xad, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        // QR set, opcode 15, every flag, absurd counts, junk.
+        &[
+            0x0b, 0xae, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3,
+        ],
+        // Shorter than a header.
+        &[0x80, 0x80, 0x80],
+    ];
+    for g in garbage {
+        sock.send(g).unwrap();
+    }
+    // The first garbage without QR is a broken query: FORMERR.
+    sock.send(&[0x0b, 0xaf, 0x00, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    let q = build_query("www.shift.test.", RecordType::A, None);
+    sock.send(&q.to_vec().unwrap()).unwrap();
+
+    // Datagrams are handled in order: a reply to the garbage would come first.
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("the broken query is answered");
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, 0x0baf, "first reply: {m}");
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{m}");
+    let n = sock.recv(&mut buf).expect("the query is answered");
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, q.metadata.id, "second reply: {m}");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    if let Ok(n) = sock.recv(&mut buf) {
+        panic!("unexpected third datagram: {:02x?}", &buf[..n]);
+    }
+    let control = server.control.unwrap();
+    let bad = |p: &str| {
+        metric(
+            control,
+            &format!("dnsshift_dns_bad_packets_total{{problem=\"{p}\"}}"),
+        )
+    };
+    assert_eq!(bad("dropped"), Some(3));
+    assert_eq!(bad("unparsable"), Some(1));
+}
+
+/// A query whose OPT record holds an option claiming 8 bytes of data and
+/// carrying 4: the message parses, the options do not.
+fn malformed_edns_query() -> Vec<u8> {
+    let mut raw = build_query("www.shift.test.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    // The OPT record is last, with no data: set its RDLENGTH and append.
+    let len = raw.len();
+    assert_eq!(raw[len - 2..], [0, 0], "empty OPT last");
+    raw[len - 1] = 8;
+    raw.extend([0, 10, 0, 8, 1, 2, 3, 4]);
+    raw
+}
+
+#[test]
+fn malformed_edns_options_are_logged_once_per_interval_and_counted() {
+    let server = start();
+    let raw = malformed_edns_query();
+    let ask = || {
+        let reply = exchange_udp_raw(server.dns, &raw).expect("an answer");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+        assert_eq!(m.answers.len(), 2, "answered as if without options: {m}");
+        assert!(m.edns.is_some(), "{m}");
+    };
+    for _ in 0..50 {
+        ask();
+    }
+    // And over TCP.
+    let reply = exchange_tcp_raw(server.dns, &raw);
+    assert_eq!(Message::from_vec(&reply).unwrap().answers.len(), 2);
+
+    let control = server.control.unwrap();
+    let counted = || {
+        metric(
+            control,
+            "dnsshift_dns_bad_packets_total{problem=\"edns_options\"}",
+        )
+    };
+    assert_eq!(counted(), Some(51));
+    let warnings = || {
+        server
+            .log
+            .lines()
+            .into_iter()
+            .filter(|l| is_msg(l, "malformed EDNS options ignored"))
+            .collect::<Vec<_>>()
+    };
+    let lines = warnings();
+    assert_eq!(lines.len(), 1, "one line for 51 packets: {lines:#?}");
+    assert_eq!(field(&lines[0], "suppressed").as_deref(), Some("0"));
+    let hickory: Vec<String> = server
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("EDNS options") && !lines.contains(l))
+        .collect();
+    assert!(hickory.is_empty(), "no line per packet: {hickory:#?}");
+
+    // After the interval (10 s) the next one is logged, with the count of
+    // those left out.
+    let second = poll(Duration::from_secs(20), Duration::from_millis(250), || {
+        ask();
+        warnings().get(1).cloned()
+    })
+    .expect("a second line after the interval");
+    let suppressed: u64 = field(&second, "suppressed").unwrap().parse().unwrap();
+    assert!(suppressed >= 50, "{second}");
+    // Every packet so far is either one of the two lines or left out.
+    assert_eq!(counted(), Some(suppressed + 2));
+}
+
+// ------------------------------------------------- server identification
+
+/// The identity configured for the identification tests.
+const SERVER_ID: &str = "ns-test-7.example";
+
+fn start_with_id(server_id: &str) -> Server {
+    Setup::new(
+        &[("shift.test.toml", &main_zone())],
+        &format!("server_id = {server_id:?}\n"),
+    )
+    .start()
+}
+
+/// An EDNS query, asking for NSID (an empty NSID option) if `nsid`.
+fn nsid_query(qname: &str, nsid: bool) -> Message {
+    let mut q = build_query(qname, RecordType::A, Some(1232));
+    if nsid {
+        let empty = NSIDPayload::new(Vec::<u8>::new()).unwrap();
+        let edns = q.edns.as_mut().unwrap();
+        edns.options_mut().insert(EdnsOption::NSID(empty));
+    }
+    q
+}
+
+/// The NSID option of a response, as text.
+fn nsid(m: &Message) -> Option<String> {
+    match m.edns.as_ref()?.option(EdnsCode::NSID)? {
+        EdnsOption::NSID(p) => Some(String::from_utf8(p.as_ref().to_vec()).unwrap()),
+        other => panic!("not an NSID: {other:?}"),
+    }
+}
+
+/// A class CH query.
+fn ch_query(qname: &str, t: RecordType) -> Message {
+    let mut q = build_query("x.", RecordType::A, None);
+    let mut query = Query::query(name(qname), t);
+    query.set_query_class(DNSClass::CH);
+    q.queries = vec![query];
+    q
+}
+
+#[test]
+fn nsid_is_answered_only_when_asked() {
+    let server = start_with_id(SERVER_ID);
+    for nsid_asked in [true, false] {
+        let q = nsid_query("www.shift.test.", nsid_asked);
+        for m in [query_udp(server.dns, &q), query_tcp(server.dns, &q)] {
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+            assert_eq!(m.answers.len(), 2, "the answer is unchanged: {m}");
+            let want = nsid_asked.then(|| SERVER_ID.to_string());
+            assert_eq!(nsid(&m), want, "{m}");
+        }
+    }
+    // Negative and refused answers say who gave them, too.
+    for (qname, rcode) in [
+        ("nope.shift.test.", ResponseCode::NXDomain),
+        ("example.com.", ResponseCode::Refused),
+    ] {
+        let m = query_udp(server.dns, &nsid_query(qname, true));
+        assert_eq!(m.metadata.response_code, rcode, "{m}");
+        assert_eq!(nsid(&m).as_deref(), Some(SERVER_ID), "{m}");
+    }
+    // Without EDNS there is nowhere to put it.
+    let m = query_udp(
+        server.dns,
+        &build_query("www.shift.test.", RecordType::A, None),
+    );
+    assert!(m.edns.is_none(), "{m}");
+}
+
+#[test]
+fn server_id_defaults_to_the_host_name() {
+    let server = start();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    assert!(!host.is_empty(), "this test needs a host name");
+    let m = query_udp(server.dns, &nsid_query("www.shift.test.", true));
+    assert_eq!(nsid(&m).as_deref(), Some(host), "{m}");
+    let m = query_udp(server.dns, &ch_query("hostname.bind.", RecordType::TXT));
+    assert_eq!(answers(&m), [host.to_string()], "{m}");
+}
+
+#[test]
+fn id_server_and_hostname_bind_answer_the_server_id_in_class_ch() {
+    let server = start_with_id(SERVER_ID);
+    for qname in [
+        "id.server.",
+        "hostname.bind.",
+        "ID.Server.",
+        "HOSTNAME.BIND.",
+    ] {
+        for t in [RecordType::TXT, RecordType::ANY] {
+            let q = ch_query(qname, t);
+            for m in [query_udp(server.dns, &q), query_tcp(server.dns, &q)] {
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+                assert!(m.metadata.authoritative, "AA: {m}");
+                assert_eq!(m.answers.len(), 1, "{m}");
+                let rr = &m.answers[0];
+                assert_eq!(rr.name, name(qname), "{m}");
+                assert_eq!(rr.dns_class, DNSClass::CH, "{m}");
+                assert_eq!(rr.ttl, 0, "not cached: {m}");
+                match &rr.data {
+                    RData::TXT(txt) => {
+                        assert_eq!(*txt.txt_data, [SERVER_ID.as_bytes().into()], "{m}")
+                    }
+                    other => panic!("not a TXT: {other:?}"),
+                }
+            }
+        }
+    }
+    // Another type of the name: it exists, without that type.
+    let m = query_udp(server.dns, &ch_query("id.server.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert!(m.metadata.authoritative && m.answers.is_empty(), "{m}");
+    // Other CH names stay refused, and so do these names in class IN.
+    for qname in [
+        "version.bind.",
+        "authors.bind.",
+        "version.server.",
+        "x.id.server.",
+    ] {
+        let m = query_udp(server.dns, &ch_query(qname, RecordType::TXT));
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "{qname}: {m}"
+        );
+        assert!(m.answers.is_empty(), "{m}");
+    }
+    let m = server.query("id.server.", RecordType::TXT);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+}
+
+#[test]
+fn an_empty_server_id_identifies_nothing() {
+    let server = start_with_id("");
+    let m = query_udp(server.dns, &nsid_query("www.shift.test.", true));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert_eq!(nsid(&m), None, "{m}");
+    for qname in ["id.server.", "hostname.bind."] {
+        let q = ch_query(qname, RecordType::TXT);
+        for m in [query_udp(server.dns, &q), query_tcp(server.dns, &q)] {
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+            assert!(m.answers.is_empty(), "{m}");
+        }
     }
 }
 

@@ -346,22 +346,44 @@ pub fn exchange_udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// One TCP exchange (2-byte length framing).
 pub fn query_tcp(server: SocketAddr, msg: &Message) -> Message {
-    let bytes = msg.to_vec().unwrap();
+    Message::from_vec(&exchange_tcp_raw(server, &msg.to_vec().unwrap())).unwrap()
+}
+
+/// Sends raw bytes as one message over TCP and returns the reply.
+pub fn exchange_tcp_raw(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect_timeout(&server, QUERY_TIMEOUT).unwrap();
     s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&bytes);
+    framed.extend_from_slice(bytes);
     s.write_all(&framed).unwrap();
     let mut len = [0u8; 2];
     s.read_exact(&mut len).unwrap();
     let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
     s.read_exact(&mut resp).unwrap();
-    Message::from_vec(&resp).unwrap()
+    resp
 }
 
 /// The RDATA of each answer record, as text.
 pub fn answers(m: &Message) -> Vec<String> {
     m.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+/// The value of one sample of dnsshift's /metrics: the line that starts
+/// with `sample` (name and labels), or None if there is none.
+pub fn metric(control: SocketAddr, sample: &str) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&control, QUERY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Polls `f` every `every` until it returns Some, for at most `timeout`.
