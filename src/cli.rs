@@ -16,11 +16,20 @@ use crate::control::{
 use crate::spec::ConfigErrors;
 use crate::zone;
 
+/// What `--help` says about exit codes (the README has the same table).
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  done
+  1  refused by the daemon (hold, health, drain, conflict) or failed there
+  2  usage error or invalid config
+  3  daemon unreachable or control token rejected";
+
 /// Authoritative DNS that shifts traffic between old and new load balancers.
 #[derive(Parser, Debug)]
-#[command(name = "dnsshift", version, about)]
+#[command(name = "dnsshift", version, about, after_help = EXIT_CODES_HELP)]
 pub struct Args {
-    /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml if present).
+    /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml,
+    /// else /etc/dnsshift/dnsshift.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Control API URL (default: from the config's control_listen).
@@ -60,10 +69,10 @@ pub enum Command {
         #[command(subcommand)]
         action: EndpointAction,
     },
-    /// Every phase change and override of a service.
+    /// Every phase change and override, of one service or of all (newest last).
     History {
-        /// Service: its name ("www") or fully qualified name.
-        service: String,
+        /// Service: its name ("www") or fully qualified name; default all.
+        service: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -148,26 +157,55 @@ pub struct ServeArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn main(args: Args) -> ExitCode {
-    match args.command {
+    let result = match args.command {
         Command::Serve(s) => serve(args.config.as_deref(), s),
         Command::Check { path } => check(args.config.as_deref(), path.as_deref()),
-        command => match Client::new(args.config.as_deref(), args.control, args.token_file) {
-            Ok(c) => c.run(command),
-            Err(e) => fail(e),
-        },
+        command => Client::new(args.config.as_deref(), args.control, args.token_file)
+            .and_then(|c| c.run(command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if let Some(msg) = f.message() {
+                eprintln!("dnsshift: {msg}");
+            }
+            ExitCode::from(f.code())
+        }
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("dnsshift: {msg}");
-    ExitCode::FAILURE
+/// Why a command failed; each kind has its own exit code ([`EXIT_CODES_HELP`]).
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 1: the daemon refused the command (hold, health, drain,
+    /// conflict) or failed to carry it out; also a server that stopped on
+    /// an error after starting.
+    Refused(String),
+    /// Exit 2: a usage error (unknown service, phase, endpoint) or an
+    /// invalid config or zone. An empty message: already reported.
+    Usage(String),
+    /// Exit 3: the daemon cannot be reached, or it rejected the token.
+    Unreachable(String),
 }
 
-fn serve(config: Option<&Path>, args: ServeArgs) -> ExitCode {
-    let mut config = match Config::discover(config) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+impl Failure {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Refused(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Unreachable(_) => 3,
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        let (Failure::Refused(m) | Failure::Usage(m) | Failure::Unreachable(m)) = self;
+        Some(m.as_str()).filter(|m| !m.is_empty())
+    }
+}
+
+fn serve(config: Option<&Path>, args: ServeArgs) -> Result<(), Failure> {
+    let mut config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -178,23 +216,20 @@ fn serve(config: Option<&Path>, args: ServeArgs) -> ExitCode {
         config.log_format = f;
     }
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
-    };
+        .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
-        match crate::daemon::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                fail(e)
+        crate::daemon::run(config, shutdown).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot start");
+            match e {
+                crate::daemon::StartError::Config(_) => Failure::Usage(e.to_string()),
+                _ => Failure::Refused(e.to_string()),
             }
-        }
+        })
     })
 }
 
@@ -215,11 +250,15 @@ async fn signal_shutdown(token: CancellationToken) {
 }
 
 fn init_tracing(config: &Config) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(default_filter(&config.log_level)));
+    // Colour only for a person at a terminal: a redirected log or journald
+    // gets plain text, without escape sequences.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Human => builder.init(),
@@ -237,11 +276,8 @@ fn default_filter(level: &str) -> String {
     )
 }
 
-fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {
-    let config = match Config::discover(config) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
+    let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
     let path = path.unwrap_or(&config.zones_dir);
     let zones = if path.is_dir() {
         zone::load_dir(path)
@@ -254,8 +290,7 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {
             for e in &errs {
                 eprintln!("{e}");
             }
-            eprintln!("dnsshift: {} error(s)", errs.len());
-            return ExitCode::FAILURE;
+            return Err(Failure::Usage(format!("{} error(s)", errs.len())));
         }
     };
     // Persisted state must still fit the zones (phases, pools, endpoints).
@@ -270,15 +305,14 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> ExitCode {
                 for p in &v.errors {
                     eprintln!("{p}");
                 }
-                eprintln!("dnsshift: {} error(s)", v.errors.len());
-                return ExitCode::FAILURE;
+                return Err(Failure::Usage(format!("{} error(s)", v.errors.len())));
             }
         }
-        Err(e) => return fail(e),
+        Err(e) => return Err(Failure::Usage(e.to_string())),
     }
     let services: usize = zones.iter().map(|z| z.services.len()).sum();
     println!("ok: {} zone(s), {services} service(s)", zones.len());
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 // ------------------------------------------------------------ control client
@@ -299,8 +333,8 @@ impl Client {
         config: Option<&Path>,
         control: Option<String>,
         token_file: Option<PathBuf>,
-    ) -> Result<Client, String> {
-        let cfg = Config::discover(config).map_err(|e| e.to_string())?;
+    ) -> Result<Client, Failure> {
+        let cfg = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
         let from = cfg
             .file
             .as_ref()
@@ -326,10 +360,10 @@ impl Client {
         let token_path = token_file.unwrap_or(cfg.control_token_file);
         let token = std::fs::read_to_string(&token_path)
             .map_err(|e| {
-                format!(
+                Failure::Unreachable(format!(
                     "cannot read the control token {}: {e}; the daemon, expected at {base} ({origin}), creates it when it starts: is `dnsshift serve` running with this config, and can this user read the file? (or pass --token-file)",
                     token_path.display()
-                )
+                ))
             })?
             .trim()
             .to_string();
@@ -340,18 +374,12 @@ impl Client {
         })
     }
 
-    fn run(&self, command: Command) -> ExitCode {
-        let rt = match tokio::runtime::Builder::new_current_thread()
+    fn run(&self, command: Command) -> Result<(), Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        {
-            Ok(r) => r,
-            Err(e) => return fail(format!("cannot start the async runtime: {e}")),
-        };
-        match rt.block_on(self.dispatch(command)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        }
+            .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+        rt.block_on(self.dispatch(command))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -359,38 +387,45 @@ impl Client {
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Failure> {
         let client = reqwest::Client::builder()
             .timeout(CONTROL_TIMEOUT)
             .no_proxy()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Refused(format!("cannot build the HTTP client: {e}")))?;
         let url = format!("{}{path}", self.base);
         let mut req = client.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| {
-            format!(
-                "cannot reach the dnsshift daemon at {} ({}): {e}; is `dnsshift serve` running?",
-                self.base, self.origin
-            )
-        })?;
+        let unreachable = |e: reqwest::Error| {
+            Failure::Unreachable(format!(
+                "cannot reach the dnsshift daemon at {} ({}): {}; is `dnsshift serve` running?",
+                self.base,
+                self.origin,
+                crate::health::describe_reqwest(&e)
+            ))
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("cannot read the daemon's answer: {e}"))?;
+        let text = resp.text().await.map_err(unreachable)?;
         if !status.is_success() {
             let msg = serde_json::from_str::<ErrorBody>(&text)
                 .map(|e| e.error)
-                .unwrap_or(text);
-            return Err(format!("{msg} ({status})"));
+                .unwrap_or_else(|_| {
+                    format!(
+                        "the daemon at {} answered status {} without an explanation",
+                        self.base,
+                        status.as_u16()
+                    )
+                });
+            return Err(failure_for(status, msg));
         }
-        serde_json::from_str(&text).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Refused(format!("unexpected answer from the daemon: {e}")))
     }
 
-    async fn dispatch(&self, command: Command) -> Result<(), String> {
+    async fn dispatch(&self, command: Command) -> Result<(), Failure> {
         use reqwest::Method;
         let seg = |s: &str| percent(s);
         match command {
@@ -438,31 +473,15 @@ impl Client {
                 Ok(())
             }
             Command::History { service, json } => {
-                let h: HistoryResponse = self
-                    .call(
-                        Method::GET,
-                        &format!("/v1/services/{}/history", seg(&service)),
-                        None,
-                    )
-                    .await?;
+                let path = match &service {
+                    Some(s) => format!("/v1/services/{}/history", seg(s)),
+                    None => "/v1/history".into(),
+                };
+                let h: HistoryResponse = self.call(Method::GET, &path, None).await?;
                 if json {
                     return print_json(&h);
                 }
-                println!(
-                    "{:<22} {:<13} {:<18} {:<18} {:<6} REASON",
-                    "WHEN (UTC)", "ACTION", "FROM", "TO", "FORCED"
-                );
-                for e in &h.events {
-                    println!(
-                        "{:<22} {:<13} {:<18} {:<18} {:<6} {}",
-                        crate::daemon::format_ms(e.at * 1000),
-                        e.action,
-                        e.from.as_deref().unwrap_or("-"),
-                        e.to.as_deref().unwrap_or("-"),
-                        if e.forced { "yes" } else { "" },
-                        e.reason.as_deref().unwrap_or("")
-                    );
-                }
+                print!("{}", render_history(&h));
                 Ok(())
             }
             Command::Decommission {
@@ -496,7 +515,7 @@ impl Client {
         }
     }
 
-    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), String> {
+    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), Failure> {
         let body = TransitionRequest {
             to: a.to,
             force: a.force,
@@ -537,8 +556,21 @@ impl Client {
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+/// The failure for a daemon's error answer: its HTTP status says whose
+/// fault it is (the status itself is never shown).
+fn failure_for(status: reqwest::StatusCode, msg: String) -> Failure {
+    use reqwest::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED | S::FORBIDDEN => Failure::Unreachable(format!(
+            "the daemon rejected the control token: {msg} (is --token-file the daemon's?)"
+        )),
+        s if s.is_client_error() && s != S::CONFLICT => Failure::Usage(msg),
+        _ => Failure::Refused(msg),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Refused(e.to_string()))?;
     println!("{s}");
     Ok(())
 }
@@ -576,6 +608,45 @@ fn when(now_ms: u64, at_ms: u64) -> String {
         ago(now_ms, at_ms)
     };
     format!("{} ({rel})", crate::daemon::format_ms(at_ms))
+}
+
+/// The human-readable history, oldest first; with a SERVICE column when it
+/// covers every service.
+pub fn render_history(h: &HistoryResponse) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let all = h.service.is_none();
+    let service_col = |s: &str| {
+        if all {
+            format!("{s:<28} ")
+        } else {
+            String::new()
+        }
+    };
+    let _ = writeln!(
+        o,
+        "{:<22} {}{:<13} {:<18} {:<18} {:<6} REASON",
+        "WHEN (UTC)",
+        service_col("SERVICE"),
+        "ACTION",
+        "FROM",
+        "TO",
+        "FORCED"
+    );
+    for e in &h.events {
+        let _ = writeln!(
+            o,
+            "{:<22} {}{:<13} {:<18} {:<18} {:<6} {}",
+            crate::daemon::format_ms(e.at * 1000),
+            service_col(&e.service),
+            e.action,
+            e.from.as_deref().unwrap_or("-"),
+            e.to.as_deref().unwrap_or("-"),
+            if e.forced { "yes" } else { "" },
+            e.reason.as_deref().unwrap_or("")
+        );
+    }
+    o
 }
 
 /// The human-readable status table.

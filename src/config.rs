@@ -17,6 +17,26 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const DEFAULT_CONTROL: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5380));
 
+/// Where the config is looked for when neither `--config` nor
+/// `$DNSSHIFT_CONFIG` names one: the working directory (a try-out from the
+/// repo), then where the systemd unit's install puts it (an operator on a
+/// production host, with no flags).
+pub const SEARCH_PATH: [&str; 2] = ["dnsshift.toml", "/etc/dnsshift/dnsshift.toml"];
+
+/// The config file to use: `explicit`, else `env`, else the first of
+/// `candidates` that exists. An explicit or env path is returned even if it
+/// does not exist, so that loading it reports the missing file.
+pub fn find(
+    explicit: Option<&Path>,
+    env: Option<PathBuf>,
+    candidates: &[PathBuf],
+) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or(env.filter(|p| !p.as_os_str().is_empty()))
+        .or_else(|| candidates.iter().find(|p| p.exists()).cloned())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigSpec {
@@ -82,20 +102,14 @@ impl Config {
         Self::from_spec(Some(&src), spec)
     }
 
-    /// The config from `--config`, else `$DNSSHIFT_CONFIG`, else
-    /// `./dnsshift.toml` if it exists, else defaults.
+    /// The config from `--config`, else `$DNSSHIFT_CONFIG`, else the first
+    /// of [`SEARCH_PATH`] that exists, else defaults.
     pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        if let Some(p) = explicit {
-            return Self::load(p);
+        let env = std::env::var_os("DNSSHIFT_CONFIG").map(PathBuf::from);
+        match find(explicit, env, &SEARCH_PATH.map(PathBuf::from)) {
+            Some(p) => Self::load(&p),
+            None => Ok(Self::defaults()),
         }
-        if let Some(p) = std::env::var_os("DNSSHIFT_CONFIG") {
-            return Self::load(Path::new(&p));
-        }
-        let local = Path::new("dnsshift.toml");
-        if local.exists() {
-            return Self::load(local);
-        }
-        Ok(Self::defaults())
     }
 
     fn from_spec(src: Option<&Source>, spec: ConfigSpec) -> Result<Config, ConfigError> {
@@ -248,6 +262,30 @@ mod tests {
             e.contains("server_id: ") && e.contains("at most 255 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn config_is_found_by_flag_then_env_then_search_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("dnsshift.toml");
+        let etc = dir.path().join("etc/dnsshift.toml");
+        let candidates = [local.clone(), etc.clone()];
+        let flag = Path::new("/flag.toml");
+        let env = || Some(PathBuf::from("/env.toml"));
+        // Nothing exists: defaults, unless a flag or the environment names one.
+        assert_eq!(find(None, None, &candidates), None);
+        assert_eq!(find(None, Some(PathBuf::new()), &candidates), None);
+        assert_eq!(find(Some(flag), env(), &candidates), Some(flag.into()));
+        assert_eq!(find(None, env(), &candidates), env());
+        // The production path is found with no flags ...
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(&etc, "").unwrap();
+        assert_eq!(find(None, None, &candidates), Some(etc.clone()));
+        // ... unless the working directory has one, or a flag or env is given.
+        std::fs::write(&local, "").unwrap();
+        assert_eq!(find(None, None, &candidates), Some(local));
+        assert_eq!(find(None, env(), &candidates), env());
+        assert_eq!(SEARCH_PATH[1], "/etc/dnsshift/dnsshift.toml");
     }
 
     #[test]

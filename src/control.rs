@@ -13,6 +13,7 @@
 //! | POST | /v1/services/{S}/endpoints/{E}/enable | [`ReasonRequest`] | [`OkResponse`] |
 //! | POST | /v1/services/{S}/pools/{P}/decommission | [`DecommissionRequest`] | [`OkResponse`] |
 //! | GET  | /v1/services/{S}/history | | [`HistoryResponse`] |
+//! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
 //! | GET  | /metrics | | Prometheus text |
 //!
@@ -183,12 +184,13 @@ pub struct EndpointStatus {
     pub last_check: Option<Probe>,
 }
 
-/// History of one service.
+/// History of one service, or of every service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryResponse {
-    /// Service key.
-    pub service: String,
-    /// Oldest first.
+    /// Service key; absent when the history covers every service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Oldest first (newest last).
     pub events: Vec<Event>,
 }
 
@@ -359,6 +361,7 @@ pub async fn serve(
             post(decommission),
         )
         .route("/v1/services/{service}/history", get(history))
+        .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let app = Router::new()
@@ -473,7 +476,11 @@ async fn history(
     AxState(ctx): AxState<Ctx>,
     UrlPath(service): UrlPath<String>,
 ) -> ApiResult<HistoryResponse> {
-    ctx.shared.history(&service).map(Json)
+    ctx.shared.history(Some(&service)).map(Json)
+}
+
+async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
+    ctx.shared.history(None).map(Json)
 }
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {

@@ -298,7 +298,13 @@ impl Shared {
             now,
             &view,
         )
-        .map_err(|e| ApiError::conflict(e.to_string()))?;
+        .map_err(|e| match e {
+            // The operator named the wrong thing: a usage error.
+            phase::PhaseError::UnknownPhase { .. } | phase::PhaseError::WrongDirection { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            _ => ApiError::conflict(e.to_string()),
+        })?;
         let (from, to) = (&svc.phases[current], &svc.phases[target]);
         let mut warnings = Vec::new();
         let (old_ttl, new_ttl) = (svc.ttl_in(current), svc.ttl_in(target));
@@ -498,17 +504,22 @@ impl Shared {
         })
     }
 
-    /// `history`.
-    pub fn history(&self, service: &str) -> Result<HistoryResponse, ApiError> {
-        let zones = lock(&self.zones).clone();
-        let (zi, si) = self.find_service(&zones, service)?;
-        let key = zones[zi].services[si].key();
+    /// `history` of one service, or of every service (`None`), oldest first.
+    pub fn history(&self, service: Option<&str>) -> Result<HistoryResponse, ApiError> {
+        let key = match service {
+            Some(s) => {
+                let zones = lock(&self.zones).clone();
+                let (zi, si) = self.find_service(&zones, s)?;
+                Some(zones[zi].services[si].key())
+            }
+            None => None,
+        };
         let state = self.state();
         Ok(HistoryResponse {
             events: state
                 .history
                 .iter()
-                .filter(|e| e.service == key)
+                .filter(|e| key.as_ref().is_none_or(|k| e.service == *k))
                 .cloned()
                 .collect(),
             service: key,

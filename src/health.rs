@@ -458,12 +458,63 @@ fn classify_reqwest(e: &reqwest::Error) -> (FailKind, String) {
         (FailKind::Refused, "connection refused".into())
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
     {
-        (FailKind::Tls, format!("TLS error: {root}"))
+        (FailKind::Tls, format!("TLS error: {}", plain_words(&root)))
     } else if e.is_connect() {
         (FailKind::Connect, format!("connect failed: {root}"))
     } else {
         (FailKind::Connect, root)
     }
+}
+
+/// A failed HTTP request in a few words, without reqwest's wrapping (which
+/// repeats the URL): "connection refused", "timeout", "TLS error: ...".
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    classify_reqwest(e).1
+}
+
+/// rustls and webpki write some reasons as their `Debug` form
+/// (`invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`): the
+/// last part of such a message is turned into words, with a plainer phrase
+/// for the reasons operators meet most.
+fn plain_words(msg: &str) -> String {
+    let (head, last) = match msg.rfind(": ") {
+        Some(i) => (&msg[..i + 2], &msg[i + 2..]),
+        None => ("", msg),
+    };
+    let debug_shaped = last.starts_with(|c: char| c.is_ascii_uppercase())
+        && last
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '(' || c == ')');
+    if !debug_shaped {
+        return msg.to_string();
+    }
+    // The innermost name: "Other(OtherError(CaUsedAsEndEntity))" -> "CaUsedAsEndEntity".
+    let name = last
+        .split(['(', ')'])
+        .rfind(|p| !p.is_empty())
+        .unwrap_or(last);
+    let words = match name {
+        "UnknownIssuer" => "signed by an unknown authority (not a trusted CA; see ca_file)".into(),
+        "CaUsedAsEndEntity" => "the server sent a CA certificate as its own".into(),
+        "Expired" => "the certificate has expired".into(),
+        "NotValidYet" => "the certificate is not valid yet".into(),
+        "NotValidForName" => "the certificate does not name the checked host".into(),
+        "BadSignature" => "bad certificate signature".into(),
+        "BadEncoding" => "malformed certificate".into(),
+        "Revoked" => "the certificate is revoked".into(),
+        _ => {
+            // CamelCase -> "camel case".
+            let mut w = String::new();
+            for c in name.chars() {
+                if c.is_ascii_uppercase() && !w.is_empty() {
+                    w.push(' ');
+                }
+                w.push(c.to_ascii_lowercase());
+            }
+            w
+        }
+    };
+    format!("{head}{words}")
 }
 
 fn unix_ms() -> u64 {
@@ -642,6 +693,32 @@ impl RiseFall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shaped_tls_reasons_become_words() {
+        let cases = [
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                "invalid peer certificate: the server sent a CA certificate as its own",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "invalid peer certificate: signed by an unknown authority (not a trusted CA; see ca_file)",
+            ),
+            (
+                "received fatal alert: HandshakeFailure",
+                "received fatal alert: handshake failure",
+            ),
+            // Already words: unchanged.
+            (
+                "certificate not valid for name \"a.test\"; certificate is only valid for b.test",
+                "certificate not valid for name \"a.test\"; certificate is only valid for b.test",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(plain_words(raw), want);
+        }
+    }
 
     #[test]
     fn rise_fall_table() {

@@ -661,7 +661,23 @@ weights = { old = 100, new = 0 }
             ".{host}: {reason}"
         );
         assert_eq!(field(&line, "kind").as_deref(), Some("tls"), "{line}");
+        // Words, not rustls's Debug output or reqwest's URL-laden wrapper.
+        for debug in [
+            "UnknownIssuer",
+            "Other(",
+            "NotValidFor",
+            "https://",
+            "error sending",
+        ] {
+            assert!(!reason.contains(debug), ".{host}: {reason}");
+        }
     }
+    let line = wait_line(&server, "endpoint unhealthy", &ip(b, 2), SLACK);
+    let reason = field(&line, "reason").unwrap();
+    assert!(
+        reason.contains("signed by an unknown authority"),
+        "{reason}"
+    );
     assert!(standby[0].seen().is_empty());
 }
 

@@ -841,7 +841,11 @@ fn requests_without_the_right_token_get_401_and_change_nothing() {
         &server,
         &["--token-file", wrong.to_str().unwrap(), "advance", "www"],
     );
-    assert!(err.contains("bearer token") && err.contains("401"), "{err}");
+    // Said in words: no HTTP status (exit code 3 is tested in tests/cli.rs).
+    assert!(
+        err.contains("rejected the control token") && !err.contains("401"),
+        "{err}"
+    );
     assert_eq!(phase(&server), "ten");
 }
 

@@ -161,9 +161,68 @@ pub fn is_msg(line: &str, msg: &str) -> bool {
     field(line, "message").as_deref() == Some(msg)
 }
 
+/// The health checks of `zones` that would probe anything but this host:
+/// "service pool endpoint -> target" for each check whose target is not a
+/// loopback IP address (a host name counts as outside: resolving it is
+/// already a query that may leave the host).
+pub fn non_loopback_checks(zones: &[dnsshift::zone::Zone]) -> Vec<String> {
+    dnsshift::health::targets(zones)
+        .into_iter()
+        .filter(|(_, check)| !check_is_loopback(check))
+        .map(|(k, check)| {
+            format!(
+                "{} {} {} -> {}",
+                k.service, k.pool, k.endpoint, check.target
+            )
+        })
+        .collect()
+}
+
+fn check_is_loopback(check: &dnsshift::health::Check) -> bool {
+    use dnsshift::health::CheckKind;
+    let host = match check.kind {
+        CheckKind::Tcp => {
+            return check
+                .target
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+        }
+        CheckKind::Http | CheckKind::Https => match reqwest::Url::parse(&check.target) {
+            Ok(u) => u.host_str().unwrap_or_default().to_string(),
+            Err(_) => return false,
+        },
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Panics if the zones the server in `dir` would load health-check
+/// anything beyond this host: tests never send a packet elsewhere. Zones
+/// that do not load are left to the server, which refuses them.
+fn refuse_outside_checks(dir: &Path) {
+    let Ok(config) = dnsshift::config::Config::load(&dir.join("dnsshift.toml")) else {
+        return;
+    };
+    let zones_dir = dir.join(&config.zones_dir);
+    let Ok(zones) = dnsshift::zone::load_dir(&zones_dir) else {
+        return;
+    };
+    let outside = non_loopback_checks(&zones);
+    assert!(
+        outside.is_empty(),
+        "refusing to start a server whose health checks leave this host (tests use 127.0.0.0/8 and ::1 only; set `kind = \"none\"` or use loopback endpoints) in {}:\n  {}",
+        zones_dir.display(),
+        outside.join("\n  ")
+    );
+}
+
 impl Server {
     /// Starts `dnsshift serve --config <dir>/dnsshift.toml` in `dir`.
+    /// Panics if its zones health-check anything beyond this host.
     pub fn spawn(dir: tempfile::TempDir, extra_args: &[&str]) -> Server {
+        refuse_outside_checks(dir.path());
         let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(dir.path().join("dnsshift.toml"))
