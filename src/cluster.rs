@@ -50,6 +50,8 @@
 //! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
 //! from that read.
 
+pub mod config;
+
 use serde::{Deserialize, Serialize};
 
 use crate::etcd::{CasOutcome, Etcd, EtcdError, KeyValue, Put, Watch};

@@ -28,6 +28,7 @@ struct ConfigSpec {
     log_format: Option<Spanned<String>>,
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<String>>,
+    cluster: Option<crate::cluster::config::ClusterSpec>,
 }
 
 /// Log output format.
@@ -60,6 +61,8 @@ pub struct Config {
     pub log_level: String,
     /// Idle TCP connections are closed after this long.
     pub tcp_idle_timeout: Duration,
+    /// Shared state on etcd (`[cluster]`); `None`: the local state file.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 impl Config {
@@ -153,6 +156,10 @@ impl Config {
             (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
             _ => crate::dns::TCP_IDLE_TIMEOUT,
         };
+        let cluster = match (spec.cluster, src) {
+            (Some(c), Some(s)) => Some(crate::cluster::config::ClusterConfig::from_spec(s, c)?),
+            _ => None,
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -167,6 +174,7 @@ impl Config {
             log_format,
             log_level: spec.log_level.unwrap_or_else(|| "info".into()),
             tcp_idle_timeout,
+            cluster,
         })
     }
 }

@@ -464,3 +464,45 @@ async fn user_and_password_auth() {
     let e = bounded(with("wrong").load()).await.unwrap_err();
     assert!(e.to_string().contains("authentication failed"), "{e}");
 }
+
+/// Runs `dnsshift --config <setup's> check` and returns (success, stderr).
+fn check_with_cluster(table: &str) -> (bool, String) {
+    let setup = common::Setup::new(&[("z.toml", &common::zone_with(""))], table);
+    let out = std::process::Command::new(common::bin())
+        .arg("--config")
+        .arg(setup.config())
+        .arg("check")
+        .current_dir(setup.dir.path())
+        .env_remove("DNSSHIFT_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_validates_the_cluster_table() {
+    let (ok, stderr) = check_with_cluster(
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\nnode = \"ns1\"\n",
+    );
+    assert!(ok, "a valid [cluster] table was refused: {stderr}");
+
+    // The table starts on line 7 of the harness's dnsshift.toml.
+    let (ok, stderr) = check_with_cluster("[cluster]\netcd = [\"127.0.0.1:2379\"]\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "dnsshift.toml:8: cluster.etcd: \"127.0.0.1:2379\": write an etcd client URL"
+        ),
+        "{stderr}"
+    );
+    let (ok, stderr) =
+        check_with_cluster("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nuser = \"dnsshift\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("dnsshift.toml:9: cluster.user: a user needs password or password_file"),
+        "{stderr}"
+    );
+}
