@@ -54,11 +54,12 @@
 //! read the single-host `state.json` (default: `<state_dir>/state.json`),
 //! validate it against the zones like `check` does, then commit it at
 //! the current epoch after merging it in, refused if the cluster state
-//! already has any of its services; `--force` commits over the current epoch instead, after showing
-//! the services it replaces. The local history goes, as one list, into the
+//! already has any of its services; `--force` replaces those, after
+//! showing them. The local history goes, as one list, into the
 //! commit's history entry (`history/<expected epoch>`), so that the shared
 //! history starts with everything the single host recorded. The command
-//! talks to etcd directly, not to the daemon, so it works before any host runs with `[cluster]`.
+//! talks to etcd directly, not to the daemon, so it works before any host
+//! runs with `[cluster]`.
 
 pub mod config;
 
