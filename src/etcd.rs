@@ -728,7 +728,8 @@ impl Watch {
     /// The next batch of changes. Reconnects after a broken stream; returns
     /// [`EtcdError::Unavailable`] after a round in which no endpoint could be
     /// watched (call again to retry: later rounds wait a little first).
-    /// Cancel-safe between batches only: drop the watch to stop it.
+    /// Cancel-safe: a batch is consumed only when it is returned, and bytes
+    /// already read stay buffered, so it may sit in a `select!`.
     pub async fn next(&mut self) -> Result<WatchEvent, EtcdError> {
         loop {
             let Some(stream) = self.stream.as_mut() else {
@@ -737,7 +738,10 @@ impl Watch {
                     tokio::time::sleep((WATCH_BACKOFF_MIN * exp).min(WATCH_BACKOFF_MAX)).await;
                 }
                 match self.open().await {
-                    Ok(Some(ev)) => return Ok(ev),
+                    Ok(Some(ev)) => {
+                        self.failures = 0;
+                        return Ok(ev);
+                    }
                     Ok(None) => {
                         self.failures = 0;
                         continue;
