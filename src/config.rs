@@ -49,6 +49,7 @@ struct ConfigSpec {
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<DurationSpec>>,
     server_id: Option<Spanned<String>>,
+    cluster: Option<crate::cluster::config::ClusterSpec>,
 }
 
 /// Log output format.
@@ -85,6 +86,8 @@ pub struct Config {
     /// answers to `id.server.` and `hostname.bind.`, so an operator can tell
     /// which of several nameservers answered. Empty: identify nothing.
     pub server_id: String,
+    /// Shared state on etcd (`[cluster]`); `None`: the local state file.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 impl Config {
@@ -188,6 +191,10 @@ impl Config {
             }
             None => default_server_id(),
         };
+        let cluster = match (spec.cluster, src) {
+            (Some(c), Some(s)) => Some(crate::cluster::config::ClusterConfig::from_spec(s, c)?),
+            _ => None,
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -203,6 +210,7 @@ impl Config {
             log_level: spec.log_level.unwrap_or_else(|| "info".into()),
             tcp_idle_timeout,
             server_id,
+            cluster,
         })
     }
 }

@@ -1,0 +1,477 @@
+//! The shared state of several nameservers, kept in etcd: the key layout, what
+//! each host publishes, and the operations a shared `StateStore` is built
+//! from (load, commit-or-refuse, watch, publish, read every host).
+//!
+//! # Key layout
+//!
+//! Every key lives under one prefix (`[cluster] prefix`, default `/dnsshift`):
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `<prefix>/state` | the whole operator state (phases, overrides, decommissions) as the same JSON as `state.json`, without history | every command, by compare-and-swap |
+//! | `<prefix>/history/<base epoch, 20 digits>` | one history entry (JSON) | the same transaction as the state |
+//! | `<prefix>/hosts/<node>` | [`HostReport`], no lease: outlives its host | each host, every publish |
+//! | `<prefix>/live/<node>` | the same [`HostReport`], on the host's lease | each host, every publish |
+//!
+//! **Epoch.** The state's `mod_revision` is the epoch: a number etcd assigns,
+//! the same on every host, rising with every change. Hosts report the epoch
+//! they serve (`_dnsshift.<origin>` TXT, `status`), and the SOA serial is
+//! derived from it, so every host serves the same serial for the same state.
+//!
+//! **Commit.** A command reads the state at epoch `E`, computes the new state
+//! and commits with one transaction: *if* `mod_revision(state) == E` *then*
+//! put the state and put `history/<E>`, *else* read the state. So a change is
+//! applied whole or refused with the current epoch ("state changed meanwhile
+//! (epoch N), nothing done"), never lost.
+//!
+//! **History** is a key per change rather than a list inside the state, so a
+//! commit writes a few hundred bytes whatever the length of the history, and
+//! the state stays far below etcd's value size limit (1.5 MiB by default). A
+//! history key is named for the epoch the change replaced: at most one commit
+//! can succeed from a given epoch, so names never collide, and zero-padding
+//! makes key order the commit order. The key's `create_revision` is the epoch
+//! the change produced. History is therefore shared and totally ordered.
+//!
+//! **Hosts.** Each host holds a lease (a TTL of a few seconds, kept alive at a
+//! third of it) and publishes, every second or on change, its
+//! [`HostReport`]: applied epoch, when it published, per pool its last
+//! main-name answer and that answer's TTL, and endpoint health as it sees it.
+//! The report goes to two keys in one transaction: `live/<node>` on the lease
+//! (it vanishes when the host stops keeping it alive: the host is gone) and
+//! `hosts/<node>` without one, so the answer times of a host that vanished
+//! stay known. A host with a `hosts/` record and no `live/` key is *vanished*:
+//! it may have answered until its lease expired, so for drain it counts as
+//! having answered every pool it served at `published + lease TTL` with its
+//! longest TTL ([`drained_at`]).
+//!
+//! **Watching.** Every host watches the whole prefix from the revision after
+//! its last read. A change to `state` is applied; `live/` changes feed
+//! `status`. When the watch reports that the revisions it needed have been
+//! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
+//! from that read.
+//!
+//! **Import** (`dnsshift cluster import [STATE_FILE] [--force]`, to come):
+//! read the single-host `state.json` (default: `<state_dir>/state.json`),
+//! validate it against the zones like `check` does, then commit it at
+//! the current epoch after merging it in, refused if the cluster state
+//! already has any of its services; `--force` replaces those, after
+//! showing them. The local history goes, as one list, into the
+//! commit's history entry (`history/<expected epoch>`), so that the shared
+//! history starts with everything the single host recorded. The command
+//! talks to etcd directly, not to the daemon, so it works before any host
+//! runs with `[cluster]`.
+
+pub mod config;
+
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::{CasOutcome, Etcd, EtcdError, KeyValue, Put, Watch};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "/dnsshift";
+
+/// Names of the keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The prefix without a trailing slash.
+    prefix: String,
+}
+
+impl Layout {
+    /// Keys under `prefix` (a trailing slash is ignored).
+    pub fn new(prefix: &str) -> Layout {
+        Layout {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Everything dnsshift keeps: the range a host watches.
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> String {
+        format!("{}/state", self.prefix)
+    }
+
+    /// All history entries.
+    pub fn history_prefix(&self) -> String {
+        format!("{}/history/", self.prefix)
+    }
+
+    /// The history entry of the change made from `base_epoch`.
+    pub fn history(&self, base_epoch: i64) -> String {
+        format!("{}{:020}", self.history_prefix(), base_epoch)
+    }
+
+    /// Durable host records.
+    pub fn hosts_prefix(&self) -> String {
+        format!("{}/hosts/", self.prefix)
+    }
+
+    /// One host's durable record.
+    pub fn host(&self, node: &str) -> String {
+        format!("{}{node}", self.hosts_prefix())
+    }
+
+    /// Leased host records: the hosts that are alive.
+    pub fn live_prefix(&self) -> String {
+        format!("{}/live/", self.prefix)
+    }
+
+    /// One host's leased record.
+    pub fn live(&self, node: &str) -> String {
+        format!("{}{node}", self.live_prefix())
+    }
+}
+
+/// What one host publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The host's node id.
+    pub node: String,
+    /// Epoch of the state it serves.
+    pub applied_epoch: i64,
+    /// When it published this (Unix ms): "last seen".
+    pub published_ms: u64,
+    /// TTL of its lease, seconds.
+    pub lease_ttl_s: u64,
+    /// It serves a local copy because etcd was unreachable at start-up.
+    #[serde(default)]
+    pub from_local_copy: bool,
+    /// Per pool: its last main-name answer and that answer's TTL.
+    #[serde(default)]
+    pub pools: Vec<PoolAnswers>,
+    /// Endpoint health as this host sees it.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One host's last main-name answer carrying a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolAnswers {
+    /// Service (fully qualified name).
+    pub service: String,
+    /// Pool name.
+    pub pool: String,
+    /// Last main-name answer carrying the pool (Unix ms), if any.
+    pub last_answered_ms: Option<u64>,
+    /// TTL of that answer, seconds.
+    pub ttl_s: u32,
+}
+
+/// One endpoint's health as one host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    /// Service (fully qualified name).
+    pub service: String,
+    /// Pool name.
+    pub pool: String,
+    /// Endpoint address or name.
+    pub endpoint: String,
+    /// Whether it passes its checks.
+    pub healthy: bool,
+}
+
+/// A host as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    /// Its latest report.
+    pub report: HostReport,
+    /// Its lease is alive.
+    pub live: bool,
+}
+
+/// When no resolver can still hold `pool` of `service` from any host's
+/// answers (Unix ms), or `None` if no host ever answered it. A live host
+/// counts with its last answer plus TTL; a vanished host may have answered
+/// until its lease expired, so it also counts with `published + lease TTL +
+/// its longest TTL for the service`.
+pub fn drained_at(hosts: &[HostView], service: &str, pool: &str) -> Option<u64> {
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let r = &h.report;
+            let mine = r
+                .pools
+                .iter()
+                .filter(|p| p.service == service && p.pool == pool);
+            let answered = mine
+                .clone()
+                .filter_map(|p| Some(p.last_answered_ms? + u64::from(p.ttl_s) * 1000))
+                .max();
+            if h.live || answered.is_none() {
+                return answered;
+            }
+            let longest = r
+                .pools
+                .iter()
+                .filter(|p| p.service == service)
+                .map(|p| u64::from(p.ttl_s))
+                .max()
+                .unwrap_or(0);
+            let gone = r.published_ms + (r.lease_ttl_s + longest) * 1000;
+            answered.map(|a| a.max(gone))
+        })
+        .max()
+}
+
+/// The shared state as read from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The state JSON and its epoch, `None` before the first commit.
+    pub state: Option<(i64, Vec<u8>)>,
+    /// Every host.
+    pub hosts: Vec<HostView>,
+    /// Store revision of the read: watch from `revision + 1`.
+    pub revision: i64,
+}
+
+/// One shared history entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRecord {
+    /// Epoch the change replaced.
+    pub base_epoch: i64,
+    /// Epoch the change produced.
+    pub epoch: i64,
+    /// The entry (JSON).
+    pub entry: Vec<u8>,
+}
+
+/// The outcome of [`Cluster::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// The change is the shared state now, at this epoch.
+    Done {
+        /// The new epoch.
+        epoch: i64,
+    },
+    /// The state changed meanwhile; nothing was written.
+    Conflict {
+        /// The epoch it is at now (0: there is no state).
+        epoch: i64,
+    },
+}
+
+/// An unreadable host record.
+#[derive(Debug, thiserror::Error)]
+#[error("etcd key {key}: unreadable host report: {source}")]
+pub struct BadReport {
+    key: String,
+    source: serde_json::Error,
+}
+
+/// One host's handle on the shared state.
+#[derive(Clone)]
+pub struct Cluster {
+    etcd: Etcd,
+    layout: Layout,
+    node: String,
+}
+
+impl Cluster {
+    /// This host (`node`) on `etcd` under `layout`.
+    pub fn new(etcd: Etcd, layout: Layout, node: String) -> Cluster {
+        Cluster { etcd, layout, node }
+    }
+
+    /// The key layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The etcd client.
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// Reads the state and every host in one consistent read.
+    pub async fn load(&self) -> Result<Loaded, EtcdError> {
+        let range = self.etcd.get_prefix(&self.layout.root()).await?;
+        let state_key = self.layout.state();
+        let mut state = None;
+        let mut durable = Vec::new();
+        let mut live = Vec::new();
+        for kv in range.kvs {
+            if kv.key == state_key {
+                state = Some((kv.mod_revision, kv.value));
+            } else if let Some(node) = kv.key.strip_prefix(&self.layout.hosts_prefix()) {
+                durable.push((node.to_string(), kv));
+            } else if let Some(node) = kv.key.strip_prefix(&self.layout.live_prefix()) {
+                live.push(node.to_string());
+            }
+        }
+        let hosts = durable
+            .into_iter()
+            .filter_map(|(node, kv)| match report(&kv) {
+                Ok(report) => Some(HostView {
+                    live: live.contains(&node),
+                    report,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a host record");
+                    None
+                }
+            })
+            .collect();
+        Ok(Loaded {
+            state,
+            hosts,
+            revision: range.revision,
+        })
+    }
+
+    /// Makes `state` the shared state if it is still at `expected` (0: no
+    /// state yet), recording `entry` in the shared history in the same
+    /// transaction. Refuses with the current epoch otherwise.
+    pub async fn commit(
+        &self,
+        expected: i64,
+        state: &[u8],
+        entry: &[u8],
+    ) -> Result<Commit, EtcdError> {
+        let puts = [
+            Put {
+                key: self.layout.state(),
+                value: state.to_vec(),
+                lease: None,
+            },
+            Put {
+                key: self.layout.history(expected),
+                value: entry.to_vec(),
+                lease: None,
+            },
+        ];
+        Ok(
+            match self
+                .etcd
+                .compare_and_swap(&self.layout.state(), expected, &puts)
+                .await?
+            {
+                CasOutcome::Committed { revision } => Commit::Done { epoch: revision },
+                CasOutcome::Conflict { current } => Commit::Conflict {
+                    epoch: current.map_or(0, |kv| kv.mod_revision),
+                },
+            },
+        )
+    }
+
+    /// The shared history, oldest first.
+    pub async fn history(&self) -> Result<Vec<HistoryRecord>, EtcdError> {
+        let prefix = self.layout.history_prefix();
+        let range = self.etcd.get_prefix(&prefix).await?;
+        Ok(range
+            .kvs
+            .into_iter()
+            .filter_map(|kv| {
+                Some(HistoryRecord {
+                    base_epoch: kv.key.strip_prefix(&prefix)?.parse().ok()?,
+                    epoch: kv.create_revision,
+                    entry: kv.value,
+                })
+            })
+            .collect())
+    }
+
+    /// Publishes this host's report: durable and on `lease`, in one transaction.
+    pub async fn publish(&self, lease: i64, report: &HostReport) -> Result<i64, EtcdError> {
+        let value = serde_json::to_vec(report).unwrap_or_default();
+        self.etcd
+            .put_all(&[
+                Put {
+                    key: self.layout.host(&self.node),
+                    value: value.clone(),
+                    lease: None,
+                },
+                Put {
+                    key: self.layout.live(&self.node),
+                    value,
+                    lease: Some(lease),
+                },
+            ])
+            .await
+    }
+
+    /// Watches everything under the prefix from `revision` (inclusive).
+    pub fn watch(&self, revision: i64) -> Watch {
+        self.etcd.watch(&self.layout.root(), revision)
+    }
+}
+
+/// Reads a host report from its key.
+pub fn report(kv: &KeyValue) -> Result<HostReport, BadReport> {
+    serde_json::from_slice(&kv.value).map_err(|source| BadReport {
+        key: kv.key.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(live: bool, published_ms: u64, pools: &[(&str, Option<u64>, u32)]) -> HostView {
+        HostView {
+            live,
+            report: HostReport {
+                node: "n".into(),
+                applied_epoch: 7,
+                published_ms,
+                lease_ttl_s: 5,
+                from_local_copy: false,
+                pools: pools
+                    .iter()
+                    .map(|(pool, at, ttl)| PoolAnswers {
+                        service: "www.example.".into(),
+                        pool: pool.to_string(),
+                        last_answered_ms: *at,
+                        ttl_s: *ttl,
+                    })
+                    .collect(),
+                endpoints: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn layout_orders_history_by_epoch() {
+        let l = Layout::new("/dnsshift/");
+        assert_eq!(l.state(), "/dnsshift/state");
+        assert_eq!(l.live("ns1"), "/dnsshift/live/ns1");
+        assert!(l.history(9) < l.history(10));
+        assert_eq!(l.history(12), "/dnsshift/history/00000000000000000012");
+    }
+
+    #[test]
+    fn drain_is_the_latest_over_hosts() {
+        let cases = [
+            // (hosts, want)
+            (vec![], None),
+            (vec![host(true, 0, &[("old", None, 30)])], None),
+            (
+                vec![
+                    host(true, 0, &[("old", Some(1_000), 30)]),
+                    host(true, 0, &[("old", Some(5_000), 30)]),
+                ],
+                Some(35_000),
+            ),
+            // Vanished: lease (5 s) plus its longest TTL (60 s) after its
+            // last publication.
+            (
+                vec![
+                    host(true, 0, &[("old", Some(1_000), 30)]),
+                    host(
+                        false,
+                        10_000,
+                        &[("old", Some(2_000), 30), ("new", None, 60)],
+                    ),
+                ],
+                Some(75_000),
+            ),
+        ];
+        for (hosts, want) in cases {
+            assert_eq!(drained_at(&hosts, "www.example.", "old"), want, "{hosts:?}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The `[cluster]` table of dnsshift.toml: where the shared state lives
+//! (etcd endpoints, key prefix), who this host is, and how to authenticate.
+//!
+//! ```toml
+//! [cluster]
+//! etcd      = ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+//! prefix    = "/dnsshift"            # default
+//! node      = "ns1"                  # default: the host name
+//! ca_file   = "/etc/dnsshift/etcd-ca.pem"
+//! cert_file = "/etc/dnsshift/etcd-client.pem"
+//! key_file  = "/etc/dnsshift/etcd-client.key"
+//! user      = "dnsshift"
+//! password_file = "/etc/dnsshift/etcd.password"   # or password = "..."
+//! timeout   = "2s"                   # per request and endpoint
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::etcd::{Credentials, DEFAULT_REQUEST_TIMEOUT, EtcdOptions};
+use crate::spec::{ConfigError, DurationSpec, Source};
+
+use super::DEFAULT_PREFIX;
+
+/// Raw `[cluster]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    etcd: Spanned<Vec<Spanned<String>>>,
+    prefix: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+    ca_file: Option<String>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    timeout: Option<Spanned<DurationSpec>>,
+}
+
+/// Validated `[cluster]` settings. Files are only named here; they are read
+/// when the client is made ([`ClusterConfig::etcd_options`]).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix, without a trailing slash.
+    pub prefix: String,
+    /// This host's node id.
+    pub node: String,
+    /// Extra trusted CA for etcd's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// etcd user and where its password comes from.
+    pub user: Option<(String, Password)>,
+    /// Bound on one request to one endpoint.
+    pub request_timeout: Duration,
+}
+
+/// Where the etcd password comes from.
+#[derive(Clone)]
+pub enum Password {
+    /// Written in dnsshift.toml.
+    Inline(String),
+    /// The first line of this file.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("node", &self.node)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("user", &self.user.as_ref().map(|u| &u.0))
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// A file named in `[cluster]` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("[cluster] {key}: {path}: {message}")]
+pub struct ClusterFileError {
+    key: &'static str,
+    path: String,
+    message: String,
+}
+
+impl ClusterConfig {
+    /// Validates the table; `src` is dnsshift.toml.
+    pub fn from_spec(src: &Source, spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
+        let list = spec.etcd.get_ref();
+        if list.is_empty() {
+            return Err(src.error(
+                spec.etcd.span(),
+                "cluster.etcd",
+                "at least one etcd endpoint is needed (three members are the usual cluster)",
+            ));
+        }
+        let mut endpoints = Vec::with_capacity(list.len());
+        for e in list {
+            endpoints.push(endpoint(e.get_ref()).map_err(|m| {
+                src.error(e.span(), "cluster.etcd", format!("{:?}: {m}", e.get_ref()))
+            })?);
+        }
+        let prefix = match &spec.prefix {
+            None => DEFAULT_PREFIX.to_string(),
+            Some(p) => {
+                let v = p.get_ref().trim_end_matches('/');
+                if !v.starts_with('/') || v.is_empty() {
+                    return Err(src.error(
+                        p.span(),
+                        "cluster.prefix",
+                        format!(
+                            "{:?} must start with \"/\" and name something (like \"/dnsshift\")",
+                            p.get_ref()
+                        ),
+                    ));
+                }
+                v.to_string()
+            }
+        };
+        let node = match &spec.node {
+            Some(n) => {
+                check_node(n.get_ref()).map_err(|m| src.error(n.span(), "cluster.node", m))?;
+                n.get_ref().clone()
+            }
+            None => host_name()
+                .filter(|h| check_node(h).is_ok())
+                .ok_or_else(|| {
+                    src.error(
+                        spec.etcd.span(),
+                        "cluster.node",
+                        "the host name is not usable as a node id; set node = \"ns1\"",
+                    )
+                })?,
+        };
+        let client_cert = match (&spec.cert_file, &spec.key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
+            (Some(s), None) | (None, Some(s)) => {
+                return Err(src.error(
+                    s.span(),
+                    "cluster.cert_file",
+                    "cert_file and key_file go together",
+                ));
+            }
+        };
+        let user = match (&spec.user, &spec.password, &spec.password_file) {
+            (None, None, None) => None,
+            (Some(u), Some(p), None) => {
+                Some((u.get_ref().clone(), Password::Inline(p.get_ref().clone())))
+            }
+            (Some(u), None, Some(f)) => Some((
+                u.get_ref().clone(),
+                Password::File(PathBuf::from(f.get_ref())),
+            )),
+            (Some(u), None, None) => {
+                return Err(src.error(
+                    u.span(),
+                    "cluster.user",
+                    "a user needs password or password_file",
+                ));
+            }
+            (_, Some(p), Some(_)) => {
+                return Err(src.error(
+                    p.span(),
+                    "cluster.password",
+                    "set password or password_file, not both",
+                ));
+            }
+            (None, Some(s), None) | (None, None, Some(s)) => {
+                return Err(src.error(s.span(), "cluster.user", "a password needs a user"));
+            }
+        };
+        let request_timeout = match &spec.timeout {
+            Some(t) => {
+                let d = src.duration(t, "cluster.timeout")?;
+                if d.is_zero() {
+                    return Err(src.error(t.span(), "cluster.timeout", "must be above zero"));
+                }
+                d
+            }
+            None => DEFAULT_REQUEST_TIMEOUT,
+        };
+        Ok(ClusterConfig {
+            endpoints,
+            prefix,
+            node,
+            ca_file: spec.ca_file.map(PathBuf::from),
+            client_cert,
+            user,
+            request_timeout,
+        })
+    }
+
+    /// Reads the named files and makes the client options.
+    pub fn etcd_options(&self) -> Result<EtcdOptions, ClusterFileError> {
+        let read = |key: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| ClusterFileError {
+                key,
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        };
+        let mut opts = EtcdOptions::new(self.endpoints.clone());
+        opts.request_timeout = self.request_timeout;
+        if let Some(ca) = &self.ca_file {
+            opts.ca_pem = Some(read("ca_file", ca)?);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            let mut pem = read("cert_file", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("key_file", key)?);
+            opts.identity_pem = Some(pem);
+        }
+        if let Some((user, password)) = &self.user {
+            let password = match password {
+                Password::Inline(p) => p.clone(),
+                Password::File(f) => {
+                    let bytes = read("password_file", f)?;
+                    String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                }
+            };
+            opts.credentials = Some(Credentials {
+                user: user.clone(),
+                password,
+            });
+        }
+        Ok(opts)
+    }
+}
+
+/// An etcd client URL: `http(s)://host:port`, nothing after the port.
+fn endpoint(s: &str) -> Result<String, String> {
+    const HINT: &str = "write an etcd client URL like \"https://10.0.0.1:2379\"";
+    let url = reqwest::Url::parse(s.trim()).map_err(|_| HINT.to_string())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.port().is_none()
+        || !matches!(url.path(), "" | "/")
+        || url.query().is_some()
+    {
+        return Err(HINT.into());
+    }
+    Ok(s.trim().trim_end_matches('/').to_string())
+}
+
+/// Node ids become etcd key names and TXT strings: keep them plain.
+fn check_node(n: &str) -> Result<(), String> {
+    if n.is_empty()
+        || n.len() > 63
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "node id {n:?}: use 1 to 63 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// This machine's host name (Linux), the default node id.
+fn host_name() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(h.trim().to_string()).filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        cluster: ClusterSpec,
+    }
+
+    fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let src = Source {
+            path: "dnsshift.toml".into(),
+            text: text.into(),
+        };
+        let f: File = src.parse()?;
+        ClusterConfig::from_spec(&src, f.cluster)
+    }
+
+    #[test]
+    fn a_full_table_parses() {
+        let c = parse(
+            "[cluster]\netcd = [\"https://127.0.0.1:2379/\", \"http://[::1]:2379\"]\nprefix = \"/shift/\"\nnode = \"ns1\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nuser = \"u\"\npassword_file = \"pw\"\ntimeout = \"500ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.endpoints, ["https://127.0.0.1:2379", "http://[::1]:2379"]);
+        assert_eq!(c.prefix, "/shift");
+        assert_eq!(c.node, "ns1");
+        assert_eq!(c.request_timeout, Duration::from_millis(500));
+        assert!(matches!(c.user, Some((_, Password::File(_)))));
+        let d = parse("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n").unwrap();
+        assert_eq!(d.prefix, "/dnsshift");
+        assert!(!d.node.is_empty(), "defaults to the host name");
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            (
+                "[cluster]\netcd = []",
+                "dnsshift.toml:2: cluster.etcd: at least one",
+            ),
+            (
+                "[cluster]\netcd = [\"127.0.0.1:2379\"]",
+                "dnsshift.toml:2: cluster.etcd: \"127.0.0.1:2379\": write an etcd client URL",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nprefix = \"dnsshift\"",
+                "dnsshift.toml:3: cluster.prefix: \"dnsshift\" must start with \"/\"",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nnode = \"ns/1\"",
+                "dnsshift.toml:3: cluster.node: node id \"ns/1\"",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\n\ncert_file = \"c\"",
+                "dnsshift.toml:4: cluster.cert_file: cert_file and key_file go together",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nuser = \"u\"",
+                "dnsshift.toml:3: cluster.user: a user needs password",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nuser = \"u\"\npassword = \"p\"\npassword_file = \"f\"",
+                "dnsshift.toml:4: cluster.password: set password or password_file, not both",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\ntimeout = \"soon\"",
+                "dnsshift.toml:3: cluster.timeout: invalid duration",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nendpoints = []",
+                "dnsshift.toml:3: unknown field `endpoints`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).err().unwrap().to_string();
+            assert!(e.starts_with(want), "got {e}\nwant {want}");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Real etcd for tests: a 1- or 3-member cluster of Debian's `etcd` (3.4)
+//! on ephemeral loopback ports with temporary data directories. Members can
+//! be killed and restarted; everything started is stopped by PID on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd server binary (Debian's `etcd-server` package).
+pub const ETCD_BIN: &str = "etcd";
+/// Bound on a cluster (or a restarted member) becoming healthy.
+pub const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Server-side TLS for a cluster: PEM files in the cluster's directory.
+pub struct ServerTls {
+    /// CA that signed the server certificate (and the client's).
+    pub ca: PathBuf,
+    /// Server certificate for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+struct Member {
+    name: String,
+    client: SocketAddr,
+    peer: SocketAddr,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster.
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    initial_cluster: String,
+    tls: Option<ServerTls>,
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster has a leader.
+    pub fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, |_| None)
+    }
+
+    /// Starts one member serving clients over TLS with client-certificate
+    /// auth; `make_tls` writes the PEM files into the given directory.
+    pub fn start_with(n: usize, make_tls: impl FnOnce(&Path) -> Option<ServerTls>) -> EtcdCluster {
+        assert!(
+            Command::new(ETCD_BIN)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "the etcd tests need the etcd server: apt-get install etcd-server (.ci/run does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tls = make_tls(dir.path());
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                data: dir.path().join(format!("m{i}.etcd")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            dir,
+            members,
+            initial_cluster,
+            tls,
+        };
+        for i in 0..n {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy(&(0..n).collect::<Vec<_>>());
+        cluster
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let scheme = self.scheme();
+        let m = &self.members[i];
+        let client_url = format!("{scheme}://{}", m.client);
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data)
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(format!("http://{}", m.peer))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://{}", m.peer))
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(state)
+            .arg("--initial-cluster-token")
+            .arg(self.dir.path().file_name().unwrap())
+            // Fast elections and lease checks: tests wait on them.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            // No metrics listener, no v2 API, nothing beyond loopback.
+            .args(["--enable-v2=false"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.members[i].child = Some(child);
+    }
+
+    /// Client URLs of every member, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        let scheme = self.scheme();
+        self.members
+            .iter()
+            .map(|m| format!("{scheme}://{}", m.client))
+            .collect()
+    }
+
+    /// Kills member `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Restarts member `i` on its data directory and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        self.spawn(i, "existing");
+        self.wait_healthy(&[i]);
+    }
+
+    /// Waits until every member in `which` reports health (which needs a
+    /// leader); panics with their logs after [`HEALTHY_TIMEOUT`].
+    pub fn wait_healthy(&mut self, which: &[usize]) {
+        let deadline = Instant::now() + HEALTHY_TIMEOUT;
+        for &i in which {
+            loop {
+                if let Some(status) = self.members[i].child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("etcd member {i} exited ({status}); log:\n{}", self.log(i));
+                }
+                // A TLS member's /health needs a client certificate: there
+                // the test's own client polls until etcd answers.
+                let up = match self.tls {
+                    None => self.healthy(i),
+                    Some(_) => TcpStream::connect_timeout(
+                        &self.members[i].client,
+                        Duration::from_millis(200),
+                    )
+                    .is_ok(),
+                };
+                if up {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member {i} not healthy after {HEALTHY_TIMEOUT:?}; log:\n{}",
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `GET /health` answers `"health":"true"`.
+    fn healthy(&self, i: usize) -> bool {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&self.members[i].client, Duration::from_millis(200))
+        else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    /// The cluster's scratch directory (data, logs, TLS files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Member `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
