@@ -52,17 +52,20 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 
     let answers = Counters::default();
     for ((service, pool, endpoint), s) in shared.stats.endpoints() {
-        answers
-            .get_or_create(&vec![
-                ("service", service),
-                ("pool", pool),
-                ("endpoint", endpoint),
-            ])
-            .inc_by(s.answered.load(Ordering::Relaxed));
+        for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
+            answers
+                .get_or_create(&vec![
+                    ("service", service.clone()),
+                    ("pool", pool.clone()),
+                    ("endpoint", endpoint.clone()),
+                    ("name", name.to_string()),
+                ])
+                .inc_by(v.load(Ordering::Relaxed));
+        }
     }
     reg.register(
         "endpoint_answers",
-        "Answers that included an endpoint",
+        "Answers that included an endpoint, for the main or the staging name",
         answers,
     );
 
