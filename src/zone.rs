@@ -640,7 +640,11 @@ fn build_service(
         .unwrap_or_else(|| src.line_of(span.start));
     let mut pools = Vec::new();
     let mut seen_endpoints: HashMap<String, String> = HashMap::new();
-    for (pname, pval) in s.pools.get_ref() {
+    // Pools in the order the file lists them (the map sorts by name):
+    // status shows them that way.
+    let mut listed: Vec<(&String, &Spanned<Value>)> = s.pools.get_ref().iter().collect();
+    listed.sort_by_key(|(_, v)| v.span().start);
+    for (pname, pval) in listed {
         let key = k(&format!("pools.{pname}"));
         if !valid_pool_name(pname) {
             errs.push(src.error(
