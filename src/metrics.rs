@@ -94,6 +94,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let phase = Gauges::default();
     let drain = Gauges::default();
     let decommissioned = Gauges::default();
+    let fail_open = Gauges::default();
     for s in &status.services {
         phase
             .get_or_create(&vec![
@@ -101,6 +102,9 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                 ("phase", s.phase.clone()),
             ])
             .set(1);
+        fail_open
+            .get_or_create(&vec![("service", s.service.clone())])
+            .set(i64::from(s.fail_open || s.staging_fail_open));
         for p in &s.pools {
             let pl = vec![("service", s.service.clone()), ("pool", p.pool.clone())];
             weight.get_or_create(&pl).set(i64::from(p.weight));
@@ -140,6 +144,11 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         "pool_decommissioned",
         "1 if the pool was decommissioned",
         decommissioned,
+    );
+    reg.register(
+        "service_fail_open",
+        "1 while the main or the staging name answers fail-open: no endpoint is usable, so all are answered",
+        fail_open,
     );
     reg.register(
         "phase_info",
