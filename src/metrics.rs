@@ -157,7 +157,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
     reg.register_with_unit(
         "pool_drain_deadline",
-        "For a pool without weight: the Unix time after which no resolver honouring TTLs can still hold it",
+        "For a pool the main name does not answer now: the Unix time after which no resolver honouring TTLs can still hold it",
         Unit::Seconds,
         drain,
     );
