@@ -1336,7 +1336,14 @@ ns1 IN A 203.0.113.53
             "url = \"https://{endpoint}:8443/healthz\"\nhost = \"www.example.com\"",
         ))
         .unwrap();
-        let c = z.services[0].pools[0].endpoints[0].check.clone().unwrap();
+        // Pools keep the file's order (old before new), not the name order.
+        let names: Vec<&str> = z.services[0]
+            .pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["old", "new"]);
+        let c = z.services[0].pools[1].endpoints[0].check.clone().unwrap();
         assert_eq!(c.kind, CheckKind::Https);
         assert_eq!(c.target, "https://192.0.2.2:8443/healthz");
     }
