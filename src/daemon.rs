@@ -1073,12 +1073,15 @@ fn spawn_background(shared: Arc<Shared>, shutdown: CancellationToken) {
         });
     }
     let s = shared;
+    // Installed here, before "ready" is announced, not inside the task: a
+    // SIGHUP that arrives before the task first runs would otherwise get
+    // the default action and end the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler");
+        return;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            error!("cannot install the SIGHUP handler");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
