@@ -45,8 +45,10 @@ pub struct PoolStats {
 /// Counters for one endpoint, kept across plan rebuilds.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
-    /// Answers that included this endpoint.
-    pub answered: AtomicU64,
+    /// Answers for the main name that included this endpoint.
+    pub main: AtomicU64,
+    /// Answers for the staging name that included this endpoint.
+    pub staging: AtomicU64,
 }
 
 /// Query type buckets for the query counter.
@@ -507,7 +509,9 @@ impl ZonePlan {
                         for j in 0..k {
                             let idx = (start + j) % n;
                             ans.answers.push(&pool.records[idx]);
-                            pool.endpoints[idx].answered.fetch_add(1, Ordering::Relaxed);
+                            let ep = &pool.endpoints[idx];
+                            let counter = if pool.staging { &ep.staging } else { &ep.main };
+                            counter.fetch_add(1, Ordering::Relaxed);
                         }
                         if pool.staging {
                             pool.stats.staging.fetch_add(1, Ordering::Relaxed);
@@ -627,29 +631,14 @@ fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Zone
     }
 
     for s in &z.services {
-        let phase = inputs.phase(s).min(s.phases.len().saturating_sub(1));
-        let weights = &s.phases[phase].weights;
-        let ttl = s.ttl_in(phase);
         names.insert(
             LowerName::from(&s.name),
-            Node::Service(Box::new(build_service(
-                s, weights, ttl, None, inputs, stats, &origin,
-            ))),
+            Node::Service(Box::new(build_service(s, false, inputs, stats, &origin))),
         );
         if let Some(st) = &s.staging {
-            let mut w = vec![0; s.pools.len()];
-            w[s.staging_pool] = 1;
             names.insert(
                 LowerName::from(st),
-                Node::Service(Box::new(build_service(
-                    s,
-                    &w,
-                    s.ttl,
-                    Some(s.staging_pool),
-                    inputs,
-                    stats,
-                    &origin,
-                ))),
+                Node::Service(Box::new(build_service(s, true, inputs, stats, &origin))),
             );
         }
     }
@@ -688,24 +677,289 @@ fn static_node(sets: Vec<Vec<Record>>, glue: Vec<Record>, origin: &LowerName) ->
     Node::Static { sets, glue, cname }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
+/// The record family a decision is made for: pools answer A queries from
+/// their IPv4 endpoints and AAAA from their IPv6 ones, so which pools are
+/// answered can differ between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// A queries (and ANY).
     V4,
+    /// AAAA queries.
     V6,
+    /// Every other type; also every type for a service with a host-name
+    /// pool, which is decided for whole pools (see [`decide`]).
     Other,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_service(
+impl Family {
+    /// The families whose decisions differ for a service: one for a
+    /// service with a host-name pool, A and AAAA otherwise.
+    pub fn of(s: &Service) -> &'static [Family] {
+        if whole_pools(s) {
+            &[Family::Other]
+        } else {
+            &[Family::V4, Family::V6]
+        }
+    }
+
+    /// The label operators see ("A", "AAAA", "*").
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "A",
+            Family::V6 => "AAAA",
+            Family::Other => "*",
+        }
+    }
+
+    fn matches(self, target: &Target) -> bool {
+        matches!(
+            (target, self),
+            (Target::Host(_), _) | (Target::V4(_), Family::V4) | (Target::V6(_), Family::V6)
+        )
+    }
+}
+
+/// What a pool is doing right now for one name and record family. The
+/// answer plan is built from it and `status` shows it, so what operators
+/// see is what DNS does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Answered in proportion to its weight in the current phase.
+    Weighted,
+    /// Weight 0, answered because no weighted pool has a usable endpoint.
+    StandbyAnswering,
+    /// Answered although it has no usable endpoint: no pool has one, and
+    /// the service fails open.
+    FailOpen,
+    /// Weight 0 and not answered: a weighted pool is usable.
+    Standby,
+    /// Weighted but not answered: it has no usable endpoint while another
+    /// pool has.
+    Unusable,
+    /// Not answered: no pool has a usable endpoint and the service answers
+    /// SERVFAIL (`on_all_down = "servfail"`).
+    Servfail,
+    /// Decommissioned by the operator: never answered.
+    Decommissioned,
+}
+
+impl Role {
+    /// Whether queries are answered with this pool.
+    pub fn answered(self) -> bool {
+        matches!(
+            self,
+            Role::Weighted | Role::StandbyAnswering | Role::FailOpen
+        )
+    }
+}
+
+/// One pool's part in a [`Decision`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolDecision {
+    /// What the pool is doing.
+    pub role: Role,
+    /// Weight by which the pool is picked among the answered ones (0 when
+    /// it is not answered; standby pools share equally).
+    pub pick: u32,
+    /// Indexes into the pool's endpoints of those answered when it is
+    /// picked (for a whole-pool pick, possibly none of the queried family).
+    pub answer: Vec<usize>,
+    /// Whether the pool has an endpoint that is enabled and healthy.
+    pub usable: bool,
+}
+
+/// Which pools answer one name for one record family, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Per pool, in configuration order; `None` for a pool that has no
+    /// endpoint of the family (or is not the staging pool, for the staging
+    /// name).
+    pub pools: Vec<Option<PoolDecision>>,
+    /// No pool has a usable endpoint and the answer fails open.
+    pub fail_open: bool,
+    /// No pool has a usable endpoint and the service answers SERVFAIL.
+    pub servfail: bool,
+}
+
+/// Whether a service is decided for whole pools: a CNAME is answered for
+/// every type, so deciding per type would let the CNAME pool win every
+/// query its rivals have no records for (AAAA, HTTPS, ...), and resolvers
+/// would then follow that CNAME for all types. The chosen address pool
+/// answers its records of the type, or NODATA.
+fn whole_pools(s: &Service) -> bool {
+    s.pools.iter().any(|p| p.is_host())
+}
+
+/// Decides what every pool of a service does for one name and family:
+/// the one place that turns weights, health and operator overrides into
+/// answers. Pure.
+///
+/// An endpoint is *usable* when it is enabled and healthy. Tiers, the
+/// first with a pool wins; within a tier the pools weighted above 0 are
+/// picked by weight, and only when there are none the standby pools
+/// (weight 0) in equal shares:
+///
+/// 1. pools with a usable endpoint, answering those;
+/// 2. nothing usable: SERVFAIL if the service asks for it, else (fail open)
+///    pools with an enabled endpoint, answering the enabled ones whatever
+///    their health;
+/// 3. not even an enabled endpoint: every endpoint, disabled ones too, so
+///    that a shifted name never answers an empty NOERROR.
+///
+/// Decommissioned pools are never answered. `only` restricts the decision
+/// to one pool (the staging name).
+pub fn decide(
     s: &Service,
     weights: &[u32],
-    ttl: u32,
     only: Option<usize>,
+    family: Family,
+    inputs: &dyn Inputs,
+) -> Decision {
+    struct Cand {
+        pool: usize,
+        weight: u32,
+        /// Endpoint indexes of the family per tier: usable, enabled, all.
+        tiers: [Vec<usize>; 3],
+        /// Whether the pool qualifies for each tier.
+        up: [bool; 3],
+    }
+    let whole = whole_pools(s);
+    let mut pools: Vec<Option<PoolDecision>> = vec![None; s.pools.len()];
+    let mut cands = Vec::new();
+    for (i, pool) in s.pools.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let of_family: Vec<usize> = (0..pool.endpoints.len())
+            .filter(|&e| family.matches(&pool.endpoints[e].target))
+            .collect();
+        if (whole && pool.endpoints.is_empty()) || (!whole && of_family.is_empty()) {
+            continue;
+        }
+        let enabled = |e: &Endpoint| !inputs.disabled(s, pool, e);
+        let usable = |e: &Endpoint| enabled(e) && inputs.healthy(s, pool, e);
+        let pick = |f: &dyn Fn(&Endpoint) -> bool| -> Vec<usize> {
+            of_family
+                .iter()
+                .copied()
+                .filter(|&e| f(&pool.endpoints[e]))
+                .collect()
+        };
+        let tiers = [pick(&usable), pick(&enabled), of_family.clone()];
+        let any_usable = pool.endpoints.iter().any(usable);
+        let up = if whole {
+            [any_usable, pool.endpoints.iter().any(enabled), true]
+        } else {
+            [!tiers[0].is_empty(), !tiers[1].is_empty(), true]
+        };
+        if inputs.decommissioned(s, pool) {
+            pools[i] = Some(PoolDecision {
+                role: Role::Decommissioned,
+                pick: 0,
+                answer: Vec::new(),
+                usable: any_usable,
+            });
+            continue;
+        }
+        pools[i] = Some(PoolDecision {
+            role: Role::Standby,
+            pick: 0,
+            answer: Vec::new(),
+            usable: any_usable,
+        });
+        cands.push(Cand {
+            pool: i,
+            weight: weights.get(i).copied().unwrap_or(0),
+            tiers,
+            up,
+        });
+    }
+    let mut decision = Decision {
+        pools,
+        fail_open: false,
+        servfail: false,
+    };
+    if cands.is_empty() {
+        return decision;
+    }
+    for tier in 0..3 {
+        if tier == 1 && s.on_all_down == OnAllDown::Servfail {
+            decision.servfail = true;
+            for c in &cands {
+                if let Some(p) = &mut decision.pools[c.pool] {
+                    p.role = Role::Servfail;
+                }
+            }
+            return decision;
+        }
+        let weighted = cands.iter().any(|c| c.up[tier] && c.weight > 0);
+        let chosen = |c: &Cand| c.up[tier] && (c.weight > 0) == weighted;
+        if !cands.iter().any(chosen) {
+            continue;
+        }
+        decision.fail_open = tier > 0;
+        for c in &cands {
+            let Some(p) = &mut decision.pools[c.pool] else {
+                continue;
+            };
+            if chosen(c) {
+                p.role = match (tier, c.weight) {
+                    (0, 0) => Role::StandbyAnswering,
+                    (0, _) => Role::Weighted,
+                    _ => Role::FailOpen,
+                };
+                p.pick = if weighted { c.weight } else { 1 };
+                p.answer = c.tiers[tier].clone();
+            } else if c.weight > 0 {
+                p.role = Role::Unusable;
+            }
+        }
+        return decision;
+    }
+    decision
+}
+
+/// The weights, TTL and pool restriction a service's main name (or its
+/// staging name) answers with in the current phase.
+fn name_params(s: &Service, inputs: &dyn Inputs, staging: bool) -> (Vec<u32>, u32, Option<usize>) {
+    if staging {
+        let mut w = vec![0; s.pools.len()];
+        w[s.staging_pool] = 1;
+        (w, s.ttl, Some(s.staging_pool))
+    } else {
+        let phase = inputs.phase(s).min(s.phases.len().saturating_sub(1));
+        (s.phases[phase].weights.clone(), s.ttl_in(phase), None)
+    }
+}
+
+/// The decisions for a service's main name (or its staging name) in the
+/// current phase, one per family of [`Family::of`]: what `status` shows.
+pub fn decisions(s: &Service, inputs: &dyn Inputs, staging: bool) -> Vec<(Family, Decision)> {
+    let (weights, _, only) = name_params(s, inputs, staging);
+    Family::of(s)
+        .iter()
+        .map(|&f| (f, decide(s, &weights, only, f, inputs)))
+        .collect()
+}
+
+fn build_service(
+    s: &Service,
+    staging: bool,
     inputs: &dyn Inputs,
     stats: &Stats,
     origin: &LowerName,
 ) -> ServiceNode {
-    let select = |family| select(s, weights, ttl, only, family, inputs, stats, origin);
+    let (weights, ttl, only) = name_params(s, inputs, staging);
+    let owner = if staging {
+        s.staging.clone().unwrap_or_else(|| s.name.clone())
+    } else {
+        s.name.clone()
+    };
+    let select = |family| {
+        let d = decide(s, &weights, only, family, inputs);
+        selection(s, &d, &owner, ttl, staging, stats, origin)
+    };
     ServiceNode {
         max_answers: s.max_answers,
         a: select(Family::V4),
@@ -714,121 +968,36 @@ fn build_service(
     }
 }
 
-/// Resolves weights + health + overrides into the pools a query may pick.
-///
-/// Tiers, first non-empty wins: pools weighted above 0 with a healthy
-/// endpoint; standby pools (weight 0) with a healthy endpoint; and when
-/// nothing is healthy, SERVFAIL or (fail open) the same two tiers ignoring
-/// health.
-#[allow(clippy::too_many_arguments)]
-fn select(
+/// The plan's form of a [`Decision`]: records and counters of the pools
+/// it answers.
+fn selection(
     s: &Service,
-    weights: &[u32],
+    d: &Decision,
+    owner: &Name,
     ttl: u32,
-    only: Option<usize>,
-    family: Family,
-    inputs: &dyn Inputs,
+    staging: bool,
     stats: &Stats,
     origin: &LowerName,
 ) -> Selection {
-    struct Cand<'p> {
-        pool: usize,
-        weight: u32,
-        /// Enabled endpoints of the queried family.
-        all: Vec<&'p Endpoint>,
-        /// Those of them that are healthy.
-        healthy: Vec<&'p Endpoint>,
-        /// Whether the pool counts as up for the pick.
-        up: bool,
+    if d.servfail {
+        return Selection::ServFail;
     }
-    // A service with a host-name pool picks among whole pools whatever the
-    // queried type: a CNAME is answered for every type, so deciding per
-    // type would let the CNAME pool win every query its rivals have no
-    // records for (AAAA, HTTPS, ...) and resolvers would then follow that
-    // CNAME for all types. The chosen address pool answers its records of
-    // the type, or NODATA. Address-only services pick among the pools that
-    // have (healthy) endpoints of the queried family.
-    let whole_pools = s.pools.iter().any(|p| p.is_host());
     let key = s.key();
-    let mut cands = Vec::new();
-    for (i, pool) in s.pools.iter().enumerate() {
-        if only.is_some_and(|o| o != i) || inputs.decommissioned(s, pool) {
-            continue;
-        }
-        let enabled: Vec<&Endpoint> = pool
-            .endpoints
-            .iter()
-            .filter(|e| !inputs.disabled(s, pool, e))
-            .collect();
-        let all: Vec<&Endpoint> = enabled
-            .iter()
-            .copied()
-            .filter(|e| {
-                matches!(
-                    (&e.target, family),
-                    (Target::Host(_), _)
-                        | (Target::V4(_), Family::V4)
-                        | (Target::V6(_), Family::V6)
-                )
-            })
-            .collect();
-        let healthy: Vec<&Endpoint> = all
-            .iter()
-            .copied()
-            .filter(|e| inputs.healthy(s, pool, e))
-            .collect();
-        let (exists, up) = if whole_pools {
-            (
-                !enabled.is_empty(),
-                enabled.iter().any(|e| inputs.healthy(s, pool, e)),
-            )
-        } else {
-            (!all.is_empty(), !healthy.is_empty())
-        };
-        if exists {
-            cands.push(Cand {
-                pool: i,
-                weight: weights.get(i).copied().unwrap_or(0),
-                all,
-                healthy,
-                up,
-            });
-        }
-    }
-    if cands.is_empty() {
+    let answered: Vec<(usize, &PoolDecision)> = d
+        .pools
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.as_ref().filter(|p| p.role.answered()).map(|p| (i, p)))
+        .collect();
+    if answered.is_empty() {
         return Selection::NoData;
     }
-    // Weighted pools first, standby (weight 0, equal shares) second.
-    let tier = |healthy_only: bool| -> Vec<(usize, u32, Vec<&Endpoint>)> {
-        let pick = |standby: bool| -> Vec<(usize, u32, Vec<&Endpoint>)> {
-            cands
-                .iter()
-                .filter(|c| (c.weight == 0) == standby && (c.up || !healthy_only))
-                .map(|c| {
-                    let eps = if healthy_only { &c.healthy } else { &c.all };
-                    (c.pool, if standby { 1 } else { c.weight }, eps.clone())
-                })
-                .collect()
-        };
-        let weighted = pick(false);
-        if weighted.is_empty() {
-            pick(true)
-        } else {
-            weighted
-        }
-    };
-    let mut chosen = tier(true);
-    if chosen.is_empty() {
-        if s.on_all_down == OnAllDown::Servfail {
-            return Selection::ServFail;
-        }
-        chosen = tier(false);
-    }
-    let cum = cumulative(chosen.iter().map(|(_, w, _)| *w));
-    let pools = chosen
+    let cum = cumulative(answered.iter().map(|(_, p)| p.pick));
+    let pools = answered
         .into_iter()
-        .map(|(i, _, eps)| {
+        .map(|(i, p)| {
             let pool = &s.pools[i];
+            let eps: Vec<&Endpoint> = p.answer.iter().map(|&e| &pool.endpoints[e]).collect();
             let chase = eps.first().and_then(|e| match &e.target {
                 Target::Host(n) => {
                     let l = LowerName::from(n);
@@ -837,16 +1006,13 @@ fn select(
                 _ => None,
             });
             PoolAnswer {
-                records: eps
-                    .iter()
-                    .map(|e| record(&s_name(s, only), ttl, &e.target))
-                    .collect(),
+                records: eps.iter().map(|e| record(owner, ttl, &e.target)).collect(),
                 endpoints: eps
                     .iter()
                     .map(|e| stats.endpoint(&key, &pool.name, &e.id))
                     .collect(),
                 stats: stats.pool(&key, &pool.name, s.max_ttl()),
-                staging: only.is_some(),
+                staging,
                 ttl,
                 chase,
             }
@@ -855,13 +1021,6 @@ fn select(
     Selection::Weighted {
         cumulative: cum,
         pools,
-    }
-}
-
-fn s_name(s: &Service, staging: Option<usize>) -> Name {
-    match (&s.staging, staging) {
-        (Some(st), Some(_)) => st.clone(),
-        _ => s.name.clone(),
     }
 }
 
@@ -1154,6 +1313,225 @@ new = ["198.51.100.1", "2001:db8::1"]
         assert!(a.authoritative);
         assert_eq!(a.answers.len(), 1);
         assert!(a.soa.is_none() && a.authority.is_empty());
+    }
+
+    /// Inputs with a phase index, down and disabled endpoints, and
+    /// decommissioned pools.
+    struct Situation {
+        phase: usize,
+        down: &'static [&'static str],
+        disabled: &'static [&'static str],
+        gone: &'static [&'static str],
+    }
+    impl Inputs for Situation {
+        fn phase(&self, _: &Service) -> usize {
+            self.phase
+        }
+        fn disabled(&self, _: &Service, _: &Pool, e: &Endpoint) -> bool {
+            self.disabled.contains(&e.id.as_str())
+        }
+        fn healthy(&self, _: &Service, _: &Pool, e: &Endpoint) -> bool {
+            !self.down.contains(&e.id.as_str())
+        }
+        fn decommissioned(&self, _: &Service, p: &Pool) -> bool {
+            self.gone.contains(&p.name.as_str())
+        }
+    }
+
+    #[test]
+    fn decide_roles_table() {
+        use Role::*;
+        let z = zone(SVC);
+        let s = &z.services[0];
+        const OLD: &[&str] = &["192.0.2.1", "192.0.2.2"];
+        const ALL: &[&str] = &["192.0.2.1", "192.0.2.2", "198.51.100.1", "2001:db8::1"];
+        const NEW: &[&str] = &["198.51.100.1", "2001:db8::1"];
+        // (phase, down, disabled, decommissioned, family,
+        //  roles of old and new, fail open, servfail)
+        type Case = (
+            usize,
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [&'static str],
+            Family,
+            [Option<Role>; 2],
+            bool,
+        );
+        let cases: &[Case] = &[
+            (
+                0,
+                &[],
+                &[],
+                &[],
+                Family::V4,
+                [Some(Weighted), Some(Standby)],
+                false,
+            ),
+            // old has no IPv6: new answers AAAA as standby.
+            (
+                0,
+                &[],
+                &[],
+                &[],
+                Family::V6,
+                [None, Some(StandbyAnswering)],
+                false,
+            ),
+            (
+                1,
+                &[],
+                &[],
+                &[],
+                Family::V4,
+                [Some(Weighted), Some(Weighted)],
+                false,
+            ),
+            (
+                2,
+                &[],
+                &[],
+                &[],
+                Family::V4,
+                [Some(Standby), Some(Weighted)],
+                false,
+            ),
+            // new down in cutover: old answers as standby.
+            (
+                2,
+                NEW,
+                &[],
+                &[],
+                Family::V4,
+                [Some(StandbyAnswering), Some(Unusable)],
+                false,
+            ),
+            // new disabled in cutover: the same.
+            (
+                2,
+                &[],
+                NEW,
+                &[],
+                Family::V4,
+                [Some(StandbyAnswering), Some(Unusable)],
+                false,
+            ),
+            // everything down: the weighted pool fails open.
+            (
+                2,
+                ALL,
+                &[],
+                &[],
+                Family::V4,
+                [Some(Standby), Some(FailOpen)],
+                true,
+            ),
+            (
+                0,
+                ALL,
+                &[],
+                &[],
+                Family::V4,
+                [Some(FailOpen), Some(Standby)],
+                true,
+            ),
+            // all down, new disabled: old (standby, enabled) fails open.
+            (
+                2,
+                ALL,
+                NEW,
+                &[],
+                Family::V4,
+                [Some(FailOpen), Some(Unusable)],
+                true,
+            ),
+            // everything disabled: still answered, disabled ones included.
+            (
+                2,
+                &[],
+                ALL,
+                &[],
+                Family::V4,
+                [Some(Standby), Some(FailOpen)],
+                true,
+            ),
+            (
+                2,
+                NEW,
+                &[],
+                &["old"],
+                Family::V4,
+                [Some(Decommissioned), Some(FailOpen)],
+                true,
+            ),
+            (
+                0,
+                OLD,
+                &[],
+                &["new"],
+                Family::V4,
+                [Some(FailOpen), Some(Decommissioned)],
+                true,
+            ),
+        ];
+        for (i, (phase, down, disabled, gone, family, want, fail_open)) in cases.iter().enumerate()
+        {
+            let inputs = Situation {
+                phase: *phase,
+                down,
+                disabled,
+                gone,
+            };
+            let d = decide(s, &s.phases[*phase].weights, None, *family, &inputs);
+            let roles: Vec<Option<Role>> =
+                d.pools.iter().map(|p| p.as_ref().map(|p| p.role)).collect();
+            assert_eq!(roles, want.to_vec(), "case {i}");
+            assert_eq!(d.fail_open, *fail_open, "case {i}");
+            assert!(!d.servfail, "case {i}");
+        }
+        // Everything disabled: the answer carries the disabled endpoints
+        // rather than an empty NOERROR.
+        let p = plan(
+            &z,
+            &Situation {
+                phase: 2,
+                down: &[],
+                disabled: ALL,
+                gone: &[],
+            },
+        );
+        assert_eq!(
+            ask(&p, "www.z.test.", RecordType::A).answers[0]
+                .data
+                .to_string(),
+            "198.51.100.1"
+        );
+        assert_eq!(
+            ask(&p, "www-next.z.test.", RecordType::A).answers[0]
+                .data
+                .to_string(),
+            "198.51.100.1"
+        );
+        // With on_all_down = "servfail": SERVFAIL, every live pool says so.
+        let zs = zone(&SVC.replace(
+            "max_answers = 1",
+            "max_answers = 1\non_all_down = \"servfail\"",
+        ));
+        let s = &zs.services[0];
+        let inputs = Situation {
+            phase: 2,
+            down: &[],
+            disabled: ALL,
+            gone: &["old"],
+        };
+        let d = decide(s, &s.phases[2].weights, None, Family::V4, &inputs);
+        assert!(d.servfail && !d.fail_open);
+        let roles: Vec<Option<Role>> = d.pools.iter().map(|p| p.as_ref().map(|p| p.role)).collect();
+        assert_eq!(roles, vec![Some(Decommissioned), Some(Servfail)]);
+        let p = plan(&zs, &inputs);
+        assert_eq!(
+            ask(&p, "www-next.z.test.", RecordType::A).rcode,
+            ResponseCode::ServFail
+        );
     }
 
     #[test]

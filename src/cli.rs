@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::Role;
 use crate::config::{Config, LogFormat};
 use crate::control::{
     ErrorBody, HistoryResponse, OkResponse, ReloadResponse, StatusResponse, TransitionRequest,
@@ -57,8 +58,17 @@ pub enum Command {
         /// Only this service.
         service: Option<String>,
         /// Machine-readable output (see the README for the format).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw in place every --interval until Ctrl-C (at most a day).
+        #[arg(long)]
+        watch: bool,
+        /// Time between redraws with --watch ("2s", "500ms"; at least 200ms).
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = watch_interval)]
+        interval: std::time::Duration,
+        /// With --watch: stop after this many redraws.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
     /// Move a service to its next phase (or --to a later one).
     Advance(TransitionArgs),
@@ -90,8 +100,36 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Undo a decommission: the pool is answered again as weights and health say.
+    Recommission {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Pool name ("old").
+        pool: String,
+        /// Why; recorded in history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Re-read zones; a config with any error is rejected whole.
     Reload,
+}
+
+/// Shortest `status --watch` interval: a watch is a person looking, not a poller.
+const MIN_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest a `status --watch` runs: a forgotten terminal stops polling.
+const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Clears the terminal and moves the cursor home (ANSI).
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+fn watch_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < MIN_WATCH_INTERVAL {
+        return Err(format!(
+            "at least {} between redraws",
+            humantime::format_duration(MIN_WATCH_INTERVAL)
+        ));
+    }
+    Ok(d)
 }
 
 /// Arguments of `advance` and `rollback`.
@@ -125,6 +163,9 @@ pub enum EndpointAction {
         service: String,
         /// Endpoint as written in the zone file.
         endpoint: String,
+        /// Disable even if that leaves a pool that answers now without a usable endpoint.
+        #[arg(long)]
+        force: bool,
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
@@ -430,11 +471,20 @@ impl Client {
         let seg = |s: &str| percent(s);
         match command {
             Command::Serve(_) | Command::Check { .. } => Ok(()),
-            Command::Status { service, json } => {
+            Command::Status {
+                service,
+                json,
+                watch,
+                interval,
+                count,
+            } => {
                 let path = match &service {
                     Some(s) => format!("/v1/status?service={}", seg(s)),
                     None => "/v1/status".into(),
                 };
+                if watch {
+                    return self.watch(&path, interval, count).await;
+                }
                 let st: StatusResponse = self.call(Method::GET, &path, None).await?;
                 if json {
                     print_json(&st)
@@ -446,17 +496,18 @@ impl Client {
             Command::Advance(a) => self.transition("advance", a).await,
             Command::Rollback(a) => self.transition("rollback", a).await,
             Command::Endpoint { action } => {
-                let (service, endpoint, reason, verb) = match action {
+                let (service, endpoint, reason, force, verb) = match action {
                     EndpointAction::Disable {
                         service,
                         endpoint,
+                        force,
                         reason,
-                    } => (service, endpoint, reason, "disable"),
+                    } => (service, endpoint, reason, force, "disable"),
                     EndpointAction::Enable {
                         service,
                         endpoint,
                         reason,
-                    } => (service, endpoint, reason, "enable"),
+                    } => (service, endpoint, reason, false, "enable"),
                 };
                 let ok: OkResponse = self
                     .call(
@@ -466,7 +517,7 @@ impl Client {
                             seg(&service),
                             seg(&endpoint)
                         ),
-                        Some(serde_json::json!({ "reason": reason })),
+                        Some(serde_json::json!({ "force": force, "reason": reason })),
                     )
                     .await?;
                 println!("{}", ok.message);
@@ -490,19 +541,18 @@ impl Client {
                 force,
                 reason,
             } => {
-                let ok: OkResponse = self
-                    .call(
-                        Method::POST,
-                        &format!(
-                            "/v1/services/{}/pools/{}/decommission",
-                            seg(&service),
-                            seg(&pool)
-                        ),
-                        Some(serde_json::json!({ "force": force, "reason": reason })),
-                    )
-                    .await?;
-                println!("{}", ok.message);
-                Ok(())
+                let body = serde_json::json!({ "force": force, "reason": reason });
+                self.pool_action(&service, &pool, "decommission", body)
+                    .await
+            }
+            Command::Recommission {
+                service,
+                pool,
+                reason,
+            } => {
+                let body = serde_json::json!({ "reason": reason });
+                self.pool_action(&service, &pool, "recommission", body)
+                    .await
             }
             Command::Reload => {
                 let r: ReloadResponse = self.call(Method::POST, "/v1/reload", None).await?;
@@ -513,6 +563,60 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    /// `decommission` / `recommission`: POSTs `body` and prints the answer.
+    async fn pool_action(
+        &self,
+        service: &str,
+        pool: &str,
+        verb: &str,
+        body: serde_json::Value,
+    ) -> Result<(), Failure> {
+        let path = format!(
+            "/v1/services/{}/pools/{}/{verb}",
+            percent(service),
+            percent(pool)
+        );
+        let ok: OkResponse = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        println!("{}", ok.message);
+        Ok(())
+    }
+
+    /// `status --watch`: clears the screen and redraws every `interval`,
+    /// `count` times or until Ctrl-C (at most [`WATCH_LIMIT`]). A failed
+    /// request is shown in place and retried at the next redraw.
+    async fn watch(
+        &self,
+        path: &str,
+        interval: std::time::Duration,
+        count: Option<u64>,
+    ) -> Result<(), Failure> {
+        use std::io::Write;
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drawn = 0u64;
+        while count.is_none_or(|c| drawn < c) && start.elapsed() < WATCH_LIMIT {
+            tick.tick().await;
+            let body = match self
+                .call::<StatusResponse>(reqwest::Method::GET, path, None)
+                .await
+            {
+                Ok(st) => render_status(&st),
+                Err(e) => format!("dnsshift: {}\n", e.message().unwrap_or("request failed")),
+            };
+            let mut out = std::io::stdout().lock();
+            write!(
+                out,
+                "{CLEAR_SCREEN}every {}, Ctrl-C to stop\n\n{body}",
+                humantime::format_duration(interval)
+            )
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Refused(format!("cannot write to the terminal: {e}")))?;
+            drawn += 1;
+        }
+        Ok(())
     }
 
     async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), Failure> {
@@ -649,6 +753,19 @@ pub fn render_history(h: &HistoryResponse) -> String {
     o
 }
 
+/// What a pool's role means, for the status table.
+fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::Weighted => "receiving its weight",
+        Role::StandbyAnswering => "STANDBY ANSWERING: the weighted pools have no usable endpoint",
+        Role::FailOpen => "FAIL-OPEN: answered though no endpoint is usable",
+        Role::Standby => "standby",
+        Role::Unusable => "not answered: no usable endpoint",
+        Role::Servfail => "not answered: nothing usable, SERVFAIL",
+        Role::Decommissioned => "decommissioned: never answered",
+    }
+}
+
 /// The human-readable status table.
 pub fn render_status(st: &StatusResponse) -> String {
     use std::fmt::Write;
@@ -656,8 +773,25 @@ pub fn render_status(st: &StatusResponse) -> String {
     let mut o = String::new();
     for s in &st.services {
         let _ = writeln!(o, "{}", s.service);
+        if s.fail_open {
+            let _ = writeln!(
+                o,
+                "  FAIL-OPEN  no endpoint is usable: answering them all as if they were"
+            );
+        }
+        if s.servfail {
+            let _ = writeln!(
+                o,
+                "  SERVFAIL   no endpoint is usable (on_all_down = \"servfail\")"
+            );
+        }
         if let Some(stg) = &s.staging {
-            let _ = writeln!(o, "  staging  {stg}");
+            let mark = if s.staging_fail_open {
+                "  FAIL-OPEN: no usable endpoint, answering them all"
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "  staging  {stg}{mark}");
         }
         let phases = s
             .phases
@@ -678,35 +812,50 @@ pub fn render_status(st: &StatusResponse) -> String {
         };
         let _ = writeln!(o, "  phase    {}{since}  ttl {}s", s.phase, s.ttl);
         let _ = writeln!(o, "  phases   {phases}");
+        if let Some(until) = s.hold_until_ms {
+            let left = if until > st.now_ms {
+                format!(
+                    "{} left, until {}",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        (until - st.now_ms).div_ceil(1000)
+                    )),
+                    fmt(until)
+                )
+            } else {
+                format!("passed at {}", fmt(until))
+            };
+            let _ = writeln!(o, "  hold     {left}");
+        }
         let _ = writeln!(
             o,
             "  {:<10} {:>6}  {:>16}  STATE",
             "POOL", "WEIGHT", "SERVED (1 MIN)"
         );
         for p in &s.pools {
-            let usable = p.endpoints.iter().any(|e| e.healthy && !e.disabled);
-            let state = if p.decommissioned {
-                "decommissioned: never answered".to_string()
-            } else if p.weight > 0 && !usable {
-                "weighted, but no healthy endpoint: not answered while another pool is healthy"
-                    .to_string()
-            } else if p.weight > 0 {
-                "receiving traffic".to_string()
-            } else {
-                match (p.drained_at_ms, p.safe_to_decommission_after_ms) {
-                    (Some(d), Some(safe)) if p.drained => {
-                        format!(
-                            "standby, drained at {}; safe to decommission after {}",
-                            fmt(d),
-                            when(st.now_ms, safe)
-                        )
-                    }
-                    (Some(d), _) => format!(
-                        "standby, draining: caches may hold it until {}",
-                        when(st.now_ms, d)
-                    ),
-                    _ => "standby".into(),
-                }
+            let role = match p.role {
+                Some(r) => role_text(r).to_string(),
+                None => p
+                    .roles
+                    .iter()
+                    .map(|(family, r)| format!("{family}: {}", role_text(*r)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            let state = match (
+                p.decommissioned,
+                p.drained_at_ms,
+                p.safe_to_decommission_after_ms,
+            ) {
+                (true, _, _) | (_, None, _) => role,
+                (false, Some(d), Some(safe)) if p.drained => format!(
+                    "{role}, drained at {}; safe to decommission after {}",
+                    fmt(d),
+                    when(st.now_ms, safe)
+                ),
+                (false, Some(d), _) => format!(
+                    "{role}, draining: caches may hold it until {}",
+                    when(st.now_ms, d)
+                ),
             };
             let served = format!(
                 "{:.1}% ({})",

@@ -9,9 +9,10 @@
 //! | GET  | /v1/status[?service=S] | | [`StatusResponse`] |
 //! | POST | /v1/services/{S}/advance | [`TransitionRequest`] | [`TransitionResponse`] |
 //! | POST | /v1/services/{S}/rollback | [`TransitionRequest`] | [`TransitionResponse`] |
-//! | POST | /v1/services/{S}/endpoints/{E}/disable | [`ReasonRequest`] | [`OkResponse`] |
-//! | POST | /v1/services/{S}/endpoints/{E}/enable | [`ReasonRequest`] | [`OkResponse`] |
+//! | POST | /v1/services/{S}/endpoints/{E}/disable | [`EndpointRequest`] | [`OkResponse`] |
+//! | POST | /v1/services/{S}/endpoints/{E}/enable | [`EndpointRequest`] | [`OkResponse`] |
 //! | POST | /v1/services/{S}/pools/{P}/decommission | [`DecommissionRequest`] | [`OkResponse`] |
+//! | POST | /v1/services/{S}/pools/{P}/recommission | [`ReasonRequest`] | [`OkResponse`] |
 //! | GET  | /v1/services/{S}/history | | [`HistoryResponse`] |
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
@@ -32,6 +33,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::Role;
 use crate::daemon::Shared;
 use crate::health::Probe;
 use crate::state::Event;
@@ -88,6 +90,19 @@ pub struct ReasonRequest {
     pub reason: Option<String>,
 }
 
+/// Body of endpoint enable/disable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRequest {
+    /// Disable even if that leaves a pool that answers now without a
+    /// usable endpoint (ignored by enable).
+    #[serde(default)]
+    pub force: bool,
+    /// Operator's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// Body of decommission.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,7 +150,18 @@ pub struct ServiceStatus {
     pub since: u64,
     /// TTL answered now.
     pub ttl: u32,
-    /// Pools.
+    /// Unix ms when the current phase's `hold` ends (advancing earlier
+    /// needs `--force`); `None` when the phase has no hold.
+    pub hold_until_ms: Option<u64>,
+    /// No pool has a usable endpoint for the main name (for some record
+    /// family) and its answers fail open: as if every endpoint were usable.
+    pub fail_open: bool,
+    /// The same for the staging name.
+    pub staging_fail_open: bool,
+    /// No pool has a usable endpoint (for some record family) and the
+    /// service answers SERVFAIL (`on_all_down = "servfail"`).
+    pub servfail: bool,
+    /// Pools, in configuration order.
     pub pools: Vec<PoolStatus>,
 }
 
@@ -148,6 +174,14 @@ pub struct PoolStatus {
     pub weight: u32,
     /// Decommissioned by the operator.
     pub decommissioned: bool,
+    /// What the pool does for the main name right now, when that is the
+    /// same for every record family it has endpoints of; else `None` and
+    /// see `roles`.
+    pub role: Option<Role>,
+    /// What the pool does for the main name right now, by record family
+    /// ("A", "AAAA"; "*" for a service with a host-name pool, decided for
+    /// every type at once). Families the pool has no endpoint of are absent.
+    pub roles: BTreeMap<String, Role>,
     /// Main-name answers carrying this pool in the last minute.
     pub answers_last_minute: u64,
     /// Share of main-name answers in the last minute (0..1).
@@ -156,8 +190,8 @@ pub struct PoolStatus {
     pub last_answered_ms: Option<u64>,
     /// TTL of that answer.
     pub last_ttl: Option<u32>,
-    /// For a pool with weight 0: last answer + its TTL; no resolver that
-    /// honours TTLs holds the pool after this.
+    /// For a pool the main name does not answer now: last answer + its
+    /// TTL; no resolver that honours TTLs holds the pool after this.
     pub drained_at_ms: Option<u64>,
     /// `drained_at_ms` has passed.
     pub drained: bool,
@@ -360,6 +394,10 @@ pub async fn serve(
             "/v1/services/{service}/pools/{pool}/decommission",
             post(decommission),
         )
+        .route(
+            "/v1/services/{service}/pools/{pool}/recommission",
+            post(recommission),
+        )
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
@@ -446,7 +484,7 @@ async fn transition(
 async fn endpoint(
     AxState(ctx): AxState<Ctx>,
     UrlPath((service, endpoint, action)): UrlPath<(String, String, String)>,
-    Json(req): Json<ReasonRequest>,
+    Json(req): Json<EndpointRequest>,
 ) -> ApiResult<OkResponse> {
     let enable = match action.as_str() {
         "enable" => true,
@@ -457,11 +495,7 @@ async fn endpoint(
             )));
         }
     };
-    blocking(move || {
-        ctx.shared
-            .set_endpoint(&service, &endpoint, enable, req.reason)
-    })
-    .await
+    blocking(move || ctx.shared.set_endpoint(&service, &endpoint, enable, req)).await
 }
 
 async fn decommission(
@@ -470,6 +504,14 @@ async fn decommission(
     Json(req): Json<DecommissionRequest>,
 ) -> ApiResult<OkResponse> {
     blocking(move || ctx.shared.decommission(&service, &pool, req)).await
+}
+
+async fn recommission(
+    AxState(ctx): AxState<Ctx>,
+    UrlPath((service, pool)): UrlPath<(String, String)>,
+    Json(req): Json<ReasonRequest>,
+) -> ApiResult<OkResponse> {
+    blocking(move || ctx.shared.recommission(&service, &pool, req.reason)).await
 }
 
 async fn history(

@@ -3,7 +3,7 @@
 //! servers until shutdown. Operator operations live here too, as methods
 //! on [`Shared`], because each one changes state and rebuilds the plan.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,11 +14,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::answer::{Inputs, Plan, Stats, next_serial, serial_floor};
+use crate::answer::{self, Inputs, Plan, Role, Stats, next_serial, serial_floor};
 use crate::config::Config;
 use crate::control::{
-    self, ApiError, DecommissionRequest, EndpointStatus, HistoryResponse, OkResponse, PoolStatus,
-    ReloadResponse, ServiceStatus, StatusResponse, TransitionRequest, TransitionResponse,
+    self, ApiError, DecommissionRequest, EndpointRequest, EndpointStatus, HistoryResponse,
+    OkResponse, PoolStatus, ReloadResponse, ServiceStatus, StatusResponse, TransitionRequest,
+    TransitionResponse,
 };
 use crate::dns::{self, Handler, Listener};
 use crate::health::{self, Checker, EndpointKey, Status};
@@ -215,6 +216,21 @@ impl Shared {
         }
     }
 
+    /// Resolves a service and one of its pools by name.
+    fn find_pool<'z>(
+        &self,
+        zones: &'z [Zone],
+        service: &str,
+        pool: &str,
+    ) -> Result<(&'z Service, usize), ApiError> {
+        let (zi, si) = self.find_service(zones, service)?;
+        let svc = &zones[zi].services[si];
+        let pi = svc.pool_index(pool).ok_or_else(|| {
+            ApiError::not_found(format!("service {} has no pool {pool:?}", svc.key()))
+        })?;
+        Ok((svc, pi))
+    }
+
     /// Rebuilds the answer plan from the current inputs and swaps it in.
     pub fn rebuild(&self) {
         let mut serial = lock(&self.serial);
@@ -232,6 +248,12 @@ impl Shared {
             *serial,
         );
         self.plan.store(Arc::new(plan));
+    }
+
+    /// Unix seconds from which the current phase's `hold` counts: when it
+    /// was entered, or start-up for a phase never changed.
+    fn phase_since(&self, since: u64) -> u64 {
+        if since == 0 { self.started } else { since }
     }
 
     /// The current operator state.
@@ -290,15 +312,15 @@ impl Shared {
                 to: req.to.as_deref(),
                 force,
             },
-            if st.since == 0 {
-                self.started
-            } else {
-                st.since
-            },
+            self.phase_since(st.since),
             now,
             &view,
         )
-        .map_err(|e| match e {
+        .map_err(|e| match &e {
+            phase::PhaseError::Decommissioned { pool, .. } => ApiError::conflict(format!(
+                "{e} (`dnsshift recommission {} {pool}`)",
+                svc.short
+            )),
             // The operator named the wrong thing: a usage error.
             phase::PhaseError::UnknownPhase { .. } | phase::PhaseError::WrongDirection { .. } => {
                 ApiError::bad_request(e.to_string())
@@ -367,14 +389,17 @@ impl Shared {
         Ok(response)
     }
 
-    /// `endpoint enable|disable`.
+    /// `endpoint enable|disable`. A disable that would leave a pool that
+    /// answers now (main or staging name) without a usable endpoint is
+    /// refused unless forced.
     pub fn set_endpoint(
         &self,
         service: &str,
         endpoint: &str,
         enable: bool,
-        reason: Option<String>,
+        req: EndpointRequest,
     ) -> Result<OkResponse, ApiError> {
+        let EndpointRequest { force, reason } = req;
         check_reason(&reason)?;
         let _writer = lock(&self.writer);
         let zones = lock(&self.zones).clone();
@@ -397,7 +422,8 @@ impl Shared {
                 ))
             })?;
         let ek = state::endpoint_key(&pool.name, endpoint);
-        let mut next = (*self.state()).clone();
+        let state = self.state();
+        let mut next = (*state).clone();
         next.version = state::STATE_VERSION;
         let entry = next.services.entry(key.clone()).or_default();
         let changed = if enable {
@@ -411,6 +437,16 @@ impl Shared {
                 message: format!("{endpoint} in {key} was already {action}d"),
             });
         }
+        if !enable && !force {
+            let health = self.health.all();
+            let pi = svc.pool_index(&pool.name).unwrap_or_default();
+            if let Some(name) = stranded(svc, pi, &state, &next, &health) {
+                return Err(ApiError::conflict(format!(
+                    "disabling {endpoint} would leave pool {:?}, which answers {name} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, or follow on_all_down)",
+                    pool.name
+                )));
+            }
+        }
         let now = unix_now();
         next.record(Event {
             at: now,
@@ -419,7 +455,7 @@ impl Shared {
             from: None,
             to: Some(format!("{}/{endpoint}", pool.name)),
             reason: reason.clone(),
-            forced: false,
+            forced: force && !enable,
         });
         self.commit(next)?;
         self.rebuild();
@@ -429,8 +465,9 @@ impl Shared {
         })
     }
 
-    /// `decommission`: refused while the pool still receives traffic or has
-    /// not drained (plus grace), unless forced.
+    /// `decommission`: refused while the current phase gives the pool
+    /// weight or the pool is answered (standby, fail-open), even with
+    /// `force`; refused before its drain deadline plus grace unless forced.
     pub fn decommission(
         &self,
         service: &str,
@@ -442,12 +479,8 @@ impl Shared {
         // in between and gives the pool traffic again.
         let _writer = lock(&self.writer);
         let zones = lock(&self.zones).clone();
-        let (zi, si) = self.find_service(&zones, service)?;
-        let svc = &zones[zi].services[si];
+        let (svc, pi) = self.find_pool(&zones, service, pool)?;
         let key = svc.key();
-        let pi = svc
-            .pool_index(pool)
-            .ok_or_else(|| ApiError::not_found(format!("service {key} has no pool {pool:?}")))?;
         let state = self.state();
         let status = self.service_status(
             svc,
@@ -462,46 +495,110 @@ impl Shared {
                 message: format!("pool {pool} of {key} was already decommissioned"),
             });
         }
-        if !req.force {
-            if ps.weight > 0 {
-                return Err(ApiError::conflict(format!(
-                    "pool {pool:?} has weight {} in the current phase {:?}: move traffic off it first (or use --force)",
-                    ps.weight, status.phase
-                )));
-            }
-            if let Some(safe) = ps.safe_to_decommission_after_ms
-                && safe > unix_ms()
-            {
-                return Err(ApiError::conflict(format!(
-                    "pool {pool:?} is not safe to decommission until {} (drained at {}, plus grace) (use --force to decommission now)",
-                    format_ms(safe),
-                    ps.drained_at_ms.map(format_ms).unwrap_or_default()
-                )));
-            }
+        // Never with --force either: the pool's traffic would silently go
+        // to the standby pools, or fail open.
+        if ps.weight > 0 {
+            return Err(ApiError::conflict(format!(
+                "pool {pool:?} has weight {} in the current phase {:?}: move traffic off it first (advance or rollback to a phase that gives it none)",
+                ps.weight, status.phase
+            )));
+        }
+        if let Some((family, role)) = ps.roles.iter().find(|(_, r)| r.answered()) {
+            return Err(ApiError::conflict(format!(
+                "pool {pool:?} answers {family} queries now ({}): decommissioning it would leave them to pools without a usable endpoint",
+                match role {
+                    Role::FailOpen => "fail-open: no pool has a usable endpoint",
+                    _ => "as standby: the weighted pools have no usable endpoint",
+                }
+            )));
+        }
+        if !req.force
+            && let Some(safe) = ps.safe_to_decommission_after_ms
+            && safe > unix_ms()
+        {
+            return Err(ApiError::conflict(format!(
+                "pool {pool:?} is not safe to decommission until {} (drained at {}, plus grace) (use --force to decommission now)",
+                format_ms(safe),
+                ps.drained_at_ms.map(format_ms).unwrap_or_default()
+            )));
         }
         let mut next = (*state).clone();
-        next.version = state::STATE_VERSION;
         next.services
             .entry(key.clone())
             .or_default()
             .decommissioned
             .insert(svc.pools[pi].name.clone());
-        let now = unix_now();
-        next.record(Event {
-            at: now,
-            service: key.clone(),
-            action: "decommission".into(),
-            from: None,
-            to: Some(pool.to_string()),
-            reason: req.reason.clone(),
-            forced: req.force,
-        });
-        self.commit(next)?;
-        self.rebuild();
+        self.apply(
+            next,
+            Event {
+                at: unix_now(),
+                service: key.clone(),
+                action: "decommission".into(),
+                from: None,
+                to: Some(pool.to_string()),
+                reason: req.reason.clone(),
+                forced: req.force,
+            },
+        )?;
         info!(service = %key, %pool, forced = req.force, reason = req.reason.as_deref().unwrap_or(""), "pool decommissioned");
         Ok(OkResponse {
             message: format!("pool {pool} of {key} decommissioned: it is never answered again"),
         })
+    }
+
+    /// `recommission`: undoes a decommission; the pool is answered again
+    /// as its weights and health say.
+    pub fn recommission(
+        &self,
+        service: &str,
+        pool: &str,
+        reason: Option<String>,
+    ) -> Result<OkResponse, ApiError> {
+        check_reason(&reason)?;
+        let _writer = lock(&self.writer);
+        let zones = lock(&self.zones).clone();
+        let key = self.find_pool(&zones, service, pool)?.0.key();
+        let state = self.state();
+        let mut next = (*state).clone();
+        if !next
+            .services
+            .entry(key.clone())
+            .or_default()
+            .decommissioned
+            .remove(pool)
+        {
+            return Ok(OkResponse {
+                message: format!("pool {pool} of {key} was not decommissioned"),
+            });
+        }
+        self.apply(
+            next,
+            Event {
+                at: unix_now(),
+                service: key.clone(),
+                action: "recommission".into(),
+                from: None,
+                to: Some(pool.to_string()),
+                reason: reason.clone(),
+                forced: false,
+            },
+        )?;
+        info!(service = %key, %pool, reason = reason.as_deref().unwrap_or(""), "pool recommissioned");
+        Ok(OkResponse {
+            message: format!(
+                "pool {pool} of {key} recommissioned: answered again as the phase's weights and health say"
+            ),
+        })
+    }
+
+    /// Records `event` in `next`, saves it and publishes the new answers.
+    /// Callers hold `writer`.
+    fn apply(&self, mut next: State, event: Event) -> Result<(), ApiError> {
+        next.version = state::STATE_VERSION;
+        next.record(event);
+        self.commit(next)?;
+        self.rebuild();
+        Ok(())
     }
 
     /// `history` of one service, or of every service (`None`), oldest first.
@@ -563,6 +660,15 @@ impl Shared {
         let key = s.key();
         let st = state.service(&key);
         let phase = state.phase_of(s);
+        let view = View { state, health };
+        let main = answer::decisions(s, &view, false);
+        let staging = match s.staging {
+            Some(_) => answer::decisions(s, &view, true),
+            None => Vec::new(),
+        };
+        let hold_until_ms = s.phases[phase].hold.map(|hold| {
+            (self.phase_since(st.since) * 1000).saturating_add(hold.as_millis() as u64)
+        });
         let total: u64 = s
             .pools
             .iter()
@@ -580,12 +686,22 @@ impl Shared {
             .map(|(i, p)| {
                 let weight = s.phases[phase].weights[i];
                 let decommissioned = st.decommissioned.contains(&p.name);
+                let roles: BTreeMap<String, Role> = main
+                    .iter()
+                    .filter_map(|(f, d)| {
+                        let role = d.pools[i].as_ref()?.role;
+                        Some((f.label().to_string(), role))
+                    })
+                    .collect();
+                let mut distinct = roles.values();
+                let first = distinct.next().copied();
+                let role = first.filter(|r| distinct.all(|x| x == r));
+                let answered = roles.values().any(|r| r.answered());
                 let ps = self.stats.pool(&key, &p.name, s.max_ttl());
                 let last = ps.last_answered_ms.load(Ordering::Relaxed);
                 let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
-                let answered = last > 0;
-                let drained_at = (weight == 0 || decommissioned)
-                    .then(|| ps.expires_at_ms.load(Ordering::Relaxed));
+                let ever = last > 0;
+                let drained_at = (!answered).then(|| ps.expires_at_ms.load(Ordering::Relaxed));
                 let count = window
                     .get(&(key.clone(), p.name.clone()))
                     .copied()
@@ -594,14 +710,16 @@ impl Shared {
                     pool: p.name.clone(),
                     weight,
                     decommissioned,
+                    role,
+                    roles,
                     answers_last_minute: count,
                     share_last_minute: if total > 0 {
                         count as f64 / total as f64
                     } else {
                         0.0
                     },
-                    last_answered_ms: answered.then_some(last),
-                    last_ttl: answered.then_some(last_ttl),
+                    last_answered_ms: ever.then_some(last),
+                    last_ttl: ever.then_some(last_ttl),
                     drained_at_ms: drained_at,
                     drained: drained_at.is_some_and(|d| d <= now_ms),
                     safe_to_decommission_after_ms: drained_at
@@ -638,6 +756,10 @@ impl Shared {
             phases: s.phases.iter().map(|p| p.name.clone()).collect(),
             since: st.since,
             ttl: s.ttl_in(phase),
+            hold_until_ms,
+            fail_open: main.iter().any(|(_, d)| d.fail_open),
+            staging_fail_open: staging.iter().any(|(_, d)| d.fail_open),
+            servfail: main.iter().chain(&staging).any(|(_, d)| d.servfail),
             pools,
         }
     }
@@ -725,6 +847,40 @@ impl Shared {
             serial,
         })
     }
+}
+
+/// Whether the change from `before` to `after` (one more disabled endpoint)
+/// strands pool `pool` of `s`: it answers a name and record family with a
+/// usable endpoint before, and not after. Returns that name and family.
+fn stranded(
+    s: &Service,
+    pool: usize,
+    before: &State,
+    after: &State,
+    health: &HashMap<EndpointKey, Status>,
+) -> Option<String> {
+    let usable = |r: Option<Role>| matches!(r, Some(Role::Weighted | Role::StandbyAnswering));
+    let role = |state: &State, staging: bool, i: usize| {
+        let view = View { state, health };
+        answer::decisions(s, &view, staging)[i].1.pools[pool]
+            .as_ref()
+            .map(|p| p.role)
+    };
+    let names = [(false, &s.name)]
+        .into_iter()
+        .chain(s.staging.as_ref().map(|n| (true, n)));
+    for (staging, name) in names {
+        for (i, family) in answer::Family::of(s).iter().enumerate() {
+            if usable(role(before, staging, i)) && !usable(role(after, staging, i)) {
+                let what = match family {
+                    answer::Family::Other => "queries",
+                    f => f.label(),
+                };
+                return Some(format!("{what} for {name}"));
+            }
+        }
+    }
+    None
 }
 
 /// Refuses reasons longer than [`control::MAX_REASON`]: every one is kept
@@ -942,12 +1098,15 @@ fn spawn_background(shared: Arc<Shared>, shutdown: CancellationToken) {
         });
     }
     let s = shared;
+    // Installed here, before "ready" is announced, not inside the task: a
+    // SIGHUP that arrives before the task first runs would otherwise get
+    // the default action and end the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler");
+        return;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            error!("cannot install the SIGHUP handler");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

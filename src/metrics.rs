@@ -68,17 +68,20 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 
     let answers = Counters::default();
     for ((service, pool, endpoint), s) in shared.stats.endpoints() {
-        answers
-            .get_or_create(&vec![
-                ("service", service),
-                ("pool", pool),
-                ("endpoint", endpoint),
-            ])
-            .inc_by(s.answered.load(Ordering::Relaxed));
+        for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
+            answers
+                .get_or_create(&vec![
+                    ("service", service.clone()),
+                    ("pool", pool.clone()),
+                    ("endpoint", endpoint.clone()),
+                    ("name", name.to_string()),
+                ])
+                .inc_by(v.load(Ordering::Relaxed));
+        }
     }
     reg.register(
         "endpoint_answers",
-        "Answers that included an endpoint",
+        "Answers that included an endpoint, for the main or the staging name",
         answers,
     );
 
@@ -107,6 +110,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let phase = Gauges::default();
     let drain = Gauges::default();
     let decommissioned = Gauges::default();
+    let fail_open = Gauges::default();
     for s in &status.services {
         phase
             .get_or_create(&vec![
@@ -114,6 +118,9 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                 ("phase", s.phase.clone()),
             ])
             .set(1);
+        fail_open
+            .get_or_create(&vec![("service", s.service.clone())])
+            .set(i64::from(s.fail_open || s.staging_fail_open));
         for p in &s.pools {
             let pl = vec![("service", s.service.clone()), ("pool", p.pool.clone())];
             weight.get_or_create(&pl).set(i64::from(p.weight));
@@ -155,13 +162,18 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         decommissioned,
     );
     reg.register(
+        "service_fail_open",
+        "1 while the main or the staging name answers fail-open: no endpoint is usable, so all are answered",
+        fail_open,
+    );
+    reg.register(
         "phase_info",
         "Current phase of each service (value always 1)",
         phase,
     );
     reg.register_with_unit(
         "pool_drain_deadline",
-        "For a pool without weight: the Unix time after which no resolver honouring TTLs can still hold it",
+        "For a pool the main name does not answer now: the Unix time after which no resolver honouring TTLs can still hold it",
         Unit::Seconds,
         drain,
     );

@@ -13,7 +13,9 @@
 //! refused when a pool that the target phase weights above 0 has no healthy
 //! endpoint, or when the current phase's `hold` has not yet passed; `force`
 //! overrides both. `rollback` moves back (to the previous phase, or `--to` an
-//! earlier one) and is always allowed: it is the escape hatch.
+//! earlier one) and is otherwise always allowed: it is the escape hatch.
+//! Neither may enter a phase that weights a decommissioned pool, forced or
+//! not: the pool has to be recommissioned first.
 
 use std::time::Duration;
 
@@ -74,9 +76,10 @@ pub enum PhaseError {
         "pool {pool:?} would receive traffic in phase {phase:?} but has no healthy endpoint (use --force to advance anyway)"
     )]
     NoHealthyTarget { phase: String, pool: String },
-    /// A pool that would receive traffic was decommissioned.
+    /// A pool that would receive traffic was decommissioned (refused
+    /// whatever the direction or force: `recommission` it first).
     #[error(
-        "pool {pool:?} would receive traffic in phase {phase:?} but is decommissioned (use --force to advance anyway)"
+        "pool {pool:?} would receive traffic in phase {phase:?} but is decommissioned: recommission it first"
     )]
     Decommissioned { phase: String, pool: String },
 }
@@ -160,6 +163,18 @@ pub fn transition(
             Direction::Rollback => current - 1,
         },
     };
+    // Never into a phase that weights a decommissioned pool, not even a
+    // rollback or with force: DNS would not answer it, so the weights
+    // printed would be a lie.
+    let next = &phases[target];
+    if let Some(pool) =
+        (0..next.weights.len()).find(|&p| next.weights[p] > 0 && pools.decommissioned(p))
+    {
+        return Err(PhaseError::Decommissioned {
+            phase: next.name.clone(),
+            pool: pools.name(pool),
+        });
+    }
     if direction == Direction::Rollback || force {
         return Ok(target);
     }
@@ -176,16 +191,9 @@ pub fn transition(
             });
         }
     }
-    let next = &phases[target];
     for (pool, &w) in next.weights.iter().enumerate() {
         if w == 0 {
             continue;
-        }
-        if pools.decommissioned(pool) {
-            return Err(PhaseError::Decommissioned {
-                phase: next.name.clone(),
-                pool: pools.name(pool),
-            });
         }
         if !pools.healthy(pool) {
             return Err(PhaseError::NoHealthyTarget {
@@ -359,7 +367,28 @@ mod tests {
             ),
             (1, Advance, None, false, 60, &ALL_UP, Ok(2)),
             (1, Advance, None, true, 1, &ALL_UP, Ok(2)),
-            (2, Rollback, None, false, 0, &OLD_GONE, Ok(1)),
+            (
+                2,
+                Rollback,
+                None,
+                false,
+                0,
+                &OLD_GONE,
+                Err(
+                    "pool \"old\" would receive traffic in phase \"round-robin\" but is decommissioned: recommission",
+                ),
+            ),
+            (
+                0,
+                Advance,
+                None,
+                true,
+                0,
+                &OLD_GONE,
+                Err(
+                    "pool \"old\" would receive traffic in phase \"round-robin\" but is decommissioned",
+                ),
+            ),
             (
                 0,
                 Advance,

@@ -47,7 +47,7 @@ pub struct Event {
     pub at: u64,
     /// Service key.
     pub service: String,
-    /// "advance", "rollback", "disable", "enable", "decommission".
+    /// "advance", "rollback", "disable", "enable", "decommission", "recommission".
     pub action: String,
     /// Phase before (transitions), or the object acted on.
     #[serde(default)]

@@ -683,7 +683,11 @@ fn build_service(
     let pool_names: Vec<&str> = s.pools.get_ref().keys().map(String::as_str).collect();
     let mut pools = Vec::new();
     let mut seen_endpoints: HashMap<String, String> = HashMap::new();
-    for (pname, pval) in s.pools.get_ref() {
+    // Pools in the order the file lists them (the map sorts by name):
+    // status shows them that way.
+    let mut listed: Vec<(&String, &Spanned<PoolSpec>)> = s.pools.get_ref().iter().collect();
+    listed.sort_by_key(|(_, v)| v.span().start);
+    for (pname, pval) in listed {
         let key = k(&format!("pools.{pname}"));
         if !valid_pool_name(pname) {
             errs.push(src.error(
@@ -1273,7 +1277,14 @@ ns1 IN A 203.0.113.53
             "url = \"https://{endpoint}:8443/healthz\"\nhost = \"www.example.com\"",
         ))
         .unwrap();
-        let c = z.services[0].pools[0].endpoints[0].check.clone().unwrap();
+        // Pools keep the file's order (old before new), not the name order.
+        let names: Vec<&str> = z.services[0]
+            .pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["old", "new"]);
+        let c = z.services[0].pools[1].endpoints[0].check.clone().unwrap();
         assert_eq!(c.kind, crate::health::CheckKind::Https);
         assert_eq!(c.target, "https://192.0.2.2:8443/healthz");
     }

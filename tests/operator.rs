@@ -649,23 +649,32 @@ fn decommission_waits_for_drain_then_the_pool_is_never_answered() {
         let got = answers(&m);
         assert!(got.iter().all(|a| !OLD.contains(&a.as_str())), "{m}");
     }
-    // Not after a rollback either, and advancing into a phase that weights
-    // it is refused.
-    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    // Rolling back into a phase that weights it is refused (a dry run
+    // too), naming the way back.
+    let before = state_bytes(&server);
+    for args in [
+        &["rollback", "www"][..],
+        &["rollback", "www", "--to", "separate-domain"],
+        &["rollback", "www", "--dry-run"],
+    ] {
+        let err = cli_err(&server, args);
+        assert!(
+            err.contains("is decommissioned") && err.contains("dnsshift recommission www old"),
+            "{err}"
+        );
+    }
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
     flip(Behaviour::ok(), true);
     for _ in 0..30 {
         assert_eq!(www_a(&server, 2), vec!["127.0.0.3".to_string()]);
     }
-    let err = cli_err(&server, &["advance", "www"]);
-    assert!(err.contains("is decommissioned"), "{err}");
     let human = server.cli_ok(&["status", "www"]);
     assert!(human.contains("decommissioned"), "{human}");
     assert_eq!(
-        history(&server).last().unwrap().0,
-        "rollback",
-        "refused advance not recorded"
+        history(&server).last().unwrap(),
+        &ev("decommission", None, "old", Some("drained"), false),
+        "refused rollbacks not recorded"
     );
-    assert!(history(&server).contains(&ev("decommission", None, "old", Some("drained"), false)));
 
     // --force skips the drain wait.
     let err = cli_err(&server, &["decommission", "api", "old"]);
@@ -1131,4 +1140,350 @@ weights = {{ new = 100 }}
             .as_bool()
             .unwrap()
     );
+}
+
+// ------------------------------------------------------- status is the truth
+
+/// Two single-endpoint pools checked over HTTP (rise 1, fall 1) on the
+/// two backends, which must share a port.
+fn checked_pools(old: &Backend, new: &Backend) -> String {
+    let port = old.addr.port();
+    assert_eq!(new.addr.port(), port);
+    let health = format!(
+        "health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 1 }}"
+    );
+    format!(
+        "old = {{ endpoints = [\"{}\"], {health} }}\nnew = {{ endpoints = [\"{}\"], {health} }}",
+        old.addr.ip(),
+        new.addr.ip()
+    )
+}
+
+/// Polls `status www --json` until `pred` holds; returns that status.
+fn status_until(server: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let st = status(server);
+        pred(&st).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("status never showed {what}: {}", status(server)))
+}
+
+/// The status table line of a pool.
+fn pool_line(human: &str, pool: &str) -> String {
+    human
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{pool} ")))
+        .unwrap_or_else(|| panic!("no line for pool {pool}:\n{human}"))
+        .to_string()
+}
+
+#[test]
+fn status_shows_fail_open_when_every_endpoint_is_down() {
+    let old = Backend::http("127.0.0.4:0");
+    let new = Backend::http(&format!("127.0.0.5:{}", old.addr.port()));
+    old.set(Behaviour::status(503));
+    new.set(Behaviour::status(503));
+    let server = start(&www_zone("", &checked_pools(&old, &new), ""));
+    let (o, n) = (["127.0.0.4"], ["127.0.0.5"]);
+    // Everything down: the main name fails open with old, the weighted pool.
+    for _ in 0..20 {
+        assert_eq!(pool_of(&www_a(&server, 30), &o, &n), "old");
+    }
+    let st = status(&server);
+    assert_eq!(st["fail_open"], true, "{st}");
+    assert_eq!(st["staging_fail_open"], true, "{st}");
+    assert_eq!(pool(&st, "old")["role"], "fail-open", "{st}");
+    assert_eq!(
+        pool(&st, "old")["roles"],
+        serde_json::json!({"A": "fail-open"})
+    );
+    assert_eq!(pool(&st, "new")["role"], "standby", "{st}");
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(
+        human.contains("FAIL-OPEN  no endpoint is usable"),
+        "{human}"
+    );
+    let line = pool_line(&human, "old");
+    assert!(
+        line.contains("FAIL-OPEN") && !line.contains("not answered"),
+        "{human}"
+    );
+
+    // Old comes back: normal answers, no fail-open mark for the main name;
+    // the staging name (new only) still fails open.
+    old.set(Behaviour::ok());
+    let st = status_until(&server, "old healthy", |st| st["fail_open"] == false);
+    assert_eq!(pool(&st, "old")["role"], "weighted");
+    assert_eq!(st["staging_fail_open"], true);
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(!human.contains("FAIL-OPEN  no endpoint"), "{human}");
+    assert!(
+        pool_line(&human, "old").contains("receiving its weight"),
+        "{human}"
+    );
+    new.set(Behaviour::ok());
+    status_until(&server, "new healthy", |st| {
+        st["staging_fail_open"] == false
+    });
+}
+
+#[test]
+fn status_names_the_standby_that_answers_when_the_weighted_pool_is_disabled() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    server.cli_ok(&["endpoint", "disable", "www", NEW[0]]);
+    server.cli_ok(&["endpoint", "disable", "www", NEW[1], "--force"]);
+    assert_only(&server, "old", 30);
+    let st = status(&server);
+    let old = pool(&st, "old");
+    assert_eq!(old["role"], "standby-answering", "{st}");
+    assert_eq!(old["drained_at_ms"], Value::Null, "old is answered: {st}");
+    assert_eq!(pool(&st, "new")["role"], "unusable", "{st}");
+    assert_eq!(st["fail_open"], false);
+    let human = server.cli_ok(&["status", "www"]);
+    let line = pool_line(&human, "old");
+    assert!(
+        line.contains("STANDBY ANSWERING") && !line.contains("draining"),
+        "{human}"
+    );
+    assert!(
+        pool_line(&human, "new").contains("not answered: no usable endpoint"),
+        "{human}"
+    );
+}
+
+#[test]
+fn status_shows_each_record_family_when_the_roles_differ() {
+    // old has only IPv4: AAAA queries get new, the standby, in the first phase.
+    let pools = format!(
+        "old = [\"{}\"]\nnew = [\"{}\", \"2001:db8::20\"]",
+        OLD[0], NEW[0]
+    );
+    let server = start(&www_zone("", &pools, ""));
+    let aaaa = answers(&server.query(WWW, RecordType::AAAA));
+    assert_eq!(aaaa, vec!["2001:db8::20".to_string()]);
+    let st = status(&server);
+    let new = pool(&st, "new");
+    assert_eq!(new["role"], Value::Null, "{st}");
+    assert_eq!(
+        new["roles"],
+        serde_json::json!({"A": "standby", "AAAA": "standby-answering"})
+    );
+    assert_eq!(pool(&st, "old")["role"], "weighted");
+    let human = server.cli_ok(&["status", "www"]);
+    let line = pool_line(&human, "new");
+    assert!(
+        line.contains("A: standby; AAAA: STANDBY ANSWERING"),
+        "{human}"
+    );
+}
+
+#[test]
+fn status_shows_the_hold_left_and_pools_in_configuration_order() {
+    let zone = www_zone("initial_phase = \"half\"", "", "hold = \"1h\"");
+    // The file lists old before new, which is not alphabetical.
+    let server = start(&zone);
+    let t0 = now_ms();
+    let all = status_all(&server);
+    let st = &all["services"][0];
+    let names: Vec<&str> = st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pool"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["old", "new"]);
+    let until = st["hold_until_ms"].as_u64().expect("hold_until_ms");
+    let left = until.saturating_sub(all["now_ms"].as_u64().unwrap());
+    assert!(
+        left > 3_500_000 && left <= 3_600_000 && until <= t0 + 3_600_000,
+        "{st}"
+    );
+    let human = server.cli_ok(&["status", "www"]);
+    let hold = human
+        .lines()
+        .find(|l| l.trim_start().starts_with("hold"))
+        .unwrap_or_else(|| panic!("no hold line:\n{human}"));
+    assert!(hold.contains("left, until"), "{hold}");
+    let old_at = human.find(&pool_line(&human, "old")).unwrap();
+    let new_at = human.find(&pool_line(&human, "new")).unwrap();
+    assert!(old_at < new_at, "{human}");
+    // A phase without a hold has none.
+    server.cli_ok(&["advance", "www", "--force"]);
+    assert_eq!(status(&server)["hold_until_ms"], Value::Null);
+    assert!(!server.cli_ok(&["status", "www"]).contains("  hold "));
+}
+
+#[test]
+fn status_watch_redraws_in_place_until_its_count() {
+    let server = start(&www_zone("", "", ""));
+    let out = server.cli_ok(&[
+        "status",
+        "www",
+        "--watch",
+        "--interval",
+        "200ms",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 3, "{out:?}");
+    assert_eq!(
+        out.matches("  phase    separate-domain").count(),
+        3,
+        "{out}"
+    );
+    assert!(out.starts_with("\x1b[H\x1b[2J"), "{out:?}");
+    let (ok, _, err) = server.cli(&["status", "--watch", "--interval", "10ms", "--count", "1"]);
+    assert!(!ok && err.contains("at least 200ms"), "{err}");
+}
+
+// ------------------------------------------- overrides cannot break answers
+
+#[test]
+fn decommissioning_a_pool_that_answers_is_refused_even_forced() {
+    let server = start(&www_zone("", "", ""));
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    let before = state_bytes(&server);
+    let err = cli_err(&server, &["decommission", "www", "new", "--force"]);
+    assert!(err.contains("pool \"new\" has weight 100"), "{err}");
+    assert_eq!(state_bytes(&server), before);
+    assert_only(&server, "new", 30);
+    // Through the API: a refusal, 409.
+    let token = std::fs::read_to_string(server.path().join("state/control.token")).unwrap();
+    let (code, body) = http(
+        server.control.unwrap(),
+        "POST",
+        "/v1/services/www/pools/new/decommission",
+        Some(&format!("Bearer {}", token.trim())),
+        "{\"force\": true}",
+    );
+    assert_eq!(code, 409, "{body}");
+
+    // A standby that answers because the weighted pool is out: refused too.
+    server.cli_ok(&["endpoint", "disable", "www", NEW[0]]);
+    server.cli_ok(&["endpoint", "disable", "www", NEW[1], "--force"]);
+    assert_only(&server, "old", 30);
+    let err = cli_err(&server, &["decommission", "www", "old", "--force"]);
+    assert!(
+        err.contains("pool \"old\" answers A queries now (as standby"),
+        "{err}"
+    );
+    assert_only(&server, "old", 30);
+    assert_eq!(
+        history(&server).last().unwrap().0,
+        "disable",
+        "refusals are not recorded"
+    );
+}
+
+#[test]
+fn recommission_undoes_a_decommission_and_transitions_name_it() {
+    let server = start(&www_zone("", "", ""));
+    // new has weight 0 in separate-domain: it may go (the staging name
+    // then has nothing to answer).
+    server.cli_ok(&["decommission", "www", "new", "--force"]);
+    let before = state_bytes(&server);
+    for args in [
+        &["advance", "www"][..],
+        &["advance", "www", "--force"],
+        &["advance", "www", "--to", "cutover", "--force", "--dry-run"],
+    ] {
+        let err = cli_err(&server, args);
+        assert!(
+            err.contains("pool \"new\" would receive traffic in phase")
+                && err.contains("is decommissioned")
+                && err.contains("`dnsshift recommission www new`"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    assert_eq!(phase(&server), "separate-domain");
+
+    let out = server.cli_ok(&["recommission", "www", "new", "--reason", "back in"]);
+    assert!(out.contains("recommissioned"), "{out}");
+    let st = status(&server);
+    assert_eq!(pool(&st, "new")["decommissioned"], false);
+    assert_eq!(pool(&st, "new")["role"], "standby");
+    let staging = answers(&server.query("www-next.shift.test.", RecordType::A));
+    assert_eq!(pool_of(&staging, &OLD, &NEW), "new");
+    server.cli_ok(&["advance", "www", "--to", "cutover"]);
+    assert_only(&server, "new", 30);
+    let out = server.cli_ok(&["recommission", "www", "new"]);
+    assert!(out.contains("was not decommissioned"), "{out}");
+    let err = cli_err(&server, &["recommission", "www", "blue"]);
+    assert!(err.contains("has no pool \"blue\""), "{err}");
+    assert_eq!(
+        history(&server),
+        vec![
+            ev("decommission", None, "new", None, true),
+            ev("recommission", None, "new", Some("back in"), false),
+            ev("advance", Some("separate-domain"), "cutover", None, false),
+        ]
+    );
+}
+
+#[test]
+fn disabling_the_last_usable_endpoint_of_an_answered_pool_needs_force() {
+    let mut zone = www_zone("", "", "");
+    // A second service that answers SERVFAIL when nothing is answerable.
+    zone.push_str(&format!(
+        "\n[[service]]\nname = \"api\"\nstaging = \"api-next\"\non_all_down = \"servfail\"\n[service.pools]\nold = [\"{}\"]\nnew = [\"{}\"]\n[service.health]\nkind = \"none\"\n",
+        OLD[0], NEW[0]
+    ));
+    let server = start(&zone);
+    let token = std::fs::read_to_string(server.path().join("state/control.token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+
+    // separate-domain: new has weight 0 but carries the staging name.
+    server.cli_ok(&["endpoint", "disable", "www", NEW[0]]);
+    let before = state_bytes(&server);
+    let err = cli_err(&server, &["endpoint", "disable", "www", NEW[1]]);
+    assert!(
+        err.contains("would leave pool \"new\", which answers A for www-next.shift.test. now, without a usable endpoint")
+            && err.contains("--force"),
+        "{err}"
+    );
+    let (code, body) = http(
+        server.control.unwrap(),
+        "POST",
+        &format!("/v1/services/www/endpoints/{}/disable", NEW[1]),
+        Some(&auth),
+        "{}",
+    );
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    let staging = answers(&server.query("www-next.shift.test.", RecordType::A));
+    assert_eq!(staging, vec![NEW[1].to_string()]);
+
+    // The main name in cutover: old may lose one endpoint, not both.
+    server.cli_ok(&["endpoint", "enable", "www", NEW[0]]);
+    server.cli_ok(&["advance", "www", "--to", "half"]);
+    server.cli_ok(&["endpoint", "disable", "www", OLD[0]]);
+    let err = cli_err(&server, &["endpoint", "disable", "www", OLD[1]]);
+    assert!(
+        err.contains("pool \"old\", which answers A for www.shift.test. now"),
+        "{err}"
+    );
+    assert_mixed(&server, 30);
+
+    // Forced, the staging name never answers an empty NOERROR: nothing is
+    // usable, so it follows on_all_down; fail-open answers the disabled
+    // endpoints.
+    server.cli_ok(&["endpoint", "disable", "www", NEW[0]]);
+    server.cli_ok(&["endpoint", "disable", "www", NEW[1], "--force"]);
+    assert!(history(&server).last().unwrap().4, "recorded as forced");
+    for _ in 0..10 {
+        let m = server.query("www-next.shift.test.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(pool_of(&answers(&m), &OLD, &NEW), "new", "{m}");
+    }
+    assert_eq!(status(&server)["staging_fail_open"], true);
+    // ... and on_all_down = "servfail" answers SERVFAIL.
+    server.cli_ok(&["endpoint", "disable", "api", NEW[0], "--force"]);
+    let m = server.query("api-next.shift.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m}");
+    // Re-enabled: answered at once.
+    server.cli_ok(&["endpoint", "enable", "api", NEW[0]]);
+    let m = server.query("api-next.shift.test.", RecordType::A);
+    assert_eq!(answers(&m), vec![NEW[0].to_string()]);
 }

@@ -124,8 +124,13 @@ fn restart_keeps_phase_overrides_decommission_and_history() {
     assert_eq!(h[4]["reason"], "gone");
     assert_eq!(h[4]["forced"], true);
     assert_eq!(a(&server), vec![NEW]);
-    // Rolled back, the decommissioned pool stays out of the answers.
-    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    // The decommission holds after the restart: a rollback that would give
+    // old traffic again is refused, and old stays out of the answers.
+    let (ok, _, err) = server.cli(&["rollback", "www", "--to", "separate-domain"]);
+    assert!(
+        !ok && err.contains("\"old\"") && err.contains("is decommissioned"),
+        "{err}"
+    );
     for _ in 0..10 {
         assert!(a(&server).iter().all(|x| !OLD.contains(&x.as_str())));
     }

@@ -464,3 +464,96 @@ fn metrics_forget_endpoints_removed_by_a_reload() {
     // Counters of what stays are kept across the reload.
     assert_eq!(answered(&body, "127.0.9.32"), 5.0);
 }
+
+/// The value of one metric sample, scraped now.
+fn scrape(control: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, body) = http_get(control, "/metrics");
+    metric(&parse_metrics(&body), name, labels)
+}
+
+#[test]
+fn fail_open_metric_is_one_while_nothing_is_usable() {
+    let a = Backend::http("127.0.9.41:0");
+    let port = a.addr.port();
+    let b = Backend::http(&format!("127.0.9.42:{port}"));
+    a.set(Behaviour::status(503));
+    b.set(Behaviour::status(503));
+    let server = Setup::new(
+        &[(
+            "z.toml",
+            &checked_zone("127.0.9.41", "127.0.9.42", port, "150ms", "100ms"),
+        )],
+        "",
+    )
+    .start();
+    let control = server.control.unwrap();
+    let fail_open = || {
+        scrape(
+            control,
+            "dnsshift_service_fail_open",
+            &[("service", "www.shift.test.")],
+        )
+    };
+    assert_eq!(fail_open(), 1.0);
+    // Answered anyway: old, the weighted pool.
+    let m = server.query("www.shift.test.", RecordType::A);
+    assert_eq!(answers(&m), vec!["127.0.9.41".to_string()]);
+    a.set(Behaviour::ok());
+    let back = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        (fail_open() == 0.0).then_some(())
+    });
+    assert!(back.is_some(), "fail_open stayed 1 after old came back");
+}
+
+#[test]
+fn endpoint_answers_tell_main_from_staging() {
+    // new-only, and new's only endpoint is down: the main name answers old
+    // (standby), the staging name still answers new (fail-open).
+    let a = Backend::http("127.0.9.51:0");
+    let port = a.addr.port();
+    let b = Backend::http(&format!("127.0.9.52:{port}"));
+    b.set(Behaviour::status(503));
+    let zone = checked_zone("127.0.9.51", "127.0.9.52", port, "150ms", "100ms").replace(
+        "max_answers = 1\n",
+        "max_answers = 1\nstaging = \"www-next\"\ninitial_phase = \"new-only\"\n",
+    ) + "[[service.phase]]\nname = \"new-only\"\nweights = { old = 0, new = 100 }\n";
+    let server = Setup::new(&[("z.toml", &zone)], "").start();
+    let control = server.control.unwrap();
+    let drain_of_new = || {
+        let st: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap();
+        st["services"][0]["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pool"] == "new")
+            .unwrap()["drained_at_ms"]
+            .clone()
+    };
+    let drain_before = drain_of_new();
+    assert!(
+        drain_before.is_u64(),
+        "new is not answered on the main name"
+    );
+    for _ in 0..15 {
+        let m = server.query("www.shift.test.", RecordType::A);
+        assert_eq!(answers(&m), vec!["127.0.9.51".to_string()]);
+    }
+    for _ in 0..20 {
+        let m = server.query("www-next.shift.test.", RecordType::A);
+        assert_eq!(answers(&m), vec!["127.0.9.52".to_string()]);
+    }
+    let answered = |ep: &str, name: &str| {
+        scrape(
+            control,
+            "dnsshift_endpoint_answers_total",
+            &[("endpoint", ep), ("name", name)],
+        )
+    };
+    assert_eq!(answered("127.0.9.52", "staging"), 20.0);
+    assert_eq!(answered("127.0.9.52", "main"), 0.0);
+    assert_eq!(answered("127.0.9.51", "main"), 15.0);
+    assert_eq!(answered("127.0.9.51", "staging"), 0.0);
+    // Drain counts main-name answers only: staging answers do not move it.
+    assert_eq!(drain_of_new(), drain_before);
+}
