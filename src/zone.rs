@@ -678,15 +678,16 @@ fn build_service(
         &k("health"),
         errs,
     );
-    // Phases and the staging pool refer to pools by the names written, so
-    // that a pool with an error of its own is not reported missing again.
-    let pool_names: Vec<&str> = s.pools.get_ref().keys().map(String::as_str).collect();
-    let mut pools = Vec::new();
-    let mut seen_endpoints: HashMap<String, String> = HashMap::new();
     // Pools in the order the file lists them (the map sorts by name):
     // status shows them that way.
     let mut listed: Vec<(&String, &Spanned<PoolSpec>)> = s.pools.get_ref().iter().collect();
     listed.sort_by_key(|(_, v)| v.span().start);
+    // Phases and the staging pool refer to pools by the names written (in
+    // the file's order, the order of `pools`), so that a pool with an
+    // error of its own is not reported missing again.
+    let pool_names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    let mut pools = Vec::new();
+    let mut seen_endpoints: HashMap<String, String> = HashMap::new();
     for (pname, pval) in listed {
         let key = k(&format!("pools.{pname}"));
         if !valid_pool_name(pname) {
