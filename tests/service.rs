@@ -110,10 +110,13 @@ fn notify_ready_after_bind_and_first_health_round_then_watchdog_and_stopping() {
         "READY=1 after {:?}, before the first health round could finish",
         ready_at - started
     );
+    // The log is read by another thread, which may lag the notification:
+    // wait for the lines, then compare their order.
+    let (listening, _) = log.wait_for(0, Duration::from_secs(5), |l| is_msg(l, "dns listening"));
+    let (round, _) = log.wait_for(0, Duration::from_secs(5), |l| {
+        is_msg(l, "first health round done")
+    });
     let lines = log.lines();
-    let pos = |m: &str| lines.iter().position(|l| is_msg(l, m));
-    let listening = pos("dns listening").expect("dns listening logged before READY");
-    let round = pos("first health round done").expect("first health round logged before READY");
     assert!(
         listening < round,
         "sockets are bound before health checks finish"
