@@ -275,6 +275,8 @@ struct Ctx {
     /// The last `/metrics` rendering and when it was made.
     metrics: Arc<tokio::sync::Mutex<Option<(Instant, axum::body::Bytes)>>>,
     limits: ControlLimits,
+    /// The daemon's runtime, whose blocking pool runs operator commands.
+    daemon: tokio::runtime::Handle,
 }
 
 /// Reads the control token, or creates it (mode 0600) if missing. The new
@@ -391,7 +393,38 @@ const METRICS_CACHE: Duration = Duration::from_secs(1);
 /// Pause after an accept error such as EMFILE before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves the control API on `listener` until `shutdown`.
+/// Runs [`serve`] on a runtime of its own, on a thread of its own, so that
+/// control traffic (a storm of scrapes included) never occupies the
+/// workers that answer DNS. Operator commands still run on the daemon's
+/// blocking pool (the runtime this is called from), where health checks
+/// they restart belong. The receiver reports when the server has stopped.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    token: String,
+    limits: ControlLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let daemon = tokio::runtime::Handle::current();
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                serve(listener, shared, token, limits, daemon, shutdown).await
+            });
+            let _ = done.send(result);
+        })?;
+    Ok(stopped)
+}
+
+/// Serves the control API on `listener` until `shutdown`; daemon
+/// operations run on `daemon`'s blocking pool.
 ///
 /// Every connection is bounded: its headers (and, on a kept-alive
 /// connection, the next request's) must arrive within
@@ -405,6 +438,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     token: String,
     limits: ControlLimits,
+    daemon: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(Ctx {
@@ -412,6 +446,7 @@ pub async fn serve(
         token: token.into(),
         metrics: Arc::default(),
         limits,
+        daemon,
     });
     let open = Arc::new(Mutex::new(Open::default()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -688,11 +723,14 @@ async fn status(
     ctx.shared.status(q.service.as_deref()).map(Json)
 }
 
-/// Runs a blocking daemon operation (state file fsync) off the async workers.
+/// Runs a blocking daemon operation (state file fsync) on the daemon's
+/// blocking pool.
 async fn blocking<T: Send + 'static>(
+    ctx: &Ctx,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
+    ctx.daemon
+        .spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("operation failed: {e}")))?
         .map(Json)
@@ -720,7 +758,8 @@ async fn transition(
     req: TransitionRequest,
     direction: crate::phase::Direction,
 ) -> ApiResult<TransitionResponse> {
-    blocking(move || ctx.shared.transition(&service, direction, req)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || shared.transition(&service, direction, req)).await
 }
 
 async fn endpoint(
@@ -737,9 +776,9 @@ async fn endpoint(
             )));
         }
     };
-    blocking(move || {
-        ctx.shared
-            .set_endpoint(&service, &endpoint, enable, req.reason)
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || {
+        shared.set_endpoint(&service, &endpoint, enable, req.reason)
     })
     .await
 }
@@ -749,7 +788,8 @@ async fn decommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<DecommissionRequest>,
 ) -> ApiResult<OkResponse> {
-    blocking(move || ctx.shared.decommission(&service, &pool, req)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || shared.decommission(&service, &pool, req)).await
 }
 
 async fn history(
@@ -761,7 +801,7 @@ async fn history(
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     let shared = ctx.shared.clone();
-    blocking(move || shared.reload().map_err(ApiError::bad_request)).await
+    blocking(&ctx, move || shared.reload().map_err(ApiError::bad_request)).await
 }
 
 #[cfg(test)]

@@ -798,13 +798,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     });
     shared.rebuild();
 
-    let control_task = tokio::spawn(control::serve(
+    let control_task = control::spawn(
         control_listener,
         shared.clone(),
         token,
         shared.config.control_limits,
         shutdown.clone(),
-    ));
+    )
+    .map_err(|e| StartError::Other(format!("cannot start the control server: {e}")))?;
 
     // Health: first round before ready, bounded by the longest timeout.
     let zones_now = lock(&shared.zones).clone();
