@@ -16,6 +16,15 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// Default control API address: loopback only.
 pub const DEFAULT_CONTROL: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5380));
+/// Default time a control client has to send a request's headers; also how
+/// long an idle keep-alive connection is kept (the wait for the next
+/// request's headers starts when the previous response is sent).
+pub const DEFAULT_CONTROL_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a control client has to send a whole request body.
+pub const DEFAULT_CONTROL_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on open control connections. The CLI uses one per command
+/// and a Prometheus server one per scrape, so this is generous.
+pub const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 64;
 
 /// Where the config is looked for when neither `--config` nor
 /// `$DNSSHIFT_CONFIG` names one: the working directory (a try-out from the
@@ -50,6 +59,10 @@ struct ConfigSpec {
     tcp_idle_timeout: Option<Spanned<DurationSpec>>,
     server_id: Option<Spanned<String>>,
     cluster: Option<crate::cluster::config::ClusterSpec>,
+    allow_remote_control: Option<bool>,
+    control_header_timeout: Option<Spanned<DurationSpec>>,
+    control_body_timeout: Option<Spanned<DurationSpec>>,
+    control_max_connections: Option<Spanned<i64>>,
 }
 
 /// Log output format.
@@ -88,6 +101,24 @@ pub struct Config {
     pub server_id: String,
     /// Shared state on etcd (`[cluster]`); `None`: the local state file.
     pub cluster: Option<crate::cluster::config::ClusterConfig>,
+    /// The operator allowed a control address beyond loopback.
+    pub allow_remote_control: bool,
+    /// Limits that keep the control API from being starved.
+    pub control_limits: ControlLimits,
+}
+
+/// Bounds on the control API's connections, so that idle or slow clients
+/// cannot use up descriptors or keep `status` from being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlLimits {
+    /// Time to receive a request's headers, counted from the moment the
+    /// server waits for them: it is the idle timeout of a kept-alive
+    /// connection too.
+    pub header_timeout: Duration,
+    /// Time to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Open connections at most; beyond it the oldest idle one is closed.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -153,9 +184,58 @@ impl Config {
             }
             None => vec![DEFAULT_LISTEN],
         };
+        let allow_remote_control = spec.allow_remote_control.unwrap_or(false);
         let control_listen = match &spec.control_listen {
-            Some(a) => addr(a, "control_listen")?,
+            Some(a) => {
+                let parsed = addr(a, "control_listen")?;
+                if !parsed.ip().is_loopback() && !allow_remote_control {
+                    return Err(err(
+                        a.span(),
+                        "control_listen",
+                        format!(
+                            "{parsed} is not a loopback address: the control API is plain HTTP with a bearer token, so it listens on 127.0.0.1 or [::1] (write \"127.0.0.1:5380\"), or set allow_remote_control = true to expose it on purpose"
+                        ),
+                    ));
+                }
+                parsed
+            }
             None => DEFAULT_CONTROL,
+        };
+        let duration = |d: &Option<Spanned<DurationSpec>>, key: &str, default: Duration| {
+            let (Some(d), Some(s)) = (d, src) else {
+                return Ok(default);
+            };
+            let v = s.duration(d, key)?;
+            if v.is_zero() {
+                return Err(s.error(d.span(), key, "must be longer than 0s"));
+            }
+            Ok(v)
+        };
+        let max_connections = match (&spec.control_max_connections, src) {
+            (Some(n), Some(s)) => usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    s.error(
+                        n.span(),
+                        "control_max_connections",
+                        format!("{} is not a positive number of connections", n.get_ref()),
+                    )
+                })?,
+            _ => DEFAULT_CONTROL_MAX_CONNECTIONS,
+        };
+        let control_limits = ControlLimits {
+            header_timeout: duration(
+                &spec.control_header_timeout,
+                "control_header_timeout",
+                DEFAULT_CONTROL_HEADER_TIMEOUT,
+            )?,
+            body_timeout: duration(
+                &spec.control_body_timeout,
+                "control_body_timeout",
+                DEFAULT_CONTROL_BODY_TIMEOUT,
+            )?,
+            max_connections,
         };
         let log_format = match &spec.log_format {
             None => LogFormat::Human,
@@ -211,6 +291,8 @@ impl Config {
             tcp_idle_timeout,
             server_id,
             cluster,
+            allow_remote_control,
+            control_limits,
         })
     }
 }
@@ -253,6 +335,11 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.control_listen.to_string(), "127.0.0.1:5380");
         assert_eq!(c.control_token_file, PathBuf::from("state/control.token"));
+        assert!(!c.allow_remote_control);
+        assert_eq!(
+            c.control_limits.max_connections,
+            DEFAULT_CONTROL_MAX_CONNECTIONS
+        );
         let host = std::fs::read_to_string(HOSTNAME_FILE).unwrap_or_default();
         assert_eq!(c.server_id, host.trim());
     }
@@ -297,6 +384,13 @@ mod tests {
     }
 
     #[test]
+    fn remote_control_needs_the_opt_in() {
+        let c = parse("control_listen = \"[::]:5380\"\nallow_remote_control = true").unwrap();
+        assert!(c.allow_remote_control);
+        assert!(parse("control_listen = \"[::1]:5380\"").is_ok());
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let cases = [
             (
@@ -311,6 +405,18 @@ mod tests {
             (
                 "\nserver_id = \"a\\nb\"",
                 "dnsshift.toml:2: server_id: \"a\\nb\" must be at most 255 bytes",
+            ),
+            (
+                "\ncontrol_listen = \"0.0.0.0:5380\"",
+                "dnsshift.toml:2: control_listen: 0.0.0.0:5380 is not a loopback address",
+            ),
+            (
+                "control_max_connections = 0",
+                "dnsshift.toml:1: control_max_connections: 0 is not a positive number",
+            ),
+            (
+                "control_header_timeout = \"0s\"",
+                "dnsshift.toml:1: control_header_timeout: must be longer than 0s",
             ),
         ];
         for (text, want) in cases {

@@ -22,7 +22,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, Query, Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -32,9 +34,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use crate::answer::Role;
-use crate::daemon::Shared;
+use crate::config::ControlLimits;
+use crate::daemon::{Shared, lock};
 use crate::health::Probe;
 use crate::state::Event;
 
@@ -304,14 +308,25 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 struct Ctx {
     shared: Arc<Shared>,
     token: Arc<str>,
+    /// The last `/metrics` rendering and when it was made.
+    metrics: Arc<tokio::sync::Mutex<Option<(Instant, axum::body::Bytes)>>>,
+    limits: ControlLimits,
+    /// The daemon's runtime, whose blocking pool runs operator commands.
+    daemon: tokio::runtime::Handle,
 }
 
 /// Reads the control token, or creates it (mode 0600) if missing. The new
 /// file is written beside it and renamed into place, so a crash while it is
 /// created never leaves an empty token file that would stop the next start.
+/// An existing file must be a regular file of mode 0600 (no access for
+/// group or others) owned by the user dnsshift runs as; otherwise this
+/// refuses with the command that fixes it.
 pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+    match crate::spec::read_regular(path) {
+        Ok(t) if !t.trim().is_empty() => {
+            check_token_file(path)?;
+            return Ok(t.trim().to_string());
+        }
         Ok(_) => {
             return Err(std::io::Error::other(
                 "the file is empty (remove it to have a new token generated)",
@@ -348,6 +363,39 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
+/// Refuses a token file that others could read or that another user owns.
+fn check_token_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "the file has mode {mode:04o} but must be readable by its owner only: run `chmod 600 {}`",
+            path.display()
+        )));
+    }
+    if let Some(me) = effective_uid()
+        && meta.uid() != me
+    {
+        return Err(std::io::Error::other(format!(
+            "the file is owned by uid {} but dnsshift runs as uid {me}: run `chown {me} {}` (or remove it to have a new token generated)",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The effective uid of this process, from `/proc/self/status` (std has no
+/// safe call for it, and this crate forbids `unsafe`). None where there is
+/// no procfs; the owner check is then skipped.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Uid: real effective saved filesystem
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Compares without an early exit, so timing does not leak the token.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -369,17 +417,108 @@ fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Serves the control API on `listener` until `shutdown`.
+/// Largest request body accepted; every command's body is a few hundred
+/// bytes (a reason is at most [`MAX_REASON`]).
+const MAX_BODY: usize = 64 * 1024;
+/// A connection is closed after this long whatever it does, so that a
+/// client that stops reading a response cannot hold a slot for ever.
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// A rendered `/metrics` page is served again for this long: scrapers
+/// share one rendering, and rendering runs at most once per period.
+const METRICS_CACHE: Duration = Duration::from_secs(1);
+/// Pause after an accept error such as EMFILE before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs [`serve`] on a runtime of its own, on a thread of its own, so that
+/// control traffic (a storm of scrapes included) never occupies the
+/// workers that answer DNS. Operator commands still run on the daemon's
+/// blocking pool (the runtime this is called from), where health checks
+/// they restart belong. The receiver reports when the server has stopped.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    token: String,
+    limits: ControlLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let daemon = tokio::runtime::Handle::current();
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                serve(listener, shared, token, limits, daemon, shutdown).await
+            });
+            let _ = done.send(result);
+        })?;
+    Ok(stopped)
+}
+
+/// Serves the control API on `listener` until `shutdown`; daemon
+/// operations run on `daemon`'s blocking pool.
+///
+/// Every connection is bounded: its headers (and, on a kept-alive
+/// connection, the next request's) must arrive within
+/// `limits.header_timeout`, a body within `limits.body_timeout`, and it is
+/// closed after [`MAX_CONNECTION_LIFETIME`] in any case. At most
+/// `limits.max_connections` are open; a new connection beyond that closes
+/// the oldest idle one (as nginx reuses keep-alive connections), so idle
+/// or slow clients cannot lock out the operator.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     token: String,
+    limits: ControlLimits,
+    daemon: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ctx = Ctx {
+    let app = router(Ctx {
         shared,
         token: token.into(),
-    };
+        metrics: Arc::default(),
+        limits,
+        daemon,
+    });
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "control: cannot accept a connection");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Some(conn) = lock(&open).admit(limits.max_connections) else {
+            debug!(%peer, "control: every connection is busy; refusing a new one");
+            continue;
+        };
+        tasks.spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            conn,
+            open.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The routes, with the token and body bounds applied.
+fn router(ctx: Ctx) -> Router {
     // Every API route checks the token before anything else, the body
     // included: a request without it gets 401 whatever it carries.
     let api = Router::new()
@@ -401,14 +540,170 @@ pub async fn serve(
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    let app = Router::new()
+    // /metrics never reads a body: hyper closes a connection whose request
+    // body was left unread.
+    Router::new()
         .route("/metrics", get(metrics))
         .merge(api)
-        .with_state(ctx);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_state(ctx)
+}
+
+/// One open control connection, as the accept loop sees it.
+struct Slot {
+    /// Requests being handled on it now; 0 means idle (between requests or
+    /// still sending headers).
+    busy: Arc<AtomicUsize>,
+    /// Closes it at once.
+    evict: CancellationToken,
+}
+
+/// The open control connections, oldest first.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    slots: BTreeMap<u64, Slot>,
+}
+
+/// What a connection task needs to know about its own slot.
+struct Admitted {
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    evict: CancellationToken,
+}
+
+impl Open {
+    /// Takes a slot for a new connection, closing the oldest idle one if
+    /// all are taken; None if every connection is busy.
+    fn admit(&mut self, max: usize) -> Option<Admitted> {
+        if self.slots.len() >= max {
+            let idle = self
+                .slots
+                .iter()
+                .find(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
+                .map(|(id, _)| *id)?;
+            if let Some(s) = self.slots.remove(&idle) {
+                s.evict.cancel();
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let slot = Slot {
+            busy: Arc::default(),
+            evict: CancellationToken::new(),
+        };
+        let admitted = Admitted {
+            id,
+            busy: slot.busy.clone(),
+            evict: slot.evict.clone(),
+        };
+        self.slots.insert(id, slot);
+        Some(admitted)
+    }
+}
+
+/// Counts a request as in flight on its connection while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(busy: &Arc<AtomicUsize>) -> InFlight {
+        busy.fetch_add(1, Ordering::AcqRel);
+        InFlight(busy.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection within its bounds, then frees its slot.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: ControlLimits,
+    me: Admitted,
+    open: Arc<Mutex<Open>>,
+    shutdown: CancellationToken,
+) {
+    let tower = hyper_util::service::TowerToHyperService::new(app);
+    let busy = me.busy.clone();
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let in_flight = InFlight::new(&busy);
+        let fut = hyper::service::Service::call(&tower, req.map(axum::body::Body::new));
+        async move {
+            let response = fut.await;
+            drop(in_flight);
+            response
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    let deadline = tokio::time::sleep(MAX_CONNECTION_LIFETIME);
+    let mut deadline = std::pin::pin!(deadline);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "control connection closed");
+            }
+        }
+        _ = me.evict.cancelled() => debug!("control: idle connection closed to make room"),
+        _ = deadline.as_mut() => debug!("control: connection closed at its lifetime limit"),
+        _ = shutdown.cancelled() => {
+            // Finish the request in flight, if any, within the lifetime.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = deadline.as_mut() => {}
+            }
+        }
+    }
+    lock(&open).slots.remove(&me.id);
+}
+
+/// Reads the whole request body within the body timeout and size bound,
+/// so that a client trickling a body cannot hold a handler (or a
+/// connection) for long.
+async fn bounded_body(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    let bytes = match tokio::time::timeout(ctx.limits.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return closing(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+            });
+        }
+        Err(_) => {
+            return closing(ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the request body did not arrive within {:?}",
+                    ctx.limits.body_timeout
+                ),
+            });
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// An error response that also closes the connection (its body was not
+/// read to the end).
+fn closing(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// Rejects a request without the right bearer token before its handler
@@ -420,18 +715,41 @@ async fn require_token(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> 
     }
 }
 
+/// Serves `/metrics` from a rendering at most [`METRICS_CACHE`] old. The
+/// rendering runs on the blocking pool, never on the workers that answer
+/// DNS, and one at a time: concurrent scrapers wait for it and share it.
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
-    match crate::metrics::render(&ctx.shared) {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => ApiError::internal(format!("cannot encode metrics: {e}")).into_response(),
-    }
+    let mut cache = ctx.metrics.lock().await;
+    let body = match &*cache {
+        Some((at, body)) if at.elapsed() < METRICS_CACHE => body.clone(),
+        _ => {
+            let shared = ctx.shared.clone();
+            match tokio::task::spawn_blocking(move || crate::metrics::render(&shared)).await {
+                Ok(Ok(text)) => {
+                    let body = axum::body::Bytes::from(text);
+                    *cache = Some((Instant::now(), body.clone()));
+                    body
+                }
+                Ok(Err(e)) => {
+                    return ApiError::internal(format!("cannot encode metrics: {e}"))
+                        .into_response();
+                }
+                Err(e) => {
+                    return ApiError::internal(format!("metrics rendering failed: {e}"))
+                        .into_response();
+                }
+            }
+        }
+    };
+    drop(cache);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -446,11 +764,14 @@ async fn status(
     ctx.shared.status(q.service.as_deref()).map(Json)
 }
 
-/// Runs a blocking daemon operation (state file fsync) off the async workers.
+/// Runs a blocking daemon operation (state file fsync) on the daemon's
+/// blocking pool.
 async fn blocking<T: Send + 'static>(
+    ctx: &Ctx,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
+    ctx.daemon
+        .spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("operation failed: {e}")))?
         .map(Json)
@@ -478,7 +799,8 @@ async fn transition(
     req: TransitionRequest,
     direction: crate::phase::Direction,
 ) -> ApiResult<TransitionResponse> {
-    blocking(move || ctx.shared.transition(&service, direction, req)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || shared.transition(&service, direction, req)).await
 }
 
 async fn endpoint(
@@ -495,7 +817,11 @@ async fn endpoint(
             )));
         }
     };
-    blocking(move || ctx.shared.set_endpoint(&service, &endpoint, enable, req)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || {
+        shared.set_endpoint(&service, &endpoint, enable, req)
+    })
+    .await
 }
 
 async fn decommission(
@@ -503,7 +829,8 @@ async fn decommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<DecommissionRequest>,
 ) -> ApiResult<OkResponse> {
-    blocking(move || ctx.shared.decommission(&service, &pool, req)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || shared.decommission(&service, &pool, req)).await
 }
 
 async fn recommission(
@@ -511,7 +838,11 @@ async fn recommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<ReasonRequest>,
 ) -> ApiResult<OkResponse> {
-    blocking(move || ctx.shared.recommission(&service, &pool, req.reason)).await
+    let shared = ctx.shared.clone();
+    blocking(&ctx, move || {
+        shared.recommission(&service, &pool, req.reason)
+    })
+    .await
 }
 
 async fn history(
@@ -527,7 +858,7 @@ async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     let shared = ctx.shared.clone();
-    blocking(move || shared.reload().map_err(ApiError::bad_request)).await
+    blocking(&ctx, move || shared.reload().map_err(ApiError::bad_request)).await
 }
 
 #[cfg(test)]
@@ -545,6 +876,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(load_or_create_token(&p).unwrap(), t1);
         assert!(!dir.path().join("sub/control.token.tmp").exists());
+        // A file others can read is refused with the fix.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create_token(&p).unwrap_err().to_string();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
         // An empty file is an error, never silently replaced.
         std::fs::write(&p, "").unwrap();
         assert!(load_or_create_token(&p).is_err());

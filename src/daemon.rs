@@ -804,13 +804,16 @@ impl Shared {
         // The server config is re-read too, so that an error in it is
         // reported now rather than at the next start. Its settings
         // (addresses, directories, logging) take effect on restart.
-        let _writer = lock(&self.writer);
+        // Files are read and parsed before the writer lock is taken, so
+        // that a slow or stuck file never holds up other commands; only the
+        // check against the current state and the swap happen under it.
         if let Some(file) = &self.config.file
             && let Err(e) = Config::load(file)
         {
             return Err(reject(&e));
         }
         let zones = zone::load_dir(&self.config.zones_dir).map_err(|e| reject(&e))?;
+        let _writer = lock(&self.writer);
         let v = self.state().validate(&zones, &self.store.path());
         if !v.errors.is_empty() {
             return Err(reject(&v.errors.join("\n")));
@@ -929,6 +932,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
     info!(addr = %control_addr, "control listening");
+    if config.allow_remote_control {
+        warn!(addr = %control_addr, "allow_remote_control is set: the control API may listen beyond loopback, and its plain-HTTP bearer token can then be read on the network; firewall it");
+    }
     let token = control::load_or_create_token(&config.control_token_file).map_err(|e| {
         StartError::Other(format!(
             "cannot read or create the control token {}: {e}",
@@ -959,12 +965,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     });
     shared.rebuild();
 
-    let control_task = tokio::spawn(control::serve(
+    let control_task = control::spawn(
         control_listener,
         shared.clone(),
         token,
+        shared.config.control_limits,
         shutdown.clone(),
-    ));
+    )
+    .map_err(|e| StartError::Other(format!("cannot start the control server: {e}")))?;
 
     // Health: first round before ready, bounded by the longest timeout.
     let zones_now = lock(&shared.zones).clone();

@@ -66,9 +66,10 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads a file; an unreadable file is an error that names it.
+    /// Reads a file; an unreadable file, or one that is not a regular
+    /// file, is an error that names it.
     pub fn read(path: &Path) -> Result<Source, ConfigError> {
-        match std::fs::read_to_string(path) {
+        match read_regular(path) {
             Ok(text) => Ok(Source {
                 path: path.to_path_buf(),
                 text,
@@ -156,6 +157,47 @@ impl Source {
                 )
             })
     }
+}
+
+/// Reads a regular file as UTF-8 text. Anything else (a FIFO, a device, a
+/// directory, a socket) is refused without waiting on it: the type is
+/// checked (following symlinks) before opening, the open does not block
+/// (`O_NONBLOCK`, which a regular file ignores), and the opened file is
+/// checked again in case the path was swapped meanwhile.
+pub fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    require_regular(&std::fs::metadata(path)?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    require_regular(&file.metadata()?)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn require_regular(meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is {kind}, not a regular file"),
+    ))
 }
 
 /// A duration as written in a config file: humantime text or a bare

@@ -122,7 +122,7 @@ impl Store {
     /// Loads state; a missing file is a fresh start.
     pub fn load(&self) -> Result<State, StateError> {
         let path = self.path();
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::spec::read_regular(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
             Err(source) => return Err(StateError::Read { path, source }),
@@ -156,7 +156,17 @@ impl Store {
             .map_err(|e| err(std::io::Error::other(e.to_string())))?;
         body.push(b'\n');
         {
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            // A leftover from a crash is ours to replace; whatever it is (even
+            // a FIFO, which a plain create would block on), it goes first.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+                _ => {}
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(err)?;
             f.write_all(&body).map_err(err)?;
             f.sync_all().map_err(err)?;
         }

@@ -224,6 +224,27 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The first `/metrics` page for which `ready` holds: a page may be up to
+/// a second old (the daemon renders at most once a second), so a test
+/// polls for the change it made, with a deadline.
+fn metrics_when(control: SocketAddr, ready: impl Fn(&str) -> bool) -> String {
+    poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let (code, body) = http_get(control, "/metrics");
+        assert_eq!(code, 200);
+        ready(&body).then_some(body)
+    })
+    .expect("/metrics did not catch up within 5 s")
+}
+
+/// Sum of the samples of `name` whose labels contain `part` (0 if none).
+fn sample_sum(text: &str, name: &str, part: &str) -> f64 {
+    parse_metrics(text)
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name) && k.contains(part))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 fn metric(m: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<f64> = m
         .iter()
@@ -334,8 +355,13 @@ fn metrics_follow_queries_health_and_phase() {
         server.query("www.shift.test.", RecordType::A);
     }
 
-    let (code, body) = http_get(control, "/metrics");
-    assert_eq!(code, 200);
+    let body = metrics_when(control, |b| {
+        sample_sum(
+            b,
+            "dnsshift_dns_queries_total",
+            "qtype=\"A\",protocol=\"udp\"",
+        ) >= 60.0
+    });
     let m = parse_metrics(&body);
     let q = |qtype, proto, rcode| {
         metric(
@@ -455,15 +481,13 @@ fn metrics_forget_endpoints_removed_by_a_reload() {
             &[("endpoint", ep)],
         )
     };
-    let (_, body) = http_get(control, "/metrics");
+    let body = metrics_when(control, |b| {
+        sample_sum(b, "dnsshift_endpoint_answers_total", "\"127.0.9.33\"") >= 5.0
+    });
     assert_eq!(answered(&body, "127.0.9.33"), 5.0);
     std::fs::write(&zone_file, zone("\"127.0.9.32\"")).unwrap();
     server.cli_ok(&["reload"]);
-    let (_, body) = http_get(control, "/metrics");
-    assert!(
-        !body.contains("127.0.9.33"),
-        "removed endpoint still exported:\n{body}"
-    );
+    let body = metrics_when(control, |b| !b.contains("127.0.9.33"));
     // Counters of what stays are kept across the reload.
     assert_eq!(answered(&body, "127.0.9.32"), 5.0);
 }

@@ -374,9 +374,10 @@ fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
 fn read_ca_file(zone_file: &Path, name: &str) -> Result<PathBuf, String> {
     let dir = zone_file.parent().unwrap_or(Path::new(""));
     let path = dir.join(name.trim());
-    let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pem = crate::spec::read_regular(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut certs = 0;
-    for c in CertificateDer::pem_slice_iter(&pem) {
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
         c.map_err(|e| format!("{}: invalid PEM: {e}", path.display()))?;
         certs += 1;
     }
