@@ -11,6 +11,9 @@ use toml::Spanned;
 
 use crate::spec::{ConfigError, Source};
 
+mod log_format;
+pub use log_format::LogFormat;
+
 /// Default DNS listen address: unprivileged, loopback.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5353));
 /// Default control API address: loopback only.
@@ -28,15 +31,6 @@ struct ConfigSpec {
     log_format: Option<Spanned<String>>,
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<String>>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Validated server settings.
