@@ -5,7 +5,8 @@
 //! compiles that file as a module (with the one type it needs from the config) so the
 //! generated pages cannot drift from the binary's real options.
 //!
-//! Output: `<target>/<profile>/dnsshift-generated/{man,completions}/`, the
+//! Output: `<target>/<profile>/dnsshift-generated/{man,completions}/` (man
+//! pages gzipped), the
 //! place cargo-deb's `target/release/...` assets point at (cargo-deb maps that
 //! prefix to the real target directory; a build script only knows its own
 //! `OUT_DIR`, three levels below the profile directory).
@@ -65,8 +66,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One page per command and subcommand: dnsshift.1, dnsshift-status.1,
     // dnsshift-endpoint-disable.1, ...
     clap_mangen::generate_to(cmd.clone(), &man)?;
+    gzip_all(&man)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd.clone(), "dnsshift", &completions)?;
+    }
+    Ok(())
+}
+
+/// Replaces every file in `dir` by its gzipped copy (`x.1` -> `x.1.gz`), as
+/// Debian policy wants man pages (cargo-deb compresses only assets outside
+/// the target directory). No timestamp in the header: reproducible.
+fn gzip_all(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let data = std::fs::read(&path)?;
+        let mut gz_name = path.clone().into_os_string();
+        gz_name.push(".gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz_name)?,
+            flate2::Compression::best(),
+        );
+        std::io::Write::write_all(&mut enc, &data)?;
+        enc.finish()?;
+        std::fs::remove_file(&path)?;
     }
     Ok(())
 }
