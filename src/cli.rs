@@ -1,11 +1,9 @@
 //! The command line: subcommands, the runtime for `serve`, and the
 //! control-client side of operator commands.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Role;
@@ -17,184 +15,13 @@ use crate::control::{
 use crate::spec::ConfigErrors;
 use crate::zone;
 
-/// What `--help` says about exit codes (the README has the same table).
-const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  done
-  1  refused by the daemon (hold, health, drain, conflict) or failed there
-  2  usage error or invalid config
-  3  daemon unreachable or control token rejected";
+mod args;
+pub use args::{Args, Command, EndpointAction, ServeArgs, TransitionArgs};
 
-/// Authoritative DNS that shifts traffic between old and new load balancers.
-#[derive(Parser, Debug)]
-#[command(name = "dnsshift", version, about, after_help = EXIT_CODES_HELP)]
-pub struct Args {
-    /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml,
-    /// else /etc/dnsshift/dnsshift.toml, else built-in defaults).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Control API URL (default: from the config's control_listen).
-    #[arg(long, global = true, env = "DNSSHIFT_CONTROL", value_name = "URL")]
-    pub control: Option<String>,
-    /// Control token file (default: from the config).
-    #[arg(long, global = true, env = "DNSSHIFT_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run the server.
-    Serve(ServeArgs),
-    /// Validate zones and config; errors name file, line and key.
-    Check {
-        /// A zone file or a zones directory (default: the configured zones directory).
-        path: Option<PathBuf>,
-    },
-    /// Phase, weights, endpoints, split served in the last minute, drain.
-    Status {
-        /// Only this service.
-        service: Option<String>,
-        /// Machine-readable output (see the README for the format).
-        #[arg(long, conflicts_with = "watch")]
-        json: bool,
-        /// Redraw in place every --interval until Ctrl-C (at most a day).
-        #[arg(long)]
-        watch: bool,
-        /// Time between redraws with --watch ("2s", "500ms"; at least 200ms).
-        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = watch_interval)]
-        interval: std::time::Duration,
-        /// With --watch: stop after this many redraws.
-        #[arg(long, value_name = "N", requires = "watch")]
-        count: Option<u64>,
-    },
-    /// Move a service to its next phase (or --to a later one).
-    Advance(TransitionArgs),
-    /// Move a service back to its previous phase (or --to an earlier one); always allowed.
-    Rollback(TransitionArgs),
-    /// Take one endpoint out of the answers by hand, or put it back.
-    Endpoint {
-        #[command(subcommand)]
-        action: EndpointAction,
-    },
-    /// Every phase change and override, of one service or of all (newest last).
-    History {
-        /// Service: its name ("www") or fully qualified name; default all.
-        service: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Never answer a pool again, not even as standby (after its drain).
-    Decommission {
-        /// Service: its name ("www") or fully qualified name.
-        service: String,
-        /// Pool name ("old").
-        pool: String,
-        /// Decommission before the drain deadline plus grace has passed.
-        #[arg(long)]
-        force: bool,
-        /// Why; recorded in history.
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Undo a decommission: the pool is answered again as weights and health say.
-    Recommission {
-        /// Service: its name ("www") or fully qualified name.
-        service: String,
-        /// Pool name ("old").
-        pool: String,
-        /// Why; recorded in history.
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Re-read zones; a config with any error is rejected whole.
-    Reload,
-}
-
-/// Shortest `status --watch` interval: a watch is a person looking, not a poller.
-const MIN_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest a `status --watch` runs: a forgotten terminal stops polling.
 const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Clears the terminal and moves the cursor home (ANSI).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
-
-fn watch_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < MIN_WATCH_INTERVAL {
-        return Err(format!(
-            "at least {} between redraws",
-            humantime::format_duration(MIN_WATCH_INTERVAL)
-        ));
-    }
-    Ok(d)
-}
-
-/// Arguments of `advance` and `rollback`.
-#[derive(clap::Args, Debug)]
-pub struct TransitionArgs {
-    /// Service: its name ("www") or fully qualified name.
-    pub service: String,
-    /// Target phase.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
-    #[arg(long)]
-    pub force: bool,
-    /// Show what would be served, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Why; recorded in history.
-    #[arg(long)]
-    pub reason: Option<String>,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `endpoint` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum EndpointAction {
-    /// Take an endpoint out of the answers, whatever its health.
-    Disable {
-        /// Service: its name ("www") or fully qualified name.
-        service: String,
-        /// Endpoint as written in the zone file.
-        endpoint: String,
-        /// Disable even if that leaves a pool that answers now without a usable endpoint.
-        #[arg(long)]
-        force: bool,
-        /// Why; recorded in history.
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Put an endpoint back (its health decides again).
-    Enable {
-        /// Service: its name ("www") or fully qualified name.
-        service: String,
-        /// Endpoint as written in the zone file.
-        endpoint: String,
-        /// Why; recorded in history.
-        #[arg(long)]
-        reason: Option<String>,
-    },
-}
-
-/// Options of `serve`; each overrides the config file.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// DNS address (UDP and TCP); repeat for several.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
-    /// Directory of zone files.
-    #[arg(long, value_name = "DIR")]
-    pub zones: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-}
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn main(args: Args) -> ExitCode {

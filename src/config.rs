@@ -11,6 +11,9 @@ use toml::Spanned;
 
 use crate::spec::{ConfigError, DurationSpec, Source};
 
+mod log_format;
+pub use log_format::LogFormat;
+
 /// Default DNS listen address: unprivileged, loopback.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5353));
 /// Default control API address: loopback only.
@@ -63,15 +66,6 @@ struct ConfigSpec {
     control_header_timeout: Option<Spanned<DurationSpec>>,
     control_body_timeout: Option<Spanned<DurationSpec>>,
     control_max_connections: Option<Spanned<i64>>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Validated server settings.

@@ -55,3 +55,25 @@ fn listens_on_several_addresses_ipv4_and_ipv6_udp_and_tcp() {
         assert_eq!(answers(&query_tcp(tcp, &q)), ["192.0.2.1"], "TCP {tcp}");
     }
 }
+
+#[test]
+fn version_names_the_package_version_and_the_git_commit() {
+    let out = std::process::Command::new(bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // build.rs falls back to "unknown" outside a git checkout.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("dnsshift {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
