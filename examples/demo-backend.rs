@@ -119,9 +119,12 @@ async fn serve(addrs: BTreeSet<SocketAddr>, port: Option<u16>) -> std::io::Resul
         println!("serving http://{bound}/");
         tasks.spawn(axum::serve(listener, app.clone()).into_future());
     }
+    // Registered before "ready" is printed, so that a Ctrl-C right after
+    // it is not the default action (killed by the signal).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     println!("ready; Ctrl-C stops");
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
+        _ = interrupt.recv() => Ok(()),
         Some(r) = tasks.join_next() => Err(std::io::Error::other(match r {
             Ok(Ok(())) => "a listener stopped".to_string(),
             Ok(Err(e)) => format!("a listener failed: {e}"),
