@@ -28,6 +28,9 @@ struct ConfigSpec {
     log_format: Option<Spanned<String>>,
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<String>>,
+    udp_fast_path: Option<bool>,
+    udp_workers: Option<Spanned<i64>>,
+    udp_rcvbuf: Option<Spanned<i64>>,
 }
 
 /// Log output format.
@@ -60,7 +63,20 @@ pub struct Config {
     pub log_level: String,
     /// Idle TCP connections are closed after this long.
     pub tcp_idle_timeout: Duration,
+    /// Answer UDP on dnsshift's own fast path (the default), or on hickory's.
+    pub udp_fast_path: bool,
+    /// Fast-path UDP worker threads (and `SO_REUSEPORT` sockets) per listen
+    /// address; default one per CPU.
+    pub udp_workers: usize,
+    /// UDP receive buffer to ask the kernel for, in bytes.
+    pub udp_rcvbuf: usize,
 }
+
+/// Default UDP receive buffer: room for a few milliseconds of a flood at
+/// line rate, so bursts are not dropped while a worker is busy.
+pub const DEFAULT_UDP_RCVBUF: usize = 4 << 20;
+/// Most fast-path workers per listen address.
+pub const MAX_UDP_WORKERS: i64 = 256;
 
 impl Config {
     /// Defaults, relative to the working directory.
@@ -153,6 +169,28 @@ impl Config {
             (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
             _ => crate::dns::TCP_IDLE_TIMEOUT,
         };
+        let udp_workers = match &spec.udp_workers {
+            Some(n) if !(1..=MAX_UDP_WORKERS).contains(n.get_ref()) => {
+                return Err(err(
+                    n.span(),
+                    "udp_workers",
+                    format!("{} is not between 1 and {MAX_UDP_WORKERS}", n.get_ref()),
+                ));
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let udp_rcvbuf = match &spec.udp_rcvbuf {
+            Some(n) if !(4096..=1 << 30).contains(n.get_ref()) => {
+                return Err(err(
+                    n.span(),
+                    "udp_rcvbuf",
+                    format!("{} bytes is not between 4096 and 1073741824", n.get_ref()),
+                ));
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => DEFAULT_UDP_RCVBUF,
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -167,6 +205,9 @@ impl Config {
             log_format,
             log_level: spec.log_level.unwrap_or_else(|| "info".into()),
             tcp_idle_timeout,
+            udp_fast_path: spec.udp_fast_path.unwrap_or(true),
+            udp_workers,
+            udp_rcvbuf,
         })
     }
 }
@@ -204,6 +245,14 @@ mod tests {
                 "dnsshift.toml:3: log_format: unknown log format \"xml\"",
             ),
             ("colour = true", "dnsshift.toml:1: unknown field `colour`"),
+            (
+                "udp_workers = 0",
+                "dnsshift.toml:1: udp_workers: 0 is not between 1 and 256",
+            ),
+            (
+                "\nudp_rcvbuf = 10",
+                "dnsshift.toml:2: udp_rcvbuf: 10 bytes is not between",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

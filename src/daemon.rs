@@ -21,6 +21,7 @@ use crate::control::{
     ReloadResponse, ServiceStatus, StatusResponse, TransitionRequest, TransitionResponse,
 };
 use crate::dns::{self, Handler, Listener};
+use crate::fast;
 use crate::health::{self, Checker, EndpointKey, Status};
 use crate::phase::{self, Direction, PoolView};
 use crate::pool::{Endpoint, Pool};
@@ -739,18 +740,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (zones, state) = load_all(&config).map_err(StartError::State)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        let l = dns::bind(*addr).map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
+        let udp_sockets = if config.udp_fast_path {
+            config.udp_workers
+        } else {
+            1
+        };
+        let l = dns::bind(*addr, udp_sockets, config.udp_rcvbuf).map_err(|source| {
+            StartError::Bind {
+                addr: *addr,
+                source,
+            }
         })?;
         listeners.push(l);
     }
-    for Listener { udp, tcp } in &listeners {
+    for Listener { udp, tcp, rcvbuf } in &listeners {
+        let udp_addr = udp.first().and_then(|u| u.local_addr().ok());
         info!(
-            udp = %udp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            udp = %udp_addr.map(|a| a.to_string()).unwrap_or_default(),
             tcp = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            udp_sockets = udp.len(),
+            fast_path = config.udp_fast_path,
             "dns listening"
         );
+        // Linux reports twice what it grants (the other half is overhead).
+        if *rcvbuf < config.udp_rcvbuf {
+            warn!(
+                requested = config.udp_rcvbuf,
+                granted = rcvbuf,
+                "udp receive buffer capped by the kernel; raise net.core.rmem_max (or grant CAP_NET_ADMIN) for the requested size"
+            );
+        } else {
+            info!(
+                requested = config.udp_rcvbuf,
+                granted = rcvbuf,
+                "udp receive buffer"
+            );
+        }
     }
     let control_listener = tokio::net::TcpListener::bind(config.control_listen)
         .await
@@ -828,8 +853,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
     let mut server = Server::new(Handler::new(shared.plan.clone()));
-    for Listener { udp, tcp } in listeners {
-        server.register_socket(udp);
+    let mut udp_workers = Vec::new();
+    let fallback = fast::fallback::Fallback::new(
+        Arc::new(Handler::new(shared.plan.clone())),
+        tokio::runtime::Handle::current(),
+    );
+    for Listener { udp, tcp, .. } in listeners {
+        if shared.config.udp_fast_path {
+            let threads =
+                fast::udp::spawn(udp, shared.plan.clone(), fallback.clone(), shutdown.clone())
+                    .map_err(|e| StartError::Other(format!("cannot start udp workers: {e}")))?;
+            udp_workers.extend(threads);
+        } else {
+            for u in udp {
+                u.set_nonblocking(true)
+                    .and_then(|()| tokio::net::UdpSocket::from_std(u))
+                    .map(|u| server.register_socket(u))
+                    .map_err(|e| StartError::Other(format!("cannot register udp socket: {e}")))?;
+            }
+        }
         server.register_listener(
             tcp,
             shared.config.tcp_idle_timeout,
@@ -858,6 +900,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
         Err(_) => warn!("dns server did not stop within the grace period"),
         Ok(Ok(())) => {}
+    }
+    // Workers see the token within their receive timeout.
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in udp_workers {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+        warn!("udp workers did not stop within the grace period");
     }
     match tokio::time::timeout(SHUTDOWN_GRACE, control_task).await {
         Ok(Ok(Err(e))) => error!(error = %e, "control server stopped with an error"),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod fast;
 pub mod health;
 pub mod metrics;
 pub mod phase;

@@ -1,0 +1,69 @@
+//! The UDP fast path dnsshift owns: one `SO_REUSEPORT` socket per worker
+//! thread, batched `recvmmsg`/`sendmmsg`, an in-place request parser and
+//! answers copied from wire templates the plan precomputed
+//! ([`crate::answer::wire`]). Per query: no allocation, no lock, no syscall
+//! beyond the batched I/O. Whatever the templates do not cover goes to the
+//! hickory [`Handler`](crate::dns::Handler) ([`fallback`]); TCP stays on
+//! hickory.
+//!
+//! ```text
+//!  kernel ──recvmmsg──▶ worker thread ──parse──▶ Plan.wire.answer ──sendmmsg──▶ kernel
+//!                              │ (unusual query)
+//!                              └──▶ tokio task: hickory Handler ──sendto──▶ kernel
+//! ```
+
+pub mod fallback;
+pub mod parse;
+pub mod udp;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::answer::Plan;
+use crate::answer::wire::{HEADER_LEN, Outcome};
+use parse::{MAX_NAME, Parsed};
+
+/// What to do with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send the first `n` bytes of the output buffer back.
+    Send(usize),
+    /// Let the hickory handler answer it.
+    Fallback,
+    /// Send nothing.
+    Drop,
+}
+
+/// Answers one UDP request from `plan` into `out` (at least
+/// [`MAX_UDP_PAYLOAD`](crate::dns::MAX_UDP_PAYLOAD) bytes). Allocates
+/// nothing; counts the query as the hickory path would.
+pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
+    let mut lower = [0u8; MAX_NAME];
+    match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
+        Parsed::Drop => Action::Drop,
+        Parsed::Fallback => Action::Fallback,
+        Parsed::FormErr => {
+            formerr(req, out);
+            plan.unmatched
+                .count(RecordType::Unknown(0), false, ResponseCode::FormErr);
+            Action::Send(HEADER_LEN)
+        }
+        Parsed::Query(q) => {
+            let limit = usize::from(q.edns.unwrap_or(512));
+            match plan.wire.answer(&q, limit, out) {
+                Outcome::Answered(n) => Action::Send(n),
+                Outcome::Fallback => Action::Fallback,
+            }
+        }
+    }
+}
+
+/// FORMERR, header only, as hickory answers what it cannot decode: the
+/// query's ID, opcode, RD and CD, QR set, every count 0. `req` holds at
+/// least a header.
+pub fn formerr(req: &[u8], out: &mut [u8]) {
+    out[..HEADER_LEN].copy_from_slice(&[0; HEADER_LEN]);
+    out[..2].copy_from_slice(&req[..2]);
+    out[2] = 0x80 | (req[2] & 0x79);
+    out[3] = (req[3] & 0x10) | 1;
+}
