@@ -1,0 +1,159 @@
+//! The UDP fast path through the real binary: several workers on one port,
+//! the receive buffer reported at start, prompt shutdown, the hickory UDP
+//! path still selectable, and hostile question encodings.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+const SVC: &str = r#"
+[[service]]
+name = "www"
+max_answers = 1
+initial_phase = "round-robin"
+[service.pools]
+old = ["127.0.0.10", "127.0.0.11"]
+new = ["127.0.0.20"]
+[service.health]
+kind = "none"
+"#;
+
+fn start(extra: &str) -> Server {
+    Setup::new(&[("shift.test.toml", &zone_with(SVC))], extra).start()
+}
+
+#[test]
+fn several_workers_share_one_port_and_answer_every_client() {
+    let server = start("udp_workers = 4\n");
+    let (_, line) = server
+        .log
+        .wait_for(0, STARTUP_TIMEOUT, |l| is_msg(l, "dns listening"));
+    assert_eq!(field(&line, "udp_sockets").as_deref(), Some("4"), "{line}");
+    assert_eq!(field(&line, "fast_path").as_deref(), Some("true"), "{line}");
+    // Many source ports, so the kernel's flow hash spreads them over the
+    // sockets: every one must be answered, whichever worker gets it.
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        let m = query_udp(
+            server.dns,
+            &build_query("www.shift.test.", RecordType::A, None),
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        seen.extend(answers(&m));
+    }
+    assert_eq!(seen.len(), 3, "both pools, every old endpoint: {seen:?}");
+}
+
+#[test]
+fn receive_buffer_is_set_and_reported() {
+    let server = start("udp_rcvbuf = 1048576\n");
+    let (_, line) = server
+        .log
+        .wait_for(0, STARTUP_TIMEOUT, |l| l.contains("udp receive buffer"));
+    assert_eq!(
+        field(&line, "requested").as_deref(),
+        Some("1048576"),
+        "{line}"
+    );
+    let granted: usize = field(&line, "granted").unwrap().parse().unwrap();
+    // Either granted (Linux reports twice the size) or capped and said so.
+    assert!(
+        granted >= 1048576 || line.contains("capped by the kernel"),
+        "{line}"
+    );
+}
+
+#[test]
+fn workers_stop_within_a_second_of_sigterm() {
+    let mut server = start("udp_workers = 2\n");
+    query_udp(
+        server.dns,
+        &build_query("www.shift.test.", RecordType::A, None),
+    );
+    let t = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    // The workers' receive timeout bounds the stop; generous for a busy CI.
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let lines = server.log.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("did not stop")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn hickory_udp_path_answers_the_same_when_selected() {
+    let fast = start("");
+    let slow = start("udp_fast_path = false\n");
+    let (_, line) = slow
+        .log
+        .wait_for(0, STARTUP_TIMEOUT, |l| is_msg(l, "dns listening"));
+    assert_eq!(
+        field(&line, "fast_path").as_deref(),
+        Some("false"),
+        "{line}"
+    );
+    for (name, t, edns) in [
+        ("shift.test.", RecordType::SOA, None),
+        ("shift.test.", RecordType::NS, Some(1232)),
+        ("ns1.shift.test.", RecordType::A, None),
+        ("nope.shift.test.", RecordType::A, Some(4096)),
+        ("www.shift.test.", RecordType::MX, None),
+        ("example.org.", RecordType::A, None),
+    ] {
+        let q = build_query(name, t, edns);
+        let a = query_udp(fast.dns, &q);
+        let b = query_udp(slow.dns, &q);
+        assert_eq!(a, b, "{name} {t}");
+    }
+}
+
+#[test]
+fn a_compression_pointer_in_the_question_is_formerr_without_echo() {
+    let server = start("");
+    // Header (ID 0x4242, RD, one question) and a name that is a pointer
+    // into the header: echoing it would hand back bytes that decode to
+    // another name, or to nothing.
+    let packet = [
+        0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x02, 0, 1, 0, 1,
+    ];
+    let reply = exchange_udp_raw(server.dns, &packet).expect("an answer");
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.id, 0x4242);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(m.queries.is_empty(), "{m}");
+    assert_eq!(reply.len(), 12);
+}
+
+#[test]
+fn responses_and_garbage_with_qr_set_are_never_answered() {
+    let server = start("");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.dns).unwrap();
+    // QR=1 with garbage after the header, and a bare header with QR=1.
+    sock.send(&[0x11, 0x11, 0x80, 0, 0xff, 0xff, 1, 2, 3])
+        .unwrap();
+    sock.send(&[0x12, 0x12, 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0])
+        .unwrap();
+    let q = build_query("www.shift.test.", RecordType::A, None);
+    sock.send(&q.to_vec().unwrap()).unwrap();
+    sock.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("the query is answered");
+    assert_eq!(
+        Message::from_vec(&buf[..n]).unwrap().metadata.id,
+        q.metadata.id
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(sock.recv(&mut buf).is_err(), "a QR=1 packet was answered");
+}
