@@ -31,6 +31,7 @@ struct ConfigSpec {
     udp_fast_path: Option<bool>,
     udp_workers: Option<Spanned<i64>>,
     udp_rcvbuf: Option<Spanned<i64>>,
+    tcp_max_connections: Option<Spanned<i64>>,
 }
 
 /// Log output format.
@@ -70,7 +71,12 @@ pub struct Config {
     pub udp_workers: usize,
     /// UDP receive buffer to ask the kernel for, in bytes.
     pub udp_rcvbuf: usize,
+    /// Most DNS TCP connections open at once, per listen address; at the cap the longest-idle one is closed.
+    pub tcp_max_connections: usize,
 }
+
+/// Default cap on DNS TCP connections per listen address.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1000;
 
 /// Default UDP receive buffer: room for a few milliseconds of a flood at
 /// line rate, so bursts are not dropped while a worker is busy.
@@ -191,6 +197,17 @@ impl Config {
             Some(n) => *n.get_ref() as usize,
             None => DEFAULT_UDP_RCVBUF,
         };
+        let tcp_max_connections = match &spec.tcp_max_connections {
+            Some(n) if !(1..=1_000_000).contains(n.get_ref()) => {
+                return Err(err(
+                    n.span(),
+                    "tcp_max_connections",
+                    format!("{} is not between 1 and 1000000", n.get_ref()),
+                ));
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => DEFAULT_TCP_MAX_CONNECTIONS,
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -208,6 +225,7 @@ impl Config {
             udp_fast_path: spec.udp_fast_path.unwrap_or(true),
             udp_workers,
             udp_rcvbuf,
+            tcp_max_connections,
         })
     }
 }

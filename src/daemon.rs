@@ -56,6 +56,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// The answer snapshot the DNS handler reads.
     pub plan: Arc<ArcSwap<Plan>>,
+    /// Counters of the data path's bounds (TCP cap, accept errors, ...).
+    pub datapath: Arc<fast::Counters>,
     /// Health tasks notify this when a verdict changes.
     pub health_changed: Arc<Notify>,
     /// Per-second samples of main-name answer counters per (service, pool).
@@ -738,6 +740,7 @@ pub fn format_ms(ms: u64) -> String {
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let (zones, state) = load_all(&config).map_err(StartError::State)?;
+    raise_nofile_limit();
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let udp_sockets = if config.udp_fast_path {
@@ -807,6 +810,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         health: Arc::default(),
         stats: Arc::default(),
         plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
+        datapath: Arc::default(),
         health_changed: Arc::new(Notify::new()),
         samples: Mutex::new(VecDeque::new()),
         serial: Mutex::new(0),
@@ -853,11 +857,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
     let mut server = Server::new(Handler::new(shared.plan.clone()));
+    let handler = Arc::new(Handler::new(shared.plan.clone()));
     let mut udp_workers = Vec::new();
+    let mut tcp_tasks = Vec::new();
     let fallback = fast::fallback::Fallback::new(
-        Arc::new(Handler::new(shared.plan.clone())),
+        handler.clone(),
+        shared.datapath.clone(),
         tokio::runtime::Handle::current(),
     );
+    let tcp_limits = fast::tcp::Limits {
+        max_connections: shared.config.tcp_max_connections,
+        idle_timeout: shared.config.tcp_idle_timeout,
+    };
     for Listener { udp, tcp, .. } in listeners {
         if shared.config.udp_fast_path {
             let threads =
@@ -872,11 +883,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                     .map_err(|e| StartError::Other(format!("cannot register udp socket: {e}")))?;
             }
         }
-        server.register_listener(
+        tcp_tasks.push(tokio::spawn(fast::tcp::serve(
             tcp,
-            shared.config.tcp_idle_timeout,
-            dns::TCP_RESPONSE_BUFFER,
-        );
+            handler.clone(),
+            tcp_limits,
+            shared.datapath.clone(),
+            shutdown.clone(),
+        )));
     }
 
     let services: usize = zones_now.iter().map(|z| z.services.len()).sum();
@@ -901,6 +914,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Err(_) => warn!("dns server did not stop within the grace period"),
         Ok(Ok(())) => {}
     }
+    for t in tcp_tasks {
+        if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
+            warn!("dns tcp server did not stop within the grace period");
+        }
+    }
     // Workers see the token within their receive timeout.
     let joined = tokio::task::spawn_blocking(move || {
         for t in udp_workers {
@@ -920,6 +938,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // could race an operation still finishing and store an older state.
     info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (systemd
+/// starts services at 1024), so the TCP connection cap, not the descriptor
+/// limit, bounds DNS TCP.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open file limit"),
+            Err(error) => warn!(%error, soft, "cannot raise the open file limit"),
+        },
+        Ok(_) => {}
+        Err(error) => warn!(%error, "cannot read the open file limit"),
+    }
 }
 
 /// Rebuilds on health changes, samples counters, pings the watchdog.

@@ -286,5 +286,3 @@ fn socket(addr: SocketAddr, ty: Type) -> std::io::Result<Socket> {
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses hickory may buffer per TCP connection.
-pub const TCP_RESPONSE_BUFFER: usize = 32;

@@ -1,11 +1,12 @@
 //! The way out of the fast path: a datagram the templates do not cover is
 //! decoded by hickory and answered by the same [`Handler`] TCP uses, in a
-//! tokio task; the response goes out through the worker's socket.
+//! tokio task; the response goes out through the worker's socket. The
+//! TCP server ([`super::tcp`]) answers through [`handle`] too.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
@@ -28,15 +29,21 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 #[derive(Clone)]
 pub struct Fallback {
     handler: Arc<Handler>,
+    counters: Arc<super::Counters>,
     runtime: tokio::runtime::Handle,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Fallback {
     /// Answers with `handler`, in tasks on `runtime`.
-    pub fn new(handler: Arc<Handler>, runtime: tokio::runtime::Handle) -> Fallback {
+    pub fn new(
+        handler: Arc<Handler>,
+        counters: Arc<super::Counters>,
+        runtime: tokio::runtime::Handle,
+    ) -> Fallback {
         Fallback {
             handler,
+            counters,
             runtime,
             in_flight: Arc::default(),
         }
@@ -46,7 +53,9 @@ impl Fallback {
     pub fn submit(&self, req: &[u8], src: SocketAddr, socket: &Arc<std::net::UdpSocket>) {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            debug!(%src, "fallback queue full, datagram dropped");
+            self.counters
+                .udp_fallback_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let this = self.clone();
@@ -59,47 +68,53 @@ impl Fallback {
     }
 }
 
-/// What hickory's server does with one UDP datagram: decode, drop
-/// responses, FORMERR what does not decode (header only), else the handler.
+/// What hickory's server does with one request: decode, ignore responses
+/// (QR=1: never answered, so we cannot be used as a reflector), FORMERR
+/// what does not decode (header only), else the handler. The response's
+/// wire bytes, truncated to the client's UDP size on UDP.
+pub async fn handle(
+    handler: &Handler,
+    raw: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
+    let header: [u8; HEADER_LEN] = raw.get(..HEADER_LEN)?.try_into().ok()?;
+    if header[2] & 0x80 != 0 {
+        return None;
+    }
+    let request = match Request::from_bytes(raw, src, protocol) {
+        Ok(r) => r,
+        Err(error) => {
+            debug!(%src, %error, "undecodable request");
+            let mut out = vec![0u8; HEADER_LEN];
+            super::formerr(&header, &mut out);
+            return Some(out);
+        }
+    };
+    let max_size = match (protocol, &request.edns) {
+        (Protocol::Udp, Some(e)) => e.max_payload().clamp(512, MAX_UDP_PAYLOAD),
+        (Protocol::Udp, None) => 512,
+        _ => u16::MAX,
+    };
+    let capture = Capture {
+        out: Arc::default(),
+        max_size,
+    };
+    handler
+        .handle_request::<_, TokioTime>(&request, capture.clone())
+        .await;
+    capture.out.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 async fn answer(
     handler: &Handler,
     raw: Vec<u8>,
     src: SocketAddr,
     socket: Arc<std::net::UdpSocket>,
 ) {
-    let Some(header) = raw.get(..HEADER_LEN).map(|h| {
-        let mut a = [0u8; HEADER_LEN];
-        a.copy_from_slice(h);
-        a
-    }) else {
-        return;
-    };
-    if header[2] & 0x80 != 0 {
-        // A response: never answered, so we cannot be used as a reflector.
-        return;
+    if let Some(bytes) = handle(handler, raw, src, Protocol::Udp).await {
+        send(&socket, &bytes, src);
     }
-    let request = match Request::from_bytes(raw, src, Protocol::Udp) {
-        Ok(r) => r,
-        Err(error) => {
-            debug!(%src, %error, "undecodable request");
-            let mut out = [0u8; HEADER_LEN];
-            super::formerr(&header, &mut out);
-            send(&socket, &out, src);
-            return;
-        }
-    };
-    let max_size = request
-        .edns
-        .as_ref()
-        .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-    let reply = UdpReply {
-        socket,
-        dst: src,
-        max_size,
-    };
-    handler
-        .handle_request::<_, TokioTime>(&request, reply)
-        .await;
 }
 
 fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
@@ -115,17 +130,16 @@ fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
     }
 }
 
-/// Encodes a hickory response like hickory's UDP path (truncated to the
-/// client's size) and sends it on the worker's socket.
+/// Encodes a hickory response like hickory's own transports (truncated to
+/// `max_size`) and keeps the bytes.
 #[derive(Clone)]
-struct UdpReply {
-    socket: Arc<std::net::UdpSocket>,
-    dst: SocketAddr,
+struct Capture {
+    out: Arc<Mutex<Option<Vec<u8>>>>,
     max_size: u16,
 }
 
 #[async_trait::async_trait]
-impl ResponseHandler for UdpReply {
+impl ResponseHandler for Capture {
     async fn send_response<'a>(
         &mut self,
         response: MessageResponse<
@@ -141,7 +155,7 @@ impl ResponseHandler for UdpReply {
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(self.max_size);
         let info = response.destructive_emit(&mut encoder)?;
-        send(&self.socket, &bytes, self.dst);
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)
     }
 }

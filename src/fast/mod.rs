@@ -14,7 +14,10 @@
 
 pub mod fallback;
 pub mod parse;
+pub mod tcp;
 pub mod udp;
+
+use std::sync::atomic::AtomicU64;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -66,4 +69,21 @@ pub fn formerr(req: &[u8], out: &mut [u8]) {
     out[..2].copy_from_slice(&req[..2]);
     out[2] = 0x80 | (req[2] & 0x79);
     out[3] = (req[3] & 0x10) | 1;
+}
+
+/// Counters of the data path's bounds, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// DNS TCP connections open now.
+    pub tcp_connections: AtomicU64,
+    /// Idle TCP connections closed to make room at the cap.
+    pub tcp_evicted: AtomicU64,
+    /// TCP connections refused at the cap (none idle to close).
+    pub tcp_refused: AtomicU64,
+    /// Failed accepts (descriptor or memory exhaustion), each followed by
+    /// a back-off.
+    pub tcp_accept_errors: AtomicU64,
+    /// UDP datagrams dropped because [`fallback::MAX_IN_FLIGHT`] were
+    /// already being answered by the hickory handler.
+    pub udp_fallback_dropped: AtomicU64,
 }
