@@ -12,46 +12,16 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan, Stats};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::fast::fallback::handle;
 use dnsshift::fast::respond;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
+use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
-
-/// Encodes the response as hickory's UDP path does, and keeps its length.
-#[derive(Clone)]
-struct Sink(Arc<Mutex<usize>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Sink {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::with_capacity(512);
-        let mut enc = BinEncoder::new(&mut buf);
-        enc.set_max_size(512);
-        let info = response.destructive_emit(&mut enc)?;
-        *self.0.lock().unwrap() = buf.len();
-        Ok(info)
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -96,17 +66,17 @@ fn main() {
             }
         }
         "hickory" => {
+            // hickory's decoder, the handler and hickory's encoder, as
+            // the fallback runs them.
             let handler = Handler::new(plan.clone());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
             let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-            let sink = Sink(Arc::default());
             for i in 0..n {
                 let q = &queries[i % queries.len()];
-                let req = Request::from_bytes(q.clone(), src, Protocol::Udp).unwrap();
-                rt.block_on(handler.handle_request::<_, TokioTime>(&req, sink.clone()));
-                bytes += *sink.0.lock().unwrap();
+                let out = rt.block_on(handle(&handler, q.clone(), src, Protocol::Udp));
+                bytes += out.map_or(0, |o| o.len());
             }
         }
         other => panic!("mode {other:?}: want fast or hickory"),

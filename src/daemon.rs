@@ -862,6 +862,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let mut tcp_tasks = Vec::new();
     let fallback = fast::fallback::Fallback::new(
         handler.clone(),
+        Arc::new(fast::rrl::Rrl::new(shared.config.rrl.clone())),
         shared.datapath.clone(),
         tokio::runtime::Handle::current(),
     );

@@ -202,6 +202,16 @@ fn register_datapath(reg: &mut Registry, c: &crate::fast::Counters) {
             "UDP queries dropped because the hickory fallback was at its in-flight limit",
             &c.udp_fallback_dropped,
         ),
+        (
+            "dns_rrl_dropped",
+            "UDP responses dropped by response rate limiting",
+            &c.rrl_dropped,
+        ),
+        (
+            "dns_rrl_slipped",
+            "UDP responses sent truncated (TC) by response rate limiting instead of dropped",
+            &c.rrl_slipped,
+        ),
     ] {
         let counter = Counter::<u64>::default();
         counter.inc_by(v.load(Ordering::Relaxed));

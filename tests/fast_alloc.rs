@@ -1,15 +1,18 @@
 //! Zero heap allocations per query on the fast path: a counting global
 //! allocator around thousands of calls to the fast-path answer function,
-//! over a mix of weighted, static, negative, refused and EDNS queries.
+//! over a mix of weighted, static, negative, refused and EDNS queries,
+//! each then passed through response rate limiting as the workers do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
+use std::net::IpAddr;
 use std::path::Path;
 
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan, Stats};
 use dnsshift::dns::MAX_UDP_PAYLOAD;
-use dnsshift::fast::{Action, respond};
+use dnsshift::fast::rrl::{Rrl, Settings, now_secs};
+use dnsshift::fast::{Action, Counters, respond};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -60,12 +63,24 @@ fn the_fast_path_allocates_nothing_per_query() {
             Action::Send(_)
         ));
     }
+    let rrl = Rrl::new(Settings {
+        enabled: true,
+        responses_per_second: 100,
+        slip: 2,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        table_size: 1024,
+        exempt: Vec::new(),
+    });
+    let counters = Counters::default();
+    let client: IpAddr = "192.0.2.1".parse().unwrap();
     let region = Region::new(GLOBAL);
     let mut answered = 0;
     for _ in 0..ROUNDS {
         for q in &queries {
             if let Action::Send(n) = respond(&plan.load(), q, &mut out) {
                 answered += n.min(1);
+                counters.limit(&rrl, client, &mut out, n, now_secs());
             }
         }
     }

@@ -7,21 +7,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan, Stats};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::fast::fallback::handle;
 use dnsshift::fast::{Action, respond};
 use dnsshift::spec::Source;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
 
 /// A zone with every shape of answer the plan knows.
 const ZONE: &str = r#"
@@ -93,35 +89,6 @@ fn plan() -> Plan {
     })
     .unwrap();
     Plan::build(&[example, test], &ConfigOnly, &Stats::default(), 7)
-}
-
-/// Encodes hickory's response as its UDP path does.
-#[derive(Clone)]
-struct Capture {
-    out: Arc<Mutex<Option<Vec<u8>>>>,
-    max: u16,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::new();
-        let mut enc = BinEncoder::new(&mut buf);
-        enc.set_max_size(self.max);
-        let info = response.destructive_emit(&mut enc)?;
-        *self.out.lock().unwrap() = Some(buf);
-        Ok(info)
-    }
 }
 
 fn corpus() -> Vec<Vec<u8>> {
@@ -222,18 +189,16 @@ fn fast_path_answers_equal_the_hickory_handler() {
                 Action::Drop => panic!("query {n} dropped"),
             };
             fast += 1;
-            let request = Request::from_bytes(req.clone(), src, Protocol::Udp).unwrap();
-            let max = request
+            // hickory's decoder, the handler, and hickory's encoder with
+            // the client's UDP size.
+            let max = Message::from_vec(req)
+                .unwrap()
                 .edns
-                .as_ref()
                 .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            let capture = Capture {
-                out: Arc::default(),
-                max,
-            };
             fastrand::seed(seed);
-            rt.block_on(handler.handle_request::<_, TokioTime>(&request, capture.clone()));
-            let want = capture.out.lock().unwrap().take().unwrap();
+            let want = rt
+                .block_on(handle(&handler, req.clone(), src, Protocol::Udp))
+                .unwrap();
             let got_msg = Message::from_vec(&out[..len]).unwrap();
             let want_msg = Message::from_vec(&want).unwrap();
             let q = Message::from_vec(req).unwrap();

@@ -157,3 +157,61 @@ fn responses_and_garbage_with_qr_set_are_never_answered() {
         .unwrap();
     assert!(sock.recv(&mut buf).is_err(), "a QR=1 packet was answered");
 }
+
+#[test]
+fn rate_limiting_drops_and_slips_a_flood_for_one_name() {
+    // Loopback is exempt by default; this test is the flood's victim.
+    let server = start("[rrl]\nresponses_per_second = 5\nslip = 2\nexempt = []\n");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.dns).unwrap();
+    const SENT: usize = 60;
+    for _ in 0..SENT {
+        let q = build_query("ns1.shift.test.", RecordType::A, None);
+        sock.send(&q.to_vec().unwrap()).unwrap();
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "{m}");
+            assert_eq!(m.queries.len(), 1, "a slipped answer keeps the question");
+            truncated += 1;
+        } else {
+            assert_eq!(answers(&m), ["127.0.0.53"]);
+            full += 1;
+        }
+    }
+    // 5 per second; the burst may straddle a second boundary or two.
+    assert!((5..=15).contains(&full), "{full} full answers");
+    assert!(truncated > 0, "none slipped");
+    assert!(full + truncated < SENT, "none dropped");
+    let (_, body) = http_get(server.control.unwrap(), "/metrics");
+    let metric = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("dnsshift_dns_rrl_slipped_total "), truncated as u64);
+    assert_eq!(
+        metric("dnsshift_dns_rrl_dropped_total ") as usize,
+        SENT - full - truncated
+    );
+}
+
+#[test]
+fn a_resolver_on_loopback_is_not_rate_limited_by_default() {
+    let server = start("");
+    for _ in 0..300 {
+        let m = query_udp(
+            server.dns,
+            &build_query("ns1.shift.test.", RecordType::A, None),
+        );
+        assert!(!m.metadata.truncation);
+    }
+}

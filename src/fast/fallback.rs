@@ -18,6 +18,8 @@ use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
+use super::Counters;
+use super::rrl::{Rrl, now_secs};
 use crate::answer::wire::HEADER_LEN;
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 
@@ -29,7 +31,8 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 #[derive(Clone)]
 pub struct Fallback {
     handler: Arc<Handler>,
-    counters: Arc<super::Counters>,
+    rrl: Arc<Rrl>,
+    counters: Arc<Counters>,
     runtime: tokio::runtime::Handle,
     in_flight: Arc<AtomicUsize>,
 }
@@ -38,15 +41,22 @@ impl Fallback {
     /// Answers with `handler`, in tasks on `runtime`.
     pub fn new(
         handler: Arc<Handler>,
-        counters: Arc<super::Counters>,
+        rrl: Arc<Rrl>,
+        counters: Arc<Counters>,
         runtime: tokio::runtime::Handle,
     ) -> Fallback {
         Fallback {
             handler,
+            rrl,
             counters,
             runtime,
             in_flight: Arc::default(),
         }
+    }
+
+    /// The rate limiter and counters UDP answers go through.
+    pub fn limits(&self) -> (Arc<Rrl>, Arc<Counters>) {
+        (self.rrl.clone(), self.counters.clone())
     }
 
     /// Answers `req` from `src` in a task; the response leaves via `socket`.
@@ -62,7 +72,15 @@ impl Fallback {
         let raw = req.to_vec();
         let socket = socket.clone();
         self.runtime.spawn(async move {
-            answer(&this.handler, raw, src, socket).await;
+            if let Some(mut bytes) = handle(&this.handler, raw, src, Protocol::Udp).await {
+                let len = bytes.len();
+                let len = this
+                    .counters
+                    .limit(&this.rrl, src.ip(), &mut bytes, len, now_secs());
+                if len > 0 {
+                    send(&socket, &bytes[..len], src);
+                }
+            }
             this.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -104,17 +122,6 @@ pub async fn handle(
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
     capture.out.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
-async fn answer(
-    handler: &Handler,
-    raw: Vec<u8>,
-    src: SocketAddr,
-    socket: Arc<std::net::UdpSocket>,
-) {
-    if let Some(bytes) = handle(handler, raw, src, Protocol::Udp).await {
-        send(&socket, &bytes, src);
-    }
 }
 
 fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {

@@ -14,10 +14,12 @@
 
 pub mod fallback;
 pub mod parse;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;
 
-use std::sync::atomic::AtomicU64;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -86,4 +88,33 @@ pub struct Counters {
     /// UDP datagrams dropped because [`fallback::MAX_IN_FLIGHT`] were
     /// already being answered by the hickory handler.
     pub udp_fallback_dropped: AtomicU64,
+    /// UDP responses response rate limiting dropped.
+    pub rrl_dropped: AtomicU64,
+    /// UDP responses response rate limiting sent truncated instead.
+    pub rrl_slipped: AtomicU64,
+}
+
+impl Counters {
+    /// Applies `rrl` to the `len`-byte response in `out` for `client`:
+    /// the length to send (0: nothing), counting what was limited.
+    pub fn limit(
+        &self,
+        rrl: &rrl::Rrl,
+        client: IpAddr,
+        out: &mut [u8],
+        len: usize,
+        now: u32,
+    ) -> usize {
+        match rrl.check(client, &out[..len], now) {
+            rrl::Verdict::Send => len,
+            rrl::Verdict::Slip => {
+                self.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+                rrl::slip(&mut out[..len])
+            }
+            rrl::Verdict::Drop => {
+                self.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        }
+    }
 }

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fallback::Fallback;
-use super::{Action, respond};
+use super::rrl::{Rrl, now_secs};
+use super::{Action, Counters, respond};
 use crate::answer::Plan;
 use crate::dns::MAX_UDP_PAYLOAD;
 
@@ -46,6 +47,7 @@ pub fn spawn(
     fallback: Fallback,
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let (rrl, counters) = fallback.limits();
     let mut threads = Vec::with_capacity(sockets.len());
     for (i, socket) in sockets.into_iter().enumerate() {
         socket.set_nonblocking(false)?;
@@ -54,6 +56,8 @@ pub fn spawn(
             socket: Arc::new(socket),
             plan: plan.clone(),
             fallback: fallback.clone(),
+            rrl: rrl.clone(),
+            counters: counters.clone(),
             shutdown: shutdown.clone(),
             last_error_log: None,
         };
@@ -70,6 +74,8 @@ struct Worker {
     socket: Arc<std::net::UdpSocket>,
     plan: Arc<ArcSwap<Plan>>,
     fallback: Fallback,
+    rrl: Arc<Rrl>,
+    counters: Arc<Counters>,
     shutdown: CancellationToken,
     last_error_log: Option<Instant>,
 }
@@ -142,6 +148,7 @@ impl Worker {
     /// answers to send.
     fn answer(&self, b: &mut Buffers, n: usize) -> usize {
         let plan = self.plan.load();
+        let now = now_secs();
         let mut out = 0;
         for i in 0..n {
             let (len, Some(src)) = b.received[i] else {
@@ -151,17 +158,21 @@ impl Worker {
                 continue;
             }
             let req = &b.rx[i][..len];
+            let Some(client) = socket_addr(&src) else {
+                continue;
+            };
             match respond(&plan, req, &mut b.tx[out]) {
                 Action::Send(l) => {
-                    b.lens[out] = l;
-                    b.dsts[out] = Some(src);
-                    out += 1;
-                }
-                Action::Fallback => {
-                    if let Some(src) = socket_addr(&src) {
-                        self.fallback.submit(req, src, &self.socket);
+                    let l = self
+                        .counters
+                        .limit(&self.rrl, client.ip(), &mut b.tx[out], l, now);
+                    if l > 0 {
+                        b.lens[out] = l;
+                        b.dsts[out] = Some(src);
+                        out += 1;
                     }
                 }
+                Action::Fallback => self.fallback.submit(req, client, &self.socket),
                 Action::Drop => {}
             }
         }
