@@ -12,8 +12,11 @@ const SPECIAL_TYPES: [u16; 9] = [0, 41, 249, 250, 251, 252, 253, 254, 255];
 /// Classes answered from our IN zones: IN and ANY (`*`).
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
-/// The EDNS option the fast path does not answer itself: NSID (RFC 5001).
-const OPT_NSID: u16 = 3;
+/// EDNS options the fast path leaves to hickory, which reads their
+/// contents (and may find them malformed): NSID (RFC 5001, which the handler
+/// answers) and client subnet (RFC 7871). Others are opaque to hickory too
+/// and ignored, as it ignores them.
+const HICKORY_OPTIONS: [u16; 2] = [3, 8];
 /// Record type of the EDNS pseudo-record.
 const TYPE_OPT: u16 = 41;
 
@@ -106,7 +109,7 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
 
 /// Reads an OPT record that ends the message; its UDP payload size, or
 /// `None` when anything is unusual (not OPT, version above 0, an extended
-/// RCODE, NSID, a malformed option, trailing bytes).
+/// RCODE, NSID or client subnet, a malformed option, trailing bytes).
 fn opt(rr: &[u8]) -> Option<u16> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
@@ -124,7 +127,7 @@ fn opt(rr: &[u8]) -> Option<u16> {
         }
         let code = u16::from_be_bytes([options[0], options[1]]);
         let len = usize::from(u16::from_be_bytes([options[2], options[3]]));
-        if code == OPT_NSID || options.len() < 4 + len {
+        if HICKORY_OPTIONS.contains(&code) || options.len() < 4 + len {
             return None;
         }
         options = &options[4 + len..];
