@@ -215,3 +215,31 @@ fn a_resolver_on_loopback_is_not_rate_limited_by_default() {
         assert!(!m.metadata.truncation);
     }
 }
+
+#[test]
+fn truncated_answers_are_header_question_and_opt_only() {
+    // Ten 200-byte TXT strings: more than 512 bytes, and more than 1232.
+    let records: String = (0..10)
+        .map(|i| format!("big IN TXT \"{}\"\n", format!("{i}").repeat(200)))
+        .collect();
+    let zone = zone_with("").replace(
+        "ns1 IN A 127.0.0.53\n",
+        &format!("ns1 IN A 127.0.0.53\n{records}"),
+    );
+    let server = Setup::new(&[("shift.test.toml", &zone)], "").start();
+    for edns in [None, Some(1232)] {
+        let q = build_query("big.shift.test.", RecordType::TXT, edns);
+        let raw = exchange_udp_raw(server.dns, &q.to_vec().unwrap()).unwrap();
+        let m = Message::from_vec(&raw).unwrap();
+        assert!(m.metadata.truncation, "{edns:?}: {m}");
+        assert!(m.answers.is_empty() && m.authorities.is_empty(), "{m}");
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.edns.is_some(), edns.is_some(), "{m}");
+        // Nothing after the question (and OPT): no partly written record.
+        let question = 12 + "big.shift.test.".len() + 1 + 4;
+        let opt = if edns.is_some() { 11 } else { 0 };
+        assert_eq!(raw.len(), question + opt, "{edns:?}: {raw:02x?}");
+        // The full answer over TCP.
+        assert_eq!(query_tcp(server.dns, &q).answers.len(), 10);
+    }
+}

@@ -312,13 +312,18 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize) -> usize {
     let Some(payload) = q.edns else {
         return body;
     };
-    let p = payload.to_be_bytes();
-    // Root owner, type OPT (41), class = payload, extended RCODE 0,
-    // version 0, no flags, no options.
-    out[body..body + OPT_LEN].copy_from_slice(&[0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]);
+    out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload));
     let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
     out[10..12].copy_from_slice(&arcount.to_be_bytes());
     body + OPT_LEN
+}
+
+/// The OPT record dnsshift answers with: root owner, type OPT (41),
+/// class = the UDP payload size, extended RCODE 0, version 0, no flags, no
+/// options.
+pub fn opt_record(payload: u16) -> [u8; OPT_LEN] {
+    let p = payload.to_be_bytes();
+    [0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]
 }
 
 /// Whether wire name `suffix` is `name` or one of its ancestors.

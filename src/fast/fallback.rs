@@ -18,9 +18,9 @@ use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
-use super::Counters;
 use super::rrl::{Rrl, now_secs};
-use crate::answer::wire::HEADER_LEN;
+use super::{Counters, question_end};
+use crate::answer::wire::{HEADER_LEN, opt_record};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 
 /// Fallback requests being answered at once; beyond this, datagrams are
@@ -117,6 +117,7 @@ pub async fn handle(
     let capture = Capture {
         out: Arc::default(),
         max_size,
+        edns: (protocol == Protocol::Udp && request.edns.is_some()).then_some(max_size),
     };
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
@@ -143,6 +144,8 @@ fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
 struct Capture {
     out: Arc<Mutex<Option<Vec<u8>>>>,
     max_size: u16,
+    /// The UDP payload size to advertise in a truncated answer's OPT.
+    edns: Option<u16>,
 }
 
 #[async_trait::async_trait]
@@ -162,7 +165,30 @@ impl ResponseHandler for Capture {
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(self.max_size);
         let info = response.destructive_emit(&mut encoder)?;
+        if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
+            truncated(&mut bytes, self.edns);
+        }
         *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)
+    }
+}
+
+/// Rewrites a response hickory truncated into a well-formed truncated
+/// answer: the header (TC set) and the question, plus an OPT record when
+/// the query had EDNS. hickory's encoder may leave a partly written record
+/// after the question, or records that fit beside a truncated section.
+fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>) {
+    let end = question_end(bytes).unwrap_or(HEADER_LEN.min(bytes.len()));
+    bytes.truncate(end);
+    if bytes.len() < HEADER_LEN {
+        return;
+    }
+    bytes[6..12].fill(0);
+    if end == HEADER_LEN {
+        bytes[4..6].fill(0);
+    }
+    if let Some(payload) = edns {
+        bytes.extend_from_slice(&opt_record(payload));
+        bytes[11] = 1;
     }
 }

@@ -118,3 +118,23 @@ impl Counters {
         }
     }
 }
+
+/// Where the (single) question of a message ends, if it has one whose name
+/// is plain labels.
+pub fn question_end(msg: &[u8]) -> Option<usize> {
+    if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
+        return None;
+    }
+    let mut at = HEADER_LEN;
+    loop {
+        let l = usize::from(*msg.get(at)?);
+        if l & 0xC0 != 0 {
+            return None;
+        }
+        at += l + 1;
+        if l == 0 {
+            break;
+        }
+    }
+    (at + 4 <= msg.len()).then_some(at + 4)
+}

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::question_end;
 use crate::answer::wire::HEADER_LEN;
 
 /// Default responses per second per (network, response kind).
@@ -207,26 +208,6 @@ pub fn slip(response: &mut [u8]) -> usize {
         response[4..6].fill(0);
     }
     end
-}
-
-/// Where the (single) question of a message ends, if it has one that is
-/// plain labels.
-fn question_end(msg: &[u8]) -> Option<usize> {
-    if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
-        return None;
-    }
-    let mut at = HEADER_LEN;
-    loop {
-        let l = usize::from(*msg.get(at)?);
-        if l & 0xC0 != 0 {
-            return None;
-        }
-        at += l + 1;
-        if l == 0 {
-            break;
-        }
-    }
-    (at + 4 <= msg.len()).then_some(at + 4)
 }
 
 fn mask32(prefix: u8) -> u32 {
