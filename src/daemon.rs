@@ -910,10 +910,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
-    match tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown_gracefully()).await {
-        Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
-        Err(_) => warn!("dns server did not stop within the grace period"),
-        Ok(Ok(())) => {}
+    // hickory's server holds sockets only when its UDP path is chosen.
+    if !shared.config.udp_fast_path {
+        match tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown_gracefully()).await {
+            Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
+            Err(_) => warn!("dns server did not stop within the grace period"),
+            Ok(Ok(())) => {}
+        }
     }
     for t in tcp_tasks {
         if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
