@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use hickory_server::Server;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::answer::{Inputs, Plan, Stats, next_serial, serial_floor};
 use crate::config::Config;
@@ -955,7 +955,8 @@ fn raise_nofile_limit() {
             Err(error) => warn!(%error, soft, "cannot raise the open file limit"),
         },
         Ok(_) => {}
-        Err(error) => warn!(%error, "cannot read the open file limit"),
+        // The systemd unit filters @resources and sets LimitNOFILE= itself.
+        Err(error) => debug!(%error, "cannot read the open file limit"),
     }
 }
 
