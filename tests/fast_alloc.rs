@@ -1,7 +1,9 @@
 //! Zero heap allocations per query on the fast path: a counting global
 //! allocator around thousands of calls to the fast-path answer function,
 //! over a mix of weighted, static, negative, refused and EDNS queries,
-//! each then passed through response rate limiting as the workers do.
+//! each then passed through response rate limiting as the workers do; and
+//! the same around whole exchanges with a running UDP worker (recvmmsg,
+//! answer, sendmmsg) on a loopback socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
@@ -21,11 +23,15 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// The counter is global: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Queries per kind in the measured loop.
 const ROUNDS: usize = 2000;
 
 #[test]
 fn the_fast_path_allocates_nothing_per_query() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let zone = dnsshift::zone::load_file(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/zones/shift.example.com.toml"
@@ -92,5 +98,85 @@ fn the_fast_path_allocates_nothing_per_query() {
         0,
         "{allocations} allocations over {} queries",
         ROUNDS * queries.len()
+    );
+}
+
+#[test]
+fn a_running_udp_worker_allocates_nothing_per_query() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let zone = dnsshift::zone::load_file(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/zones/shift.example.com.toml"
+    )))
+    .unwrap();
+    let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
+        &[zone],
+        &ConfigOnly,
+        &Stats::default(),
+        1,
+    )));
+    // A runtime for the TCP listener and the fallback, which no query
+    // here needs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let listener = dnsshift::dns::bind("127.0.0.1:0".parse().unwrap(), 1, 1 << 20).unwrap();
+    let addr = listener.udp[0].local_addr().unwrap();
+    let counters = Arc::new(Counters::default());
+    let fallback = dnsshift::fast::fallback::Fallback::new(
+        Arc::new(dnsshift::dns::Handler::new(plan.clone())),
+        Arc::new(Rrl::new(Settings {
+            enabled: true,
+            responses_per_second: 1_000_000,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            table_size: 1024,
+            exempt: Vec::new(),
+        })),
+        counters,
+        rt.handle().clone(),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let workers =
+        dnsshift::fast::udp::spawn(listener.udp, plan, fallback, shutdown.clone()).unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.connect(addr).unwrap();
+    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("www.shift.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    let query = m.to_vec().unwrap();
+    let mut buf = [0u8; 2048];
+    let mut exchange = || {
+        client.send(&query).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert!(n > 12 && buf[..2] == query[..2]);
+    };
+    for _ in 0..100 {
+        exchange();
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..ROUNDS {
+        exchange();
+    }
+    let change = region.change();
+    shutdown.cancel();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        change.allocations + change.reallocations,
+        0,
+        "allocations over {ROUNDS} exchanges"
     );
 }
