@@ -243,3 +243,33 @@ fn truncated_answers_are_header_question_and_opt_only() {
         assert_eq!(query_tcp(server.dns, &q).answers.len(), 10);
     }
 }
+
+#[test]
+fn a_pointer_in_a_question_is_formerr_on_the_fallback_and_tcp_too() {
+    let server = start("");
+    // Two questions (the fallback's case), the second one a pointer into
+    // the first: still never echoed raw.
+    let mut two = vec![0x43, 0x43, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0];
+    two.extend_from_slice(b"\x03ns1\x05shift\x04test\x00\x00\x01\x00\x01");
+    two.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    let reply = exchange_udp_raw(server.dns, &two).expect("an answer");
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(reply.len(), 12, "{m}");
+    // Over TCP, the single-question pointer case.
+    let packet = [
+        0x44, 0x44, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x02, 0, 1, 0, 1,
+    ];
+    let mut s = std::net::TcpStream::connect_timeout(&server.dns, QUERY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(&[0, packet.len() as u8]).unwrap();
+    s.write_all(&packet).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    assert_eq!(u16::from_be_bytes(len), 12);
+    let mut resp = [0u8; 12];
+    s.read_exact(&mut resp).unwrap();
+    assert_eq!(resp[3] & 0x0F, 1, "FORMERR");
+    assert_eq!(&resp[..2], &[0x44, 0x44]);
+}

@@ -19,7 +19,7 @@ use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
 use super::rrl::{Rrl, now_secs};
-use super::{Counters, question_end};
+use super::{Counters, question_end, question_has_pointer};
 use crate::answer::wire::{HEADER_LEN, opt_record};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 
@@ -88,7 +88,8 @@ impl Fallback {
 
 /// What hickory's server does with one request: decode, ignore responses
 /// (QR=1: never answered, so we cannot be used as a reflector), FORMERR
-/// what does not decode (header only), else the handler. The response's
+/// what does not decode or has a compression pointer in a question name
+/// (header only: hickory would echo the raw bytes), else the handler. The response's
 /// wire bytes, truncated to the client's UDP size on UDP.
 pub async fn handle(
     handler: &Handler,
@@ -99,6 +100,11 @@ pub async fn handle(
     let header: [u8; HEADER_LEN] = raw.get(..HEADER_LEN)?.try_into().ok()?;
     if header[2] & 0x80 != 0 {
         return None;
+    }
+    if question_has_pointer(&raw) {
+        let mut out = vec![0u8; HEADER_LEN];
+        super::formerr(&header, &mut out);
+        return Some(out);
     }
     let request = match Request::from_bytes(raw, src, protocol) {
         Ok(r) => r,

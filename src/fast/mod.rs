@@ -138,3 +138,29 @@ pub fn question_end(msg: &[u8]) -> Option<usize> {
     }
     (at + 4 <= msg.len()).then_some(at + 4)
 }
+
+/// Whether a name in the question section of `msg` uses a compression
+/// pointer (or an obsolete label type). Such a question cannot be echoed as
+/// it was sent; it gets FORMERR without the question.
+pub fn question_has_pointer(msg: &[u8]) -> bool {
+    let Some(count) = msg.get(4..6).map(|c| u16::from_be_bytes([c[0], c[1]])) else {
+        return false;
+    };
+    let mut at = HEADER_LEN;
+    for _ in 0..count {
+        loop {
+            let Some(&l) = msg.get(at) else {
+                return false;
+            };
+            if l & 0xC0 != 0 {
+                return true;
+            }
+            at += usize::from(l) + 1;
+            if l == 0 {
+                break;
+            }
+        }
+        at += 4;
+    }
+    false
+}
