@@ -20,6 +20,8 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use crate::pool::{Endpoint, Pool, Target, cumulative, pick_weighted};
 use crate::zone::{OnAllDown, Service, Zone};
 
+pub mod wire;
+
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CHAIN: usize = 8;
 
@@ -266,6 +268,8 @@ impl Inputs for ConfigOnly {
 #[derive(Debug)]
 pub struct Plan {
     zones: Vec<ZonePlan>,
+    /// The same answers precomputed in wire format, for the UDP fast path.
+    pub wire: wire::WirePlan,
     /// SOA serial served by every zone of this plan.
     pub serial: u32,
     /// Queries outside every zone.
@@ -310,6 +314,21 @@ struct ServiceNode {
     other: Selection,
 }
 
+impl ServiceNode {
+    /// The selection a query of `qtype` picks from.
+    fn selection(&self, qtype: RecordType) -> &Selection {
+        match qtype {
+            RecordType::A => &self.a,
+            RecordType::AAAA => &self.aaaa,
+            RecordType::ANY => match &self.a {
+                Selection::NoData => &self.aaaa,
+                other => other,
+            },
+            _ => &self.other,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Selection {
     /// No endpoint of this type at all: NODATA.
@@ -326,12 +345,44 @@ enum Selection {
 #[derive(Debug)]
 struct PoolAnswer {
     records: Vec<Record>,
+    counter: PoolCounter,
+    /// For a CNAME pool whose target is inside the zone: follow it.
+    chase: Option<LowerName>,
+}
+
+/// What one answer carrying a pool counts: shared by the lookup and the
+/// precomputed wire answers ([`wire`]), so both keep the same counters.
+#[derive(Debug, Clone)]
+struct PoolCounter {
+    /// Per endpoint, in the order of the pool's records.
     endpoints: Vec<Arc<EndpointStats>>,
     stats: Arc<PoolStats>,
     staging: bool,
     ttl: u32,
-    /// For a CNAME pool whose target is inside the zone: follow it.
-    chase: Option<LowerName>,
+}
+
+impl PoolCounter {
+    /// Counts one answer that carried the pool's records `start..start+k`
+    /// (rotated): the endpoints' answer counters and the pool's drain clock.
+    fn count(&self, start: usize, k: usize) {
+        let n = self.endpoints.len();
+        for j in 0..k.min(n) {
+            let ep = &self.endpoints[(start + j) % n];
+            let counter = if self.staging { &ep.staging } else { &ep.main };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.staging {
+            self.stats.staging.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let now = now_ms();
+            let st = &self.stats;
+            st.main.fetch_add(1, Ordering::Relaxed);
+            st.last_answered_ms.store(now, Ordering::Relaxed);
+            st.last_ttl.store(self.ttl, Ordering::Relaxed);
+            st.expires_at_ms
+                .fetch_max(now + u64::from(self.ttl) * 1000, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A response in the making: references into the plan.
@@ -363,11 +414,13 @@ impl Plan {
     /// Builds the plan. `serial` is the SOA serial every zone serves (see
     /// [`next_serial`] and [`serial_floor`]).
     pub fn build(zones: &[Zone], inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Plan {
+        let zones: Vec<ZonePlan> = zones
+            .iter()
+            .map(|z| build_zone(z, inputs, stats, serial))
+            .collect();
         Plan {
-            zones: zones
-                .iter()
-                .map(|z| build_zone(z, inputs, stats, serial))
-                .collect(),
+            wire: wire::WirePlan::build(&zones, &stats.unmatched),
+            zones,
             serial,
             unmatched: stats.unmatched.clone(),
         }
@@ -377,6 +430,7 @@ impl Plan {
     pub fn empty() -> Plan {
         Plan {
             zones: Vec::new(),
+            wire: wire::WirePlan::default(),
             serial: 0,
             unmatched: Arc::default(),
         }
@@ -478,61 +532,50 @@ impl ZonePlan {
                     None => ans.soa = Some(&self.neg_soa),
                 }
             }
-            Node::Service(svc) => {
-                let sel = match qtype {
-                    RecordType::A => &svc.a,
-                    RecordType::AAAA => &svc.aaaa,
-                    RecordType::ANY => match &svc.a {
-                        Selection::NoData => &svc.aaaa,
-                        other => other,
-                    },
-                    _ => &svc.other,
-                };
-                match sel {
-                    Selection::NoData => ans.soa = Some(&self.neg_soa),
-                    Selection::ServFail => ans.rcode = ResponseCode::ServFail,
-                    Selection::Weighted { cumulative, pools } => {
-                        let total = cumulative.last().copied().unwrap_or(0);
-                        let Some(i) = pick_weighted(cumulative, fastrand::u64(0..total.max(1)))
-                        else {
-                            ans.soa = Some(&self.neg_soa);
-                            return;
-                        };
-                        let pool = &pools[i];
-                        let n = pool.records.len();
-                        if n == 0 {
-                            // The chosen pool has nothing of this type.
-                            ans.soa = Some(&self.neg_soa);
-                        }
-                        let k = svc.max_answers.min(n);
-                        let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
-                        for j in 0..k {
-                            let idx = (start + j) % n;
-                            ans.answers.push(&pool.records[idx]);
-                            let ep = &pool.endpoints[idx];
-                            let counter = if pool.staging { &ep.staging } else { &ep.main };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if pool.staging {
-                            pool.stats.staging.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            let now = now_ms();
-                            let st = &pool.stats;
-                            st.main.fetch_add(1, Ordering::Relaxed);
-                            st.last_answered_ms.store(now, Ordering::Relaxed);
-                            st.last_ttl.store(pool.ttl, Ordering::Relaxed);
-                            st.expires_at_ms
-                                .fetch_max(now + u64::from(pool.ttl) * 1000, Ordering::Relaxed);
-                        }
-                        if let Some(target) = &pool.chase
-                            && qtype != RecordType::CNAME
-                            && depth < MAX_CHAIN
-                        {
-                            self.lookup(target, qtype, ans, depth + 1);
-                        }
-                    }
+            Node::Service(svc) => match svc.selection(qtype) {
+                Selection::NoData => ans.soa = Some(&self.neg_soa),
+                Selection::ServFail => ans.rcode = ResponseCode::ServFail,
+                Selection::Weighted { cumulative, pools } => {
+                    let total = cumulative.last().copied().unwrap_or(0);
+                    let Some(i) = pick_weighted(cumulative, fastrand::u64(0..total.max(1))) else {
+                        ans.soa = Some(&self.neg_soa);
+                        return;
+                    };
+                    let pool = &pools[i];
+                    let n = pool.records.len();
+                    let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
+                    pool.counter.count(start, svc.max_answers.min(n));
+                    self.pool_answer(pool, svc.max_answers, start, qtype, ans, depth);
                 }
-            }
+            },
+        }
+    }
+
+    /// The answer carrying `pool`'s records from rotation `start` on (and
+    /// what a CNAME pool's in-zone target adds). Counts nothing: the caller
+    /// does, through [`PoolCounter::count`].
+    fn pool_answer<'a>(
+        &'a self,
+        pool: &'a PoolAnswer,
+        max_answers: usize,
+        start: usize,
+        qtype: RecordType,
+        ans: &mut Answer<'a>,
+        depth: usize,
+    ) {
+        let n = pool.records.len();
+        if n == 0 {
+            // The chosen pool has nothing of this type.
+            ans.soa = Some(&self.neg_soa);
+        }
+        for j in 0..max_answers.min(n) {
+            ans.answers.push(&pool.records[(start + j) % n]);
+        }
+        if let Some(target) = &pool.chase
+            && qtype != RecordType::CNAME
+            && depth < MAX_CHAIN
+        {
+            self.lookup(target, qtype, ans, depth + 1);
         }
     }
 
@@ -1007,13 +1050,15 @@ fn selection(
             });
             PoolAnswer {
                 records: eps.iter().map(|e| record(owner, ttl, &e.target)).collect(),
-                endpoints: eps
-                    .iter()
-                    .map(|e| stats.endpoint(&key, &pool.name, &e.id))
-                    .collect(),
-                stats: stats.pool(&key, &pool.name, s.max_ttl()),
-                staging,
-                ttl,
+                counter: PoolCounter {
+                    endpoints: eps
+                        .iter()
+                        .map(|e| stats.endpoint(&key, &pool.name, &e.id))
+                        .collect(),
+                    stats: stats.pool(&key, &pool.name, s.max_ttl()),
+                    staging,
+                    ttl,
+                },
                 chase,
             }
         })

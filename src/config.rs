@@ -66,6 +66,24 @@ struct ConfigSpec {
     control_header_timeout: Option<Spanned<DurationSpec>>,
     control_body_timeout: Option<Spanned<DurationSpec>>,
     control_max_connections: Option<Spanned<i64>>,
+    udp_fast_path: Option<bool>,
+    udp_workers: Option<Spanned<i64>>,
+    udp_rcvbuf: Option<Spanned<i64>>,
+    tcp_max_connections: Option<Spanned<i64>>,
+    rrl: Option<RrlSpec>,
+}
+
+/// `[rrl]`: response rate limiting.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RrlSpec {
+    enabled: Option<bool>,
+    responses_per_second: Option<Spanned<i64>>,
+    slip: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    table_size: Option<Spanned<i64>>,
+    exempt: Option<Vec<Spanned<String>>>,
 }
 
 /// Validated server settings.
@@ -99,6 +117,17 @@ pub struct Config {
     pub allow_remote_control: bool,
     /// Limits that keep the control API from being starved.
     pub control_limits: ControlLimits,
+    /// Answer UDP on dnsshift's own fast path (the default), or on hickory's.
+    pub udp_fast_path: bool,
+    /// Fast-path UDP worker threads (and `SO_REUSEPORT` sockets) per listen
+    /// address; default one per CPU.
+    pub udp_workers: usize,
+    /// UDP receive buffer to ask the kernel for, in bytes.
+    pub udp_rcvbuf: usize,
+    /// Most DNS TCP connections open at once, per listen address; at the cap the longest-idle one is closed.
+    pub tcp_max_connections: usize,
+    /// Response rate limiting on UDP (`[rrl]`).
+    pub rrl: crate::fast::rrl::Settings,
 }
 
 /// Bounds on the control API's connections, so that idle or slow clients
@@ -114,6 +143,15 @@ pub struct ControlLimits {
     /// Open connections at most; beyond it the oldest idle one is closed.
     pub max_connections: usize,
 }
+
+/// Default cap on DNS TCP connections per listen address.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1000;
+
+/// Default UDP receive buffer: room for a few milliseconds of a flood at
+/// line rate, so bursts are not dropped while a worker is busy.
+pub const DEFAULT_UDP_RCVBUF: usize = 4 << 20;
+/// Most fast-path workers per listen address.
+pub const MAX_UDP_WORKERS: i64 = 256;
 
 impl Config {
     /// Defaults, relative to the working directory.
@@ -269,6 +307,73 @@ impl Config {
             (Some(c), Some(s)) => Some(crate::cluster::config::ClusterConfig::from_spec(s, c)?),
             _ => None,
         };
+        // An integer key within `range`, or `default`.
+        let int = |v: &Option<Spanned<i64>>,
+                   key: &str,
+                   range: std::ops::RangeInclusive<i64>,
+                   default: usize| match v {
+            Some(n) if !range.contains(n.get_ref()) => Err(err(
+                n.span(),
+                key,
+                format!(
+                    "{} is not between {} and {}",
+                    n.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(n) => Ok(*n.get_ref() as usize),
+            None => Ok(default),
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let udp_workers = int(&spec.udp_workers, "udp_workers", 1..=MAX_UDP_WORKERS, cpus)?;
+        let udp_rcvbuf = int(
+            &spec.udp_rcvbuf,
+            "udp_rcvbuf",
+            4096..=1 << 30,
+            DEFAULT_UDP_RCVBUF,
+        )?;
+        let tcp_max_connections = int(
+            &spec.tcp_max_connections,
+            "tcp_max_connections",
+            1..=1_000_000,
+            DEFAULT_TCP_MAX_CONNECTIONS,
+        )?;
+        let rrl_spec = spec.rrl.unwrap_or_default();
+        let rrl = crate::fast::rrl::Settings {
+            enabled: rrl_spec.enabled.unwrap_or(true),
+            responses_per_second: int(
+                &rrl_spec.responses_per_second,
+                "rrl.responses_per_second",
+                1..=1_000_000,
+                crate::fast::rrl::DEFAULT_RATE,
+            )? as u32,
+            slip: int(
+                &rrl_spec.slip,
+                "rrl.slip",
+                0..=100,
+                crate::fast::rrl::DEFAULT_SLIP,
+            )? as u32,
+            ipv4_prefix: int(&rrl_spec.ipv4_prefix, "rrl.ipv4_prefix", 8..=32, 24)? as u8,
+            ipv6_prefix: int(&rrl_spec.ipv6_prefix, "rrl.ipv6_prefix", 16..=128, 56)? as u8,
+            table_size: int(
+                &rrl_spec.table_size,
+                "rrl.table_size",
+                1..=1 << 24,
+                crate::fast::rrl::DEFAULT_TABLE_SIZE,
+            )?,
+            exempt: match &rrl_spec.exempt {
+                None => crate::fast::rrl::DEFAULT_EXEMPT.to_vec(),
+                Some(list) => list
+                    .iter()
+                    .map(|n| {
+                        n.get_ref()
+                            .parse()
+                            .map_err(|m| err(n.span(), "rrl.exempt", m))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
         let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
         Ok(Config {
             file: src.map(|s| s.path.clone()),
@@ -287,6 +392,11 @@ impl Config {
             cluster,
             allow_remote_control,
             control_limits,
+            udp_fast_path: spec.udp_fast_path.unwrap_or(true),
+            udp_workers,
+            udp_rcvbuf,
+            tcp_max_connections,
+            rrl,
         })
     }
 }
@@ -411,6 +521,22 @@ mod tests {
             (
                 "control_header_timeout = \"0s\"",
                 "dnsshift.toml:1: control_header_timeout: must be longer than 0s",
+            ),
+            (
+                "[rrl]\nslip = -1",
+                "dnsshift.toml:2: rrl.slip: -1 is not between 0 and 100",
+            ),
+            (
+                "[rrl]\nexempt = [\"10.0.0.0/40\"]",
+                "dnsshift.toml:2: rrl.exempt: \"10.0.0.0/40\": prefix length must be 0..=32",
+            ),
+            (
+                "udp_workers = 0",
+                "dnsshift.toml:1: udp_workers: 0 is not between 1 and 256",
+            ),
+            (
+                "\nudp_rcvbuf = 10",
+                "dnsshift.toml:2: udp_rcvbuf: 10 is not between 4096 and 1073741824",
             ),
         ];
         for (text, want) in cases {

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::answer::{self, Inputs, Plan, Role, Stats, next_serial, serial_floor};
 use crate::config::Config;
@@ -22,6 +21,7 @@ use crate::control::{
     TransitionResponse,
 };
 use crate::dns::{self, Handler, Listener};
+use crate::fast;
 use crate::health::{self, Checker, EndpointKey, Status};
 use crate::phase::{self, Direction, PoolView};
 use crate::pool::{Endpoint, Pool};
@@ -56,6 +56,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// The answer snapshot the DNS handler reads.
     pub plan: Arc<ArcSwap<Plan>>,
+    /// Counters of the data path's bounds (TCP cap, accept errors, ...).
+    pub datapath: Arc<fast::Counters>,
     /// Health tasks notify this when a verdict changes.
     pub health_changed: Arc<Notify>,
     /// Per-second samples of main-name answer counters per (service, pool).
@@ -907,20 +909,45 @@ pub fn format_ms(ms: u64) -> String {
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let (zones, state) = load_all(&config).map_err(StartError::State)?;
+    raise_nofile_limit();
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        let l = dns::bind(*addr).map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
+        let udp_sockets = if config.udp_fast_path {
+            config.udp_workers
+        } else {
+            1
+        };
+        let l = dns::bind(*addr, udp_sockets, config.udp_rcvbuf).map_err(|source| {
+            StartError::Bind {
+                addr: *addr,
+                source,
+            }
         })?;
         listeners.push(l);
     }
-    for Listener { udp, tcp } in &listeners {
+    for Listener { udp, tcp, rcvbuf } in &listeners {
+        let udp_addr = udp.first().and_then(|u| u.local_addr().ok());
         info!(
-            udp = %udp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            udp = %udp_addr.map(|a| a.to_string()).unwrap_or_default(),
             tcp = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            udp_sockets = udp.len(),
+            fast_path = config.udp_fast_path,
             "dns listening"
         );
+        // Linux reports twice what it grants (the other half is overhead).
+        if *rcvbuf < config.udp_rcvbuf {
+            warn!(
+                requested = config.udp_rcvbuf,
+                granted = rcvbuf,
+                "udp receive buffer capped by the kernel; raise net.core.rmem_max (or grant CAP_NET_ADMIN) for the requested size"
+            );
+        } else {
+            info!(
+                requested = config.udp_rcvbuf,
+                granted = rcvbuf,
+                "udp receive buffer"
+            );
+        }
     }
     let control_listener = tokio::net::TcpListener::bind(config.control_listen)
         .await
@@ -955,6 +982,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         health: Arc::default(),
         stats: Arc::default(),
         plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
+        datapath: Arc::default(),
         health_changed: Arc::new(Notify::new()),
         samples: Mutex::new(VecDeque::new()),
         serial: Mutex::new(0),
@@ -1002,23 +1030,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
-    let handler = Handler::new(shared.plan.clone()).with_server_id(&shared.config.server_id);
-    let mut server = Server::new(handler.clone());
-    // UDP runs our own loop (it never answers a response); TCP is hickory's.
+    let handler =
+        Arc::new(Handler::new(shared.plan.clone()).with_server_id(&shared.config.server_id));
+    let mut udp_workers = Vec::new();
+    // UDP without the fast path runs our own loop (it never answers a
+    // response either); TCP is ours in both cases.
     let mut udp_tasks = tokio::task::JoinSet::new();
-    for Listener { udp, tcp } in listeners {
-        let (handler, stop) = (handler.clone(), shutdown.clone());
-        udp_tasks.spawn(async move {
-            if let Err(e) = dns::serve_udp(udp, handler, stop.clone()).await {
-                error!(error = %e, "dns udp socket failed; shutting down");
-                stop.cancel();
+    let mut tcp_tasks = Vec::new();
+    let fallback = fast::fallback::Fallback::new(
+        handler.clone(),
+        Arc::new(fast::rrl::Rrl::new(shared.config.rrl.clone())),
+        shared.datapath.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let tcp_limits = fast::tcp::Limits {
+        max_connections: shared.config.tcp_max_connections,
+        idle_timeout: shared.config.tcp_idle_timeout,
+    };
+    for Listener { udp, tcp, .. } in listeners {
+        if shared.config.udp_fast_path {
+            let threads =
+                fast::udp::spawn(udp, shared.plan.clone(), fallback.clone(), shutdown.clone())
+                    .map_err(|e| StartError::Other(format!("cannot start udp workers: {e}")))?;
+            udp_workers.extend(threads);
+        } else {
+            for u in udp {
+                let u = u
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UdpSocket::from_std(u))
+                    .map_err(|e| StartError::Other(format!("cannot register udp socket: {e}")))?;
+                let (handler, stop) = ((*handler).clone(), shutdown.clone());
+                udp_tasks.spawn(async move {
+                    if let Err(e) = dns::serve_udp(u, handler, stop.clone()).await {
+                        error!(error = %e, "dns udp socket failed; shutting down");
+                        stop.cancel();
+                    }
+                });
             }
-        });
-        server.register_listener(
+        }
+        tcp_tasks.push(tokio::spawn(fast::tcp::serve(
             tcp,
-            shared.config.tcp_idle_timeout,
-            dns::TCP_RESPONSE_BUFFER,
-        );
+            handler.clone(),
+            tcp_limits,
+            shared.datapath.clone(),
+            shutdown.clone(),
+        )));
     }
 
     let services: usize = zones_now.iter().map(|z| z.services.len()).sum();
@@ -1030,18 +1086,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
     notify(&[sd_notify::NotifyState::Ready]);
 
-    let server_token = server.shutdown_token().clone();
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = server_token.cancelled() => {}
-    }
+    shutdown.cancelled().await;
     info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
-    shutdown.cancel();
-    match tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown_gracefully()).await {
-        Ok(Err(e)) => error!(error = %e, "dns server stopped with an error"),
-        Err(_) => warn!("dns server did not stop within the grace period"),
-        Ok(Ok(())) => {}
+    for t in tcp_tasks {
+        if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
+            warn!("dns tcp server did not stop within the grace period");
+        }
+    }
+    // Workers see the token within their receive timeout.
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in udp_workers {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+        warn!("udp workers did not stop within the grace period");
     }
     let udp_done = async { while udp_tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, udp_done)
@@ -1060,6 +1120,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // could race an operation still finishing and store an older state.
     info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (systemd
+/// starts services at 1024), so the TCP connection cap, not the descriptor
+/// limit, bounds DNS TCP.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open file limit"),
+            Err(error) => warn!(%error, soft, "cannot raise the open file limit"),
+        },
+        Ok(_) => {}
+        // The systemd unit filters @resources and sets LimitNOFILE= itself.
+        Err(error) => debug!(%error, "cannot read the open file limit"),
+    }
 }
 
 /// Rebuilds on health changes, samples counters, pings the watchdog.

@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod etcd;
+pub mod fast;
 pub mod health;
 pub mod metrics;
 pub mod phase;

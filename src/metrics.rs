@@ -103,6 +103,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         pool_answers,
     );
 
+    register_datapath(&mut reg, &shared.datapath);
+
     let status = shared.status(None).map_err(|_| std::fmt::Error)?;
     let healthy = Gauges::default();
     let disabled = Gauges::default();
@@ -200,4 +202,47 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// The data path's bounds: TCP connections and what the caps turned away.
+fn register_datapath(reg: &mut Registry, c: &crate::fast::Counters) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
+    reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);
+    for (name, help, v) in [
+        (
+            "dns_tcp_evicted",
+            "Idle DNS TCP connections closed to make room at tcp_max_connections",
+            &c.tcp_evicted,
+        ),
+        (
+            "dns_tcp_refused",
+            "DNS TCP connections refused at tcp_max_connections with none idle",
+            &c.tcp_refused,
+        ),
+        (
+            "dns_tcp_accept_errors",
+            "Failed DNS TCP accepts (descriptor exhaustion), each followed by a back-off",
+            &c.tcp_accept_errors,
+        ),
+        (
+            "dns_udp_fallback_dropped",
+            "UDP queries dropped because the hickory fallback was at its in-flight limit",
+            &c.udp_fallback_dropped,
+        ),
+        (
+            "dns_rrl_dropped",
+            "UDP responses dropped by response rate limiting",
+            &c.rrl_dropped,
+        ),
+        (
+            "dns_rrl_slipped",
+            "UDP responses sent truncated (TC) by response rate limiting instead of dropped",
+            &c.rrl_slipped,
+        ),
+    ] {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(v.load(Ordering::Relaxed));
+        reg.register(name, help, counter);
+    }
 }

@@ -1,0 +1,85 @@
+//! Instructions per query of the UDP answer paths, for `valgrind
+//! --tool=callgrind` (instruction counts stay repeatable on a busy machine,
+//! unlike wall-clock time). Answers the query mix of the peer benchmark
+//! (`benches/peers/queries.txt`: 70% weighted, 20% static, 10% NXDOMAIN)
+//! on its zone, with the fast path or with the hickory handler (decode,
+//! lookup, encode; no sockets in either). `benches/callgrind.sh` runs it
+//! twice per path and prints the difference per query.
+//!
+//!     cargo bench --bench instructions -- fast 100000
+//!     cargo bench --bench instructions -- hickory 100000
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::fast::fallback::handle;
+use dnsshift::fast::respond;
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_server::net::xfer::Protocol;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mode = args.first().map_or("fast", String::as_str);
+    let n: usize = args.get(1).map_or(10_000, |s| s.parse().unwrap());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers");
+    let zone =
+        dnsshift::zone::load_file(&std::path::Path::new(dir).join("shift.test.toml")).unwrap();
+    let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
+        &[zone],
+        &ConfigOnly,
+        &Stats::default(),
+        1,
+    )));
+    let queries: Vec<Vec<u8>> = std::fs::read_to_string(format!("{dir}/queries.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (name, _) = l.split_once(' ').unwrap();
+            let mut m = Message::new(42, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(
+                Name::from_ascii(format!("{name}.")).unwrap(),
+                RecordType::A,
+            ));
+            m.to_vec().unwrap()
+        })
+        .collect();
+    let mut bytes = 0usize;
+    match mode {
+        "fast" => {
+            let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
+            for i in 0..n {
+                let q = &queries[i % queries.len()];
+                if let dnsshift::fast::Action::Send(len) =
+                    respond(&plan.load(), black_box(q), &mut out)
+                {
+                    bytes += len;
+                }
+            }
+        }
+        "hickory" => {
+            // hickory's decoder, the handler and hickory's encoder, as
+            // the fallback runs them.
+            let handler = Handler::new(plan.clone());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            for i in 0..n {
+                let q = &queries[i % queries.len()];
+                let out = rt.block_on(handle(&handler, q.clone(), src, Protocol::Udp));
+                bytes += out.map_or(0, |o| o.len());
+            }
+        }
+        other => panic!("mode {other:?}: want fast or hickory"),
+    }
+    println!("{mode}: {n} queries, {bytes} response bytes");
+}

@@ -1,0 +1,260 @@
+//! The UDP fast path answers exactly what the hickory handler answers: a
+//! corpus of queries (names × types × EDNS × case) goes through both on the
+//! same plan with the same random draws, and the decoded responses must be
+//! equal. Queries the fast path hands to hickory are counted, and must stay
+//! the exception.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::fast::fallback::handle;
+use dnsshift::fast::{Action, respond};
+use dnsshift::spec::Source;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_server::net::xfer::Protocol;
+
+/// A zone with every shape of answer the plan knows.
+const ZONE: &str = r#"
+[zone]
+origin = "z.test."
+nameservers = ["ns1", "ns2.z.test."]
+hostmaster = "h.z.test."
+negative_ttl = "20s"
+records = """
+ns1 IN A 203.0.113.53
+ns2 IN AAAA 2001:db8::53
+@ IN MX 10 mail.z.test.
+@ IN TXT "v=spf1 -all"
+mail IN A 203.0.113.25
+a.b IN TXT "deep"
+alias IN CNAME mail
+chain IN CNAME alias
+out IN CNAME elsewhere.example.
+toweb IN CNAME www
+sub IN NS ns.sub
+ns.sub IN A 203.0.113.99
+big IN TXT "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big IN TXT "1123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big IN TXT "2123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big IN TXT "3123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big IN TXT "4123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big IN TXT "5123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+"""
+
+[[service]]
+name = "www"
+staging = "www-next"
+max_answers = 2
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+new = ["198.51.100.1", "2001:db8::1"]
+[service.health]
+kind = "none"
+
+[[service]]
+name = "api"
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.30"]
+new = "mail.z.test."
+[service.health]
+kind = "none"
+
+[[service]]
+name = "edge"
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.40"]
+new = "www.z.test."
+[service.health]
+kind = "none"
+"#;
+
+fn plan() -> Plan {
+    let example = dnsshift::zone::load_file(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/zones/shift.example.com.toml"
+    )))
+    .unwrap();
+    let test = dnsshift::zone::parse(&Source {
+        path: "z.toml".into(),
+        text: ZONE.into(),
+    })
+    .unwrap();
+    Plan::build(&[example, test], &ConfigOnly, &Stats::default(), 7)
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let names = [
+        "z.test.",
+        "Z.TeSt.",
+        "www.z.test.",
+        "WWW.Z.test.",
+        "www-next.z.test.",
+        "api.z.test.",
+        "edge.z.test.",
+        "b.z.test.",
+        "a.b.z.test.",
+        "x.www.z.test.",
+        "nope.z.test.",
+        "deep.nope.z.test.",
+        "mail.z.test.",
+        "alias.z.test.",
+        "chain.z.test.",
+        "out.z.test.",
+        "toweb.z.test.",
+        "sub.z.test.",
+        "host.sub.z.test.",
+        "ns.sub.z.test.",
+        "ns1.z.test.",
+        "big.z.test.",
+        "example.org.",
+        "test.",
+        ".",
+        "shift.example.com.",
+        "www.shift.example.com.",
+        "www-next.shift.example.com.",
+        "api.shift.example.com.",
+        "docs.shift.example.com.",
+        "_https._tcp.www.shift.example.com.",
+        "missing.shift.example.com.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::SRV,
+        RecordType::CAA,
+        RecordType::DS,
+        RecordType::PTR,
+        RecordType::HTTPS,
+        RecordType::Unknown(4321),
+        RecordType::ANY,
+    ];
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        for (j, t) in types.iter().enumerate() {
+            for edns in [None, Some(512), Some(1232), Some(4096)] {
+                let mut m = Message::new((i * 100 + j) as u16, MessageType::Query, OpCode::Query);
+                m.metadata.recursion_desired = j % 2 == 0;
+                m.metadata.checking_disabled = i % 3 == 0;
+                let mut q = Query::query(Name::from_ascii(name).unwrap(), *t);
+                if i % 5 == 0 {
+                    q.set_query_class(DNSClass::ANY);
+                }
+                m.add_query(q);
+                if let Some(p) = edns {
+                    let mut e = Edns::new();
+                    e.set_max_payload(p);
+                    m.set_edns(e);
+                }
+                out.push(m.to_vec().unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fast_path_answers_equal_the_hickory_handler() {
+    let plan = Arc::new(ArcSwap::from_pointee(plan()));
+    let handler = Handler::new(plan.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let (mut fast, mut fell_back) = (0, 0);
+    for (n, req) in corpus().iter().enumerate() {
+        for seed in [1, 2, 3] {
+            let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
+            fastrand::seed(seed);
+            let action = respond(&plan.load(), req, &mut out);
+            let len = match action {
+                Action::Send(len) => len,
+                Action::Fallback => {
+                    fell_back += 1;
+                    continue;
+                }
+                Action::Drop => panic!("query {n} dropped"),
+            };
+            fast += 1;
+            // hickory's decoder, the handler, and hickory's encoder with
+            // the client's UDP size.
+            let max = Message::from_vec(req)
+                .unwrap()
+                .edns
+                .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            fastrand::seed(seed);
+            let want = rt
+                .block_on(handle(&handler, req.clone(), src, Protocol::Udp))
+                .unwrap();
+            let got_msg = Message::from_vec(&out[..len]).unwrap();
+            let want_msg = Message::from_vec(&want).unwrap();
+            let q = Message::from_vec(req).unwrap();
+            assert_eq!(got_msg, want_msg, "query {n}: {:?}", q.queries);
+            assert_eq!(
+                out[..4],
+                want[..4],
+                "query {n}: header flags: {:?}",
+                q.queries
+            );
+            assert!(len <= usize::from(max), "query {n}: {len} > {max}");
+        }
+    }
+    // ANY, truncation and referrals below a cut are the hickory path's.
+    assert!(
+        fast > fell_back * 5,
+        "fast {fast}, fell back {fell_back}: the fast path should answer most"
+    );
+}
+
+#[test]
+fn weighted_choices_follow_the_same_draws() {
+    // Over many seeds, the fast path picks the same pool and rotation the
+    // hickory handler picks from the same random numbers: the split is the
+    // plan's, not a second implementation's.
+    let plan = Arc::new(ArcSwap::from_pointee(plan()));
+    let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("www.z.test.").unwrap(),
+        RecordType::A,
+    ));
+    let req = m.to_vec().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..200 {
+        let mut out = [0u8; 512];
+        fastrand::seed(seed);
+        let Action::Send(len) = respond(&plan.load(), &req, &mut out) else {
+            panic!("not answered")
+        };
+        let got: Vec<String> = Message::from_vec(&out[..len])
+            .unwrap()
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect();
+        fastrand::seed(seed);
+        let name = hickory_proto::rr::LowerName::from(Name::from_ascii("www.z.test.").unwrap());
+        let want: Vec<String> = match plan.load().lookup(&name, RecordType::A) {
+            dnsshift::answer::Lookup::Zone(a, _) => {
+                a.answers.iter().map(|r| r.data.to_string()).collect()
+            }
+            dnsshift::answer::Lookup::Refused => panic!("refused"),
+        };
+        assert_eq!(got, want, "seed {seed}");
+        seen.insert(got);
+    }
+    // Both pools and several rotations were exercised.
+    assert!(seen.len() >= 4, "{seen:?}");
+}
