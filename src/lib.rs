@@ -3,8 +3,10 @@
 //!
 //! Data flows one way: config ([`config`], [`zone`]) + operator state
 //! ([`state`]) + health ([`health`]) → an immutable answer plan ([`answer`]) →
-//! DNS answers ([`dns`]). [`daemon`] wires the pieces together; [`control`]
-//! is the operator protocol; [`cli`] is the command line on top of it.
+//! DNS answers ([`fast`] for UDP and TCP, with [`dns`]'s hickory handler
+//! for what the fast path does not answer itself). [`daemon`] wires the
+//! pieces together; [`control`] is the operator protocol; [`cli`] is the
+//! command line on top of it.
 
 pub mod answer;
 pub mod cli;
