@@ -150,21 +150,14 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
     // One valid zone beside the bad one: a single bad file blocks the start.
     let setup = Setup::new(
         &[
-            ("good.toml", &zone_with("")),
+            ("good.toml", &ZoneBuilder::new("shift.test.").to_toml()),
             ("negative-weight.toml", &bad),
         ],
         "",
     );
     let zones_dir = setup.dir.path().join("zones");
 
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(setup.config())
-        .arg("serve")
-        .current_dir(setup.dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET");
-    let (mut child, log) = spawn_logged(&mut cmd);
+    let (mut child, log) = Serve::new(setup.dir.path()).spawn();
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -207,19 +200,20 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
 }
 
 /// The good zone the reload test keeps serving: `www` answers 192.0.2.10.
-const SERVING: &str = r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["192.0.2.10"]
-new = ["198.51.100.20"]
-[service.health]
-kind = "none"
-"#;
+fn serving() -> String {
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .pool("old", &["192.0.2.10"])
+                .pool("new", &["198.51.100.20"])
+                .health_none(),
+        )
+        .to_toml()
+}
 
 #[test]
 fn reload_rejects_every_invalid_fixture_and_keeps_serving() {
-    let server = Setup::new(&[("good.toml", &zone_with(SERVING))], "").start();
+    let server = Setup::new(&[("good.toml", &serving())], "").start();
     let zones = server.path().join("zones");
     // Files a fixture names by a relative path sit beside it.
     let fixture_dir = manifest_dir().join("tests/fixtures/invalid");
