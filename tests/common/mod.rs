@@ -6,6 +6,7 @@ pub mod backend;
 pub mod etcd;
 pub mod zone;
 
+#[allow(unused_imports)] // not every test binary uses every helper
 pub use zone::{ServiceBuilder, ZoneBuilder, endpoint, quoted};
 
 use std::io::{BufRead, BufReader, Read, Write};

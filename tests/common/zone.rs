@@ -169,6 +169,26 @@ impl ServiceBuilder {
         }
     }
 
+    /// A service with always-healthy endpoints (`kind = "none"`) in pools
+    /// `old` and `new`.
+    pub fn unchecked<S: AsRef<str>, T: AsRef<str>>(name: &str, old: &[S], new: &[T]) -> Self {
+        ServiceBuilder::new(name)
+            .pool("old", old)
+            .pool("new", new)
+            .health_none()
+    }
+
+    /// A service with one always-healthy pool `main` of `n` IPv6
+    /// endpoints (2001:db8::1:0 on), all `n` in every answer.
+    pub fn many_aaaa(name: &str, n: usize) -> Self {
+        let addrs: Vec<String> = (0..n).map(|i| format!("2001:db8::1:{i:x}")).collect();
+        ServiceBuilder::new(name)
+            .max_answers(n)
+            .pool("main", &addrs)
+            .health_none()
+            .phase("all", &[("main", 1)])
+    }
+
     /// Sets a key of the service table to a raw TOML value.
     pub fn set(mut self, key: &str, raw: impl Into<String>) -> Self {
         self.service.set(key, raw);
@@ -198,6 +218,11 @@ impl ServiceBuilder {
     /// A pool of endpoint addresses (or host names).
     pub fn pool<S: AsRef<str>>(self, name: &str, endpoints: &[S]) -> Self {
         self.pool_raw(name, string_array(endpoints))
+    }
+
+    /// A pool given as one host name: answered as a CNAME to it.
+    pub fn pool_host(self, name: &str, host: &str) -> Self {
+        self.pool_raw(name, quoted(host))
     }
 
     /// A pool given by a raw TOML value: a host name, an inline table.
