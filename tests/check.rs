@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
@@ -158,20 +158,13 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
     let zones_dir = setup.dir.path().join("zones");
 
     let (mut child, log) = Serve::new(setup.dir.path()).spawn();
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "serve kept running on an invalid zone; log:\n{}",
-                log.lines().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = exit_within(&mut child, STARTUP_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "serve kept running on an invalid zone; log:\n{}",
+            log.lines().join("\n")
+        );
     };
     assert!(!status.success(), "serve exited 0 on an invalid zone");
 

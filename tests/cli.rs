@@ -323,14 +323,11 @@ fn history_without_a_service_lists_every_service_newest_last() {
 
 #[test]
 fn human_logs_to_a_pipe_carry_no_colour() {
-    let zone = ZoneBuilder::new("shift.test.")
-        .service(
-            ServiceBuilder::new("www")
-                .pool("old", &["192.0.2.1"])
-                .pool("new", &["192.0.2.2"])
-                .health_none(),
-        )
-        .to_toml();
+    let zone = zone_of([ServiceBuilder::unchecked(
+        "www",
+        &["192.0.2.1"],
+        &["192.0.2.2"],
+    )]);
     let setup = Setup::new(&[("z.toml", &zone)], "");
     let (mut child, log) = Serve::new(setup.dir.path())
         .args(&["--log-format", "human"])

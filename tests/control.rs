@@ -202,12 +202,7 @@ fn a_non_loopback_control_listen_is_rejected_by_check_and_serve() {
         "{}:{line}: control_listen: 0.0.0.0:5380 is not a loopback address",
         setup.config().display()
     );
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(setup.config())
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(setup.dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&want), "{err}");
@@ -281,12 +276,7 @@ fn a_fifo_in_zones_fails_check_and_reload_quickly_and_commands_still_answer() {
     mkfifo(&fifo);
     // check: an error naming the path, without waiting on the FIFO.
     let t0 = Instant::now();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(server.path().join("dnsshift.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(server.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -16,23 +16,13 @@ fn zone() -> String {
     ZoneBuilder::new("shift.test.")
         .record("lb  IN A     203.0.113.7")
         .service(
-            ServiceBuilder::unchecked(
-                "www",
-                &["192.0.2.10", "192.0.2.11", "192.0.2.12"],
-                &["198.51.100.20", "198.51.100.21"],
-            )
-            .staging("www-next")
-            .ttl("30s")
-            .max_answers(2)
-            .initial_phase("half")
-            .phase("separate-domain", &[("old", 100), ("new", 0)])
-            .phase("half", &[("old", 50), ("new", 50)]),
+            ServiceBuilder::www(&WWW[..3], &WWW[3..])
+                .initial_phase("half")
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("half", &[("old", 50), ("new", 50)]),
         )
         .service(
-            ServiceBuilder::new("api")
-                .pool("old", &["192.0.2.30"])
-                .pool_host("new", "lb.shift.test.")
-                .health_none()
+            ServiceBuilder::to_host("api", "192.0.2.30", "lb.shift.test.")
                 .staging("api-next")
                 .ttl("20s"),
         )

@@ -57,18 +57,11 @@ fn main_zone() -> String {
         .records(&records)
         // Phases with a 90/10 step, started in it.
         .service(
-            ServiceBuilder::unchecked(
-                "www",
-                &["192.0.2.10", "192.0.2.11", "192.0.2.12"],
-                &["198.51.100.20", "198.51.100.21"],
-            )
-            .staging("www-next")
-            .ttl("30s")
-            .max_answers(2)
-            .initial_phase("ten")
-            .phase("separate-domain", &[("old", 100), ("new", 0)])
-            .phase("ten", &[("old", 90), ("new", 10)])
-            .phase("cutover", &[("old", 0), ("new", 100)]),
+            ServiceBuilder::www(&WWW_OLD, &WWW_NEW)
+                .initial_phase("ten")
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("ten", &[("old", 90), ("new", 10)])
+                .phase("cutover", &[("old", 0), ("new", 100)]),
         )
         // Classic phases, first one: old only, new (the only IPv6) is standby.
         .service(
@@ -98,19 +91,13 @@ fn main_zone() -> String {
         )
         // A host-name pool whose target is in the zone.
         .service(
-            ServiceBuilder::new("api")
-                .pool("old", &["192.0.2.30"])
-                .pool_host("new", "lb.shift.test.")
-                .health_none()
+            ServiceBuilder::to_host("api", "192.0.2.30", "lb.shift.test.")
                 .staging("api-next")
                 .ttl("20s"),
         )
         // A host-name pool outside the zone, in cutover.
         .service(
-            ServiceBuilder::new("ext")
-                .pool("old", &["192.0.2.60"])
-                .pool_host("new", "ext-lb.example.net.")
-                .health_none()
+            ServiceBuilder::to_host("ext", "192.0.2.60", "ext-lb.example.net.")
                 .ttl("20s")
                 .initial_phase("cutover"),
         )

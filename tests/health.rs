@@ -78,8 +78,7 @@ fn www(port: u16, interval: &str, timeout: &str) -> ServiceBuilder {
 
 /// Starts the server on the `shift.test.` zone with this one service.
 fn start(service: ServiceBuilder) -> Server {
-    let zone = ZoneBuilder::new("shift.test.").service(service).to_toml();
-    Setup::new(&[("shift.test.toml", &zone)], "").start()
+    Setup::new(&[("shift.test.toml", &zone_of([service]))], "").start()
 }
 
 /// The sorted A answers of one query for `name`, or the rcode if not NOERROR.
@@ -146,6 +145,17 @@ fn wait_line(server: &Server, msg: &str, endpoint: &str, timeout: Duration) -> S
         is_msg(l, msg) && field(l, "endpoint").as_deref() == Some(endpoint)
     });
     line
+}
+
+/// Waits until `backend` has seen `n` more checks than now: time for
+/// that many rounds to have run, and been judged, everywhere.
+fn wait_checks(server: &Server, backend: &Backend, n: usize, interval: Duration) {
+    let seen = backend.seen().len();
+    let timeout = interval.mul_f64(1.1 * (n + 1) as f64) + SLACK;
+    let what = format!("{n} more checks");
+    wait(server, Instant::now(), timeout, &what, || {
+        backend.seen().len() >= seen + n
+    });
 }
 
 /// The bound for a verdict change: the first deciding probe starts within
@@ -233,7 +243,7 @@ fn an_endpoint_leaves_after_fall_failures_and_returns_after_rise_successes() {
     );
 
     // Exactly one log line per state change, however many checks ran.
-    std::thread::sleep(interval * 4);
+    wait_checks(&server, &be[0], 4, interval);
     assert_eq!(lines_about(&server, "endpoint unhealthy", &e1).len(), 1);
     assert_eq!(lines_about(&server, "endpoint healthy", &e1).len(), 1);
     assert_eq!(
@@ -746,7 +756,7 @@ fn trickling_huge_and_wrong_bodies_fail_the_check() {
         assert_eq!(field(&line, "reason").as_deref(), Some(reason), "{line}");
         assert_eq!(field(&line, "kind").as_deref(), Some(kind), "{line}");
     }
-    std::thread::sleep(interval * 3);
+    wait_checks(&server, &be[4], 3, interval);
     assert_eq!(a(&server, WWW), set(b, &[4, 5]));
     assert!(lines_about(&server, "endpoint unhealthy", &ip(b, 5)).is_empty());
 
@@ -774,13 +784,7 @@ fn check_reports_bad_health_keys_with_file_and_line() {
         )
         .to_toml();
     let setup = Setup::new(&[("shift.test.toml", &zone)], "");
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(setup.config())
-        .arg("check")
-        .current_dir(setup.dir.path())
-        .output()
-        .unwrap();
+    let out = check_config(setup.dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

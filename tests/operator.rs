@@ -42,22 +42,14 @@ const MIX_QUERIES: usize = 300;
 /// A `www` service with always-healthy endpoints and four phases
 /// (separate-domain, ten, half, cutover).
 fn www() -> ServiceBuilder {
-    ServiceBuilder::new("www")
-        .staging("www-next")
-        .ttl("30s")
-        .max_answers(2)
-        .pool("old", &OLD)
-        .pool("new", &NEW)
-        .health_none()
-        .four_phases()
+    ServiceBuilder::www(&OLD, &NEW).four_phases()
 }
 
-/// The `shift.test.` zone with these services.
-fn zone_of(services: impl IntoIterator<Item = ServiceBuilder>) -> String {
-    services
-        .into_iter()
-        .fold(ZoneBuilder::new("shift.test."), ZoneBuilder::service)
-        .to_toml()
+/// [`www`] started in "half", which must be held for an hour.
+fn held_half() -> String {
+    zone_of([www()
+        .initial_phase("half")
+        .phase_set("half", "hold", "\"1h\"")])
 }
 
 /// An HTTP check of `http://{endpoint}:<port><path>` as an inline table,
@@ -449,9 +441,7 @@ fn advance_refused_before_the_hold_has_passed_unless_forced() {
 #[test]
 fn a_hold_on_the_initial_phase_counts_from_start_up() {
     // No transition recorded yet: the hold runs from the daemon's start.
-    let zone = zone_of([www()
-        .initial_phase("half")
-        .phase_set("half", "hold", "\"1h\"")]);
+    let zone = held_half();
     let server = start(&zone);
     assert_eq!(phase(&server), "half");
     let err = cli_err(&server, &["advance", "www"]);
@@ -959,14 +949,7 @@ fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
     )
     .unwrap();
     std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.77")).unwrap();
-    let from = server.log.len();
-    server.signal("HUP");
-    let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
-        is_msg(
-            l,
-            "reload rejected; still serving the previous configuration",
-        ) || is_msg(l, "reloaded")
-    });
+    let line = sighup(&server);
     let error = field(&line, "error").unwrap_or_default();
     assert!(
         error.contains("dnsshift.toml:") && error.contains("tcp_idle_timeout"),
@@ -978,12 +961,8 @@ fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
     assert_eq!(a_of(&server, WWW), vec!["192.0.2.77"]);
 }
 
-#[test]
-fn sighup_reloads_the_same_way() {
-    let server = start(&reload_zone("192.0.2.10"));
-    let zone = server.path().join("zones").join("shift.test.toml");
-    let good = reload_zone("192.0.2.99");
-    std::fs::write(&zone, format!("{good}\nbogus_key = 1\n")).unwrap();
+/// Sends SIGHUP; returns the log line that says how the reload went.
+fn sighup(server: &Server) -> String {
     let from = server.log.len();
     server.signal("HUP");
     let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
@@ -992,6 +971,16 @@ fn sighup_reloads_the_same_way() {
             "reload rejected; still serving the previous configuration",
         ) || is_msg(l, "reloaded")
     });
+    line
+}
+
+#[test]
+fn sighup_reloads_the_same_way() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zone = server.path().join("zones").join("shift.test.toml");
+    let good = reload_zone("192.0.2.99");
+    std::fs::write(&zone, format!("{good}\nbogus_key = 1\n")).unwrap();
+    let line = sighup(&server);
     assert!(
         field(&line, "message")
             .unwrap()
@@ -1043,12 +1032,7 @@ fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
     assert_eq!(phase(&server), "half");
     assert_mixed(&server, 30);
 
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(server.path().join("dnsshift.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(server.path());
     let check_err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{check_err}");
     assert!(
@@ -1241,9 +1225,7 @@ fn status_shows_each_record_family_when_the_roles_differ() {
 
 #[test]
 fn status_shows_the_hold_left_and_pools_in_configuration_order() {
-    let zone = zone_of([www()
-        .initial_phase("half")
-        .phase_set("half", "hold", "\"1h\"")]);
+    let zone = held_half();
     // The file lists old before new, which is not alphabetical.
     let server = start(&zone);
     let t0 = now_ms();

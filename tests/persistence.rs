@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -149,12 +148,7 @@ fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
         );
         assert_eq!(std::fs::read(&path).unwrap(), bad, "state file untouched");
         // `check` reports it the same way.
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(dir.path().join("dnsshift.toml"))
-            .arg("check")
-            .output()
-            .unwrap();
+        let out = check_config(dir.path());
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&path.display().to_string()), "{err}");

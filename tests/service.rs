@@ -30,14 +30,9 @@ fn checked(a: &str, b: &str, port: u16, interval: &str, timeout: &str) -> Servic
         .phase("split", &[("old", 50), ("new", 50)])
 }
 
-/// The `shift.test.` zone with one service.
-fn zone_of(service: ServiceBuilder) -> String {
-    ZoneBuilder::new("shift.test.").service(service).to_toml()
-}
-
 /// [`checked`] as a zone file.
 fn checked_zone(a: &str, b: &str, port: u16, interval: &str, timeout: &str) -> String {
-    zone_of(checked(a, b, port, interval, timeout))
+    zone_of([checked(a, b, port, interval, timeout)])
 }
 
 /// Receives notify datagrams until `want` arrives; returns all received.
@@ -155,14 +150,7 @@ fn notify_ready_after_bind_and_first_health_round_then_watchdog_and_stopping() {
         .unwrap();
     assert!(ok.success());
     recv_until(&sock, "STOPPING=1", Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(10)).expect("no exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     drop(hanging);
 }
@@ -417,12 +405,10 @@ fn json_log_lines_carry_structured_fields() {
     let server = Setup::new(
         &[(
             "z.toml",
-            &zone_of(
-                ServiceBuilder::new("www")
-                    .pool("old", &["127.0.9.21"])
-                    .pool("new", &["127.0.9.22"])
-                    .health_none(),
-            ),
+            &zone_of([ServiceBuilder::new("www")
+                .pool("old", &["127.0.9.21"])
+                .pool("new", &["127.0.9.22"])
+                .health_none()]),
         )],
         "",
     )
@@ -449,13 +435,11 @@ fn json_log_lines_carry_structured_fields() {
 fn metrics_forget_endpoints_removed_by_a_reload() {
     // In cutover with max_answers 2, both `new` endpoints are in every answer.
     let zone = |new: &[&str]| {
-        zone_of(
-            ServiceBuilder::new("www")
-                .initial_phase("cutover")
-                .pool("old", &["127.0.9.31"])
-                .pool("new", new)
-                .health_none(),
-        )
+        zone_of([ServiceBuilder::new("www")
+            .initial_phase("cutover")
+            .pool("old", &["127.0.9.31"])
+            .pool("new", new)
+            .health_none()])
     };
     let setup = Setup::new(&[("z.toml", &zone(&["127.0.9.32", "127.0.9.33"]))], "");
     let zone_file = setup.dir.path().join("zones/z.toml");
@@ -530,12 +514,10 @@ fn endpoint_answers_tell_main_from_staging() {
     let port = a.addr.port();
     let b = Backend::http(&format!("127.0.9.52:{port}"));
     b.set(Behaviour::status(503));
-    let zone = zone_of(
-        checked("127.0.9.51", "127.0.9.52", port, "150ms", "100ms")
-            .staging("www-next")
-            .initial_phase("new-only")
-            .phase("new-only", &[("old", 0), ("new", 100)]),
-    );
+    let zone = zone_of([checked("127.0.9.51", "127.0.9.52", port, "150ms", "100ms")
+        .staging("www-next")
+        .initial_phase("new-only")
+        .phase("new-only", &[("old", 0), ("new", 100)])]);
     let server = Setup::new(&[("z.toml", &zone)], "").start();
     let control = server.control.unwrap();
     let drain_of_new = || {

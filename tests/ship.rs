@@ -425,13 +425,7 @@ fn the_demo_backend_stops_on_ctrl_c() {
         .unwrap()
         .success();
     assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = demo.child.try_wait().unwrap() {
-            assert!(st.success(), "{st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo-backend ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let st =
+        exit_within(&mut demo.child, Duration::from_secs(10)).expect("demo-backend ignored SIGINT");
+    assert!(st.success(), "{st}");
 }

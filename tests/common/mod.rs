@@ -7,7 +7,7 @@ pub mod etcd;
 pub mod zone;
 
 #[allow(unused_imports)] // not every test binary uses every helper
-pub use zone::{ServiceBuilder, ZoneBuilder, endpoint, quoted};
+pub use zone::{ServiceBuilder, ZoneBuilder, endpoint, quoted, zone_of};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -206,17 +206,10 @@ impl Serve {
     /// is still running after the start-up timeout.
     pub fn must_fail(self) -> String {
         let (mut child, log) = self.spawn();
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("serve did not refuse to start:\n{}", log.lines().join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = exit_within(&mut child, STARTUP_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not refuse to start:\n{}", log.lines().join("\n"));
         };
         assert!(!status.success(), "{status}");
         // The reader thread may lag the exit a little.
@@ -248,6 +241,32 @@ pub fn error_line(stderr: &str) -> &str {
         .lines()
         .find(|l| l.starts_with("dnsshift: "))
         .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+}
+
+/// Runs `dnsshift --config <dir>/dnsshift.toml check` in `dir`.
+pub fn check_config(dir: &Path) -> std::process::Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(dir.join("dnsshift.toml"))
+        .arg("check")
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// Waits (bounded) for a child to exit; None if it still runs after
+/// `timeout`.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Spawns a command with stderr captured into a [`Log`].
@@ -413,17 +432,8 @@ impl Server {
     /// Waits for the process to exit (bounded); returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        exit_within(child, timeout)
+            .unwrap_or_else(|| panic!("server did not exit within {timeout:?}"))
     }
 
     /// Kills the server and hands back its directory, for a restart.

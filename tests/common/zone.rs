@@ -27,6 +27,15 @@ pub fn string_array<S: AsRef<str>>(items: &[S]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// The `shift.test.` zone (as [`ZoneBuilder::new`] makes it) with these
+/// services.
+pub fn zone_of(services: impl IntoIterator<Item = ServiceBuilder>) -> String {
+    services
+        .into_iter()
+        .fold(ZoneBuilder::new("shift.test."), ZoneBuilder::service)
+        .to_toml()
+}
+
 /// One item of a pool's `endpoints` list with keys of its own:
 /// `{ address = "<address>", <keys> }`.
 pub fn endpoint(address: &str, keys: &str) -> String {
@@ -175,6 +184,24 @@ impl ServiceBuilder {
         ServiceBuilder::new(name)
             .pool("old", old)
             .pool("new", new)
+            .health_none()
+    }
+
+    /// The shifted name most tests use: `www`, unchecked, staging name
+    /// `www-next`, TTL 30s, two addresses per answer.
+    pub fn www<S: AsRef<str>, T: AsRef<str>>(old: &[S], new: &[T]) -> Self {
+        ServiceBuilder::unchecked("www", old, new)
+            .staging("www-next")
+            .ttl("30s")
+            .max_answers(2)
+    }
+
+    /// A service whose `old` pool is one address and whose `new` pool is a
+    /// host name (answered as a CNAME), unchecked.
+    pub fn to_host(name: &str, old: &str, host: &str) -> Self {
+        ServiceBuilder::new(name)
+            .pool("old", &[old])
+            .pool_host("new", host)
             .health_none()
     }
 
