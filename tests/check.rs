@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
@@ -150,35 +150,21 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
     // One valid zone beside the bad one: a single bad file blocks the start.
     let setup = Setup::new(
         &[
-            ("good.toml", &zone_with("")),
+            ("good.toml", &ZoneBuilder::new("shift.test.").to_toml()),
             ("negative-weight.toml", &bad),
         ],
         "",
     );
     let zones_dir = setup.dir.path().join("zones");
 
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(setup.config())
-        .arg("serve")
-        .current_dir(setup.dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET");
-    let (mut child, log) = spawn_logged(&mut cmd);
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "serve kept running on an invalid zone; log:\n{}",
-                log.lines().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let (mut child, log) = Serve::new(setup.dir.path()).spawn();
+    let Some(status) = exit_within(&mut child, STARTUP_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "serve kept running on an invalid zone; log:\n{}",
+            log.lines().join("\n")
+        );
     };
     assert!(!status.success(), "serve exited 0 on an invalid zone");
 
@@ -207,19 +193,20 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
 }
 
 /// The good zone the reload test keeps serving: `www` answers 192.0.2.10.
-const SERVING: &str = r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["192.0.2.10"]
-new = ["198.51.100.20"]
-[service.health]
-kind = "none"
-"#;
+fn serving() -> String {
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .pool("old", &["192.0.2.10"])
+                .pool("new", &["198.51.100.20"])
+                .health_none(),
+        )
+        .to_toml()
+}
 
 #[test]
 fn reload_rejects_every_invalid_fixture_and_keeps_serving() {
-    let server = Setup::new(&[("good.toml", &zone_with(SERVING))], "").start();
+    let server = Setup::new(&[("good.toml", &serving())], "").start();
     let zones = server.path().join("zones");
     // Files a fixture names by a relative path sit beside it.
     let fixture_dir = manifest_dir().join("tests/fixtures/invalid");

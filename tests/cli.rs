@@ -25,39 +25,26 @@ fn closed_port(ip: &str) -> u16 {
 /// endpoint is checked on a closed port: never healthy.
 fn zone() -> String {
     let port = closed_port("127.0.0.2");
-    zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["192.0.2.1"]
-new = ["192.0.2.2"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "old"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "half"
-weights = {{ old = 50, new = 50 }}
-hold = "1h"
-[[service.phase]]
-name = "new"
-weights = {{ old = 0, new = 100 }}
-
-[[service]]
-name = "api"
-[service.pools]
-old = {{ endpoints = ["192.0.2.3"], health = {{ kind = "none" }} }}
-new = ["127.0.0.2"]
-[service.health]
-url = "http://{{endpoint}}:{port}/healthz"
-interval = "300ms"
-timeout = "200ms"
-rise = 1
-fall = 1
-"#
-    ))
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .pool("old", &["192.0.2.1"])
+                .pool("new", &["192.0.2.2"])
+                .health_none()
+                .phase("old", &[("old", 100), ("new", 0)])
+                .phase("half", &[("old", 50), ("new", 50)])
+                .phase_set("half", "hold", "\"1h\"")
+                .phase("new", &[("old", 0), ("new", 100)]),
+        )
+        .service(
+            ServiceBuilder::new("api")
+                .pool_with_health("old", &["192.0.2.3"], r#"{ kind = "none" }"#)
+                .pool("new", &["127.0.0.2"])
+                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+                .timing("300ms", "200ms")
+                .rise_fall(1, 1),
+        )
+        .to_toml()
 }
 
 /// Runs the binary with `args` in `cwd`, no config from the environment.
@@ -336,19 +323,16 @@ fn history_without_a_service_lists_every_service_newest_last() {
 
 #[test]
 fn human_logs_to_a_pipe_carry_no_colour() {
-    let zone = zone_with(
-        "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[service.health]\nkind = \"none\"\n",
-    );
+    let zone = zone_of([ServiceBuilder::unchecked(
+        "www",
+        &["192.0.2.1"],
+        &["192.0.2.2"],
+    )]);
     let setup = Setup::new(&[("z.toml", &zone)], "");
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(setup.config())
-        .args(["serve", "--log-format", "human"])
-        .current_dir(setup.dir.path())
-        .env_remove("RUST_LOG")
+    let (mut child, log) = Serve::new(setup.dir.path())
+        .args(&["--log-format", "human"])
         .env_remove("NO_COLOR")
-        .env_remove("NOTIFY_SOCKET");
-    let (mut child, log) = spawn_logged(&mut cmd);
+        .spawn();
     log.wait_for(0, STARTUP_TIMEOUT, |l| {
         l.contains(" ready") || l.contains("cannot start")
     });

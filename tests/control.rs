@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,22 +21,19 @@ use hickory_proto::rr::RecordType;
 
 /// A `www` service with always-healthy endpoints and the classic phases.
 fn www_zone() -> String {
-    zone_with(
-        r#"
-[[service]]
-name = "www"
-ttl = "30s"
-[service.pools]
-old = ["127.0.0.10", "127.0.0.11"]
-new = ["127.0.0.20"]
-[service.health]
-kind = "none"
-"#,
-    )
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .ttl("30s")
+                .pool("old", &["127.0.0.10", "127.0.0.11"])
+                .pool("new", &["127.0.0.20"])
+                .health_none(),
+        )
+        .to_toml()
 }
 
 fn start(extra_config: &str) -> Server {
-    support::start(Setup::new(&[("shift.test.toml", &www_zone())], extra_config).dir)
+    Setup::new(&[("shift.test.toml", &www_zone())], extra_config).start()
 }
 
 fn token(server: &Server) -> String {
@@ -206,17 +202,12 @@ fn a_non_loopback_control_listen_is_rejected_by_check_and_serve() {
         "{}:{line}: control_listen: 0.0.0.0:5380 is not a loopback address",
         setup.config().display()
     );
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(setup.config())
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(setup.dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&want), "{err}");
     assert!(err.contains("allow_remote_control = true"), "{err}");
-    let log = support::serve_must_fail(setup.dir.path());
+    let log = serve_must_fail(setup.dir.path());
     assert!(log.contains(&want), "{log}");
 }
 
@@ -252,7 +243,7 @@ fn a_token_file_others_can_read_stops_start_up_with_the_fix() {
     let file = state.join("control.token");
     std::fs::write(&file, "0123456789abcdef\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let log = support::serve_must_fail(setup.dir.path());
+    let log = serve_must_fail(setup.dir.path());
     assert!(log.contains("mode 0644"), "{log}");
     assert!(
         log.contains(&format!("chmod 600 {}", file.display())),
@@ -260,7 +251,7 @@ fn a_token_file_others_can_read_stops_start_up_with_the_fix() {
     );
     // Fixed as told, it starts.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let server = support::start(setup.dir);
+    let server = Server::start(setup.dir);
     assert_eq!(token(&server), "0123456789abcdef");
 }
 
@@ -285,12 +276,7 @@ fn a_fifo_in_zones_fails_check_and_reload_quickly_and_commands_still_answer() {
     mkfifo(&fifo);
     // check: an error naming the path, without waiting on the FIFO.
     let t0 = Instant::now();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(server.path().join("dnsshift.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(server.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -329,7 +315,7 @@ fn a_fifo_or_directory_as_state_json_stops_start_up_naming_it() {
             std::fs::create_dir(&file).unwrap();
         }
         let t0 = Instant::now();
-        let log = support::serve_must_fail(setup.dir.path());
+        let log = serve_must_fail(setup.dir.path());
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         let want = if kind == "fifo" {
             "a FIFO"
@@ -355,26 +341,20 @@ fn a_fifo_or_directory_as_state_json_stops_start_up_naming_it() {
 /// A zone whose one service has `n` always-healthy endpoints, so that
 /// `/metrics` is large.
 fn big_zone(n: usize) -> String {
-    let addrs = |base: usize| {
+    let addrs = |base: usize| -> Vec<String> {
         (base..base + n / 2)
-            .map(|i| format!("\"127.{}.{}.{}\"", 1 + i / 65536, (i / 256) % 256, i % 256))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map(|i| format!("127.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256))
+            .collect()
     };
-    zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-ttl = "30s"
-[service.pools]
-old = [{}]
-new = [{}]
-[service.health]
-kind = "none"
-"#,
-        addrs(0),
-        addrs(n / 2)
-    ))
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .ttl("30s")
+                .pool("old", &addrs(0))
+                .pool("new", &addrs(n / 2))
+                .health_none(),
+        )
+        .to_toml()
 }
 
 /// Latencies of `n` sequential UDP queries, in microseconds.
@@ -477,7 +457,7 @@ fn scrapers(
 /// too.
 #[test]
 fn scraping_metrics_does_not_slow_dns() {
-    let server = support::start(Setup::new(&[("shift.test.toml", &big_zone(1000))], "").dir);
+    let server = Setup::new(&[("shift.test.toml", &big_zone(1000))], "").start();
     let control = server.control.unwrap();
     let (code, page) = {
         let mut s = TcpStream::connect_timeout(&control, Duration::from_secs(5)).unwrap();

@@ -13,60 +13,21 @@ use common::*;
 const LONG: &str = "a-very-long-service-name-to-push-the-answer-past-512";
 
 fn zone() -> String {
-    let many: Vec<String> = (0..16).map(|i| format!("\"2001:db8::1:{i:x}\"")).collect();
-    format!(
-        r#"[zone]
-origin = "shift.test."
-nameservers = ["ns1.shift.test."]
-hostmaster = "hostmaster.shift.test."
-ttl = "1h"
-negative_ttl = "45s"
-records = """
-ns1 IN A     127.0.0.53
-lb  IN A     203.0.113.7
-"""
-
-[[service]]
-name = "www"
-staging = "www-next"
-ttl = "30s"
-max_answers = 2
-initial_phase = "half"
-[service.pools]
-old = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-new = ["198.51.100.20", "198.51.100.21"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "separate-domain"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "half"
-weights = {{ old = 50, new = 50 }}
-
-[[service]]
-name = "api"
-staging = "api-next"
-ttl = "20s"
-[service.pools]
-old = ["192.0.2.30"]
-new = "lb.shift.test."
-[service.health]
-kind = "none"
-
-[[service]]
-name = "{LONG}"
-max_answers = 16
-[service.pools]
-main = [{many}]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "all"
-weights = {{ main = 1 }}
-"#,
-        many = many.join(", ")
-    )
+    ZoneBuilder::new("shift.test.")
+        .record("lb  IN A     203.0.113.7")
+        .service(
+            ServiceBuilder::www(&WWW[..3], &WWW[3..])
+                .initial_phase("half")
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("half", &[("old", 50), ("new", 50)]),
+        )
+        .service(
+            ServiceBuilder::to_host("api", "192.0.2.30", "lb.shift.test.")
+                .staging("api-next")
+                .ttl("20s"),
+        )
+        .service(ServiceBuilder::many_aaaa(LONG, 16))
+        .to_toml()
 }
 
 /// One resource record line of dig's output.

@@ -30,152 +30,107 @@ fn txt(i: usize) -> String {
 
 /// The main test zone. Every service has `kind = "none"` health: always healthy.
 fn main_zone() -> String {
-    let big: String = (0..4)
-        .map(|i| format!("big  IN TXT {}\n", txt(i)))
-        .collect();
-    let huge: String = (0..8)
-        .map(|i| format!("huge IN TXT {}\n", txt(i)))
-        .collect();
-    let trunc: Vec<String> = (0..16).map(|i| format!("\"2001:db8::1:{i:x}\"")).collect();
-    format!(
-        r#"[zone]
-origin = "shift.test."
-nameservers = ["ns1.shift.test.", "ns2"]
-hostmaster = "hostmaster.example.org."
-ttl = "1h"
-negative_ttl = "45s"
-records = """
-ns1      IN A     127.0.0.53
-ns2      IN A     127.0.0.54
-ns2      IN AAAA  2001:db8::53
-@        IN MX    10 mail.example.org.
-@        IN TXT   "v=spf1 -all"
-static   IN A     192.0.2.200
-static   IN A     192.0.2.201
-a.b      IN TXT   "deep"
-docs     IN CNAME lb
-lb       IN A     203.0.113.7
-lb       IN A     203.0.113.8
-lb       IN AAAA  2001:db8::7
-sub      IN NS    ns.sub
-ns.sub   IN A     203.0.113.99
-{big}{huge}"""
-
-# Phases with a 90/10 step, started in it.
-[[service]]
-name = "www"
-staging = "www-next"
-ttl = "30s"
-max_answers = 2
-initial_phase = "ten"
-[service.pools]
-old = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-new = ["198.51.100.20", "198.51.100.21"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "separate-domain"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "ten"
-weights = {{ old = 90, new = 10 }}
-[[service.phase]]
-name = "cutover"
-weights = {{ old = 0, new = 100 }}
-
-# Classic phases, first one: old only, new (the only IPv6) is standby.
-[[service]]
-name = "stby"
-staging = "stby-next"
-ttl = "30s"
-[service.pools]
-old = ["192.0.2.50", "192.0.2.51"]
-new = ["198.51.100.50", "2001:db8::50", "2001:db8::51"]
-[service.health]
-kind = "none"
-
-# Rotation: 5 endpoints, 3 per answer; the staging pool has only 2.
-[[service]]
-name = "rot"
-staging = "rot-next"
-max_answers = 3
-[service.pools]
-old = ["192.0.2.101", "192.0.2.102", "192.0.2.103", "192.0.2.104", "192.0.2.105"]
-new = ["198.51.100.101", "198.51.100.102"]
-[service.health]
-kind = "none"
-
-# A host-name pool whose target is in the zone.
-[[service]]
-name = "api"
-staging = "api-next"
-ttl = "20s"
-[service.pools]
-old = ["192.0.2.30"]
-new = "lb.shift.test."
-[service.health]
-kind = "none"
-
-# A host-name pool outside the zone, in cutover.
-[[service]]
-name = "ext"
-ttl = "20s"
-initial_phase = "cutover"
-[service.pools]
-old = ["192.0.2.60"]
-new = "ext-lb.example.net."
-[service.health]
-kind = "none"
-
-# IPv6 only in one of two weighted pools.
-[[service]]
-name = "v6"
-max_answers = 2
-[service.pools]
-old = ["192.0.2.40"]
-new = ["2001:db8::40", "2001:db8::41"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "half"
-weights = {{ old = 50, new = 50 }}
-
-# A name below an empty non-terminal.
-[[service]]
-name = "app.eu"
-[service.pools]
-old = ["192.0.2.70"]
-new = ["198.51.100.70"]
-[service.health]
-kind = "none"
-
-# 16 AAAA records and a long name: 529 bytes, more than 512.
-[[service]]
-name = "a-very-long-service-name-to-push-the-answer-past-512"
-max_answers = 16
-[service.pools]
-main = [{trunc}]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "all"
-weights = {{ main = 1 }}
-"#,
-        trunc = trunc.join(", ")
-    )
+    let big = (0..4).map(|i| format!("big  IN TXT {}", txt(i)));
+    let huge = (0..8).map(|i| format!("huge IN TXT {}", txt(i)));
+    let mut records: Vec<String> = [
+        "ns1      IN A     127.0.0.53",
+        "ns2      IN A     127.0.0.54",
+        "ns2      IN AAAA  2001:db8::53",
+        "@        IN MX    10 mail.example.org.",
+        "@        IN TXT   \"v=spf1 -all\"",
+        "static   IN A     192.0.2.200",
+        "static   IN A     192.0.2.201",
+        "a.b      IN TXT   \"deep\"",
+        "docs     IN CNAME lb",
+        "lb       IN A     203.0.113.7",
+        "lb       IN A     203.0.113.8",
+        "lb       IN AAAA  2001:db8::7",
+        "sub      IN NS    ns.sub",
+        "ns.sub   IN A     203.0.113.99",
+    ]
+    .map(String::from)
+    .to_vec();
+    records.extend(big.chain(huge));
+    ZoneBuilder::new("shift.test.")
+        .nameservers(&["ns1.shift.test.", "ns2"])
+        .hostmaster("hostmaster.example.org.")
+        .records(&records)
+        // Phases with a 90/10 step, started in it.
+        .service(
+            ServiceBuilder::www(&WWW_OLD, &WWW_NEW)
+                .initial_phase("ten")
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("ten", &[("old", 90), ("new", 10)])
+                .phase("cutover", &[("old", 0), ("new", 100)]),
+        )
+        // Classic phases, first one: old only, new (the only IPv6) is standby.
+        .service(
+            ServiceBuilder::unchecked(
+                "stby",
+                &["192.0.2.50", "192.0.2.51"],
+                &["198.51.100.50", "2001:db8::50", "2001:db8::51"],
+            )
+            .staging("stby-next")
+            .ttl("30s"),
+        )
+        // Rotation: 5 endpoints, 3 per answer; the staging pool has only 2.
+        .service(
+            ServiceBuilder::unchecked(
+                "rot",
+                &[
+                    "192.0.2.101",
+                    "192.0.2.102",
+                    "192.0.2.103",
+                    "192.0.2.104",
+                    "192.0.2.105",
+                ],
+                &["198.51.100.101", "198.51.100.102"],
+            )
+            .staging("rot-next")
+            .max_answers(3),
+        )
+        // A host-name pool whose target is in the zone.
+        .service(
+            ServiceBuilder::to_host("api", "192.0.2.30", "lb.shift.test.")
+                .staging("api-next")
+                .ttl("20s"),
+        )
+        // A host-name pool outside the zone, in cutover.
+        .service(
+            ServiceBuilder::to_host("ext", "192.0.2.60", "ext-lb.example.net.")
+                .ttl("20s")
+                .initial_phase("cutover"),
+        )
+        // IPv6 only in one of two weighted pools.
+        .service(
+            ServiceBuilder::unchecked("v6", &["192.0.2.40"], &["2001:db8::40", "2001:db8::41"])
+                .max_answers(2)
+                .phase("half", &[("old", 50), ("new", 50)]),
+        )
+        // A name below an empty non-terminal.
+        .service(ServiceBuilder::unchecked(
+            "app.eu",
+            &["192.0.2.70"],
+            &["198.51.100.70"],
+        ))
+        // 16 AAAA records and a long name: 529 bytes, more than 512.
+        .service(ServiceBuilder::many_aaaa(
+            "a-very-long-service-name-to-push-the-answer-past-512",
+            16,
+        ))
+        .to_toml()
 }
 
 /// A second zone whose TTL is below its negative TTL.
-const NEG_ZONE: &str = r#"[zone]
-origin = "neg.test."
-nameservers = ["ns1.example.org."]
-hostmaster = "hostmaster.example.org."
-ttl = "20s"
-negative_ttl = "5m"
-records = """
-here IN A 192.0.2.1
-"""
-"#;
+fn neg_zone() -> String {
+    ZoneBuilder::new("neg.test.")
+        .nameservers(&["ns1.example.org."])
+        .hostmaster("hostmaster.example.org.")
+        .ttl("20s")
+        .negative_ttl("5m")
+        .records(&["here IN A 192.0.2.1"])
+        .to_toml()
+}
 
 const TRUNC_NAME: &str = "a-very-long-service-name-to-push-the-answer-past-512.shift.test.";
 
@@ -183,7 +138,7 @@ fn start() -> Server {
     Setup::new(
         &[
             ("shift.test.toml", &main_zone()),
-            ("neg.test.toml", NEG_ZONE),
+            ("neg.test.toml", &neg_zone()),
         ],
         "",
     )

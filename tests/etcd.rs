@@ -467,7 +467,10 @@ async fn user_and_password_auth() {
 
 /// Runs `dnsshift --config <setup's> check` and returns (success, stderr).
 fn check_with_cluster(table: &str) -> (bool, String) {
-    let setup = common::Setup::new(&[("z.toml", &common::zone_with(""))], table);
+    let setup = common::Setup::new(
+        &[("z.toml", &common::ZoneBuilder::new("shift.test.").to_toml())],
+        table,
+    );
     let out = std::process::Command::new(common::bin())
         .arg("--config")
         .arg(setup.config())

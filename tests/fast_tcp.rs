@@ -16,7 +16,7 @@ use hickory_proto::rr::RecordType;
 const IDLE: usize = 5000;
 
 fn zone() -> String {
-    zone_with("")
+    zone_of([])
 }
 
 /// Limits the server's open descriptors, as a modest `LimitNOFILE` would.

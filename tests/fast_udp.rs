@@ -13,20 +13,11 @@ use common::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-const SVC: &str = r#"
-[[service]]
-name = "www"
-max_answers = 1
-initial_phase = "round-robin"
-[service.pools]
-old = ["127.0.0.10", "127.0.0.11"]
-new = ["127.0.0.20"]
-[service.health]
-kind = "none"
-"#;
-
 fn start(extra: &str) -> Server {
-    Setup::new(&[("shift.test.toml", &zone_with(SVC))], extra).start()
+    let www = ServiceBuilder::unchecked("www", &["127.0.0.10", "127.0.0.11"], &["127.0.0.20"])
+        .max_answers(1)
+        .initial_phase("round-robin");
+    Setup::new(&[("shift.test.toml", &zone_of([www]))], extra).start()
 }
 
 #[test]
@@ -222,10 +213,10 @@ fn truncated_answers_are_header_question_and_opt_only() {
     let records: String = (0..10)
         .map(|i| format!("big IN TXT \"{}\"\n", format!("{i}").repeat(200)))
         .collect();
-    let zone = zone_with("").replace(
-        "ns1 IN A 127.0.0.53\n",
-        &format!("ns1 IN A 127.0.0.53\n{records}"),
-    );
+    let zone = records
+        .lines()
+        .fold(ZoneBuilder::new("shift.test."), ZoneBuilder::record)
+        .to_toml();
     let server = Setup::new(&[("shift.test.toml", &zone)], "").start();
     for edns in [None, Some(1232)] {
         let q = build_query("big.shift.test.", RecordType::TXT, edns);

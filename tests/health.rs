@@ -62,18 +62,23 @@ fn backends(
     panic!("no common free port for block {block}");
 }
 
-/// A zone for `shift.test.` whose services text uses `NET` for the test's
-/// block prefix and `PORT` for the backends' port.
-fn zone(block: u8, port: u16, services: &str) -> String {
-    zone_with(
-        &services
-            .replace("NET", &format!("127.33.{block}"))
-            .replace("PORT", &port.to_string()),
-    )
+/// Weights of a phase that answers only `old`, with `new` the standby.
+const OLD_ONLY: &[(&str, u32)] = &[("old", 100), ("new", 0)];
+/// Weights of a phase that splits evenly.
+const HALF: &[(&str, u32)] = &[("old", 50), ("new", 50)];
+
+/// A test's `www` service: up to 8 answers, every endpoint checked at
+/// `http://{endpoint}:<port>/healthz` every `interval`, with `timeout`.
+fn www(port: u16, interval: &str, timeout: &str) -> ServiceBuilder {
+    ServiceBuilder::new("www")
+        .max_answers(8)
+        .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+        .timing(interval, timeout)
 }
 
-fn start(zone_text: &str) -> Server {
-    Setup::new(&[("shift.test.toml", zone_text)], "").start()
+/// Starts the server on the `shift.test.` zone with this one service.
+fn start(service: ServiceBuilder) -> Server {
+    Setup::new(&[("shift.test.toml", &zone_of([service]))], "").start()
 }
 
 /// The sorted A answers of one query for `name`, or the rcode if not NOERROR.
@@ -142,6 +147,17 @@ fn wait_line(server: &Server, msg: &str, endpoint: &str, timeout: Duration) -> S
     line
 }
 
+/// Waits until `backend` has seen `n` more checks than now: time for
+/// that many rounds to have run, and been judged, everywhere.
+fn wait_checks(server: &Server, backend: &Backend, n: usize, interval: Duration) {
+    let seen = backend.seen().len();
+    let timeout = interval.mul_f64(1.1 * (n + 1) as f64) + SLACK;
+    let what = format!("{n} more checks");
+    wait(server, Instant::now(), timeout, &what, || {
+        backend.seen().len() >= seen + n
+    });
+}
+
 /// The bound for a verdict change: the first deciding probe starts within
 /// one jittered interval (up to 1.1x), each further one about an interval
 /// later, each may take up to `timeout`, and then the plan is rebuilt.
@@ -161,27 +177,13 @@ fn least(n: u32, interval: Duration) -> Duration {
 fn an_endpoint_leaves_after_fall_failures_and_returns_after_rise_successes() {
     let b = 1;
     let (port, mut be) = backends(b, &[1, 2, 3], None);
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-old = ["NET.1", "NET.2"]
-new = ["NET.3"]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 3
-fall = 3
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .rise_fall(3, 3)
+            .pool("old", &set(b, &[1, 2]))
+            .pool("new", &set(b, &[3]))
+            .phase("old-only", OLD_ONLY),
+    );
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     assert_eq!(a(&server, WWW), set(b, &[1, 2]));
     let e1 = ip(b, 1);
@@ -241,7 +243,7 @@ weights = { old = 100, new = 0 }
     );
 
     // Exactly one log line per state change, however many checks ran.
-    std::thread::sleep(interval * 4);
+    wait_checks(&server, &be[0], 4, interval);
     assert_eq!(lines_about(&server, "endpoint unhealthy", &e1).len(), 1);
     assert_eq!(lines_about(&server, "endpoint healthy", &e1).len(), 1);
     assert_eq!(
@@ -267,27 +269,13 @@ fn split(server: &Server, n: usize) -> std::collections::BTreeMap<Vec<String>, u
 fn a_pool_with_no_healthy_endpoint_gives_its_weight_to_the_others() {
     let b = 2;
     let (port, be) = backends(b, &[1, 2, 3, 4], None);
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-old = ["NET.1", "NET.2"]
-new = ["NET.3", "NET.4"]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-[[service.phase]]
-name = "half"
-weights = { old = 50, new = 50 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .rise_fall(2, 2)
+            .pool("old", &set(b, &[1, 2]))
+            .pool("new", &set(b, &[3, 4]))
+            .phase("half", HALF),
+    );
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     let (old, new) = (set(b, &[1, 2]), set(b, &[3, 4]));
     let s = split(&server, 400);
@@ -325,27 +313,13 @@ weights = { old = 50, new = 50 }
 fn standby_takes_over_only_when_weighted_pools_are_down_then_everything_fails_open() {
     let b = 3;
     let (port, be) = backends(b, &[1, 2, 3], None);
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-old = ["NET.1", "NET.2"]
-new = ["NET.3"]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .rise_fall(2, 2)
+            .pool("old", &set(b, &[1, 2]))
+            .pool("new", &set(b, &[3]))
+            .phase("old-only", OLD_ONLY),
+    );
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     let within = bound(2, interval, timeout);
     let old = set(b, &[1, 2]);
@@ -384,28 +358,14 @@ weights = { old = 100, new = 0 }
 fn on_all_down_servfail_answers_servfail_when_everything_is_down() {
     let b = 4;
     let (port, be) = backends(b, &[1, 2], None);
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-on_all_down = "servfail"
-[service.pools]
-old = ["NET.1"]
-new = ["NET.2"]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-[[service.phase]]
-name = "half"
-weights = { old = 50, new = 50 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .set("on_all_down", "\"servfail\"")
+            .rise_fall(2, 2)
+            .pool("old", &set(b, &[1]))
+            .pool("new", &set(b, &[2]))
+            .phase("half", HALF),
+    );
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     let rcode = || server.query(WWW, RecordType::A).metadata.response_code;
     assert_eq!(rcode(), ResponseCode::NoError);
@@ -436,28 +396,19 @@ fn check_address_checks_another_address_than_the_one_served() {
     // listening; .4 is the standby.
     let (port, mut be) = backends(b, &[1, 2, 4], None);
     be[0].set(Behaviour::status(503));
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-new = ["NET.4"]
-[service.pools.old]
-endpoints = [{ address = "NET.1", check_address = "NET.2" }, "NET.3"]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .rise_fall(2, 2)
+            .pool("new", &set(b, &[4]))
+            .pool_endpoints(
+                "old",
+                &[
+                    endpoint(&ip(b, 1), &format!("check_address = {:?}", ip(b, 2))),
+                    quoted(&ip(b, 3)),
+                ],
+            )
+            .phase("old-only", OLD_ONLY),
+    );
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     assert_eq!(a(&server, WWW), [ip(b, 1)]);
     assert!(be[0].seen().is_empty(), "{:?}", be[0].seen());
@@ -498,32 +449,28 @@ fn the_first_round_decides_the_first_answers_and_is_logged_before_ready() {
     be[1].set(Behaviour::status(503));
     // A long interval: only the first round can have found the failures
     // by the time the server is ready.
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-new = ["NET.6"]
-[service.pools.old]
-endpoints = [
-  "NET.1", "NET.2", "NET.3",
-  { address = "NET.4", health = { kind = "tcp", port = PORT } },
-  { address = "NET.5", health = { kind = "tcp", port = PORT } },
-]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "5s"
-timeout = "1s"
-rise = 2
-fall = 3
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "5s", "1s")
+            .rise_fall(2, 3)
+            .pool("new", &set(b, &[6]))
+            .pool_endpoints(
+                "old",
+                &[
+                    quoted(&ip(b, 1)),
+                    quoted(&ip(b, 2)),
+                    quoted(&ip(b, 3)),
+                    endpoint(
+                        &ip(b, 4),
+                        &format!("health = {{ kind = \"tcp\", port = {port} }}"),
+                    ),
+                    endpoint(
+                        &ip(b, 5),
+                        &format!("health = {{ kind = \"tcp\", port = {port} }}"),
+                    ),
+                ],
+            )
+            .phase("old-only", OLD_ONLY),
+    );
     // The very first query after "ready" already reflects health.
     assert_eq!(a(&server, WWW), set(b, &[1, 5]));
 
@@ -557,26 +504,18 @@ weights = { old = 100, new = 0 }
 fn http_checks_send_the_configured_host_header() {
     let b = 7;
     let (port, be) = backends(b, &[1, 2], None);
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-new = ["NET.2"]
-[service.pools.old]
-endpoints = [{ address = "NET.1", health = { host = "www.example.com" } }]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-[[service.phase]]
-name = "half"
-weights = { old = 50, new = 50 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .pool("new", &set(b, &[2]))
+            .pool_endpoints(
+                "old",
+                &[endpoint(
+                    &ip(b, 1),
+                    r#"health = { host = "www.example.com" }"#,
+                )],
+            )
+            .phase("half", HALF),
+    );
     let _ = a(&server, WWW);
     let seen = be[0].seen();
     assert!(!seen.is_empty());
@@ -605,39 +544,32 @@ fn https_checks_send_sni_and_verify_the_certificate_unless_insecure() {
     let (_standby_port, standby) = backends(b, &[5], None);
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), &pem).unwrap();
-    let ca_path = ca.path().to_str().unwrap().to_string();
+    let ca_path = quoted(ca.path().to_str().unwrap());
     // .1: host + the CA -> verified. .2: host, no CA -> unknown issuer.
     // .3: host, insecure -> passes. .4: the CA, but a host the certificate
     // does not name -> fails. .5: a standby without checks.
     let server = start(
-        &zone(
-            b,
-            port,
-            r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools.new]
-endpoints = ["NET.5"]
-health = { kind = "none" }
-[service.pools.old]
-endpoints = [
-  { address = "NET.1", health = { ca_file = "CA" } },
-  { address = "NET.2" },
-  { address = "NET.3", health = { insecure = true } },
-  { address = "NET.4", health = { ca_file = "CA", host = "other.example.test" } },
-]
-[service.health]
-url = "https://{endpoint}:PORT/healthz"
-host = "lb.example.test"
-interval = "400ms"
-timeout = "300ms"
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-        )
-        .replace("\"CA\"", &format!("{ca_path:?}")),
+        ServiceBuilder::new("www")
+            .max_answers(8)
+            .pool_with_health("new", &set(b, &[5]), r#"{ kind = "none" }"#)
+            .pool_endpoints(
+                "old",
+                &[
+                    endpoint(&ip(b, 1), &format!("health = {{ ca_file = {ca_path} }}")),
+                    endpoint(&ip(b, 2), ""),
+                    endpoint(&ip(b, 3), "health = { insecure = true }"),
+                    endpoint(
+                        &ip(b, 4),
+                        &format!(
+                            "health = {{ ca_file = {ca_path}, host = \"other.example.test\" }}"
+                        ),
+                    ),
+                ],
+            )
+            .health_http(&format!("https://{{endpoint}}:{port}/healthz"))
+            .health("host", quoted(name))
+            .timing("400ms", "300ms")
+            .phase("old-only", OLD_ONLY),
     );
     assert_eq!(a(&server, WWW), set(b, &[1, 3]));
 
@@ -689,31 +621,23 @@ fn a_hanging_backend_stalls_neither_dns_nor_the_other_checks() {
     let (port, be) = backends(b, &[1, 2, 3, 4], None);
     // .1 has a long timeout: while its check hangs, .2's failure must
     // still be noticed on .2's own schedule, and DNS must answer at once.
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-new = ["NET.4"]
-[service.pools.old]
-endpoints = [
-  { address = "NET.1", health = { interval = "600ms", timeout = "500ms" } },
-  "NET.2", "NET.3",
-]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "150ms"
-timeout = "100ms"
-rise = 2
-fall = 3
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "150ms", "100ms")
+            .rise_fall(2, 3)
+            .pool("new", &set(b, &[4]))
+            .pool_endpoints(
+                "old",
+                &[
+                    endpoint(
+                        &ip(b, 1),
+                        r#"health = { interval = "600ms", timeout = "500ms" }"#,
+                    ),
+                    quoted(&ip(b, 2)),
+                    quoted(&ip(b, 3)),
+                ],
+            )
+            .phase("old-only", OLD_ONLY),
+    );
     assert_eq!(a(&server, WWW), set(b, &[1, 2, 3]));
     let (interval, timeout) = (Duration::from_millis(150), Duration::from_millis(100));
     let (slow_interval, slow_timeout) = (Duration::from_millis(600), Duration::from_millis(500));
@@ -794,32 +718,22 @@ fn trickling_huge_and_wrong_bodies_fail_the_check() {
     let b = 10;
     let (port, be) = backends(b, &[1, 2, 3, 4, 5, 6], None);
     be[2].set(Behaviour::body("all systems READY"));
-    let server = start(&zone(
-        b,
-        port,
-        r#"
-[[service]]
-name = "www"
-max_answers = 8
-[service.pools]
-new = ["NET.6"]
-[service.pools.old]
-endpoints = [
-  "NET.1", "NET.2",
-  { address = "NET.3", health = { expect_body = "READY" } },
-  "NET.4", "NET.5",
-]
-[service.health]
-url = "http://{endpoint}:PORT/healthz"
-interval = "300ms"
-timeout = "250ms"
-rise = 2
-fall = 2
-[[service.phase]]
-name = "old-only"
-weights = { old = 100, new = 0 }
-"#,
-    ));
+    let server = start(
+        www(port, "300ms", "250ms")
+            .rise_fall(2, 2)
+            .pool("new", &set(b, &[6]))
+            .pool_endpoints(
+                "old",
+                &[
+                    quoted(&ip(b, 1)),
+                    quoted(&ip(b, 2)),
+                    endpoint(&ip(b, 3), r#"health = { expect_body = "READY" }"#),
+                    quoted(&ip(b, 4)),
+                    quoted(&ip(b, 5)),
+                ],
+            )
+            .phase("old-only", OLD_ONLY),
+    );
     let (interval, timeout) = (Duration::from_millis(300), Duration::from_millis(250));
     assert_eq!(a(&server, WWW), set(b, &[1, 2, 3, 4, 5]));
 
@@ -842,7 +756,7 @@ weights = { old = 100, new = 0 }
         assert_eq!(field(&line, "reason").as_deref(), Some(reason), "{line}");
         assert_eq!(field(&line, "kind").as_deref(), Some(kind), "{line}");
     }
-    std::thread::sleep(interval * 3);
+    wait_checks(&server, &be[4], 3, interval);
     assert_eq!(a(&server, WWW), set(b, &[4, 5]));
     assert!(lines_about(&server, "endpoint unhealthy", &ip(b, 5)).is_empty());
 
@@ -860,32 +774,17 @@ weights = { old = 100, new = 0 }
 
 #[test]
 fn check_reports_bad_health_keys_with_file_and_line() {
-    let setup = Setup::new(
-        &[(
-            "shift.test.toml",
-            &zone_with(
-                r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["192.0.2.1"]
-new = ["192.0.2.2"]
-[service.health]
-url = "http://{endpoint}/healthz"
-interval = "1s"
-timeout = "1s"
-"#,
-            ),
-        )],
-        "",
-    );
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(setup.config())
-        .arg("check")
-        .current_dir(setup.dir.path())
-        .output()
-        .unwrap();
+    let zone = ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .pool("old", &["192.0.2.1"])
+                .pool("new", &["192.0.2.2"])
+                .health_http("http://{endpoint}/healthz")
+                .timing("1s", "1s"),
+        )
+        .to_toml();
+    let setup = Setup::new(&[("shift.test.toml", &zone)], "");
+    let out = check_config(setup.dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -20,7 +20,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -40,49 +39,29 @@ const WWW: &str = "www.shift.test.";
 /// Queries that make a pool with weight >= 10% all but certain to show up.
 const MIX_QUERIES: usize = 300;
 
-/// A `www` service (always-healthy endpoints unless `pools` says otherwise)
-/// with four phases; `half_extra` is appended to the "half" phase table and
-/// `service_extra` to the service table.
-fn www_zone(service_extra: &str, pools: &str, half_extra: &str) -> String {
-    let pools = if pools.is_empty() {
-        format!(
-            "old = [\"{}\", \"{}\"]\nnew = [\"{}\", \"{}\"]",
-            OLD[0], OLD[1], NEW[0], NEW[1]
-        )
-    } else {
-        pools.to_string()
-    };
-    zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-staging = "www-next"
-ttl = "30s"
-max_answers = 2
-{service_extra}
-[service.pools]
-{pools}
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "separate-domain"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "ten"
-weights = {{ old = 90, new = 10 }}
-[[service.phase]]
-name = "half"
-weights = {{ old = 50, new = 50 }}
-{half_extra}
-[[service.phase]]
-name = "cutover"
-weights = {{ old = 0, new = 100 }}
-"#
-    ))
+/// A `www` service with always-healthy endpoints and four phases
+/// (separate-domain, ten, half, cutover).
+fn www() -> ServiceBuilder {
+    ServiceBuilder::www(&OLD, &NEW).four_phases()
+}
+
+/// [`www`] started in "half", which must be held for an hour.
+fn held_half() -> String {
+    zone_of([www()
+        .initial_phase("half")
+        .phase_set("half", "hold", "\"1h\"")])
+}
+
+/// An HTTP check of `http://{endpoint}:<port><path>` as an inline table,
+/// deciding on one result.
+fn http_check(port: u16, path: &str, interval: &str, timeout: &str) -> String {
+    format!(
+        "{{ kind = \"http\", url = \"http://{{endpoint}}:{port}{path}\", interval = \"{interval}\", timeout = \"{timeout}\", rise = 1, fall = 1 }}"
+    )
 }
 
 fn start(zone: &str) -> Server {
-    support::start(Setup::new(&[("shift.test.toml", zone)], "").dir)
+    Setup::new(&[("shift.test.toml", zone)], "").start()
 }
 
 fn now_ms() -> u64 {
@@ -260,7 +239,7 @@ fn http(
 
 #[test]
 fn full_migration_rollback_and_to_through_the_cli() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     let st = status(&server);
     assert_eq!(st["phase"], "separate-domain");
     assert_eq!(
@@ -362,12 +341,12 @@ fn advance_refused_while_the_target_pool_is_unhealthy_unless_forced() {
     let mut backend = Backend::http("127.0.0.2:0");
     backend.set(Behaviour::status(503));
     let port = backend.addr.port();
-    let pools = format!(
-        "old = [\"{}\", \"{}\"]\nnew = {{ endpoints = [\"127.0.0.2\"], health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/healthz\", interval = \"300ms\", timeout = \"200ms\", rise = 1, fall = 1 }} }}",
-        OLD[0], OLD[1]
-    );
     let new = ["127.0.0.2"];
-    let server = start(&www_zone("", &pools, ""));
+    let server = start(&zone_of([www().pool_with_health(
+        "new",
+        &new,
+        &http_check(port, "/healthz", "300ms", "200ms"),
+    )]));
     let st = status(&server);
     let ep = endpoint(&st, "new", "127.0.0.2");
     assert_eq!(ep["healthy"], false, "first round reflects the 503: {st}");
@@ -424,7 +403,7 @@ fn advance_refused_while_the_target_pool_is_unhealthy_unless_forced() {
 
 #[test]
 fn advance_refused_before_the_hold_has_passed_unless_forced() {
-    let server = start(&www_zone("", "", "hold = \"1h\""));
+    let server = start(&zone_of([www().phase_set("half", "hold", "\"1h\"")]));
     server.cli_ok(&["advance", "www", "--to", "half"]);
     let before = state_bytes(&server).expect("state saved");
     let err = cli_err(&server, &["advance", "www"]);
@@ -462,7 +441,7 @@ fn advance_refused_before_the_hold_has_passed_unless_forced() {
 #[test]
 fn a_hold_on_the_initial_phase_counts_from_start_up() {
     // No transition recorded yet: the hold runs from the daemon's start.
-    let zone = www_zone("initial_phase = \"half\"", "", "hold = \"1h\"");
+    let zone = held_half();
     let server = start(&zone);
     assert_eq!(phase(&server), "half");
     let err = cli_err(&server, &["advance", "www"]);
@@ -473,7 +452,7 @@ fn a_hold_on_the_initial_phase_counts_from_start_up() {
 
 #[test]
 fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["advance", "www"]);
     let before = state_bytes(&server).expect("state saved");
     let serial = status_all(&server)["serial"].clone();
@@ -505,7 +484,7 @@ fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
 
 #[test]
 fn advancing_into_a_longer_ttl_warns() {
-    let server = start(&www_zone("", "", "ttl = \"5m\""));
+    let server = start(&zone_of([www().phase_set("half", "ttl", "\"5m\"")]));
     let (ok, _, err) = server.cli(&["advance", "www"]);
     assert!(
         ok && !err.contains("warning"),
@@ -537,7 +516,7 @@ fn advancing_into_a_longer_ttl_warns() {
 
 #[test]
 fn disabled_endpoint_leaves_the_answers_and_returns_when_enabled() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     assert_eq!(www_a(&server, 30).len(), 2);
 
     let out = server.cli_ok(&["endpoint", "disable", "www", OLD[0], "--reason", "patching"]);
@@ -582,20 +561,20 @@ fn decommission_waits_for_drain_then_the_pool_is_never_answered() {
     let backend = Backend::http("127.0.0.3:0");
     let port = backend.addr.port();
     let new = ["127.0.0.3"];
-    let pools = format!(
-        "old = [\"{}\", \"{}\"]\nnew = {{ endpoints = [\"127.0.0.3\"], health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/\", interval = \"300ms\", timeout = \"200ms\", rise = 1, fall = 1 }} }}",
-        OLD[0], OLD[1]
-    );
-    let mut zone = www_zone("ttl = \"2s\"\ndrain_grace = \"1s\"", &pools, "").replacen(
-        "ttl = \"30s\"\n",
-        "",
-        1,
-    );
-    // A second, always-healthy service for the --force path.
-    zone.push_str(&format!(
-        "\n[[service]]\nname = \"api\"\nttl = \"1m\"\ninitial_phase = \"cutover\"\n[service.pools]\nold = [\"{}\"]\nnew = [\"{}\"]\n[service.health]\nkind = \"none\"\n",
-        OLD[0], NEW[0]
-    ));
+    let zone = zone_of([
+        www().ttl("2s").drain_grace("1s").pool_with_health(
+            "new",
+            &new,
+            &http_check(port, "/", "300ms", "200ms"),
+        ),
+        // A second, always-healthy service for the --force path.
+        ServiceBuilder::new("api")
+            .ttl("1m")
+            .initial_phase("cutover")
+            .pool("old", &[OLD[0]])
+            .pool("new", &[NEW[0]])
+            .health_none(),
+    ]);
     let server = start(&zone);
     // Health changes reach the answers asynchronously: poll DNS for them.
     let answered_by = |want: &str| {
@@ -691,21 +670,13 @@ fn decommission_waits_for_drain_then_the_pool_is_never_answered() {
 
 #[test]
 fn drain_deadline_is_last_answer_plus_ttl_and_then_drained() {
-    let zone = zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-ttl = "2s"
-drain_grace = "1s"
-max_answers = 2
-[service.pools]
-old = ["{}", "{}"]
-new = ["{}", "{}"]
-[service.health]
-kind = "none"
-"#,
-        OLD[0], OLD[1], NEW[0], NEW[1]
-    ));
+    let zone = zone_of([ServiceBuilder::new("www")
+        .ttl("2s")
+        .drain_grace("1s")
+        .max_answers(2)
+        .pool("old", &OLD)
+        .pool("new", &NEW)
+        .health_none()]);
     let server = start(&zone);
     server.cli_ok(&["advance", "www"]);
     assert_eq!(phase(&server), "round-robin");
@@ -787,7 +758,7 @@ kind = "none"
 
 #[test]
 fn requests_without_the_right_token_get_401_and_change_nothing() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["endpoint", "disable", "www", OLD[1]]);
     let control = server.control.unwrap();
     let before = state_bytes(&server).unwrap();
@@ -860,7 +831,7 @@ fn requests_without_the_right_token_get_401_and_change_nothing() {
 
 #[test]
 fn unknown_service_or_phase_fails_with_the_daemons_message() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     for args in [
         vec!["status", "nope"],
         vec!["advance", "nope"],
@@ -890,7 +861,7 @@ fn unknown_service_or_phase_fails_with_the_daemons_message() {
 
 #[test]
 fn unreachable_daemon_fails_saying_where_it_looked() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     let control = server.control.unwrap();
     let dir = server.kill();
     let config = dir.path().join("dnsshift.toml");
@@ -933,11 +904,7 @@ fn unreachable_daemon_fails_saying_where_it_looked() {
 
 /// A zone with www pools `old` (always healthy) in separate-domain.
 fn reload_zone(old: &str) -> String {
-    www_zone(
-        "",
-        &format!("old = [\"{old}\"]\nnew = [\"{}\"]", NEW[0]),
-        "",
-    )
+    zone_of([www().pool("old", &[old]).pool("new", &[NEW[0]])])
 }
 
 fn a_of(server: &Server, name: &str) -> Vec<String> {
@@ -982,14 +949,7 @@ fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
     )
     .unwrap();
     std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.77")).unwrap();
-    let from = server.log.len();
-    server.signal("HUP");
-    let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
-        is_msg(
-            l,
-            "reload rejected; still serving the previous configuration",
-        ) || is_msg(l, "reloaded")
-    });
+    let line = sighup(&server);
     let error = field(&line, "error").unwrap_or_default();
     assert!(
         error.contains("dnsshift.toml:") && error.contains("tcp_idle_timeout"),
@@ -1001,12 +961,8 @@ fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
     assert_eq!(a_of(&server, WWW), vec!["192.0.2.77"]);
 }
 
-#[test]
-fn sighup_reloads_the_same_way() {
-    let server = start(&reload_zone("192.0.2.10"));
-    let zone = server.path().join("zones").join("shift.test.toml");
-    let good = reload_zone("192.0.2.99");
-    std::fs::write(&zone, format!("{good}\nbogus_key = 1\n")).unwrap();
+/// Sends SIGHUP; returns the log line that says how the reload went.
+fn sighup(server: &Server) -> String {
     let from = server.log.len();
     server.signal("HUP");
     let (_, line) = server.log.wait_for(from, Duration::from_secs(10), |l| {
@@ -1015,6 +971,16 @@ fn sighup_reloads_the_same_way() {
             "reload rejected; still serving the previous configuration",
         ) || is_msg(l, "reloaded")
     });
+    line
+}
+
+#[test]
+fn sighup_reloads_the_same_way() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zone = server.path().join("zones").join("shift.test.toml");
+    let good = reload_zone("192.0.2.99");
+    std::fs::write(&zone, format!("{good}\nbogus_key = 1\n")).unwrap();
+    let line = sighup(&server);
     assert!(
         field(&line, "message")
             .unwrap()
@@ -1046,12 +1012,12 @@ fn sighup_reloads_the_same_way() {
 
 #[test]
 fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["advance", "www", "--to", "half"]);
     assert_mixed(&server, 30);
     let state_before = state_bytes(&server).unwrap();
     let zone = server.path().join("zones").join("shift.test.toml");
-    std::fs::write(&zone, www_zone("", "", "").replace("\"half\"", "\"fifty\"")).unwrap();
+    std::fs::write(&zone, zone_of([www()]).replace("\"half\"", "\"fifty\"")).unwrap();
 
     let err = cli_err(&server, &["reload"]);
     let state_path = state_file(&server);
@@ -1066,12 +1032,7 @@ fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
     assert_eq!(phase(&server), "half");
     assert_mixed(&server, 30);
 
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(server.path().join("dnsshift.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = check_config(server.path());
     let check_err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{check_err}");
     assert!(
@@ -1080,8 +1041,8 @@ fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
     );
 
     let dir = server.kill();
-    let log = support::serve_must_fail(dir.path());
-    let line = support::error_line(&log);
+    let log = serve_must_fail(dir.path());
+    let line = error_line(&log);
     assert!(
         line.contains(&format!(
             "{}: service www.shift.test.: current phase \"half\" is not in the config (phases: separate-domain, ten, fifty, cutover)",
@@ -1098,26 +1059,16 @@ fn state_naming_a_removed_phase_is_rejected_by_reload_check_and_startup() {
 
 #[test]
 fn a_decommissioned_pool_can_then_be_removed_from_the_config() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["advance", "www", "--to", "cutover"]);
     server.cli_ok(&["decommission", "www", "old", "--force", "--reason", "done"]);
     // The migration's last step: the old pool leaves the zone file.
-    let finished = zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-staging = "www-next"
-ttl = "30s"
-[service.pools]
-new = ["{}", "{}"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "cutover"
-weights = {{ new = 100 }}
-"#,
-        NEW[0], NEW[1]
-    ));
+    let finished = zone_of([ServiceBuilder::new("www")
+        .staging("www-next")
+        .ttl("30s")
+        .pool("new", &NEW)
+        .health_none()
+        .phase("cutover", &[("new", 100)])]);
     std::fs::write(server.path().join("zones/shift.test.toml"), finished).unwrap();
     let (ok, out, err) = server.cli(&["check"]);
     assert!(ok, "{out}{err}");
@@ -1146,17 +1097,13 @@ weights = {{ new = 100 }}
 
 /// Two single-endpoint pools checked over HTTP (rise 1, fall 1) on the
 /// two backends, which must share a port.
-fn checked_pools(old: &Backend, new: &Backend) -> String {
+fn checked_pools(old: &Backend, new: &Backend) -> ServiceBuilder {
     let port = old.addr.port();
     assert_eq!(new.addr.port(), port);
-    let health = format!(
-        "health = {{ kind = \"http\", url = \"http://{{endpoint}}:{port}/\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 1 }}"
-    );
-    format!(
-        "old = {{ endpoints = [\"{}\"], {health} }}\nnew = {{ endpoints = [\"{}\"], {health} }}",
-        old.addr.ip(),
-        new.addr.ip()
-    )
+    let health = http_check(port, "/", "200ms", "150ms");
+    www()
+        .pool_with_health("old", &[old.addr.ip().to_string()], &health)
+        .pool_with_health("new", &[new.addr.ip().to_string()], &health)
 }
 
 /// Polls `status www --json` until `pred` holds; returns that status.
@@ -1183,7 +1130,7 @@ fn status_shows_fail_open_when_every_endpoint_is_down() {
     let new = Backend::http(&format!("127.0.0.5:{}", old.addr.port()));
     old.set(Behaviour::status(503));
     new.set(Behaviour::status(503));
-    let server = start(&www_zone("", &checked_pools(&old, &new), ""));
+    let server = start(&zone_of([checked_pools(&old, &new)]));
     let (o, n) = (["127.0.0.4"], ["127.0.0.5"]);
     // Everything down: the main name fails open with old, the weighted pool.
     for _ in 0..20 {
@@ -1229,7 +1176,7 @@ fn status_shows_fail_open_when_every_endpoint_is_down() {
 
 #[test]
 fn status_names_the_standby_that_answers_when_the_weighted_pool_is_disabled() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["advance", "www", "--to", "cutover"]);
     server.cli_ok(&["endpoint", "disable", "www", NEW[0]]);
     server.cli_ok(&["endpoint", "disable", "www", NEW[1], "--force"]);
@@ -1255,11 +1202,9 @@ fn status_names_the_standby_that_answers_when_the_weighted_pool_is_disabled() {
 #[test]
 fn status_shows_each_record_family_when_the_roles_differ() {
     // old has only IPv4: AAAA queries get new, the standby, in the first phase.
-    let pools = format!(
-        "old = [\"{}\"]\nnew = [\"{}\", \"2001:db8::20\"]",
-        OLD[0], NEW[0]
-    );
-    let server = start(&www_zone("", &pools, ""));
+    let server = start(&zone_of([www()
+        .pool("old", &[OLD[0]])
+        .pool("new", &[NEW[0], "2001:db8::20"])]));
     let aaaa = answers(&server.query(WWW, RecordType::AAAA));
     assert_eq!(aaaa, vec!["2001:db8::20".to_string()]);
     let st = status(&server);
@@ -1280,7 +1225,7 @@ fn status_shows_each_record_family_when_the_roles_differ() {
 
 #[test]
 fn status_shows_the_hold_left_and_pools_in_configuration_order() {
-    let zone = www_zone("initial_phase = \"half\"", "", "hold = \"1h\"");
+    let zone = held_half();
     // The file lists old before new, which is not alphabetical.
     let server = start(&zone);
     let t0 = now_ms();
@@ -1316,7 +1261,7 @@ fn status_shows_the_hold_left_and_pools_in_configuration_order() {
 
 #[test]
 fn status_watch_redraws_in_place_until_its_count() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     let out = server.cli_ok(&[
         "status",
         "www",
@@ -1341,7 +1286,7 @@ fn status_watch_redraws_in_place_until_its_count() {
 
 #[test]
 fn decommissioning_a_pool_that_answers_is_refused_even_forced() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     server.cli_ok(&["advance", "www", "--to", "cutover"]);
     let before = state_bytes(&server);
     let err = cli_err(&server, &["decommission", "www", "new", "--force"]);
@@ -1378,7 +1323,7 @@ fn decommissioning_a_pool_that_answers_is_refused_even_forced() {
 
 #[test]
 fn recommission_undoes_a_decommission_and_transitions_name_it() {
-    let server = start(&www_zone("", "", ""));
+    let server = start(&zone_of([www()]));
     // new has weight 0 in separate-domain: it may go (the staging name
     // then has nothing to answer).
     server.cli_ok(&["decommission", "www", "new", "--force"]);
@@ -1424,12 +1369,16 @@ fn recommission_undoes_a_decommission_and_transitions_name_it() {
 
 #[test]
 fn disabling_the_last_usable_endpoint_of_an_answered_pool_needs_force() {
-    let mut zone = www_zone("", "", "");
-    // A second service that answers SERVFAIL when nothing is answerable.
-    zone.push_str(&format!(
-        "\n[[service]]\nname = \"api\"\nstaging = \"api-next\"\non_all_down = \"servfail\"\n[service.pools]\nold = [\"{}\"]\nnew = [\"{}\"]\n[service.health]\nkind = \"none\"\n",
-        OLD[0], NEW[0]
-    ));
+    let zone = zone_of([
+        www(),
+        // A second service that answers SERVFAIL when nothing is answerable.
+        ServiceBuilder::new("api")
+            .staging("api-next")
+            .set("on_all_down", "\"servfail\"")
+            .pool("old", &[OLD[0]])
+            .pool("new", &[NEW[0]])
+            .health_none(),
+    ]);
     let server = start(&zone);
     let token = std::fs::read_to_string(server.path().join("state/control.token")).unwrap();
     let auth = format!("Bearer {}", token.trim());

@@ -10,10 +10,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,29 +23,19 @@ const NEW: &str = "198.51.100.20";
 const WWW: &str = "www.shift.test.";
 
 fn zone() -> String {
-    zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-ttl = "30s"
-max_answers = 2
-[service.pools]
-old = ["{}", "{}"]
-new = ["{NEW}"]
-[service.health]
-kind = "none"
-[[service.phase]]
-name = "separate-domain"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "ten"
-weights = {{ old = 90, new = 10 }}
-[[service.phase]]
-name = "cutover"
-weights = {{ old = 0, new = 100 }}
-"#,
-        OLD[0], OLD[1]
-    ))
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .ttl("30s")
+                .max_answers(2)
+                .pool("old", &OLD)
+                .pool("new", &[NEW])
+                .health_none()
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("ten", &[("old", 90), ("new", 10)])
+                .phase("cutover", &[("old", 0), ("new", 100)]),
+        )
+        .to_toml()
 }
 
 fn status(server: &Server) -> Value {
@@ -84,7 +72,7 @@ fn disabled(st: &Value, ep: &str) -> bool {
 
 #[test]
 fn restart_keeps_phase_overrides_decommission_and_history() {
-    let server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+    let server = Setup::new(&[("shift.test.toml", &zone())], "").start();
     server.cli_ok(&["advance", "www", "--to", "cutover", "--reason", "go"]);
     server.cli_ok(&["endpoint", "disable", "www", OLD[0], "--reason", "broken"]);
     server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
@@ -93,7 +81,7 @@ fn restart_keeps_phase_overrides_decommission_and_history() {
     assert_eq!(history_before.len(), 3);
 
     // A crash (SIGKILL) ...
-    let server = support::start(server.kill());
+    let server = Server::start(server.kill());
     let st = status(&server);
     assert_eq!(st["phase"], "separate-domain");
     assert!(disabled(&st, OLD[0]));
@@ -107,7 +95,7 @@ fn restart_keeps_phase_overrides_decommission_and_history() {
     let mut server = server;
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(15)).success());
-    let server = support::start(server.kill());
+    let server = Server::start(server.kill());
     let st = status(&server);
     assert_eq!(st["phase"], "cutover");
     let old = st["pools"]
@@ -138,7 +126,7 @@ fn restart_keeps_phase_overrides_decommission_and_history() {
 
 #[test]
 fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
-    let server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+    let server = Setup::new(&[("shift.test.toml", &zone())], "").start();
     server.cli_ok(&["advance", "www"]);
     let dir = server.kill();
     let path = state_path(dir.path());
@@ -151,8 +139,8 @@ fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
         b"{\"version\": 7}",
     ] {
         std::fs::write(&path, bad).unwrap();
-        let log = support::serve_must_fail(dir.path());
-        let line = support::error_line(&log);
+        let log = serve_must_fail(dir.path());
+        let line = error_line(&log);
         assert!(
             line.contains(&format!("state file {} is corrupt", path.display()))
                 && line.contains("left untouched"),
@@ -160,12 +148,7 @@ fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
         );
         assert_eq!(std::fs::read(&path).unwrap(), bad, "state file untouched");
         // `check` reports it the same way.
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(dir.path().join("dnsshift.toml"))
-            .arg("check")
-            .output()
-            .unwrap();
+        let out = check_config(dir.path());
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&path.display().to_string()), "{err}");
@@ -174,8 +157,8 @@ fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
     // Unreadable: a directory where the file should be.
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let log = support::serve_must_fail(dir.path());
-    let line = support::error_line(&log);
+    let log = serve_must_fail(dir.path());
+    let line = error_line(&log);
     assert!(
         line.contains(&format!("cannot read state file {}", path.display())),
         "{log}"
@@ -185,7 +168,7 @@ fn corrupt_or_unreadable_state_stops_startup_naming_the_file() {
     // Put back, it starts with the saved phase.
     std::fs::remove_dir(&path).unwrap();
     std::fs::write(&path, &good).unwrap();
-    let server = support::start(dir);
+    let server = Server::start(dir);
     assert_eq!(status(&server)["phase"], "ten");
 }
 
@@ -214,7 +197,7 @@ fn kill_9_never_loses_an_acknowledged_command() {
             started.elapsed() < Duration::from_secs(240),
             "loop too slow"
         );
-        let server = support::start(dir);
+        let server = Server::start(dir);
         // Commands run in a thread; the main thread kills the daemon after
         // a delay that varies per iteration (20 ms to ~400 ms).
         let delay = Duration::from_millis(20 + (i as u64 * 137) % 380);
@@ -278,7 +261,7 @@ fn kill_9_never_loses_an_acknowledged_command() {
                 .unwrap_or_else(|e| panic!("iteration {i}: state.json does not parse: {e}"));
             assert_eq!(v["version"], 1);
         }
-        let server = support::start(dir);
+        let server = Server::start(dir);
         let events = history(&server);
         let reasons: Vec<String> = events
             .iter()
@@ -334,7 +317,7 @@ fn kill_9_never_loses_an_acknowledged_command() {
 #[test]
 fn sigterm_and_sigint_stop_cleanly_with_status_0() {
     for sig in ["TERM", "INT"] {
-        let mut server = support::start(Setup::new(&[("shift.test.toml", &zone())], "").dir);
+        let mut server = Setup::new(&[("shift.test.toml", &zone())], "").start();
         server.cli_ok(&["advance", "www"]);
         let from = server.log.len();
         let t = Instant::now();
@@ -349,7 +332,7 @@ fn sigterm_and_sigint_stop_cleanly_with_status_0() {
             serde_json::from_str(&std::fs::read_to_string(state_path(server.path())).unwrap())
                 .unwrap();
         assert_eq!(v["services"][WWW]["phase"], "ten");
-        let server = support::start(server.kill());
+        let server = Server::start(server.kill());
         assert_eq!(status(&server)["phase"], "ten");
     }
 }

@@ -43,49 +43,27 @@ const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 const MAX_REQUESTS: usize = 20_000;
 
 fn zone(port: u16) -> String {
-    format!(
-        r#"[zone]
-origin = "{ORIGIN}"
-nameservers = ["ns1.{ORIGIN}"]
-hostmaster = "hostmaster.{ORIGIN}"
-negative_ttl = "5s"
-records = """
-ns1 IN A 127.0.0.1
-"""
-
-[[service]]
-name = "www"
-staging = "www-next"
-ttl = "2s"
-max_answers = 2
-drain_grace = "1s"
-
-[service.pools]
-old = ["{}", "{}"]
-new = ["{}", "{}"]
-
-[service.health]
-url = "http://{{endpoint}}:{port}/healthz"
-interval = "200ms"
-timeout = "150ms"
-rise = 2
-fall = {FALL}
-
-[[service.phase]]
-name = "separate-domain"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "rr-90-10"
-weights = {{ old = 90, new = 10 }}
-[[service.phase]]
-name = "rr-50-50"
-weights = {{ old = 50, new = 50 }}
-[[service.phase]]
-name = "cutover"
-weights = {{ old = 0, new = 100 }}
-"#,
-        OLD[0], OLD[1], NEW[0], NEW[1]
-    )
+    ZoneBuilder::new(ORIGIN)
+        .unset("ttl")
+        .negative_ttl("5s")
+        .records(&["ns1 IN A 127.0.0.1"])
+        .service(
+            ServiceBuilder::new("www")
+                .staging("www-next")
+                .ttl("2s")
+                .max_answers(2)
+                .drain_grace("1s")
+                .pool("old", &OLD)
+                .pool("new", &NEW)
+                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+                .timing("200ms", "150ms")
+                .rise_fall(2, FALL)
+                .phase("separate-domain", &[("old", 100), ("new", 0)])
+                .phase("rr-90-10", &[("old", 90), ("new", 10)])
+                .phase("rr-50-50", &[("old", 50), ("new", 50)])
+                .phase("cutover", &[("old", 0), ("new", 100)]),
+        )
+        .to_toml()
 }
 
 /// One client request and how it went.

@@ -16,30 +16,22 @@ use common::*;
 use hickory_proto::rr::RecordType;
 
 /// A service whose two endpoints are checked over HTTP on `port`.
+fn checked(a: &str, b: &str, port: u16, interval: &str, timeout: &str) -> ServiceBuilder {
+    ServiceBuilder::new("www")
+        .ttl("5s")
+        .max_answers(1)
+        .pool("old", &[a])
+        .pool("new", &[b])
+        .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+        .timing(interval, timeout)
+        .rise_fall(1, 1)
+        .phase("old-only", &[("old", 100), ("new", 0)])
+        .phase("split", &[("old", 50), ("new", 50)])
+}
+
+/// [`checked`] as a zone file.
 fn checked_zone(a: &str, b: &str, port: u16, interval: &str, timeout: &str) -> String {
-    zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-ttl = "5s"
-max_answers = 1
-[service.pools]
-old = ["{a}"]
-new = ["{b}"]
-[service.health]
-url = "http://{{endpoint}}:{port}/healthz"
-interval = "{interval}"
-timeout = "{timeout}"
-rise = 1
-fall = 1
-[[service.phase]]
-name = "old-only"
-weights = {{ old = 100, new = 0 }}
-[[service.phase]]
-name = "split"
-weights = {{ old = 50, new = 50 }}
-"#
-    ))
+    zone_of([checked(a, b, port, interval, timeout)])
 }
 
 /// Receives notify datagrams until `want` arrives; returns all received.
@@ -88,18 +80,12 @@ fn notify_ready_after_bind_and_first_health_round_then_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
 
     let started = Instant::now();
-    // systemd sets WATCHDOG_PID to the service's PID; `exec` keeps the shell's.
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "export WATCHDOG_PID=$$; exec {} --config {} serve",
-            bin(),
-            setup.config().display()
-        ))
+    // systemd sets WATCHDOG_PID to the service's PID.
+    let (mut child, log) = Serve::new(setup.dir.path())
+        .watchdog_pid()
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "200000")
-        .env_remove("RUST_LOG");
-    let (mut child, log) = spawn_logged(&mut cmd);
+        .spawn();
 
     let msgs = recv_until(&sock, "READY=1", Duration::from_secs(20));
     let ready_at = msgs.last().unwrap().0;
@@ -163,14 +149,7 @@ fn notify_ready_after_bind_and_first_health_round_then_watchdog_and_stopping() {
         .unwrap();
     assert!(ok.success());
     recv_until(&sock, "STOPPING=1", Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(10)).expect("no exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     drop(hanging);
 }
@@ -388,17 +367,10 @@ fn json_log_lines_carry_structured_fields() {
     let server = Setup::new(
         &[(
             "z.toml",
-            &zone_with(
-                r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["127.0.9.21"]
-new = ["127.0.9.22"]
-[service.health]
-kind = "none"
-"#,
-            ),
+            &zone_of([ServiceBuilder::new("www")
+                .pool("old", &["127.0.9.21"])
+                .pool("new", &["127.0.9.22"])
+                .health_none()]),
         )],
         "",
     )
@@ -424,12 +396,14 @@ kind = "none"
 #[test]
 fn metrics_forget_endpoints_removed_by_a_reload() {
     // In cutover with max_answers 2, both `new` endpoints are in every answer.
-    let zone = |new: &str| {
-        zone_with(&format!(
-            "[[service]]\nname = \"www\"\ninitial_phase = \"cutover\"\n[service.pools]\nold = [\"127.0.9.31\"]\nnew = [{new}]\n[service.health]\nkind = \"none\"\n"
-        ))
+    let zone = |new: &[&str]| {
+        zone_of([ServiceBuilder::new("www")
+            .initial_phase("cutover")
+            .pool("old", &["127.0.9.31"])
+            .pool("new", new)
+            .health_none()])
     };
-    let setup = Setup::new(&[("z.toml", &zone("\"127.0.9.32\", \"127.0.9.33\""))], "");
+    let setup = Setup::new(&[("z.toml", &zone(&["127.0.9.32", "127.0.9.33"]))], "");
     let zone_file = setup.dir.path().join("zones/z.toml");
     let server = setup.start();
     let control = server.control.unwrap();
@@ -447,7 +421,7 @@ fn metrics_forget_endpoints_removed_by_a_reload() {
         sample_sum(b, "dnsshift_endpoint_answers_total", "\"127.0.9.33\"") >= 5.0
     });
     assert_eq!(answered(&body, "127.0.9.33"), 5.0);
-    std::fs::write(&zone_file, zone("\"127.0.9.32\"")).unwrap();
+    std::fs::write(&zone_file, zone(&["127.0.9.32"])).unwrap();
     server.cli_ok(&["reload"]);
     let body = metrics_when(control, |b| !b.contains("127.0.9.33"));
     // Counters of what stays are kept across the reload.
@@ -502,10 +476,10 @@ fn endpoint_answers_tell_main_from_staging() {
     let port = a.addr.port();
     let b = Backend::http(&format!("127.0.9.52:{port}"));
     b.set(Behaviour::status(503));
-    let zone = checked_zone("127.0.9.51", "127.0.9.52", port, "150ms", "100ms").replace(
-        "max_answers = 1\n",
-        "max_answers = 1\nstaging = \"www-next\"\ninitial_phase = \"new-only\"\n",
-    ) + "[[service.phase]]\nname = \"new-only\"\nweights = { old = 0, new = 100 }\n";
+    let zone = zone_of([checked("127.0.9.51", "127.0.9.52", port, "150ms", "100ms")
+        .staging("www-next")
+        .initial_phase("new-only")
+        .phase("new-only", &[("old", 0), ("new", 100)])]);
     let server = Setup::new(&[("z.toml", &zone)], "").start();
     let control = server.control.unwrap();
     let drain_of_new = || {

@@ -164,17 +164,25 @@ fn every_shipped_zone_and_fixture_checks_only_this_host() {
 fn the_harness_refuses_a_zone_that_checks_beyond_this_host() {
     for pools in [
         // A documentation address, checked over HTTP by default.
-        "old = [\"192.0.2.1\"]\nnew = [\"127.0.0.2\"]",
+        ServiceBuilder::new("www")
+            .pool("old", &["192.0.2.1"])
+            .pool("new", &["127.0.0.2"]),
         // A host name: even resolving it is a query beyond this host.
-        "old = [\"127.0.0.1\"]\nnew = { endpoints = [\"lb.example.net.\"], health = { kind = \"tcp\", port = 443 } }",
+        ServiceBuilder::new("www")
+            .pool("old", &["127.0.0.1"])
+            .pool_with_health(
+                "new",
+                &["lb.example.net."],
+                r#"{ kind = "tcp", port = 443 }"#,
+            ),
     ] {
-        let zone = zone_with(&format!(
-            "[[service]]\nname = \"www\"\n[service.pools]\n{pools}\n"
-        ));
+        let zone = ZoneBuilder::new("shift.test.")
+            .service(pools.clone())
+            .to_toml();
         let setup = Setup::new(&[("z.toml", &zone)], "");
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup.start()))
             .err()
-            .unwrap_or_else(|| panic!("the harness started a server on {pools:?}"));
+            .unwrap_or_else(|| panic!("the harness started a server on:\n{zone}"));
         let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(
             msg.contains("refusing to start a server whose health checks leave this host"),
@@ -417,13 +425,7 @@ fn the_demo_backend_stops_on_ctrl_c() {
         .unwrap()
         .success();
     assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = demo.child.try_wait().unwrap() {
-            assert!(st.success(), "{st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo-backend ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let st =
+        exit_within(&mut demo.child, Duration::from_secs(10)).expect("demo-backend ignored SIGINT");
+    assert!(st.success(), "{st}");
 }

@@ -23,9 +23,11 @@ fn shipped_example_zone_serves_weighted_answers() {
 
 #[test]
 fn listens_on_several_addresses_ipv4_and_ipv6_udp_and_tcp() {
-    let zone = zone_with(
-        "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[service.health]\nkind = \"none\"\n",
-    );
+    let zone = zone_of([ServiceBuilder::unchecked(
+        "www",
+        &["192.0.2.1"],
+        &["192.0.2.2"],
+    )]);
     let setup = Setup::new(&[("z.toml", &zone)], "");
     // The harness config listens on 127.0.0.1:0; add [::1] and a second v4 address.
     let config = std::fs::read_to_string(setup.config()).unwrap().replace(

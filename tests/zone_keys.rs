@@ -15,6 +15,9 @@ use common::backend::{Backend, self_signed};
 use common::*;
 use hickory_proto::rr::RecordType;
 
+/// The health of the `new` pools here: not checked.
+const UNCHECKED: &str = r#"{ kind = "none" }"#;
+
 /// Bound on waiting for every endpoint's first health result.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -57,27 +60,18 @@ fn bare_integers_are_seconds_in_zone_files_and_dnsshift_toml() {
     let port = backend.addr.port();
     // interval = 1 without a timeout: the default timeout (2s) used to be
     // longer than such an interval; now it is half of it.
-    let zone = format!(
-        r#"[zone]
-origin = "shift.test."
-nameservers = ["ns1.shift.test."]
-hostmaster = "hostmaster.shift.test."
-ttl = 600
-negative_ttl = 45
-records = """
-ns1 IN A 127.0.0.53
-"""
-[[service]]
-name = "www"
-ttl = 7
-[service.pools]
-old = ["127.0.0.1"]
-new = {{ endpoints = ["198.51.100.20"], health = {{ kind = "none" }} }}
-[service.health]
-url = "http://{{endpoint}}:{port}/healthz"
-interval = 1
-"#
-    );
+    let zone = ZoneBuilder::new("shift.test.")
+        .set("ttl", "600")
+        .set("negative_ttl", "45")
+        .service(
+            ServiceBuilder::new("www")
+                .set("ttl", "7")
+                .pool("old", &["127.0.0.1"])
+                .pool_with_health("new", &["198.51.100.20"], UNCHECKED)
+                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+                .health("interval", "1"),
+        )
+        .to_toml();
     let server = Setup::new(&[("shift.toml", &zone)], "tcp_idle_timeout = 1\n").start();
 
     let m = server.query("www.shift.test.", RecordType::A);
@@ -114,32 +108,31 @@ fn relative_ca_file_is_beside_the_zone_and_fixed_target_checks_one_url() {
     let (tls, pem) = self_signed(name);
     let backend = Backend::https("127.0.0.1:0", tls);
     let port = backend.addr.port();
-    let zone = zone_with(&format!(
-        r#"
-[[service]]
-name = "www"
-[service.pools]
-old = ["127.0.0.1"]
-new = {{ endpoints = ["198.51.100.20"], health = {{ kind = "none" }} }}
-[service.health]
-url = "https://{{endpoint}}:{port}/healthz"
-host = "{name}"
-ca_file = "certs/ca.pem"
-interval = "500ms"
-
-[[service]]
-name = "api"
-[service.pools]
-old = ["192.0.2.10", "192.0.2.11"]
-new = {{ endpoints = ["198.51.100.20"], health = {{ kind = "none" }} }}
-[service.health]
-url = "https://127.0.0.1:{port}/ready"
-fixed_target = true
-host = "{name}"
-ca_file = "certs/ca.pem"
-interval = "500ms"
-"#
-    ));
+    // Checked over HTTPS as `name`, trusting the CA beside the zone file.
+    let tls = |service: &str, old: &[&str], url: &str| {
+        ServiceBuilder::new(service)
+            .pool("old", old)
+            .pool_with_health("new", &["198.51.100.20"], UNCHECKED)
+            .health_http(url)
+            .health("host", quoted(name))
+            .health("ca_file", quoted("certs/ca.pem"))
+            .health("interval", quoted("500ms"))
+    };
+    let zone = ZoneBuilder::new("shift.test.")
+        .service(tls(
+            "www",
+            &["127.0.0.1"],
+            &format!("https://{{endpoint}}:{port}/healthz"),
+        ))
+        .service(
+            tls(
+                "api",
+                &["192.0.2.10", "192.0.2.11"],
+                &format!("https://127.0.0.1:{port}/ready"),
+            )
+            .health("fixed_target", "true"),
+        )
+        .to_toml();
     let setup = Setup::new(&[("shift.toml", &zone)], "");
     let certs = setup.dir.path().join("zones/certs");
     std::fs::create_dir(&certs).unwrap();

@@ -4,6 +4,10 @@
 
 pub mod backend;
 pub mod etcd;
+pub mod zone;
+
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use zone::{ServiceBuilder, ZoneBuilder, endpoint, quoted, zone_of};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -117,7 +121,151 @@ impl Setup {
 
     /// Starts the server and waits until it reports ready.
     pub fn start(self) -> Server {
-        Server::spawn(self.dir, &[])
+        Server::start(self.dir)
+    }
+}
+
+/// `dnsshift serve` in a scratch directory, as every test launches it (this
+/// is the one place that does): `--config <dir>/dnsshift.toml serve`, run
+/// in `dir`, without RUST_LOG or NOTIFY_SOCKET from the environment.
+pub struct Serve {
+    dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
+    watchdog_pid: bool,
+}
+
+impl Serve {
+    pub fn new(dir: &Path) -> Serve {
+        Serve {
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            watchdog_pid: false,
+        }
+    }
+
+    /// Arguments after `serve`.
+    pub fn args(mut self, args: &[&str]) -> Serve {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Serve {
+        let value = value.as_ref().to_string_lossy().into_owned();
+        self.env.push((key.to_string(), Some(value)));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Serve {
+        self.env.push((key.to_string(), None));
+        self
+    }
+
+    /// Runs the daemon through `sh -c 'export WATCHDOG_PID=$$; exec ...'`,
+    /// so WATCHDOG_PID is its own PID, as systemd sets it.
+    pub fn watchdog_pid(mut self) -> Serve {
+        self.watchdog_pid = true;
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = if self.watchdog_pid {
+            // `exec` keeps the shell's PID: "$0" is the binary, "$@" the rest.
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(r#"export WATCHDOG_PID=$$; exec "$0" "$@""#)
+                .arg(bin());
+            sh
+        } else {
+            Command::new(bin())
+        };
+        cmd.arg("--config")
+            .arg(self.dir.join("dnsshift.toml"))
+            .arg("serve")
+            .args(&self.args);
+        cmd.current_dir(&self.dir)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET");
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
+    /// Starts the process, its stderr captured; does not wait for anything.
+    pub fn spawn(self) -> (Child, Log) {
+        spawn_logged(&mut self.command())
+    }
+
+    /// Runs it to its exit, which must be a refusal to start; returns
+    /// everything it wrote to stderr. Killed (and the test failed) if it
+    /// is still running after the start-up timeout.
+    pub fn must_fail(self) -> String {
+        let (mut child, log) = self.spawn();
+        let Some(status) = exit_within(&mut child, STARTUP_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not refuse to start:\n{}", log.lines().join("\n"));
+        };
+        assert!(!status.success(), "{status}");
+        // The reader thread may lag the exit a little.
+        let _ = poll(Duration::from_secs(2), Duration::from_millis(20), || {
+            log.lines()
+                .iter()
+                .any(|l| l.starts_with("dnsshift: "))
+                .then_some(())
+        });
+        let lines = log.lines();
+        assert!(
+            !lines.iter().any(|l| is_msg(l, "ready")),
+            "{}",
+            lines.join("\n")
+        );
+        lines.join("\n")
+    }
+}
+
+/// Runs `dnsshift serve` in `dir`, which must refuse to start; returns
+/// everything it wrote to stderr (see [`Serve::must_fail`]).
+pub fn serve_must_fail(dir: &Path) -> String {
+    Serve::new(dir).must_fail()
+}
+
+/// The plain `dnsshift: ...` error line of a failed command's stderr.
+pub fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("dnsshift: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+}
+
+/// Runs `dnsshift --config <dir>/dnsshift.toml check` in `dir`.
+pub fn check_config(dir: &Path) -> std::process::Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(dir.join("dnsshift.toml"))
+        .arg("check")
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// Waits (bounded) for a child to exit; None if it still runs after
+/// `timeout`.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -224,15 +372,7 @@ impl Server {
     /// Panics if its zones health-check anything beyond this host.
     pub fn spawn(dir: tempfile::TempDir, extra_args: &[&str]) -> Server {
         refuse_outside_checks(dir.path());
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config")
-            .arg(dir.path().join("dnsshift.toml"))
-            .arg("serve")
-            .args(extra_args)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET");
-        let (child, log) = spawn_logged(&mut cmd);
+        let (child, log) = Serve::new(dir.path()).args(extra_args).spawn();
         let mut server = Server {
             child: Some(child),
             dir,
@@ -242,6 +382,12 @@ impl Server {
         };
         server.await_ready();
         server
+    }
+
+    /// Starts the daemon in `dir` (a fresh [`Setup`]'s, or a killed
+    /// server's for a restart) and waits until it reports ready.
+    pub fn start(dir: tempfile::TempDir) -> Server {
+        Server::spawn(dir, &[])
     }
 
     fn await_ready(&mut self) {
@@ -286,17 +432,8 @@ impl Server {
     /// Waits for the process to exit (bounded); returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        exit_within(child, timeout)
+            .unwrap_or_else(|| panic!("server did not exit within {timeout:?}"))
     }
 
     /// Kills the server and hands back its directory, for a restart.
@@ -458,22 +595,6 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
         }
         std::thread::sleep(every);
     }
-}
-
-/// A zone file with the given services appended (origin `shift.test.`).
-pub fn zone_with(services: &str) -> String {
-    format!(
-        r#"[zone]
-origin = "shift.test."
-nameservers = ["ns1.shift.test."]
-hostmaster = "hostmaster.shift.test."
-ttl = "1h"
-negative_ttl = "45s"
-records = """
-ns1 IN A 127.0.0.53
-"""
-{services}"#
-    )
 }
 
 /// GET over a raw TCP connection; returns (status code, body).
