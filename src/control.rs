@@ -445,11 +445,13 @@ pub fn spawn(
     let listener = listener.into_std()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(yield_cpu_to_dns)
         .build()?;
     let (done, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            yield_cpu_to_dns();
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 serve(listener, shared, token, limits, daemon, shutdown).await
@@ -457,6 +459,26 @@ pub fn spawn(
             let _ = done.send(result);
         })?;
     Ok(stopped)
+}
+
+/// Priority of the control threads: niceness 10 (the crate maps 0..=99 onto
+/// niceness 19..=-20). Under contention the scheduler then gives a DNS
+/// worker (niceness 0) about ten times their share of a core, while status
+/// and scrapes still progress on a saturated machine.
+const CONTROL_THREAD_PRIORITY: u8 = 22;
+
+/// Lowers the calling thread's CPU priority (Linux applies it per thread),
+/// so that control work, `/metrics` rendering above all, waits for DNS.
+fn yield_cpu_to_dns() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    let result = ThreadPriorityValue::try_from(CONTROL_THREAD_PRIORITY)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| e.to_string())
+        });
+    if let Err(error) = result {
+        warn!(%error, "cannot lower the control thread's CPU priority");
+    }
 }
 
 /// Serves the control API on `listener` until `shutdown`; daemon
