@@ -332,6 +332,23 @@ mod tests {
         }
     }
 
+    /// A state file written by the release before typed events (commit
+    /// 2e49fc6, format 1) loads, and fits the zone it was written against.
+    #[test]
+    fn state_file_of_format_1_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join("state-v1.json"), dst.path().join(STATE_FILE)).unwrap();
+        let state = Store::new(dst.path()).load().unwrap();
+        assert_eq!(state.history.len(), 12);
+        let svc = &state.services["www.shift.example.com."];
+        assert_eq!(svc.phase.as_deref(), Some("cutover"));
+        assert!(svc.decommissioned.contains("old"));
+        let zone = crate::zone::load_file(&dir.join("state-v1-zone.toml")).unwrap();
+        let v = state.validate(&[zone], &dst.path().join(STATE_FILE));
+        assert!(v.errors.is_empty() && v.warnings.is_empty(), "{v:?}");
+    }
+
     #[test]
     fn history_is_bounded() {
         let mut s = State::new();
