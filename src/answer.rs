@@ -1081,7 +1081,7 @@ fn record(owner: &Name, ttl: u32, target: &Target) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Source;
+    use crate::config::source::Source;
 
     fn zone(services: &str) -> Zone {
         let text = format!(

@@ -12,7 +12,7 @@ use crate::control::{
     ErrorBody, HistoryResponse, OkResponse, ReloadResponse, StatusResponse, TransitionRequest,
     TransitionResponse,
 };
-use crate::spec::ConfigErrors;
+use crate::config::source::ConfigErrors;
 use crate::zone;
 
 mod args;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::spec::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, DurationSpec, Source};
 
 mod log_format;
+pub mod source;
 pub use log_format::LogFormat;
 
 /// Default DNS listen address: unprivileged, loopback.

@@ -322,7 +322,7 @@ struct Ctx {
 /// group or others) owned by the user dnsshift runs as; otherwise this
 /// refuses with the command that fixes it.
 pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    match crate::spec::read_regular(path) {
+    match crate::config::source::read_regular(path) {
         Ok(t) if !t.trim().is_empty() => {
             check_token_file(path)?;
             return Ok(t.trim().to_string());

@@ -157,7 +157,7 @@ pub fn unix_ms() -> u64 {
 pub enum StartError {
     /// Zones or config are invalid.
     #[error("{0}")]
-    Config(#[from] crate::spec::ConfigErrors),
+    Config(#[from] crate::config::source::ConfigErrors),
     /// State is unreadable or does not match the zones.
     #[error("{0}")]
     State(String),

@@ -379,7 +379,7 @@ fn https_client(check: &Check) -> Result<reqwest::Client, String> {
         b = b.danger_accept_invalid_certs(true);
     }
     if let Some(ca) = &check.ca_file {
-        let pem = crate::spec::read_regular(ca)
+        let pem = crate::config::source::read_regular(ca)
             .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
         let cert = reqwest::Certificate::from_pem(pem.as_bytes())
             .map_err(|e| format!("invalid ca_file {}: {e}", ca.display()))?;

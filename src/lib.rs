@@ -21,6 +21,5 @@ pub mod health;
 pub mod metrics;
 pub mod phase;
 pub mod pool;
-pub mod spec;
 pub mod state;
 pub mod zone;

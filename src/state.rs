@@ -122,7 +122,7 @@ impl Store {
     /// Loads state; a missing file is a fresh start.
     pub fn load(&self) -> Result<State, StateError> {
         let path = self.path();
-        let text = match crate::spec::read_regular(&path) {
+        let text = match crate::config::source::read_regular(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
             Err(source) => return Err(StateError::Read { path, source }),

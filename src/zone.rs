@@ -15,7 +15,7 @@ use toml::{Spanned, Value};
 
 use crate::phase::{self, Phase};
 use crate::pool::{Endpoint, Pool, Target};
-use crate::spec::{ConfigError, ConfigErrors, DurationSpec, Source};
+use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source};
 
 mod check;
 

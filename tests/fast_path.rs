@@ -14,7 +14,7 @@ use dnsshift::answer::{ConfigOnly, Plan, Stats};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
 use dnsshift::fast::fallback::handle;
 use dnsshift::fast::{Action, respond};
-use dnsshift::spec::Source;
+use dnsshift::config::source::Source;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::etcd::{Credentials, DEFAULT_REQUEST_TIMEOUT, EtcdOptions};
-use crate::spec::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, DurationSpec, Source};
 
 use super::DEFAULT_PREFIX;
 
