@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Role;
+use crate::config::source::ConfigErrors;
 use crate::config::{Config, LogFormat};
 use crate::control::{
     ErrorBody, HistoryResponse, OkResponse, ReloadResponse, StatusResponse, TransitionRequest,
     TransitionResponse,
 };
-use crate::config::source::ConfigErrors;
 use crate::zone;
 
 mod args;

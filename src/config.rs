@@ -128,7 +128,7 @@ pub struct Config {
     /// Most DNS TCP connections open at once, per listen address; at the cap the longest-idle one is closed.
     pub tcp_max_connections: usize,
     /// Response rate limiting on UDP (`[rrl]`).
-    pub rrl: crate::fast::rrl::Settings,
+    pub rrl: crate::dns::rrl::Settings,
 }
 
 /// Bounds on the control API's connections, so that idle or slow clients
@@ -341,19 +341,19 @@ impl Config {
             DEFAULT_TCP_MAX_CONNECTIONS,
         )?;
         let rrl_spec = spec.rrl.unwrap_or_default();
-        let rrl = crate::fast::rrl::Settings {
+        let rrl = crate::dns::rrl::Settings {
             enabled: rrl_spec.enabled.unwrap_or(true),
             responses_per_second: int(
                 &rrl_spec.responses_per_second,
                 "rrl.responses_per_second",
                 1..=1_000_000,
-                crate::fast::rrl::DEFAULT_RATE,
+                crate::dns::rrl::DEFAULT_RATE,
             )? as u32,
             slip: int(
                 &rrl_spec.slip,
                 "rrl.slip",
                 0..=100,
-                crate::fast::rrl::DEFAULT_SLIP,
+                crate::dns::rrl::DEFAULT_SLIP,
             )? as u32,
             ipv4_prefix: int(&rrl_spec.ipv4_prefix, "rrl.ipv4_prefix", 8..=32, 24)? as u8,
             ipv6_prefix: int(&rrl_spec.ipv6_prefix, "rrl.ipv6_prefix", 16..=128, 56)? as u8,
@@ -361,10 +361,10 @@ impl Config {
                 &rrl_spec.table_size,
                 "rrl.table_size",
                 1..=1 << 24,
-                crate::fast::rrl::DEFAULT_TABLE_SIZE,
+                crate::dns::rrl::DEFAULT_TABLE_SIZE,
             )?,
             exempt: match &rrl_spec.exempt {
-                None => crate::fast::rrl::DEFAULT_EXEMPT.to_vec(),
+                None => crate::dns::rrl::DEFAULT_EXEMPT.to_vec(),
                 Some(list) => list
                     .iter()
                     .map(|n| {

@@ -21,7 +21,6 @@ use crate::control::{
     TransitionResponse,
 };
 use crate::dns::{self, Handler, Listener};
-use crate::fast;
 use crate::health::{self, Checker, EndpointKey, Status};
 use crate::phase::{self, Direction, PoolView};
 use crate::pool::{Endpoint, Pool};
@@ -57,7 +56,7 @@ pub struct Shared {
     /// The answer snapshot the DNS handler reads.
     pub plan: Arc<ArcSwap<Plan>>,
     /// Counters of the data path's bounds (TCP cap, accept errors, ...).
-    pub datapath: Arc<fast::Counters>,
+    pub datapath: Arc<dns::fast::Counters>,
     /// Health tasks notify this when a verdict changes.
     pub health_changed: Arc<Notify>,
     /// Per-second samples of main-name answer counters per (service, pool).
@@ -1037,20 +1036,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // response either); TCP is ours in both cases.
     let mut udp_tasks = tokio::task::JoinSet::new();
     let mut tcp_tasks = Vec::new();
-    let fallback = fast::fallback::Fallback::new(
+    let fallback = dns::fallback::Fallback::new(
         handler.clone(),
-        Arc::new(fast::rrl::Rrl::new(shared.config.rrl.clone())),
+        Arc::new(dns::rrl::Rrl::new(shared.config.rrl.clone())),
         shared.datapath.clone(),
         tokio::runtime::Handle::current(),
     );
-    let tcp_limits = fast::tcp::Limits {
+    let tcp_limits = dns::tcp::Limits {
         max_connections: shared.config.tcp_max_connections,
         idle_timeout: shared.config.tcp_idle_timeout,
     };
     for Listener { udp, tcp, .. } in listeners {
         if shared.config.udp_fast_path {
             let threads =
-                fast::udp::spawn(udp, shared.plan.clone(), fallback.clone(), shutdown.clone())
+                dns::udp::spawn(udp, shared.plan.clone(), fallback.clone(), shutdown.clone())
                     .map_err(|e| StartError::Other(format!("cannot start udp workers: {e}")))?;
             udp_workers.extend(threads);
         } else {
@@ -1068,7 +1067,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 });
             }
         }
-        tcp_tasks.push(tokio::spawn(fast::tcp::serve(
+        tcp_tasks.push(tokio::spawn(dns::tcp::serve(
             tcp,
             handler.clone(),
             tcp_limits,

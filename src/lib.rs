@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: config ([`config`], [`zone`]) + operator state
 //! ([`state`]) + health ([`health`]) → an immutable answer plan ([`answer`]) →
-//! DNS answers ([`fast`] for UDP and TCP, with [`dns`]'s hickory handler
+//! DNS answers ([`dns`]: the UDP fast path, TCP, and a hickory handler
 //! for what the fast path does not answer itself). [`daemon`] wires the
 //! pieces together; [`control`] is the operator protocol; [`cli`] is the
 //! command line on top of it.
@@ -16,7 +16,6 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod etcd;
-pub mod fast;
 pub mod health;
 pub mod metrics;
 pub mod phase;

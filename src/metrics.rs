@@ -205,7 +205,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 }
 
 /// The data path's bounds: TCP connections and what the caps turned away.
-fn register_datapath(reg: &mut Registry, c: &crate::fast::Counters) {
+fn register_datapath(reg: &mut Registry, c: &crate::dns::fast::Counters) {
     let gauge = Gauge::<i64>::default();
     gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
     reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);

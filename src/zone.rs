@@ -13,9 +13,9 @@ use hickory_proto::serialize::txt::Parser;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source};
 use crate::phase::{self, Phase};
 use crate::pool::{Endpoint, Pool, Target};
-use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source};
 
 mod check;
 

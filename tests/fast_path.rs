@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan, Stats};
-use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
-use dnsshift::fast::fallback::handle;
-use dnsshift::fast::{Action, respond};
 use dnsshift::config::source::Source;
+use dnsshift::dns::fallback::handle;
+use dnsshift::dns::fast::{Action, respond};
+use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::etcd::{Credentials, DEFAULT_REQUEST_TIMEOUT, EtcdOptions};
 use crate::config::source::{ConfigError, DurationSpec, Source};
+use crate::etcd::{Credentials, DEFAULT_REQUEST_TIMEOUT, EtcdOptions};
 
 use super::DEFAULT_PREFIX;
 

@@ -12,8 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::health::{Check, CheckKind};
 use crate::config::source::{ConfigError, DurationSpec, Source};
+use crate::health::{Check, CheckKind};
 
 /// Default time between probes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::question_end;
+use super::fast::question_end;
 use crate::answer::wire::HEADER_LEN;
 
 /// Default responses per second per (network, response kind).

@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Counters;
 use super::fallback::handle;
+use super::fast::Counters;
 use crate::dns::Handler;
 
 /// Pause after an accept error such as EMFILE before accepting again: the

@@ -18,8 +18,8 @@ use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
+use super::fast::{Counters, question_end, question_has_pointer};
 use super::rrl::{Rrl, now_secs};
-use super::{Counters, question_end, question_has_pointer};
 use crate::answer::wire::{HEADER_LEN, opt_record};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 
@@ -103,7 +103,7 @@ pub async fn handle(
     }
     if question_has_pointer(&raw) {
         let mut out = vec![0u8; HEADER_LEN];
-        super::formerr(&header, &mut out);
+        super::fast::formerr(&header, &mut out);
         return Some(out);
     }
     let request = match Request::from_bytes(raw, src, protocol) {
@@ -111,7 +111,7 @@ pub async fn handle(
         Err(error) => {
             debug!(%src, %error, "undecodable request");
             let mut out = vec![0u8; HEADER_LEN];
-            super::formerr(&header, &mut out);
+            super::fast::formerr(&header, &mut out);
             return Some(out);
         }
     };

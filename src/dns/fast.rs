@@ -3,7 +3,7 @@
 //! answers copied from wire templates the plan precomputed
 //! ([`crate::answer::wire`]). Per query: no allocation, no lock, no syscall
 //! beyond the batched I/O. Whatever the templates do not cover goes to the
-//! hickory [`Handler`](crate::dns::Handler) ([`fallback`]); TCP stays on
+//! hickory [`Handler`](crate::dns::Handler) ([`fallback`](super::fallback)); TCP stays on
 //! hickory.
 //!
 //! ```text
@@ -12,21 +12,16 @@
 //!                              └──▶ tokio task: hickory Handler ──sendto──▶ kernel
 //! ```
 
-pub mod fallback;
-pub mod parse;
-pub mod rrl;
-pub mod tcp;
-pub mod udp;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use super::parse::{self, MAX_NAME, Parsed};
+use super::rrl;
 use crate::answer::Plan;
 use crate::answer::wire::{HEADER_LEN, Outcome};
-use parse::{MAX_NAME, Parsed};
 
 /// What to do with one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
