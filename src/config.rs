@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::config::source::{ConfigError, DurationSpec, Source};
 
+pub mod cluster;
 mod log_format;
 pub mod source;
 pub use log_format::LogFormat;
@@ -62,7 +63,7 @@ struct ConfigSpec {
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<DurationSpec>>,
     server_id: Option<Spanned<String>>,
-    cluster: Option<crate::cluster::config::ClusterSpec>,
+    cluster: Option<crate::config::cluster::ClusterSpec>,
     allow_remote_control: Option<bool>,
     control_header_timeout: Option<Spanned<DurationSpec>>,
     control_body_timeout: Option<Spanned<DurationSpec>>,
@@ -113,7 +114,7 @@ pub struct Config {
     /// which of several nameservers answered. Empty: identify nothing.
     pub server_id: String,
     /// Shared state on etcd (`[cluster]`); `None`: the local state file.
-    pub cluster: Option<crate::cluster::config::ClusterConfig>,
+    pub cluster: Option<crate::config::cluster::ClusterConfig>,
     /// The operator allowed a control address beyond loopback.
     pub allow_remote_control: bool,
     /// Limits that keep the control API from being starved.
@@ -305,7 +306,7 @@ impl Config {
             None => default_server_id(),
         };
         let cluster = match (spec.cluster, src) {
-            (Some(c), Some(s)) => Some(crate::cluster::config::ClusterConfig::from_spec(s, c)?),
+            (Some(c), Some(s)) => Some(crate::config::cluster::ClusterConfig::from_spec(s, c)?),
             _ => None,
         };
         // An integer key within `range`, or `default`.

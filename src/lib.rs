@@ -10,12 +10,10 @@
 
 pub mod answer;
 pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
-pub mod etcd;
 pub mod health;
 pub mod metrics;
 pub mod phase;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::zone::{Service, Zone};
 
+pub mod cluster;
+pub mod etcd;
+
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
 /// History events kept; older ones are dropped first.
