@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::pool::{Endpoint, Pool, Target, cumulative, pick_weighted};
+use crate::sync::lock;
 use crate::zone::{OnAllDown, Service, Zone};
 
 pub mod wire;
@@ -145,10 +145,10 @@ impl Stats {
     /// cannot know what an earlier run answered, so drain deadlines start
     /// from the worst case instead of claiming "already drained".
     pub fn pool(&self, service: &str, pool: &str, assumed_ttl: u32) -> Arc<PoolStats> {
-        let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.pools);
         m.entry((service.to_string(), pool.to_string()))
             .or_insert_with(|| {
-                let now = now_ms();
+                let now = crate::clock::unix_ms();
                 Arc::new(PoolStats {
                     last_answered_ms: AtomicU64::new(now),
                     last_ttl: AtomicU32::new(assumed_ttl),
@@ -176,29 +176,20 @@ impl Stats {
             .iter()
             .map(|z| LowerName::from(&z.origin).to_string())
             .collect();
-        self.pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| pools.contains(k));
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| endpoints.contains(k));
-        self.zones
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| origins.contains(k));
+        lock(&self.pools).retain(|k, _| pools.contains(k));
+        lock(&self.endpoints).retain(|k, _| endpoints.contains(k));
+        lock(&self.zones).retain(|k, _| origins.contains(k));
     }
 
     /// All pool counters, for metrics.
     pub fn pools(&self) -> Vec<((String, String), Arc<PoolStats>)> {
-        let m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let m = lock(&self.pools);
         m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Counters of an endpoint (created on first use).
     pub fn endpoint(&self, service: &str, pool: &str, endpoint: &str) -> Arc<EndpointStats> {
-        let mut m = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.endpoints);
         m.entry((service.to_string(), pool.to_string(), endpoint.to_string()))
             .or_default()
             .clone()
@@ -206,28 +197,21 @@ impl Stats {
 
     /// Query counters of a zone (created on first use).
     pub fn zone(&self, origin: &str) -> Arc<QueryCounters> {
-        let mut m = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.zones);
         m.entry(origin.to_string()).or_default().clone()
     }
 
     /// All zone counters, for metrics.
     pub fn zones(&self) -> Vec<(String, Arc<QueryCounters>)> {
-        let m = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        let m = lock(&self.zones);
         m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// All endpoint counters, for metrics.
     pub fn endpoints(&self) -> Vec<((String, String, String), Arc<EndpointStats>)> {
-        let m = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let m = lock(&self.endpoints);
         m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------ inputs
@@ -374,7 +358,7 @@ impl PoolCounter {
         if self.staging {
             self.stats.staging.fetch_add(1, Ordering::Relaxed);
         } else {
-            let now = now_ms();
+            let now = crate::clock::unix_ms();
             let st = &self.stats;
             st.main.fetch_add(1, Ordering::Relaxed);
             st.last_answered_ms.store(now, Ordering::Relaxed);

@@ -538,7 +538,7 @@ fn when(now_ms: u64, at_ms: u64) -> String {
     } else {
         ago(now_ms, at_ms)
     };
-    format!("{} ({rel})", crate::daemon::format_ms(at_ms))
+    format!("{} ({rel})", crate::clock::format_ms(at_ms))
 }
 
 /// The human-readable history, oldest first; with a SERVICE column when it
@@ -568,7 +568,7 @@ pub fn render_history(h: &HistoryResponse) -> String {
         let _ = writeln!(
             o,
             "{:<22} {}{:<13} {:<18} {:<18} {:<6} {}",
-            crate::daemon::format_ms(e.at * 1000),
+            crate::clock::format_ms(e.at * 1000),
             service_col(&e.service),
             e.action,
             e.from.as_deref().unwrap_or("-"),
@@ -596,7 +596,7 @@ fn role_text(role: Role) -> &'static str {
 /// The human-readable status table.
 pub fn render_status(st: &StatusResponse) -> String {
     use std::fmt::Write;
-    let fmt = crate::daemon::format_ms;
+    let fmt = crate::clock::format_ms;
     let mut o = String::new();
     for s in &st.services {
         let _ = writeln!(o, "{}", s.service);

@@ -38,9 +38,10 @@ use tracing::{debug, warn};
 
 use crate::answer::Role;
 use crate::config::ControlLimits;
-use crate::daemon::{Shared, lock};
+use crate::daemon::Shared;
 use crate::health::Probe;
 use crate::state::Event;
+use crate::sync::lock;
 
 /// Longest `--reason` accepted: it is stored in every history event.
 pub const MAX_REASON: usize = 1024;

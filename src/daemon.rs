@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::answer::{self, Inputs, Plan, Role, Stats, next_serial, serial_floor};
+use crate::clock::{format_ms, unix_ms};
 use crate::config::Config;
 use crate::control::{
     self, ApiError, DecommissionRequest, EndpointRequest, EndpointStatus, HistoryResponse,
@@ -25,6 +26,7 @@ use crate::health::{self, Checker, EndpointKey, Status};
 use crate::phase::{self, Direction, PoolView};
 use crate::pool::{Endpoint, Pool};
 use crate::state::{self, Event, State, Store};
+use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
 /// Window over which `status` reports the split actually served.
@@ -133,22 +135,9 @@ impl PoolView for Pools<'_> {
     }
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     unix_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Why the daemon could not start.
@@ -898,11 +887,6 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// A Unix-ms time as RFC 3339 UTC, for messages.
-pub fn format_ms(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Runs the daemon until `shutdown` is cancelled.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::unix_ms;
+use crate::error::error_chain;
+use crate::sync::lock;
 use crate::zone::Zone;
 
 /// How an endpoint is probed.
@@ -186,13 +189,13 @@ impl EndpointKey {
 impl Table {
     /// A copy of everything.
     pub fn all(&self) -> HashMap<EndpointKey, Status> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.map).clone()
     }
 
     /// Drops endpoints that are no longer configured; keeps the others' state.
     /// Forgets endpoints no longer configured, with their metric series.
     fn retain(&self, keep: &std::collections::HashSet<EndpointKey>) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.map);
         for gone in m.keys().filter(|k| !keep.contains(k)) {
             let labels = gone.labels();
             self.check_duration.remove(&labels);
@@ -215,7 +218,7 @@ impl Table {
             labels.push(("reason", k.label().to_string()));
             self.check_failures.get_or_create(&labels).inc();
         }
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.map);
         let st = m.entry(key.clone()).or_default();
         let flip = st
             .state
@@ -412,20 +415,6 @@ impl reqwest::dns::Resolve for ResolveAs {
     }
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn classify_io(e: &std::io::Error) -> (FailKind, String) {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => (FailKind::Refused, "connection refused".into()),
@@ -515,13 +504,6 @@ fn plain_words(msg: &str) -> String {
         }
     };
     format!("{head}{words}")
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Every checked endpoint of a set of zones.

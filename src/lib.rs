@@ -10,13 +10,16 @@
 
 pub mod answer;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod phase;
 pub mod pool;
 pub mod state;
+pub mod sync;
 pub mod zone;

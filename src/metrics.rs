@@ -13,8 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::daemon::{Shared, lock};
+use crate::daemon::Shared;
 use crate::health::Labels;
+use crate::sync::lock;
 
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;

@@ -22,6 +22,7 @@ use super::fast::{Counters, question_end, question_has_pointer};
 use super::rrl::{Rrl, now_secs};
 use crate::answer::wire::{HEADER_LEN, opt_record};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
+use crate::sync::lock;
 
 /// Fallback requests being answered at once; beyond this, datagrams are
 /// dropped (a flood of odd packets must not grow memory without bound).
@@ -128,7 +129,7 @@ pub async fn handle(
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
-    capture.out.lock().unwrap_or_else(|e| e.into_inner()).take()
+    lock(&capture.out).take()
 }
 
 fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
@@ -174,7 +175,7 @@ impl ResponseHandler for Capture {
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
             truncated(&mut bytes, self.edns);
         }
-        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        *lock(&self.out) = Some(bytes);
         Ok(info)
     }
 }

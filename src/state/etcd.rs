@@ -38,7 +38,8 @@ use serde_json::{Value, json};
 pub use crate::config::cluster::{
     Credentials, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, EtcdOptions,
 };
-use crate::health::error_chain;
+use crate::error::error_chain;
+use crate::sync::lock;
 
 /// TCP keep-alive on etcd connections, so that a watch on a vanished peer
 /// (no RST, e.g. a partitioned host) fails instead of waiting forever.
@@ -559,15 +560,11 @@ impl Etcd {
     }
 
     fn current_token(&self) -> Option<String> {
-        self.inner
-            .token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.inner.token).clone()
     }
 
     fn set_token(&self, token: Option<String>) {
-        *self.inner.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        *lock(&self.inner.token) = token;
     }
 
     async fn send<T: for<'de> Deserialize<'de>>(
