@@ -16,7 +16,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::pool::{Endpoint, Pool, Target, cumulative, pick_weighted};
+use crate::pool::{Endpoint, EndpointKey, Pool, Target, cumulative, pick_weighted};
 use crate::sync::lock;
 use crate::zone::{OnAllDown, Service, Zone};
 
@@ -133,7 +133,7 @@ impl QueryCounters {
 #[derive(Debug, Default)]
 pub struct Stats {
     pools: Mutex<HashMap<(String, String), Arc<PoolStats>>>,
-    endpoints: Mutex<HashMap<(String, String, String), Arc<EndpointStats>>>,
+    endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointStats>>>,
     zones: Mutex<HashMap<String, Arc<QueryCounters>>>,
     /// Queries for names outside every zone (REFUSED) and malformed ones.
     pub unmatched: Arc<QueryCounters>,
@@ -168,7 +168,7 @@ impl Stats {
             for p in &s.pools {
                 pools.insert((s.key(), p.name.clone()));
                 for e in &p.endpoints {
-                    endpoints.insert((s.key(), p.name.clone(), e.id.clone()));
+                    endpoints.insert(EndpointKey::new(&s.key(), &p.name, &e.id));
                 }
             }
         }
@@ -190,7 +190,7 @@ impl Stats {
     /// Counters of an endpoint (created on first use).
     pub fn endpoint(&self, service: &str, pool: &str, endpoint: &str) -> Arc<EndpointStats> {
         let mut m = lock(&self.endpoints);
-        m.entry((service.to_string(), pool.to_string(), endpoint.to_string()))
+        m.entry(EndpointKey::new(service, pool, endpoint))
             .or_default()
             .clone()
     }
@@ -208,7 +208,7 @@ impl Stats {
     }
 
     /// All endpoint counters, for metrics.
-    pub fn endpoints(&self) -> Vec<((String, String, String), Arc<EndpointStats>)> {
+    pub fn endpoints(&self) -> Vec<(EndpointKey, Arc<EndpointStats>)> {
         let m = lock(&self.endpoints);
         m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }

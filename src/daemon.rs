@@ -22,9 +22,9 @@ use crate::control::{
     TransitionResponse,
 };
 use crate::dns::{self, Handler, Listener};
-use crate::health::{self, Checker, EndpointKey, Status};
+use crate::health::{self, Checker, Status};
 use crate::phase::{self, Direction, PoolView};
-use crate::pool::{Endpoint, Pool};
+use crate::pool::{Endpoint, EndpointKey, Pool};
 use crate::state::{self, Event, State, Store};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
@@ -93,16 +93,12 @@ impl Inputs for View<'_> {
     fn disabled(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
         self.state.services.get(&service.key()).is_some_and(|s| {
             s.disabled
-                .contains(&state::endpoint_key(&pool.name, &endpoint.id))
+                .contains(&EndpointKey::new(&service.key(), &pool.name, &endpoint.id).in_service())
         })
     }
     fn healthy(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
         self.health
-            .get(&EndpointKey {
-                service: service.key(),
-                pool: pool.name.clone(),
-                endpoint: endpoint.id.clone(),
-            })
+            .get(&EndpointKey::new(&service.key(), &pool.name, &endpoint.id))
             .is_none_or(|s| s.state.healthy)
     }
     fn decommissioned(&self, service: &Service, pool: &Pool) -> bool {
@@ -411,7 +407,7 @@ impl Shared {
                         .join(", ")
                 ))
             })?;
-        let ek = state::endpoint_key(&pool.name, endpoint);
+        let ek = EndpointKey::new(&key, &pool.name, endpoint).in_service();
         let state = self.state();
         let mut next = (*state).clone();
         next.version = state::STATE_VERSION;
@@ -718,18 +714,13 @@ impl Shared {
                         .endpoints
                         .iter()
                         .map(|e| {
-                            let h = health.get(&EndpointKey {
-                                service: key.clone(),
-                                pool: p.name.clone(),
-                                endpoint: e.id.clone(),
-                            });
+                            let ek = EndpointKey::new(&key, &p.name, &e.id);
+                            let h = health.get(&ek);
                             EndpointStatus {
                                 endpoint: e.id.clone(),
                                 healthy: h.is_none_or(|h| h.state.healthy),
                                 checked: e.check.is_some(),
-                                disabled: st
-                                    .disabled
-                                    .contains(&state::endpoint_key(&p.name, &e.id)),
+                                disabled: st.disabled.contains(&ek.in_service()),
                                 since: h.map_or(0, |h| h.since),
                                 last_check: h.and_then(|h| h.last.clone()),
                             }

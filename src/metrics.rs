@@ -68,15 +68,12 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let answers = Counters::default();
-    for ((service, pool, endpoint), s) in shared.stats.endpoints() {
+    for (key, s) in shared.stats.endpoints() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
+            let mut labels = key.labels();
+            labels.push(("name", name.to_string()));
             answers
-                .get_or_create(&vec![
-                    ("service", service.clone()),
-                    ("pool", pool.clone()),
-                    ("endpoint", endpoint.clone()),
-                    ("name", name.to_string()),
-                ])
+                .get_or_create(&labels)
                 .inc_by(v.load(Ordering::Relaxed));
         }
     }

@@ -279,11 +279,6 @@ pub struct Validation {
     pub warnings: Vec<String>,
 }
 
-/// Key of an endpoint inside [`ServiceState::disabled`].
-pub fn endpoint_key(pool: &str, endpoint: &str) -> String {
-    format!("{pool}/{endpoint}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1286,7 +1286,7 @@ ns1 IN A 203.0.113.53
             .collect();
         assert_eq!(names, ["old", "new"]);
         let c = z.services[0].pools[1].endpoints[0].check.clone().unwrap();
-        assert_eq!(c.kind, crate::health::CheckKind::Https);
+        assert_eq!(c.kind, crate::pool::CheckKind::Https);
         assert_eq!(c.target, "https://192.0.2.2:8443/healthz");
     }
 }

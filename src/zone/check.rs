@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::source::{ConfigError, DurationSpec, Source};
-use crate::health::{Check, CheckKind};
+use crate::pool::{Check, CheckKind};
 
 /// Default time between probes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
