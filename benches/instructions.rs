@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::fallback::handle;
 use dnsshift::dns::fast::respond;
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;

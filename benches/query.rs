@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use criterion::{Criterion, criterion_group, criterion_main};
-use dnsshift::answer::{ConfigOnly, Lookup, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Lookup, Plan};
 use dnsshift::dns::Handler;
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;

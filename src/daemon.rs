@@ -3,7 +3,7 @@
 //! servers until shutdown. Operator operations live here too, as methods
 //! on [`Shared`], because each one changes state and rebuilds the plan.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::answer::{self, Inputs, Plan, Role, Stats, next_serial, serial_floor};
+use crate::answer::{self, Inputs, Plan, Role, next_serial, serial_floor};
 use crate::clock::{format_ms, unix_ms};
 use crate::config::Config;
 use crate::control::{
@@ -26,11 +26,10 @@ use crate::health::{self, Checker, Status};
 use crate::phase::{self, Direction, PoolView};
 use crate::pool::{Endpoint, EndpointKey, Pool};
 use crate::state::{self, Event, State, Store};
+use crate::stats::{PoolCounts, SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
-/// Window over which `status` reports the split actually served.
-pub const SPLIT_WINDOW: Duration = Duration::from_secs(60);
 /// Extra time allowed for the first health round beyond the longest timeout.
 const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for in-flight work.
@@ -61,8 +60,8 @@ pub struct Shared {
     pub datapath: Arc<dns::fast::Counters>,
     /// Health tasks notify this when a verdict changes.
     pub health_changed: Arc<Notify>,
-    /// Per-second samples of main-name answer counters per (service, pool).
-    samples: Mutex<VecDeque<(u64, PoolCounts)>>,
+    /// What was served over the last minute, for `status`.
+    window: SplitWindow,
     /// Serial of the last plan; its lock also serialises rebuilds.
     serial: Mutex<u32>,
     /// Probes endpoints.
@@ -76,9 +75,6 @@ pub struct Shared {
     /// recorded), so that a hold on the initial phase is honoured too.
     started: u64,
 }
-
-/// Main-name answer counters by (service, pool).
-type PoolCounts = HashMap<(String, String), u64>;
 
 /// Reads operator state and health for the plan builder.
 struct View<'a> {
@@ -745,33 +741,15 @@ impl Shared {
         }
     }
 
-    /// Main-name answers per (service, pool) over the last [`SPLIT_WINDOW`].
-    fn window_counts(&self) -> HashMap<(String, String), u64> {
-        let samples = lock(&self.samples);
-        let (Some((_, newest)), Some((_, oldest))) = (samples.back(), samples.front()) else {
-            return HashMap::new();
-        };
-        newest
-            .iter()
-            .map(|(k, v)| (k.clone(), v - oldest.get(k).copied().unwrap_or(0)))
-            .collect()
+    /// Main-name answers per (service, pool) over the last minute.
+    fn window_counts(&self) -> PoolCounts {
+        self.window.counts()
     }
 
     /// Takes one sample of the answer counters (every second).
     fn sample(&self) {
         let zones = lock(&self.zones).clone();
-        let mut counts = HashMap::new();
-        for s in zones.iter().flat_map(|z| &z.services) {
-            for p in &s.pools {
-                let ps = self.stats.pool(&s.key(), &p.name, s.max_ttl());
-                counts.insert((s.key(), p.name.clone()), ps.main.load(Ordering::Relaxed));
-            }
-        }
-        let mut samples = lock(&self.samples);
-        samples.push_back((unix_ms(), counts));
-        while samples.len() > SPLIT_WINDOW.as_secs() as usize + 1 {
-            samples.pop_front();
-        }
+        self.window.sample(&zones, &self.stats, unix_ms());
     }
 
     /// Re-reads zones (from the running config's zones directory) and checks
@@ -958,7 +936,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
         datapath: Arc::default(),
         health_changed: Arc::new(Notify::new()),
-        samples: Mutex::new(VecDeque::new()),
+        window: SplitWindow::default(),
         serial: Mutex::new(0),
         checker,
         checks: Mutex::new(shutdown.child_token()),

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod phase;
 pub mod pool;
 pub mod state;
+pub mod stats;
 pub mod sync;
 pub mod zone;

@@ -1,5 +1,5 @@
 //! Prometheus exposition for `/metrics`. Query and answer counters are
-//! plain atomics on the DNS path (see [`crate::answer::Stats`]); they are
+//! plain atomics on the DNS path (see [`crate::stats::Stats`]); they are
 //! read into a fresh registry at scrape time, together with the health
 //! probe histograms the checker keeps and gauges derived from the current
 //! state. Nothing here runs on the query path.

@@ -11,10 +11,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::MAX_UDP_PAYLOAD;
 use dnsshift::dns::fast::{Action, Counters, respond};
 use dnsshift::dns::rrl::{Rrl, Settings, now_secs};
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};

@@ -10,11 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::config::source::Source;
 use dnsshift::dns::fallback::handle;
 use dnsshift::dns::fast::{Action, respond};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;

@@ -21,8 +21,9 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::{Answer, MAX_CHAIN, Node, PoolCounter, QueryCounters, Selection, ZonePlan};
+use super::{Answer, MAX_CHAIN, Node, PoolCounter, Selection, ZonePlan};
 use crate::pool::pick_weighted;
+use crate::stats::QueryCounters;
 
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
