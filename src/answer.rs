@@ -15,7 +15,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::pool::{Endpoint, Pool, Target, cumulative, pick_weighted};
+use crate::health::Status;
+use crate::pool::{Endpoint, EndpointKey, Pool, Target, cumulative, pick_weighted};
+use crate::state::State;
 use crate::stats::{EndpointStats, PoolStats, QueryCounters, Stats};
 use crate::zone::{OnAllDown, Service, Zone};
 
@@ -54,6 +56,45 @@ impl Inputs for ConfigOnly {
     fn decommissioned(&self, _: &Service, _: &Pool) -> bool {
         false
     }
+}
+
+/// The running inputs: operator state and the health table.
+pub struct Live<'a> {
+    /// Operator state.
+    pub state: &'a State,
+    /// Health by endpoint (absent: not checked, or no result yet).
+    pub health: &'a HashMap<EndpointKey, Status>,
+}
+
+impl Inputs for Live<'_> {
+    fn phase(&self, service: &Service) -> usize {
+        self.state.phase_of(service)
+    }
+    fn disabled(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
+        let key = EndpointKey::new(&service.key(), &pool.name, &endpoint.id);
+        self.state
+            .services
+            .get(&key.service)
+            .is_some_and(|s| s.disabled.contains(&key.in_service()))
+    }
+    fn healthy(&self, service: &Service, pool: &Pool, endpoint: &Endpoint) -> bool {
+        self.health
+            .get(&EndpointKey::new(&service.key(), &pool.name, &endpoint.id))
+            .is_none_or(|s| s.state.healthy)
+    }
+    fn decommissioned(&self, service: &Service, pool: &Pool) -> bool {
+        self.state
+            .services
+            .get(&service.key())
+            .is_some_and(|s| s.decommissioned.contains(&pool.name))
+    }
+}
+
+/// Whether pool `pool` answers the name of `decisions` (any family).
+pub fn answered(decisions: &[(Family, Decision)], pool: usize) -> bool {
+    decisions
+        .iter()
+        .any(|(_, d)| d.pools[pool].as_ref().is_some_and(|p| p.role.answered()))
 }
 
 // ------------------------------------------------------------------ the plan

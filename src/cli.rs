@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::Role;
+use crate::api::{
+    ErrorBody, Fault, HistoryResponse, OkResponse, ReloadResponse, StatusResponse,
+    TransitionRequest, TransitionResponse,
+};
 use crate::config::source::ConfigErrors;
 use crate::config::{Config, LogFormat};
-use crate::control::{
-    ErrorBody, HistoryResponse, OkResponse, ReloadResponse, StatusResponse, TransitionRequest,
-    TransitionResponse,
-};
 use crate::zone;
 
 mod args;
@@ -162,10 +162,12 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
         }
     };
     // Persisted state must still fit the zones (phases, pools, endpoints).
-    let store = crate::state::Store::new(&config.state_dir);
-    match store.load() {
-        Ok(state) => {
-            let v = state.validate(&zones, &store.path());
+    let store = crate::state::FileStore::new(&config.state_dir);
+    match crate::state::StateStore::load(&store) {
+        Ok(loaded) => {
+            let v = loaded
+                .state
+                .validate(&zones, &crate::state::StateStore::origin(&store));
             for w in &v.warnings {
                 eprintln!("warning: {w}");
             }
@@ -278,16 +280,15 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.map_err(unreachable)?;
         if !status.is_success() {
-            let msg = serde_json::from_str::<ErrorBody>(&text)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| {
-                    format!(
-                        "the daemon at {} answered status {} without an explanation",
-                        self.base,
-                        status.as_u16()
-                    )
-                });
-            return Err(failure_for(status, msg));
+            let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+                error: format!(
+                    "the daemon at {} answered status {} without an explanation",
+                    self.base,
+                    status.as_u16()
+                ),
+                fault: None,
+            });
+            return Err(failure_for(status, body));
         }
         serde_json::from_str(&text)
             .map_err(|e| Failure::Refused(format!("unexpected answer from the daemon: {e}")))
@@ -487,16 +488,24 @@ impl Client {
     }
 }
 
-/// The failure for a daemon's error answer: its HTTP status says whose
-/// fault it is (the status itself is never shown).
-fn failure_for(status: reqwest::StatusCode, msg: String) -> Failure {
+/// The failure for a daemon's error answer: its [`Fault`] says whose fault
+/// it is; an answer without one (the HTTP layer's own, or an older daemon)
+/// goes by its HTTP status, which is never shown.
+fn failure_for(status: reqwest::StatusCode, body: ErrorBody) -> Failure {
     use reqwest::StatusCode as S;
-    match status {
-        S::UNAUTHORIZED | S::FORBIDDEN => Failure::Unreachable(format!(
+    let fault = body.fault.unwrap_or(match status {
+        S::UNAUTHORIZED | S::FORBIDDEN => Fault::Unauthorized,
+        S::CONFLICT => Fault::Refused,
+        s if s.is_client_error() => Fault::Usage,
+        _ => Fault::Internal,
+    });
+    let msg = body.error;
+    match fault {
+        Fault::Unauthorized => Failure::Unreachable(format!(
             "the daemon rejected the control token: {msg} (is --token-file the daemon's?)"
         )),
-        s if s.is_client_error() && s != S::CONFLICT => Failure::Usage(msg),
-        _ => Failure::Refused(msg),
+        Fault::NotFound | Fault::Usage | Fault::TooLarge | Fault::Timeout => Failure::Usage(msg),
+        Fault::Refused | Fault::Internal => Failure::Refused(msg),
     }
 }
 
@@ -570,9 +579,9 @@ pub fn render_history(h: &HistoryResponse) -> String {
             "{:<22} {}{:<13} {:<18} {:<18} {:<6} {}",
             crate::clock::format_ms(e.at * 1000),
             service_col(&e.service),
-            e.action,
-            e.from.as_deref().unwrap_or("-"),
-            e.to.as_deref().unwrap_or("-"),
+            e.change.action(),
+            e.change.from().unwrap_or("-"),
+            e.change.to(),
             if e.forced { "yes" } else { "" },
             e.reason.as_deref().unwrap_or("")
         );

@@ -489,7 +489,7 @@ pub fn start(
     zones: &[Zone],
     changed: Arc<Notify>,
     stop: CancellationToken,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> impl std::future::Future<Output = ()> + Send + use<> {
     let targets = targets(zones);
     table.retain(&targets.iter().map(|(k, _)| k.clone()).collect());
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(targets.len().max(1));
@@ -554,6 +554,53 @@ pub fn start(
         while n < total && done_rx.recv().await.is_some() {
             n += 1;
         }
+    }
+}
+
+/// The running generation of health-check tasks, replaced whole when the
+/// zones change (reload).
+pub struct Checks {
+    checker: Arc<Checker>,
+    table: Arc<Table>,
+    changed: Arc<Notify>,
+    current: Mutex<CancellationToken>,
+    shutdown: CancellationToken,
+}
+
+impl Checks {
+    /// No checks yet; tasks record into `table`, notify `changed` when a
+    /// verdict flips, and stop at `shutdown`.
+    pub fn new(
+        checker: Arc<Checker>,
+        table: Arc<Table>,
+        changed: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Checks {
+        Checks {
+            checker,
+            table,
+            changed,
+            current: Mutex::new(shutdown.child_token()),
+            shutdown,
+        }
+    }
+
+    /// Stops the previous generation and checks the endpoints of `zones`
+    /// ([`start`]). Health of endpoints that still exist carries over.
+    pub fn restart(&self, zones: &[Zone]) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let token = {
+            let mut current = lock(&self.current);
+            current.cancel();
+            *current = self.shutdown.child_token();
+            current.clone()
+        };
+        start(
+            self.checker.clone(),
+            self.table.clone(),
+            zones,
+            self.changed.clone(),
+            token,
+        )
     }
 }
 

@@ -9,6 +9,7 @@
 //! command line on top of it.
 
 pub mod answer;
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod dns;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod operator;
 pub mod phase;
 pub mod pool;
 pub mod state;

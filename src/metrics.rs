@@ -13,15 +13,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::daemon::Shared;
+use crate::answer::{self, Live};
+use crate::dns::fast::Counters as DataPath;
 use crate::health::Labels;
-use crate::sync::lock;
+use crate::operator::Operator;
+use crate::pool::EndpointKey;
 
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;
 
 /// Renders every metric in the OpenMetrics text format.
-pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
+/// Reads the operator's zones, state, health and counters, never its
+/// JSON status.
+pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("dnsshift");
 
     reg.register(
@@ -31,8 +35,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let queries = Counters::default();
-    let mut zone_counters = shared.stats.zones();
-    zone_counters.push((String::new(), shared.stats.unmatched.clone()));
+    let mut zone_counters = op.stats.zones();
+    zone_counters.push((String::new(), op.stats.unmatched.clone()));
     for (zone, c) in zone_counters {
         for (qtype, proto, rcode, n) in c.snapshot() {
             queries
@@ -68,7 +72,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let answers = Counters::default();
-    for (key, s) in shared.stats.endpoints() {
+    for (key, s) in op.stats.endpoints() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
             let mut labels = key.labels();
             labels.push(("name", name.to_string()));
@@ -84,7 +88,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let pool_answers = Counters::default();
-    for ((service, pool), s) in shared.stats.pools() {
+    for ((service, pool), s) in op.stats.pools() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
             pool_answers
                 .get_or_create(&vec![
@@ -101,9 +105,15 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         pool_answers,
     );
 
-    register_datapath(&mut reg, &shared.datapath);
+    register_datapath(&mut reg, datapath);
 
-    let status = shared.status(None).map_err(|_| std::fmt::Error)?;
+    let zones = op.zones();
+    let state = op.state();
+    let health = op.health.all();
+    let live = Live {
+        state: &state,
+        health: &health,
+    };
     let healthy = Gauges::default();
     let disabled = Gauges::default();
     let weight = Gauges::default();
@@ -111,33 +121,43 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let drain = Gauges::default();
     let decommissioned = Gauges::default();
     let fail_open = Gauges::default();
-    for s in &status.services {
+    for s in zones.iter().flat_map(|z| &z.services) {
+        let key = s.key();
+        let st = state.service(&key);
+        let current = &s.phases[state.phase_of(s)];
+        let main = answer::decisions(s, &live, false);
+        let staging = match s.staging {
+            Some(_) => answer::decisions(s, &live, true),
+            None => Vec::new(),
+        };
         phase
             .get_or_create(&vec![
-                ("service", s.service.clone()),
-                ("phase", s.phase.clone()),
+                ("service", key.clone()),
+                ("phase", current.name.clone()),
             ])
             .set(1);
         fail_open
-            .get_or_create(&vec![("service", s.service.clone())])
-            .set(i64::from(s.fail_open || s.staging_fail_open));
-        for p in &s.pools {
-            let pl = vec![("service", s.service.clone()), ("pool", p.pool.clone())];
-            weight.get_or_create(&pl).set(i64::from(p.weight));
+            .get_or_create(&vec![("service", key.clone())])
+            .set(i64::from(
+                main.iter().chain(&staging).any(|(_, d)| d.fail_open),
+            ));
+        for (i, p) in s.pools.iter().enumerate() {
+            let pl = vec![("service", key.clone()), ("pool", p.name.clone())];
+            weight.get_or_create(&pl).set(i64::from(current.weights[i]));
             decommissioned
                 .get_or_create(&pl)
-                .set(i64::from(p.decommissioned));
-            if let Some(d) = p.drained_at_ms {
+                .set(i64::from(st.decommissioned.contains(&p.name)));
+            if !answer::answered(&main, i) {
+                let ps = op.stats.pool(&key, &p.name, s.max_ttl());
+                let d = ps.expires_at_ms.load(Ordering::Relaxed);
                 drain.get_or_create(&pl).set((d / 1000) as i64);
             }
             for e in &p.endpoints {
-                let el = vec![
-                    ("service", s.service.clone()),
-                    ("pool", p.pool.clone()),
-                    ("endpoint", e.endpoint.clone()),
-                ];
-                healthy.get_or_create(&el).set(i64::from(e.healthy));
-                disabled.get_or_create(&el).set(i64::from(e.disabled));
+                let ek = EndpointKey::new(&key, &p.name, &e.id);
+                let h = health.get(&ek).is_none_or(|h| h.state.healthy);
+                let off = st.disabled.contains(&ek.in_service());
+                healthy.get_or_create(&ek.labels()).set(i64::from(h));
+                disabled.get_or_create(&ek.labels()).set(i64::from(off));
             }
         }
     }
@@ -178,23 +198,22 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         drain,
     );
     let serial = Gauge::<i64>::default();
-    serial.set(i64::from(status.serial));
+    serial.set(i64::from(op.plan.load().serial));
     reg.register("soa_serial", "SOA serial currently served", serial);
 
     reg.register_with_unit(
         "health_check_duration",
         "Duration of health-check probes",
         Unit::Seconds,
-        shared.health.check_duration.clone(),
+        op.health.check_duration.clone(),
     );
     reg.register(
         "health_check_failures",
         "Failed health-check probes by reason",
-        shared.health.check_failures.clone(),
+        op.health.check_failures.clone(),
     );
-    let zones = lock(&shared.zones).len();
     let z = Gauge::<i64>::default();
-    z.set(zones as i64);
+    z.set(zones.len() as i64);
     reg.register("zones", "Zones served", z);
 
     let mut out = String::new();
@@ -203,7 +222,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 }
 
 /// The data path's bounds: TCP connections and what the caps turned away.
-fn register_datapath(reg: &mut Registry, c: &crate::dns::fast::Counters) {
+fn register_datapath(reg: &mut Registry, c: &DataPath) {
     let gauge = Gauge::<i64>::default();
     gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
     reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);
