@@ -1,0 +1,115 @@
+//! The command line: the clap definitions ([`args`]), `check`, and the
+//! client side of operator commands ([`client`]: the typed operator
+//! protocol over HTTP) with their human rendering ([`render`]). `serve` is
+//! dispatched by the binary (`main.rs`) to [`crate::daemon`].
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::config::source::ConfigErrors;
+use crate::zone;
+
+mod args;
+mod client;
+pub mod render;
+pub use args::{Args, Command, EndpointAction, ServeArgs, TransitionArgs};
+pub use render::{render_history, render_status};
+
+/// Runs every command but `serve`; the binary passes what it parsed.
+pub fn run(
+    config: Option<&Path>,
+    control: Option<String>,
+    token_file: Option<PathBuf>,
+    command: Command,
+) -> Result<(), Failure> {
+    match command {
+        Command::Check { path } => check(config, path.as_deref()),
+        command => client::Client::new(config, control, token_file).and_then(|c| c.run(command)),
+    }
+}
+
+/// The exit code of a command's result, printing the failure's message.
+pub fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if let Some(msg) = f.message() {
+                eprintln!("dnsshift: {msg}");
+            }
+            ExitCode::from(f.code())
+        }
+    }
+}
+
+/// Why a command failed; each kind has its own exit code ([`EXIT_CODES_HELP`]).
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 1: the daemon refused the command (hold, health, drain,
+    /// conflict) or failed to carry it out; also a server that stopped on
+    /// an error after starting.
+    Refused(String),
+    /// Exit 2: a usage error (unknown service, phase, endpoint) or an
+    /// invalid config or zone. An empty message: already reported.
+    Usage(String),
+    /// Exit 3: the daemon cannot be reached, or it rejected the token.
+    Unreachable(String),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Refused(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Unreachable(_) => 3,
+        }
+    }
+
+    /// The message to print, if any.
+    pub fn message(&self) -> Option<&str> {
+        let (Failure::Refused(m) | Failure::Usage(m) | Failure::Unreachable(m)) = self;
+        Some(m.as_str()).filter(|m| !m.is_empty())
+    }
+}
+
+fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
+    let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let path = path.unwrap_or(&config.zones_dir);
+    let zones = if path.is_dir() {
+        zone::load_dir(path)
+    } else {
+        zone::load_file(path).map(|z| vec![z])
+    };
+    let zones = match zones {
+        Ok(z) => z,
+        Err(ConfigErrors(errs)) => {
+            for e in &errs {
+                eprintln!("{e}");
+            }
+            return Err(Failure::Usage(format!("{} error(s)", errs.len())));
+        }
+    };
+    // Persisted state must still fit the zones (phases, pools, endpoints).
+    let store = crate::state::FileStore::new(&config.state_dir);
+    match crate::state::StateStore::load(&store) {
+        Ok(loaded) => {
+            let v = loaded
+                .state
+                .validate(&zones, &crate::state::StateStore::origin(&store));
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !v.errors.is_empty() {
+                for p in &v.errors {
+                    eprintln!("{p}");
+                }
+                return Err(Failure::Usage(format!("{} error(s)", v.errors.len())));
+            }
+        }
+        Err(e) => return Err(Failure::Usage(e.to_string())),
+    }
+    let services: usize = zones.iter().map(|z| z.services.len()).sum();
+    println!("ok: {} zone(s), {services} service(s)", zones.len());
+    Ok(())
+}
