@@ -199,7 +199,7 @@ struct PoolCounter {
 impl PoolCounter {
     /// Counts one answer that carried the pool's records `start..start+k`
     /// (rotated): the endpoints' answer counters and the pool's drain clock.
-    fn count(&self, start: usize, k: usize) {
+    fn count(&self, start: usize, k: usize, now_ms: u64) {
         let n = self.endpoints.len();
         for j in 0..k.min(n) {
             let ep = &self.endpoints[(start + j) % n];
@@ -209,14 +209,36 @@ impl PoolCounter {
         if self.staging {
             self.stats.staging.fetch_add(1, Ordering::Relaxed);
         } else {
-            let now = crate::clock::unix_ms();
             let st = &self.stats;
             st.main.fetch_add(1, Ordering::Relaxed);
-            st.last_answered_ms.store(now, Ordering::Relaxed);
+            st.last_answered_ms.store(now_ms, Ordering::Relaxed);
             st.last_ttl.store(self.ttl, Ordering::Relaxed);
             st.expires_at_ms
-                .fetch_max(now + u64::from(self.ttl) * 1000, Ordering::Relaxed);
+                .fetch_max(now_ms + u64::from(self.ttl) * 1000, Ordering::Relaxed);
         }
+    }
+}
+
+/// Where the lookup's random draws come from: passed in, so that tests
+/// can seed it and the data path can keep one per worker.
+pub trait Random {
+    /// A uniformly random number in `0..n` (`n` > 0).
+    fn below(&mut self, n: u64) -> u64;
+}
+
+impl Random for fastrand::Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.u64(0..n)
+    }
+}
+
+/// The calling thread's own generator (fastrand's thread-local).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadRandom;
+
+impl Random for ThreadRandom {
+    fn below(&mut self, n: u64) -> u64 {
+        fastrand::u64(0..n)
     }
 }
 
@@ -271,8 +293,15 @@ impl Plan {
         }
     }
 
-    /// Answers one question.
-    pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Lookup<'_> {
+    /// Answers one question at `now_ms` (Unix ms, for the drain clocks),
+    /// drawing the weighted pick and the rotation from `rng`.
+    pub fn lookup(
+        &self,
+        qname: &LowerName,
+        qtype: RecordType,
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Lookup<'_> {
         let mut best: Option<&ZonePlan> = None;
         for z in &self.zones {
             if z.origin.zone_of(qname)
@@ -288,7 +317,7 @@ impl Plan {
             authoritative: true,
             ..Answer::default()
         };
-        zone.lookup(qname, qtype, &mut ans, 0);
+        zone.lookup(qname, qtype, &mut ans, 0, &mut Draw { now_ms, rng });
         Lookup::Zone(ans, &zone.counters)
     }
 }
@@ -309,6 +338,38 @@ pub fn next_serial(previous: u32, now_unix: u64) -> u32 {
     t.max(previous.wrapping_add(1))
 }
 
+/// The time and the random source of one lookup.
+pub(crate) struct Draw<'r> {
+    pub(crate) now_ms: u64,
+    pub(crate) rng: &'r mut dyn Random,
+}
+
+impl<'r> Draw<'r> {
+    /// For building templates of deterministic answers, which draw and
+    /// count nothing.
+    pub(crate) fn none(rng: &'r mut fastrand::Rng) -> Draw<'r> {
+        Draw { now_ms: 0, rng }
+    }
+
+    /// A weighted pick among `cumulative` weights, and the rotation start
+    /// among the picked pool's `n(i)` records.
+    pub(crate) fn pick(
+        &mut self,
+        cumulative: &[u64],
+        n: impl Fn(usize) -> usize,
+    ) -> Option<(usize, usize)> {
+        let total = cumulative.last().copied().unwrap_or(0);
+        let i = pick_weighted(cumulative, self.rng.below(total.max(1)))?;
+        let n = n(i);
+        let start = if n > 1 {
+            self.rng.below(n as u64) as usize
+        } else {
+            0
+        };
+        Some((i, start))
+    }
+}
+
 impl ZonePlan {
     fn lookup<'a>(
         &'a self,
@@ -316,6 +377,7 @@ impl ZonePlan {
         qtype: RecordType,
         ans: &mut Answer<'a>,
         depth: usize,
+        draw: &mut Draw<'_>,
     ) {
         if let Some(cut) = self.cut_above(qname) {
             if depth > 0 {
@@ -346,7 +408,7 @@ impl ZonePlan {
                     if let Some(t) = target
                         && depth < MAX_CHAIN
                     {
-                        self.lookup(t, qtype, ans, depth + 1);
+                        self.lookup(t, qtype, ans, depth + 1, draw);
                     }
                     return;
                 }
@@ -371,16 +433,14 @@ impl ZonePlan {
                 Selection::NoData => ans.soa = Some(&self.neg_soa),
                 Selection::ServFail => ans.rcode = ResponseCode::ServFail,
                 Selection::Weighted { cumulative, pools } => {
-                    let total = cumulative.last().copied().unwrap_or(0);
-                    let Some(i) = pick_weighted(cumulative, fastrand::u64(0..total.max(1))) else {
+                    let Some((i, start)) = draw.pick(cumulative, |i| pools[i].records.len()) else {
                         ans.soa = Some(&self.neg_soa);
                         return;
                     };
                     let pool = &pools[i];
-                    let n = pool.records.len();
-                    let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
-                    pool.counter.count(start, svc.max_answers.min(n));
-                    self.pool_answer(pool, svc.max_answers, start, qtype, ans, depth);
+                    let k = svc.max_answers.min(pool.records.len());
+                    pool.counter.count(start, k, draw.now_ms);
+                    self.pool_answer(pool, svc.max_answers, start, qtype, ans, depth, draw);
                 }
             },
         }
@@ -389,6 +449,7 @@ impl ZonePlan {
     /// The answer carrying `pool`'s records from rotation `start` on (and
     /// what a CNAME pool's in-zone target adds). Counts nothing: the caller
     /// does, through [`PoolCounter::count`].
+    #[allow(clippy::too_many_arguments)] // the lookup's state, threaded through
     fn pool_answer<'a>(
         &'a self,
         pool: &'a PoolAnswer,
@@ -397,6 +458,7 @@ impl ZonePlan {
         qtype: RecordType,
         ans: &mut Answer<'a>,
         depth: usize,
+        draw: &mut Draw<'_>,
     ) {
         let n = pool.records.len();
         if n == 0 {
@@ -410,7 +472,7 @@ impl ZonePlan {
             && qtype != RecordType::CNAME
             && depth < MAX_CHAIN
         {
-            self.lookup(target, qtype, ans, depth + 1);
+            self.lookup(target, qtype, ans, depth + 1, draw);
         }
     }
 
@@ -961,7 +1023,7 @@ new = ["198.51.100.1", "2001:db8::1"]
     }
 
     fn ask<'a>(p: &'a Plan, q: &str, t: RecordType) -> Answer<'a> {
-        match p.lookup(&name(q), t) {
+        match p.lookup(&name(q), t, 0, &mut ThreadRandom) {
             Lookup::Zone(a, _) => a,
             Lookup::Refused => panic!("refused {q}"),
         }
@@ -972,7 +1034,12 @@ new = ["198.51.100.1", "2001:db8::1"]
         let z = zone(SVC);
         let p = plan(&z, &ConfigOnly);
         assert!(matches!(
-            p.lookup(&name("example.org."), RecordType::A),
+            p.lookup(
+                &name("example.org."),
+                RecordType::A,
+                0,
+                &mut fastrand::Rng::with_seed(7)
+            ),
             Lookup::Refused
         ));
         // (name, type, rcode, answers, has soa, authoritative)
@@ -1110,6 +1177,29 @@ new = ["198.51.100.1", "2001:db8::1"]
         fn decommissioned(&self, _: &Service, _: &Pool) -> bool {
             false
         }
+    }
+
+    /// The lookup takes its time and its draws from the caller: the same
+    /// seed gives the same answers, and the drain clock is the time given.
+    #[test]
+    fn now_and_the_random_source_are_passed_in() {
+        let z = zone(SVC);
+        let stats = Stats::default();
+        let p = Plan::build(std::slice::from_ref(&z), &ConfigOnly, &stats, 7);
+        let answers = |seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (0..20)
+                .map(
+                    |_| match p.lookup(&name("www.z.test."), RecordType::A, 5_000, &mut rng) {
+                        Lookup::Zone(a, _) => a.answers[0].data.to_string(),
+                        Lookup::Refused => panic!("refused"),
+                    },
+                )
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(answers(1), answers(1));
+        let old = stats.pool("www.z.test.", "old", 0);
+        assert_eq!(old.last_answered_ms.load(Ordering::Relaxed), 5_000);
     }
 
     #[test]

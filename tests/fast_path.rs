@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan};
+use dnsshift::answer::{ConfigOnly, Plan, ThreadRandom};
+use dnsshift::clock::unix_ms;
 use dnsshift::config::source::Source;
 use dnsshift::dns::fallback::handle;
 use dnsshift::dns::fast::{Action, respond};
@@ -247,12 +248,16 @@ fn weighted_choices_follow_the_same_draws() {
             .collect();
         fastrand::seed(seed);
         let name = hickory_proto::rr::LowerName::from(Name::from_ascii("www.z.test.").unwrap());
-        let want: Vec<String> = match plan.load().lookup(&name, RecordType::A) {
-            dnsshift::answer::Lookup::Zone(a, _) => {
-                a.answers.iter().map(|r| r.data.to_string()).collect()
-            }
-            dnsshift::answer::Lookup::Refused => panic!("refused"),
-        };
+        let want: Vec<String> =
+            match plan
+                .load()
+                .lookup(&name, RecordType::A, unix_ms(), &mut ThreadRandom)
+            {
+                dnsshift::answer::Lookup::Zone(a, _) => {
+                    a.answers.iter().map(|r| r.data.to_string()).collect()
+                }
+                dnsshift::answer::Lookup::Refused => panic!("refused"),
+            };
         assert_eq!(got, want, "seed {seed}");
         seen.insert(got);
     }

@@ -20,8 +20,9 @@ use hickory_proto::rr::RecordType;
 
 use super::parse::{self, MAX_NAME, Parsed};
 use super::rrl;
-use crate::answer::Plan;
 use crate::answer::wire::{HEADER_LEN, Outcome};
+use crate::answer::{Plan, ThreadRandom};
+use crate::clock::unix_ms;
 
 /// What to do with one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,10 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
         }
         Parsed::Query(q) => {
             let limit = usize::from(q.edns.unwrap_or(512));
-            match plan.wire.answer(&q, limit, out) {
+            match plan
+                .wire
+                .answer(&q, limit, out, unix_ms(), &mut ThreadRandom)
+            {
                 Outcome::Answered(n) => Action::Send(n),
                 Outcome::Fallback => Action::Fallback,
             }

@@ -40,7 +40,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::answer::{Lookup, Plan};
+use crate::answer::{Lookup, Plan, ThreadRandom};
+use crate::clock::unix_ms;
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -233,7 +234,7 @@ impl RequestHandler for Handler {
             .await;
         }
 
-        let (answer, counters) = match plan.lookup(qname, qtype) {
+        let (answer, counters) = match plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom) {
             Lookup::Refused => {
                 return send_error(
                     request,
