@@ -12,7 +12,6 @@ use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
@@ -168,10 +167,7 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(self.max_size);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (mut bytes, info) = super::encode(response, self.max_size)?;
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
             truncated(&mut bytes, self.edns);
         }

@@ -156,41 +156,10 @@ impl RequestHandler for Handler {
             None => None,
         };
 
-        if request.metadata.message_type != MessageType::Query {
-            // hickory drops responses before they get here; be safe anyway.
-            return send_error(
-                request,
-                ResponseCode::FormErr,
-                edns,
-                &plan,
-                tcp,
-                response_handle,
-            )
-            .await;
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return send_error(
-                request,
-                ResponseCode::NotImp,
-                edns,
-                &plan,
-                tcp,
-                response_handle,
-            )
-            .await;
-        }
-        let info = match request.request_info() {
+        let info = match admit(request) {
             Ok(info) => info,
-            Err(_) => {
-                return send_error(
-                    request,
-                    ResponseCode::FormErr,
-                    edns,
-                    &plan,
-                    tcp,
-                    response_handle,
-                )
-                .await;
+            Err(code) => {
+                return send_error(request, code, edns, &plan, tcp, response_handle).await;
             }
         };
         let qname = info.query.name();
@@ -220,9 +189,14 @@ impl RequestHandler for Handler {
 
         // No zone transfers. Our zones are class IN: a question in another
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR)
-            || !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY)
+        let in_zones = !matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+            && matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY);
+        let found = match in_zones.then(|| plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom))
         {
+            Some(Lookup::Zone(a, c)) => Some((a, c)),
+            Some(Lookup::Refused) | None => None,
+        };
+        let Some((answer, counters)) = found else {
             return send_error(
                 request,
                 ResponseCode::Refused,
@@ -232,21 +206,6 @@ impl RequestHandler for Handler {
                 response_handle,
             )
             .await;
-        }
-
-        let (answer, counters) = match plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom) {
-            Lookup::Refused => {
-                return send_error(
-                    request,
-                    ResponseCode::Refused,
-                    edns,
-                    &plan,
-                    tcp,
-                    response_handle,
-                )
-                .await;
-            }
-            Lookup::Zone(a, c) => (a, c),
         };
         counters.count(qtype, tcp, answer.rcode);
 
@@ -286,6 +245,19 @@ async fn send<'a, R: ResponseHandler>(
             servfail_info(request)
         }
     }
+}
+
+/// The request's question, or the error code it gets before any lookup:
+/// FORMERR for a response (hickory drops those before they get here; be
+/// safe anyway) or an unparsable question, NOTIMP for another opcode.
+fn admit(request: &Request) -> Result<hickory_server::server::RequestInfo<'_>, ResponseCode> {
+    if request.metadata.message_type != MessageType::Query {
+        return Err(ResponseCode::FormErr);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    request.request_info().map_err(|_| ResponseCode::FormErr)
 }
 
 async fn send_error<R: ResponseHandler>(
@@ -543,6 +515,25 @@ async fn formerr(
     }
 }
 
+/// Encodes a response in at most `max_size` bytes: what does not fit is
+/// left out and TC set by the encoder.
+pub(crate) fn encode<'a, A, N, S, D>(
+    response: MessageResponse<'_, 'a, A, N, S, D>,
+    max_size: u16,
+) -> Result<(Vec<u8>, ResponseInfo), NetError>
+where
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(max_size);
+    let info = response.destructive_emit(&mut encoder)?;
+    Ok((buf, info))
+}
+
 /// Sends one response to one client over the shared UDP socket.
 #[derive(Clone)]
 struct UdpResponder {
@@ -566,10 +557,7 @@ impl ResponseHandler for UdpResponder {
         // Without EDNS a UDP reply is at most 512 bytes (RFC 1035 4.2.1);
         // what does not fit is left out and TC set by the encoder.
         let limit = response.edns().map_or(512, |e| e.max_payload());
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        encoder.set_max_size(limit);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (buf, info) = encode(response, limit)?;
         self.socket.send_to(&buf, self.dst).await?;
         Ok(info)
     }
