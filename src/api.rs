@@ -1,5 +1,5 @@
-//! The operator protocol, shared by the daemon ([`crate::operator`],
-//! [`crate::control`]) and the CLI: one request and response type per
+//! The operator protocol, shared by the daemon (`operator`, `control`)
+//! and the CLI: one request and response type per
 //! command, and one typed error per command, each of which says whose
 //! [`Fault`] it is. Nothing here knows of HTTP: `control` maps a fault to
 //! a status in one place, the CLI maps it to an exit code.

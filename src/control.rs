@@ -520,8 +520,17 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
         Some((at, body)) if at.elapsed() < METRICS_CACHE => body.clone(),
         _ => {
             let (op, datapath) = (ctx.op.clone(), ctx.datapath.clone());
-            match tokio::task::spawn_blocking(move || crate::metrics::render(&op, &datapath)).await
-            {
+            let render = move || {
+                crate::metrics::render(&crate::metrics::Sources {
+                    zones: &op.zones(),
+                    state: &op.state(),
+                    health: &op.health,
+                    stats: &op.stats,
+                    serial: op.plan.load().serial,
+                    datapath: &datapath,
+                })
+            };
+            match tokio::task::spawn_blocking(render).await {
                 Ok(Ok(text)) => {
                     let body = axum::body::Bytes::from(text);
                     *cache = Some((Instant::now(), body.clone()));

@@ -16,16 +16,33 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::answer::{self, Live};
 use crate::dns::fast::Counters as DataPath;
 use crate::health::Labels;
-use crate::operator::Operator;
 use crate::pool::EndpointKey;
+use crate::state::State;
+use crate::stats::Stats;
+use crate::zone::Zone;
 
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;
 
+/// What the metrics are read from: the inputs of the answers and the
+/// counters, never the operator's JSON status.
+pub struct Sources<'a> {
+    /// The zones served.
+    pub zones: &'a [Zone],
+    /// Operator state.
+    pub state: &'a State,
+    /// Endpoint health and the probe histograms.
+    pub health: &'a crate::health::Table,
+    /// Query and answer counters.
+    pub stats: &'a Stats,
+    /// SOA serial served.
+    pub serial: u32,
+    /// The data path's bounds.
+    pub datapath: &'a DataPath,
+}
+
 /// Renders every metric in the OpenMetrics text format.
-/// Reads the operator's zones, state, health and counters, never its
-/// JSON status.
-pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Error> {
+pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("dnsshift");
 
     reg.register(
@@ -35,8 +52,8 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
     );
 
     let queries = Counters::default();
-    let mut zone_counters = op.stats.zones();
-    zone_counters.push((String::new(), op.stats.unmatched.clone()));
+    let mut zone_counters = src.stats.zones();
+    zone_counters.push((String::new(), src.stats.unmatched.clone()));
     for (zone, c) in zone_counters {
         for (qtype, proto, rcode, n) in c.snapshot() {
             queries
@@ -72,7 +89,7 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
     );
 
     let answers = Counters::default();
-    for (key, s) in op.stats.endpoints() {
+    for (key, s) in src.stats.endpoints() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
             let mut labels = key.labels();
             labels.push(("name", name.to_string()));
@@ -88,7 +105,7 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
     );
 
     let pool_answers = Counters::default();
-    for ((service, pool), s) in op.stats.pools() {
+    for ((service, pool), s) in src.stats.pools() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
             pool_answers
                 .get_or_create(&vec![
@@ -105,13 +122,12 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
         pool_answers,
     );
 
-    register_datapath(&mut reg, datapath);
+    register_datapath(&mut reg, src.datapath);
 
-    let zones = op.zones();
-    let state = op.state();
-    let health = op.health.all();
+    let (zones, state) = (src.zones, src.state);
+    let health = src.health.all();
     let live = Live {
-        state: &state,
+        state,
         health: &health,
     };
     let healthy = Gauges::default();
@@ -148,7 +164,7 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
                 .get_or_create(&pl)
                 .set(i64::from(st.decommissioned.contains(&p.name)));
             if !answer::answered(&main, i) {
-                let ps = op.stats.pool(&key, &p.name, s.max_ttl());
+                let ps = src.stats.pool(&key, &p.name, s.max_ttl());
                 let d = ps.expires_at_ms.load(Ordering::Relaxed);
                 drain.get_or_create(&pl).set((d / 1000) as i64);
             }
@@ -198,19 +214,19 @@ pub fn render(op: &Operator, datapath: &DataPath) -> Result<String, std::fmt::Er
         drain,
     );
     let serial = Gauge::<i64>::default();
-    serial.set(i64::from(op.plan.load().serial));
+    serial.set(i64::from(src.serial));
     reg.register("soa_serial", "SOA serial currently served", serial);
 
     reg.register_with_unit(
         "health_check_duration",
         "Duration of health-check probes",
         Unit::Seconds,
-        op.health.check_duration.clone(),
+        src.health.check_duration.clone(),
     );
     reg.register(
         "health_check_failures",
         "Failed health-check probes by reason",
-        op.health.check_failures.clone(),
+        src.health.check_failures.clone(),
     );
     let z = Gauge::<i64>::default();
     z.set(zones.len() as i64);

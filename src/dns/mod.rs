@@ -562,8 +562,6 @@ impl ResponseHandler for UdpResponder {
     }
 }
 
-/// Idle time after which a TCP connection is closed.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;
