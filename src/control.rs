@@ -1,6 +1,6 @@
 //! The daemon's HTTP+JSON server for the operator protocol ([`crate::api`])
 //! and `/metrics`: routes find the command and call the [`Operator`]; a
-//! typed error becomes an HTTP status in one place ([`status_of`]). Every
+//! typed error becomes an HTTP status in one place (`status_of`). Every
 //! route but `/metrics` needs the bearer token.
 //!
 //! Routes (all JSON):
