@@ -121,7 +121,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
     let store_changes = store.changes();
     let op = Arc::new(Operator::new(
-        &config,
+        config.zones_dir.clone(),
+        config.file.clone(),
         loaded,
         Box::new(store),
         checks,

@@ -191,9 +191,11 @@ fn check_reason(reason: &Option<String>) -> Result<(), ReasonTooLong> {
 
 impl Operator {
     /// The operator over `zones` and `state` (as [`load_all`] returned
-    /// them from `store`), with no plan built yet.
+    /// them from `store`), with no plan built yet. `reload` reads
+    /// `zones_dir` and checks `config_file`.
     pub fn new(
-        config: &Config,
+        zones_dir: PathBuf,
+        config_file: Option<PathBuf>,
         (zones, state, epoch): (Vec<Zone>, State, Epoch),
         store: Box<dyn StateStore>,
         checks: health::Checks,
@@ -201,8 +203,8 @@ impl Operator {
         clock: Arc<dyn Clock>,
     ) -> Operator {
         Operator {
-            zones_dir: config.zones_dir.clone(),
-            config_file: config.file.clone(),
+            zones_dir,
+            config_file,
             zones: Mutex::new(Arc::new(zones)),
             state: Mutex::new((Arc::new(state), epoch)),
             writer: Mutex::new(()),
@@ -695,3 +697,6 @@ fn stranded(
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
