@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
+use dnsshift::dns::fallback::handle;
+use dnsshift::dns::fast::respond;
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
-use dnsshift::fast::fallback::handle;
-use dnsshift::fast::respond;
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
@@ -58,7 +59,7 @@ fn main() {
             let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
             for i in 0..n {
                 let q = &queries[i % queries.len()];
-                if let dnsshift::fast::Action::Send(len) =
+                if let dnsshift::dns::fast::Action::Send(len) =
                     respond(&plan.load(), black_box(q), &mut out)
                 {
                     bytes += len;

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use criterion::{Criterion, criterion_group, criterion_main};
-use dnsshift::answer::{ConfigOnly, Lookup, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Lookup, Plan};
 use dnsshift::dns::Handler;
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
@@ -44,7 +45,8 @@ fn lookup(c: &mut Criterion) {
     ] {
         let q = LowerName::from(Name::from_ascii(name).unwrap());
         g.bench_function(label, |b| {
-            b.iter(|| match plan.lookup(black_box(&q), t) {
+            let mut rng = fastrand::Rng::with_seed(1);
+            b.iter(|| match plan.lookup(black_box(&q), t, 0, &mut rng) {
                 Lookup::Zone(a, _) => black_box(a.answers.len()),
                 Lookup::Refused => 0,
             })

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use dnsshift::health::CheckKind;
+use dnsshift::pool::CheckKind;
 
 /// What every health check gets.
 const BODY: &str = "ok\n";

@@ -9,10 +9,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::spec::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, DurationSpec, Source};
 
+pub mod cluster;
 mod log_format;
+pub mod rrl;
+pub mod source;
+
 pub use log_format::LogFormat;
+
+/// Idle time after which a TCP connection is closed.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default DNS listen address: unprivileged, loopback.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5353));
@@ -61,7 +68,7 @@ struct ConfigSpec {
     log_level: Option<String>,
     tcp_idle_timeout: Option<Spanned<DurationSpec>>,
     server_id: Option<Spanned<String>>,
-    cluster: Option<crate::cluster::config::ClusterSpec>,
+    cluster: Option<crate::config::cluster::ClusterSpec>,
     allow_remote_control: Option<bool>,
     control_header_timeout: Option<Spanned<DurationSpec>>,
     control_body_timeout: Option<Spanned<DurationSpec>>,
@@ -112,7 +119,7 @@ pub struct Config {
     /// which of several nameservers answered. Empty: identify nothing.
     pub server_id: String,
     /// Shared state on etcd (`[cluster]`); `None`: the local state file.
-    pub cluster: Option<crate::cluster::config::ClusterConfig>,
+    pub cluster: Option<crate::config::cluster::ClusterConfig>,
     /// The operator allowed a control address beyond loopback.
     pub allow_remote_control: bool,
     /// Limits that keep the control API from being starved.
@@ -127,7 +134,7 @@ pub struct Config {
     /// Most DNS TCP connections open at once, per listen address; at the cap the longest-idle one is closed.
     pub tcp_max_connections: usize,
     /// Response rate limiting on UDP (`[rrl]`).
-    pub rrl: crate::fast::rrl::Settings,
+    pub rrl: crate::config::rrl::Settings,
 }
 
 /// Bounds on the control API's connections, so that idle or slow clients
@@ -285,7 +292,7 @@ impl Config {
         };
         let tcp_idle_timeout = match (&spec.tcp_idle_timeout, src) {
             (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
-            _ => crate::dns::TCP_IDLE_TIMEOUT,
+            _ => TCP_IDLE_TIMEOUT,
         };
         let server_id = match &spec.server_id {
             Some(id) => {
@@ -304,7 +311,7 @@ impl Config {
             None => default_server_id(),
         };
         let cluster = match (spec.cluster, src) {
-            (Some(c), Some(s)) => Some(crate::cluster::config::ClusterConfig::from_spec(s, c)?),
+            (Some(c), Some(s)) => Some(crate::config::cluster::ClusterConfig::from_spec(s, c)?),
             _ => None,
         };
         // An integer key within `range`, or `default`.
@@ -340,19 +347,19 @@ impl Config {
             DEFAULT_TCP_MAX_CONNECTIONS,
         )?;
         let rrl_spec = spec.rrl.unwrap_or_default();
-        let rrl = crate::fast::rrl::Settings {
+        let rrl = crate::config::rrl::Settings {
             enabled: rrl_spec.enabled.unwrap_or(true),
             responses_per_second: int(
                 &rrl_spec.responses_per_second,
                 "rrl.responses_per_second",
                 1..=1_000_000,
-                crate::fast::rrl::DEFAULT_RATE,
+                crate::config::rrl::DEFAULT_RATE,
             )? as u32,
             slip: int(
                 &rrl_spec.slip,
                 "rrl.slip",
                 0..=100,
-                crate::fast::rrl::DEFAULT_SLIP,
+                crate::config::rrl::DEFAULT_SLIP,
             )? as u32,
             ipv4_prefix: int(&rrl_spec.ipv4_prefix, "rrl.ipv4_prefix", 8..=32, 24)? as u8,
             ipv6_prefix: int(&rrl_spec.ipv6_prefix, "rrl.ipv6_prefix", 16..=128, 56)? as u8,
@@ -360,10 +367,10 @@ impl Config {
                 &rrl_spec.table_size,
                 "rrl.table_size",
                 1..=1 << 24,
-                crate::fast::rrl::DEFAULT_TABLE_SIZE,
+                crate::config::rrl::DEFAULT_TABLE_SIZE,
             )?,
             exempt: match &rrl_spec.exempt {
-                None => crate::fast::rrl::DEFAULT_EXEMPT.to_vec(),
+                None => crate::config::rrl::DEFAULT_EXEMPT.to_vec(),
                 Some(list) => list
                     .iter()
                     .map(|n| {

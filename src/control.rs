@@ -1,6 +1,7 @@
-//! The operator protocol: request and response types shared by the daemon
-//! and the CLI, and the daemon's HTTP+JSON server for them (plus
-//! `/metrics`). Every route but `/metrics` needs the bearer token.
+//! The daemon's HTTP+JSON server for the operator protocol ([`crate::api`])
+//! and `/metrics`: routes find the command and call the [`Operator`]; a
+//! typed error becomes an HTTP status in one place (`status_of`). Every
+//! route but `/metrics` needs the bearer token.
 //!
 //! Routes (all JSON):
 //!
@@ -21,7 +22,6 @@
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,281 +32,86 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::answer::Role;
+use crate::api::{
+    ApiError, DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse,
+    ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
+};
 use crate::config::ControlLimits;
-use crate::daemon::{Shared, lock};
-use crate::health::Probe;
-use crate::state::Event;
+use crate::dns::fast::Counters;
+use crate::operator::Operator;
+use crate::sync::lock;
 
-/// Longest `--reason` accepted: it is stored in every history event.
-pub const MAX_REASON: usize = 1024;
+mod token;
+pub use token::load_or_create_token;
+use token::same;
 
-/// Bytes of randomness in a generated control token.
-const TOKEN_BYTES: usize = 32;
-
-/// `advance` / `rollback` parameters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransitionRequest {
-    /// Target phase; default the next (advance) or previous (rollback).
-    #[serde(default)]
-    pub to: Option<String>,
-    /// Skip the health and hold checks (advance only).
-    #[serde(default)]
-    pub force: bool,
-    /// Report what would be served without changing anything.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Operator's reason, recorded in history.
-    #[serde(default)]
-    pub reason: Option<String>,
+/// Errors the HTTP layer itself answers with.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("cannot read the request body (at most {MAX_BODY} bytes): {0}")]
+    TooLarge(String),
+    #[error("the request body did not arrive within {0:?}")]
+    Slow(Duration),
+    #[error("unknown endpoint action {0:?}")]
+    UnknownAction(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
-/// Result of a transition (or of a dry run).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TransitionResponse {
-    /// Service key.
-    pub service: String,
-    /// Phase before.
-    pub from: String,
-    /// Phase after (or that would be entered).
-    pub to: String,
-    /// False for a dry run.
-    pub applied: bool,
-    /// Weights of the target phase by pool.
-    pub weights: BTreeMap<String, u32>,
-    /// TTL answered in the target phase.
-    pub ttl: u32,
-    /// Things the operator should know (longer TTL, forced, ...).
-    pub warnings: Vec<String>,
-}
-
-/// Body of endpoint enable/disable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonRequest {
-    /// Operator's reason.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// Body of endpoint enable/disable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointRequest {
-    /// Disable even if that leaves a pool that answers now without a
-    /// usable endpoint (ignored by enable).
-    #[serde(default)]
-    pub force: bool,
-    /// Operator's reason.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// Body of decommission.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecommissionRequest {
-    /// Decommission even before the pool's drain deadline plus grace.
-    #[serde(default)]
-    pub force: bool,
-    /// Operator's reason.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// A plain acknowledgement.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OkResponse {
-    /// What was done, for humans.
-    pub message: String,
-}
-
-/// Status of every (or one) service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusResponse {
-    /// Unix milliseconds at which this was taken.
-    pub now_ms: u64,
-    /// SOA serial currently served.
-    pub serial: u32,
-    /// Services.
-    pub services: Vec<ServiceStatus>,
-}
-
-/// Status of one service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    /// Service key (FQDN).
-    pub service: String,
-    /// Name as written in the zone file.
-    pub short: String,
-    /// Staging name, if any.
-    pub staging: Option<String>,
-    /// Current phase.
-    pub phase: String,
-    /// All phases in order.
-    pub phases: Vec<String>,
-    /// Unix seconds when the current phase was entered (0: since start-up, never changed).
-    pub since: u64,
-    /// TTL answered now.
-    pub ttl: u32,
-    /// Unix ms when the current phase's `hold` ends (advancing earlier
-    /// needs `--force`); `None` when the phase has no hold.
-    pub hold_until_ms: Option<u64>,
-    /// No pool has a usable endpoint for the main name (for some record
-    /// family) and its answers fail open: as if every endpoint were usable.
-    pub fail_open: bool,
-    /// The same for the staging name.
-    pub staging_fail_open: bool,
-    /// No pool has a usable endpoint (for some record family) and the
-    /// service answers SERVFAIL (`on_all_down = "servfail"`).
-    pub servfail: bool,
-    /// Pools, in configuration order.
-    pub pools: Vec<PoolStatus>,
-}
-
-/// Status of one pool.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PoolStatus {
-    /// Pool name.
-    pub pool: String,
-    /// Weight in the current phase.
-    pub weight: u32,
-    /// Decommissioned by the operator.
-    pub decommissioned: bool,
-    /// What the pool does for the main name right now, when that is the
-    /// same for every record family it has endpoints of; else `None` and
-    /// see `roles`.
-    pub role: Option<Role>,
-    /// What the pool does for the main name right now, by record family
-    /// ("A", "AAAA"; "*" for a service with a host-name pool, decided for
-    /// every type at once). Families the pool has no endpoint of are absent.
-    pub roles: BTreeMap<String, Role>,
-    /// Main-name answers carrying this pool in the last minute.
-    pub answers_last_minute: u64,
-    /// Share of main-name answers in the last minute (0..1).
-    pub share_last_minute: f64,
-    /// Unix ms of the last main-name answer carrying this pool.
-    pub last_answered_ms: Option<u64>,
-    /// TTL of that answer.
-    pub last_ttl: Option<u32>,
-    /// For a pool the main name does not answer now: last answer + its
-    /// TTL; no resolver that honours TTLs holds the pool after this.
-    pub drained_at_ms: Option<u64>,
-    /// `drained_at_ms` has passed.
-    pub drained: bool,
-    /// `drained_at_ms` plus the service's drain grace.
-    pub safe_to_decommission_after_ms: Option<u64>,
-    /// Endpoints.
-    pub endpoints: Vec<EndpointStatus>,
-}
-
-/// Status of one endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EndpointStatus {
-    /// Endpoint as written.
-    pub endpoint: String,
-    /// Health verdict (true until the first result, and when not checked).
-    pub healthy: bool,
-    /// Whether a health check is configured.
-    pub checked: bool,
-    /// Taken out by the operator.
-    pub disabled: bool,
-    /// Unix seconds of the last verdict change.
-    pub since: u64,
-    /// Last probe.
-    pub last_check: Option<Probe>,
-}
-
-/// History of one service, or of every service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HistoryResponse {
-    /// Service key; absent when the history covers every service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    /// Oldest first (newest last).
-    pub events: Vec<Event>,
-}
-
-/// Result of a reload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReloadResponse {
-    /// Zones now served.
-    pub zones: usize,
-    /// Services now served.
-    pub services: usize,
-    /// SOA serial now served.
-    pub serial: u32,
-}
-
-/// An error from the daemon.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: String,
-}
-
-/// An error with its HTTP status, as returned by daemon operations.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Message for the operator.
-    pub message: String,
-}
-
-impl ApiError {
-    /// 404.
-    pub fn not_found(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: m.into(),
-        }
-    }
-    /// 409: refused in the current state.
-    pub fn conflict(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: m.into(),
-        }
-    }
-    /// 400.
-    pub fn bad_request(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: m.into(),
-        }
-    }
-    /// 500.
-    pub fn internal(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: m.into(),
+impl ApiError for ControlError {
+    fn fault(&self) -> Fault {
+        match self {
+            ControlError::Unauthorized => Fault::Unauthorized,
+            ControlError::TooLarge(_) => Fault::TooLarge,
+            ControlError::Slow(_) => Fault::Timeout,
+            ControlError::UnknownAction(_) => Fault::NotFound,
+            ControlError::Internal(_) => Fault::Internal,
         }
     }
 }
 
-impl IntoResponse for ApiError {
+/// The HTTP status of an error: the one place faults meet HTTP.
+fn status_of(fault: Option<Fault>) -> StatusCode {
+    match fault {
+        Some(Fault::NotFound) => StatusCode::NOT_FOUND,
+        Some(Fault::Usage) => StatusCode::BAD_REQUEST,
+        Some(Fault::Refused) => StatusCode::CONFLICT,
+        Some(Fault::Unauthorized) => StatusCode::UNAUTHORIZED,
+        Some(Fault::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(Fault::Timeout) => StatusCode::REQUEST_TIMEOUT,
+        Some(Fault::Internal) | None => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answer: any command's typed error, as it travels.
+#[derive(Debug)]
+struct Rejection(ErrorBody);
+
+impl<E: ApiError> From<E> for Rejection {
+    fn from(e: E) -> Rejection {
+        Rejection(e.body())
+    }
+}
+
+impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                error: self.message,
-            }),
-        )
-            .into_response()
+        (status_of(self.0.fault), Json(self.0)).into_response()
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+type ApiResult<T> = Result<Json<T>, Rejection>;
 
 #[derive(Clone)]
 struct Ctx {
-    shared: Arc<Shared>,
+    op: Arc<Operator>,
+    /// The data path's counters, for `/metrics`.
+    datapath: Arc<Counters>,
     token: Arc<str>,
     /// The last `/metrics` rendering and when it was made.
     metrics: Arc<tokio::sync::Mutex<Option<(Instant, axum::body::Bytes)>>>,
@@ -315,93 +120,7 @@ struct Ctx {
     daemon: tokio::runtime::Handle,
 }
 
-/// Reads the control token, or creates it (mode 0600) if missing. The new
-/// file is written beside it and renamed into place, so a crash while it is
-/// created never leaves an empty token file that would stop the next start.
-/// An existing file must be a regular file of mode 0600 (no access for
-/// group or others) owned by the user dnsshift runs as; otherwise this
-/// refuses with the command that fixes it.
-pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    match crate::spec::read_regular(path) {
-        Ok(t) if !t.trim().is_empty() => {
-            check_token_file(path)?;
-            return Ok(t.trim().to_string());
-        }
-        Ok(_) => {
-            return Err(std::io::Error::other(
-                "the file is empty (remove it to have a new token generated)",
-            ));
-        }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    // A leftover from a crash is ours to replace.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(token)
-}
-
-/// Refuses a token file that others could read or that another user owns.
-fn check_token_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)?;
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(std::io::Error::other(format!(
-            "the file has mode {mode:04o} but must be readable by its owner only: run `chmod 600 {}`",
-            path.display()
-        )));
-    }
-    if let Some(me) = effective_uid()
-        && meta.uid() != me
-    {
-        return Err(std::io::Error::other(format!(
-            "the file is owned by uid {} but dnsshift runs as uid {me}: run `chown {me} {}` (or remove it to have a new token generated)",
-            meta.uid(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The effective uid of this process, from `/proc/self/status` (std has no
-/// safe call for it, and this crate forbids `unsafe`). None where there is
-/// no procfs; the owner check is then skipped.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    // Uid: real effective saved filesystem
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Compares without an early exit, so timing does not leak the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ControlError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -410,10 +129,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     if same(given.trim().as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
-        Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "missing or wrong bearer token".into(),
-        })
+        Err(ControlError::Unauthorized)
     }
 }
 
@@ -436,7 +152,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// they restart belong. The receiver reports when the server has stopped.
 pub fn spawn(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    op: Arc<Operator>,
+    datapath: Arc<Counters>,
     token: String,
     limits: ControlLimits,
     shutdown: CancellationToken,
@@ -454,7 +171,7 @@ pub fn spawn(
             yield_cpu_to_dns();
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                serve(listener, shared, token, limits, daemon, shutdown).await
+                serve(listener, op, datapath, token, limits, daemon, shutdown).await
             });
             let _ = done.send(result);
         })?;
@@ -493,14 +210,16 @@ fn yield_cpu_to_dns() {
 /// or slow clients cannot lock out the operator.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    op: Arc<Operator>,
+    datapath: Arc<Counters>,
     token: String,
     limits: ControlLimits,
     daemon: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(Ctx {
-        shared,
+        op,
+        datapath,
         token: token.into(),
         metrics: Arc::default(),
         limits,
@@ -698,19 +417,10 @@ async fn bounded_body(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> R
     let bytes = match tokio::time::timeout(ctx.limits.body_timeout, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            return closing(ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
-            });
+            return closing(ControlError::TooLarge(e.to_string()).into());
         }
         Err(_) => {
-            return closing(ApiError {
-                status: StatusCode::REQUEST_TIMEOUT,
-                message: format!(
-                    "the request body did not arrive within {:?}",
-                    ctx.limits.body_timeout
-                ),
-            });
+            return closing(ControlError::Slow(ctx.limits.body_timeout).into());
         }
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
@@ -719,7 +429,7 @@ async fn bounded_body(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> R
 
 /// An error response that also closes the connection (its body was not
 /// read to the end).
-fn closing(e: ApiError) -> Response {
+fn closing(e: Rejection) -> Response {
     let mut r = e.into_response();
     r.headers_mut().insert(
         header::CONNECTION,
@@ -733,7 +443,7 @@ fn closing(e: ApiError) -> Response {
 async fn require_token(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> Response {
     match authorized(req.headers(), &ctx.token) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => Rejection::from(e).into_response(),
     }
 }
 
@@ -745,20 +455,34 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
     let body = match &*cache {
         Some((at, body)) if at.elapsed() < METRICS_CACHE => body.clone(),
         _ => {
-            let shared = ctx.shared.clone();
-            match tokio::task::spawn_blocking(move || crate::metrics::render(&shared)).await {
+            let (op, datapath) = (ctx.op.clone(), ctx.datapath.clone());
+            let render = move || {
+                crate::metrics::render(&crate::metrics::Sources {
+                    zones: &op.zones(),
+                    state: &op.state(),
+                    health: &op.health,
+                    stats: &op.stats,
+                    serial: op.plan.load().serial,
+                    datapath: &datapath,
+                })
+            };
+            match tokio::task::spawn_blocking(render).await {
                 Ok(Ok(text)) => {
                     let body = axum::body::Bytes::from(text);
                     *cache = Some((Instant::now(), body.clone()));
                     body
                 }
                 Ok(Err(e)) => {
-                    return ApiError::internal(format!("cannot encode metrics: {e}"))
-                        .into_response();
+                    return Rejection::from(ControlError::Internal(format!(
+                        "cannot encode metrics: {e}"
+                    )))
+                    .into_response();
                 }
                 Err(e) => {
-                    return ApiError::internal(format!("metrics rendering failed: {e}"))
-                        .into_response();
+                    return Rejection::from(ControlError::Internal(format!(
+                        "metrics rendering failed: {e}"
+                    )))
+                    .into_response();
                 }
             }
         }
@@ -783,20 +507,22 @@ async fn status(
     AxState(ctx): AxState<Ctx>,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<StatusResponse> {
-    ctx.shared.status(q.service.as_deref()).map(Json)
+    Ok(Json(ctx.op.status(q.service.as_deref())?))
 }
 
 /// Runs a blocking daemon operation (state file fsync) on the daemon's
 /// blocking pool.
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: ApiError + Send + 'static>(
     ctx: &Ctx,
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&Operator) -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
-    ctx.daemon
-        .spawn_blocking(f)
+    let op = ctx.op.clone();
+    let result = ctx
+        .daemon
+        .spawn_blocking(move || f(&op))
         .await
-        .map_err(|e| ApiError::internal(format!("operation failed: {e}")))?
-        .map(Json)
+        .map_err(|e| ControlError::Internal(format!("operation failed: {e}")))?;
+    Ok(Json(result?))
 }
 
 async fn advance(
@@ -821,8 +547,7 @@ async fn transition(
     req: TransitionRequest,
     direction: crate::phase::Direction,
 ) -> ApiResult<TransitionResponse> {
-    let shared = ctx.shared.clone();
-    blocking(&ctx, move || shared.transition(&service, direction, req)).await
+    blocking(&ctx, move |op| op.transition(&service, direction, req)).await
 }
 
 async fn endpoint(
@@ -834,14 +559,11 @@ async fn endpoint(
         "enable" => true,
         "disable" => false,
         other => {
-            return Err(ApiError::not_found(format!(
-                "unknown endpoint action {other:?}"
-            )));
+            return Err(ControlError::UnknownAction(other.to_string()).into());
         }
     };
-    let shared = ctx.shared.clone();
-    blocking(&ctx, move || {
-        shared.set_endpoint(&service, &endpoint, enable, req)
+    blocking(&ctx, move |op| {
+        op.set_endpoint(&service, &endpoint, enable, req)
     })
     .await
 }
@@ -851,8 +573,7 @@ async fn decommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<DecommissionRequest>,
 ) -> ApiResult<OkResponse> {
-    let shared = ctx.shared.clone();
-    blocking(&ctx, move || shared.decommission(&service, &pool, req)).await
+    blocking(&ctx, move |op| op.decommission(&service, &pool, req)).await
 }
 
 async fn recommission(
@@ -860,52 +581,27 @@ async fn recommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<ReasonRequest>,
 ) -> ApiResult<OkResponse> {
-    let shared = ctx.shared.clone();
-    blocking(&ctx, move || {
-        shared.recommission(&service, &pool, req.reason)
-    })
-    .await
+    blocking(&ctx, move |op| op.recommission(&service, &pool, req.reason)).await
 }
 
 async fn history(
     AxState(ctx): AxState<Ctx>,
     UrlPath(service): UrlPath<String>,
 ) -> ApiResult<HistoryResponse> {
-    ctx.shared.history(Some(&service)).map(Json)
+    Ok(Json(ctx.op.history(Some(&service))?))
 }
 
 async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
-    ctx.shared.history(None).map(Json)
+    Ok(Json(ctx.op.history(None)?))
 }
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
-    let shared = ctx.shared.clone();
-    blocking(&ctx, move || shared.reload().map_err(ApiError::bad_request)).await
+    blocking(&ctx, Operator::reload).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_is_created_once_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/control.token");
-        let t1 = load_or_create_token(&p).unwrap();
-        assert_eq!(t1.len(), TOKEN_BYTES * 2);
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(load_or_create_token(&p).unwrap(), t1);
-        assert!(!dir.path().join("sub/control.token.tmp").exists());
-        // A file others can read is refused with the fix.
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load_or_create_token(&p).unwrap_err().to_string();
-        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
-        // An empty file is an error, never silently replaced.
-        std::fs::write(&p, "").unwrap();
-        assert!(load_or_create_token(&p).is_err());
-    }
 
     #[test]
     fn bearer_check() {

@@ -1,6 +1,23 @@
-//! The DNS side: a hickory `RequestHandler` that answers from the current
-//! [`Plan`] (and says which server answered, when asked), our own UDP receive
-//! loop in front of it, and binding of the UDP and TCP sockets.
+//! The DNS data path, one room: binding the UDP and TCP sockets, the UDP
+//! fast path that answers from precomputed wire templates ([`fast`], on
+//! [`udp`] worker threads, with [`parse`] and response rate limiting in
+//! [`rrl`]), the bounded TCP server ([`tcp`]), and for whatever the fast
+//! path does not cover, a hickory `RequestHandler` (here) reached through
+//! [`fallback`]. The handler answers from the current [`Plan`] (and says
+//! which server answered, when asked); it also runs its own UDP receive
+//! loop when the fast path is off.
+//!
+//! Binding ([`bind`], [`Listener`]) is in `socket.rs`.
+
+pub mod fallback;
+pub mod fast;
+pub mod parse;
+pub mod rrl;
+mod socket;
+pub mod tcp;
+pub mod udp;
+
+pub use socket::{Listener, bind};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,20 +37,18 @@ use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, Record
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
-use socket2::{Domain, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::answer::{Lookup, Plan};
+use crate::answer::{Lookup, Plan, ThreadRandom};
+use crate::clock::unix_ms;
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
 /// Largest UDP payload we advertise and use, whatever the client offers
 /// (the DNS flag day 2020 recommendation, avoiding IP fragmentation).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
-/// Pending TCP connections the kernel may queue.
-const TCP_BACKLOG: i32 = 1024;
 
 /// The CH TXT names that ask a server who it is (the names BIND, NSD and
 /// Knot answer): `hostname.bind.` is the traditional one, `id.server.` the
@@ -140,41 +155,10 @@ impl RequestHandler for Handler {
             None => None,
         };
 
-        if request.metadata.message_type != MessageType::Query {
-            // hickory drops responses before they get here; be safe anyway.
-            return send_error(
-                request,
-                ResponseCode::FormErr,
-                edns,
-                &plan,
-                tcp,
-                response_handle,
-            )
-            .await;
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return send_error(
-                request,
-                ResponseCode::NotImp,
-                edns,
-                &plan,
-                tcp,
-                response_handle,
-            )
-            .await;
-        }
-        let info = match request.request_info() {
+        let info = match admit(request) {
             Ok(info) => info,
-            Err(_) => {
-                return send_error(
-                    request,
-                    ResponseCode::FormErr,
-                    edns,
-                    &plan,
-                    tcp,
-                    response_handle,
-                )
-                .await;
+            Err(code) => {
+                return send_error(request, code, edns, &plan, tcp, response_handle).await;
             }
         };
         let qname = info.query.name();
@@ -204,9 +188,14 @@ impl RequestHandler for Handler {
 
         // No zone transfers. Our zones are class IN: a question in another
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR)
-            || !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY)
+        let in_zones = !matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+            && matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY);
+        let found = match in_zones.then(|| plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom))
         {
+            Some(Lookup::Zone(a, c)) => Some((a, c)),
+            Some(Lookup::Refused) | None => None,
+        };
+        let Some((answer, counters)) = found else {
             return send_error(
                 request,
                 ResponseCode::Refused,
@@ -216,21 +205,6 @@ impl RequestHandler for Handler {
                 response_handle,
             )
             .await;
-        }
-
-        let (answer, counters) = match plan.lookup(qname, qtype) {
-            Lookup::Refused => {
-                return send_error(
-                    request,
-                    ResponseCode::Refused,
-                    edns,
-                    &plan,
-                    tcp,
-                    response_handle,
-                )
-                .await;
-            }
-            Lookup::Zone(a, c) => (a, c),
         };
         counters.count(qtype, tcp, answer.rcode);
 
@@ -270,6 +244,19 @@ async fn send<'a, R: ResponseHandler>(
             servfail_info(request)
         }
     }
+}
+
+/// The request's question, or the error code it gets before any lookup:
+/// FORMERR for a response (hickory drops those before they get here; be
+/// safe anyway) or an unparsable question, NOTIMP for another opcode.
+fn admit(request: &Request) -> Result<hickory_server::server::RequestInfo<'_>, ResponseCode> {
+    if request.metadata.message_type != MessageType::Query {
+        return Err(ResponseCode::FormErr);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    request.request_info().map_err(|_| ResponseCode::FormErr)
 }
 
 async fn send_error<R: ResponseHandler>(
@@ -533,6 +520,25 @@ async fn formerr(
     }
 }
 
+/// Encodes a response in at most `max_size` bytes: what does not fit is
+/// left out and TC set by the encoder.
+pub(crate) fn encode<'a, A, N, S, D>(
+    response: MessageResponse<'_, 'a, A, N, S, D>,
+    max_size: u16,
+) -> Result<(Vec<u8>, ResponseInfo), NetError>
+where
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(max_size);
+    let info = response.destructive_emit(&mut encoder)?;
+    Ok((buf, info))
+}
+
 /// Sends one response to one client over the shared UDP socket.
 #[derive(Clone)]
 struct UdpResponder {
@@ -556,99 +562,12 @@ impl ResponseHandler for UdpResponder {
         // Without EDNS a UDP reply is at most 512 bytes (RFC 1035 4.2.1);
         // what does not fit is left out and TC set by the encoder.
         let limit = response.edns().map_or(512, |e| e.max_payload());
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        encoder.set_max_size(limit);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (buf, info) = encode(response, limit)?;
         self.socket.send_to(&buf, self.dst).await?;
         Ok(info)
     }
 }
 
-/// Sockets for one DNS listen address.
-pub struct Listener {
-    /// Bound UDP sockets, all on the same port (`SO_REUSEPORT`): one per
-    /// fast-path worker. Blocking; hickory's path takes the first one.
-    pub udp: Vec<std::net::UdpSocket>,
-    /// Listening TCP socket.
-    pub tcp: TcpListener,
-    /// The receive buffer the kernel granted each UDP socket (as
-    /// `SO_RCVBUF` reports it: twice the usable payload on Linux).
-    pub rcvbuf: usize,
-}
-
-/// Binds `udp_sockets` UDP sockets (at least one) and one TCP listener on
-/// `addr`, asking for `rcvbuf` bytes of UDP receive buffer. IPv6 sockets are
-/// IPv6-only, so `0.0.0.0:53` and `[::]:53` can both be listed. Port 0 binds
-/// the first UDP socket, then the others and TCP on the port it got, so one
-/// ephemeral port serves both; if that port is taken for TCP, another
-/// ephemeral port is tried.
-pub fn bind(addr: SocketAddr, udp_sockets: usize, rcvbuf: usize) -> std::io::Result<Listener> {
-    let mut attempt = 0;
-    loop {
-        match bind_once(addr, udp_sockets.max(1), rcvbuf) {
-            Err(e)
-                if addr.port() == 0
-                    && e.kind() == std::io::ErrorKind::AddrInUse
-                    && attempt < EPHEMERAL_BIND_ATTEMPTS =>
-            {
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Tries for a port free for both UDP and TCP when binding port 0.
-const EPHEMERAL_BIND_ATTEMPTS: u32 = 16;
-
-fn bind_once(addr: SocketAddr, udp_sockets: usize, rcvbuf: usize) -> std::io::Result<Listener> {
-    let mut bound = addr;
-    let mut udp = Vec::with_capacity(udp_sockets);
-    let mut granted = 0;
-    for _ in 0..udp_sockets {
-        let s = socket(bound, Type::DGRAM)?;
-        s.set_nonblocking(false)?;
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReusePort, &true)?;
-        granted = set_rcvbuf(&s, rcvbuf)?;
-        s.bind(&bound.into())?;
-        if let Some(a) = s.local_addr()?.as_socket() {
-            bound.set_port(a.port());
-        }
-        udp.push(std::net::UdpSocket::from(s));
-    }
-    let tcp = socket(bound, Type::STREAM)?;
-    tcp.set_reuse_address(true)?;
-    tcp.bind(&bound.into())?;
-    tcp.listen(TCP_BACKLOG)?;
-    Ok(Listener {
-        udp,
-        tcp: TcpListener::from_std(tcp.into())?,
-        rcvbuf: granted,
-    })
-}
-
-/// Asks for `want` bytes of receive buffer: beyond `net.core.rmem_max`
-/// when the process may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), else up to it.
-/// Returns what the kernel granted.
-fn set_rcvbuf(s: &Socket, want: usize) -> std::io::Result<usize> {
-    if nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBufForce, &want).is_err() {
-        s.set_recv_buffer_size(want)?;
-    }
-    s.recv_buffer_size()
-}
-
-fn socket(addr: SocketAddr, ty: Type) -> std::io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), ty, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    Ok(s)
-}
-
-/// Idle time after which a TCP connection is closed.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! Prometheus exposition for `/metrics`. Query and answer counters are
-//! plain atomics on the DNS path (see [`crate::answer::Stats`]); they are
+//! plain atomics on the DNS path (see [`crate::stats::Stats`]); they are
 //! read into a fresh registry at scrape time, together with the health
 //! probe histograms the checker keeps and gauges derived from the current
 //! state. Nothing here runs on the query path.
@@ -13,14 +13,36 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::daemon::{Shared, lock};
+use crate::answer::{self, Live};
+use crate::dns::fast::Counters as DataPath;
 use crate::health::Labels;
+use crate::pool::EndpointKey;
+use crate::state::State;
+use crate::stats::Stats;
+use crate::zone::Zone;
 
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;
 
+/// What the metrics are read from: the inputs of the answers and the
+/// counters, never the operator's JSON status.
+pub struct Sources<'a> {
+    /// The zones served.
+    pub zones: &'a [Zone],
+    /// Operator state.
+    pub state: &'a State,
+    /// Endpoint health and the probe histograms.
+    pub health: &'a crate::health::Table,
+    /// Query and answer counters.
+    pub stats: &'a Stats,
+    /// SOA serial served.
+    pub serial: u32,
+    /// The data path's bounds.
+    pub datapath: &'a DataPath,
+}
+
 /// Renders every metric in the OpenMetrics text format.
-pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
+pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("dnsshift");
 
     reg.register(
@@ -30,8 +52,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let queries = Counters::default();
-    let mut zone_counters = shared.stats.zones();
-    zone_counters.push((String::new(), shared.stats.unmatched.clone()));
+    let mut zone_counters = src.stats.zones();
+    zone_counters.push((String::new(), src.stats.unmatched.clone()));
     for (zone, c) in zone_counters {
         for (qtype, proto, rcode, n) in c.snapshot() {
             queries
@@ -67,15 +89,12 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let answers = Counters::default();
-    for ((service, pool, endpoint), s) in shared.stats.endpoints() {
+    for (key, s) in src.stats.endpoints() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
+            let mut labels = key.labels();
+            labels.push(("name", name.to_string()));
             answers
-                .get_or_create(&vec![
-                    ("service", service.clone()),
-                    ("pool", pool.clone()),
-                    ("endpoint", endpoint.clone()),
-                    ("name", name.to_string()),
-                ])
+                .get_or_create(&labels)
                 .inc_by(v.load(Ordering::Relaxed));
         }
     }
@@ -86,7 +105,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
 
     let pool_answers = Counters::default();
-    for ((service, pool), s) in shared.stats.pools() {
+    for ((service, pool), s) in src.stats.pools() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {
             pool_answers
                 .get_or_create(&vec![
@@ -103,9 +122,14 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         pool_answers,
     );
 
-    register_datapath(&mut reg, &shared.datapath);
+    register_datapath(&mut reg, src.datapath);
 
-    let status = shared.status(None).map_err(|_| std::fmt::Error)?;
+    let (zones, state) = (src.zones, src.state);
+    let health = src.health.all();
+    let live = Live {
+        state,
+        health: &health,
+    };
     let healthy = Gauges::default();
     let disabled = Gauges::default();
     let weight = Gauges::default();
@@ -113,33 +137,43 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let drain = Gauges::default();
     let decommissioned = Gauges::default();
     let fail_open = Gauges::default();
-    for s in &status.services {
+    for s in zones.iter().flat_map(|z| &z.services) {
+        let key = s.key();
+        let st = state.service(&key);
+        let current = &s.phases[state.phase_of(s)];
+        let main = answer::decisions(s, &live, false);
+        let staging = match s.staging {
+            Some(_) => answer::decisions(s, &live, true),
+            None => Vec::new(),
+        };
         phase
             .get_or_create(&vec![
-                ("service", s.service.clone()),
-                ("phase", s.phase.clone()),
+                ("service", key.clone()),
+                ("phase", current.name.clone()),
             ])
             .set(1);
         fail_open
-            .get_or_create(&vec![("service", s.service.clone())])
-            .set(i64::from(s.fail_open || s.staging_fail_open));
-        for p in &s.pools {
-            let pl = vec![("service", s.service.clone()), ("pool", p.pool.clone())];
-            weight.get_or_create(&pl).set(i64::from(p.weight));
+            .get_or_create(&vec![("service", key.clone())])
+            .set(i64::from(
+                main.iter().chain(&staging).any(|(_, d)| d.fail_open),
+            ));
+        for (i, p) in s.pools.iter().enumerate() {
+            let pl = vec![("service", key.clone()), ("pool", p.name.clone())];
+            weight.get_or_create(&pl).set(i64::from(current.weights[i]));
             decommissioned
                 .get_or_create(&pl)
-                .set(i64::from(p.decommissioned));
-            if let Some(d) = p.drained_at_ms {
+                .set(i64::from(st.decommissioned.contains(&p.name)));
+            if !answer::answered(&main, i) {
+                let ps = src.stats.pool(&key, &p.name, s.max_ttl());
+                let d = ps.expires_at_ms.load(Ordering::Relaxed);
                 drain.get_or_create(&pl).set((d / 1000) as i64);
             }
             for e in &p.endpoints {
-                let el = vec![
-                    ("service", s.service.clone()),
-                    ("pool", p.pool.clone()),
-                    ("endpoint", e.endpoint.clone()),
-                ];
-                healthy.get_or_create(&el).set(i64::from(e.healthy));
-                disabled.get_or_create(&el).set(i64::from(e.disabled));
+                let ek = EndpointKey::new(&key, &p.name, &e.id);
+                let h = health.get(&ek).is_none_or(|h| h.state.healthy);
+                let off = st.disabled.contains(&ek.in_service());
+                healthy.get_or_create(&ek.labels()).set(i64::from(h));
+                disabled.get_or_create(&ek.labels()).set(i64::from(off));
             }
         }
     }
@@ -180,23 +214,22 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         drain,
     );
     let serial = Gauge::<i64>::default();
-    serial.set(i64::from(status.serial));
+    serial.set(i64::from(src.serial));
     reg.register("soa_serial", "SOA serial currently served", serial);
 
     reg.register_with_unit(
         "health_check_duration",
         "Duration of health-check probes",
         Unit::Seconds,
-        shared.health.check_duration.clone(),
+        src.health.check_duration.clone(),
     );
     reg.register(
         "health_check_failures",
         "Failed health-check probes by reason",
-        shared.health.check_failures.clone(),
+        src.health.check_failures.clone(),
     );
-    let zones = lock(&shared.zones).len();
     let z = Gauge::<i64>::default();
-    z.set(zones as i64);
+    z.set(zones.len() as i64);
     reg.register("zones", "Zones served", z);
 
     let mut out = String::new();
@@ -205,7 +238,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 }
 
 /// The data path's bounds: TCP connections and what the caps turned away.
-fn register_datapath(reg: &mut Registry, c: &crate::fast::Counters) {
+fn register_datapath(reg: &mut Registry, c: &DataPath) {
     let gauge = Gauge::<i64>::default();
     gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
     reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);

@@ -2,10 +2,77 @@
 //! pick between them. Pure: no I/O, no clock; the random source is passed in.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
-use crate::health::Check;
+/// Identifies an endpoint of a pool of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    /// Service key (lowercase FQDN).
+    pub service: String,
+    /// Pool name.
+    pub pool: String,
+    /// Endpoint id as written.
+    pub endpoint: String,
+}
+
+impl EndpointKey {
+    /// The key of `endpoint` in `pool` of the service keyed `service`.
+    pub fn new(service: &str, pool: &str, endpoint: &str) -> EndpointKey {
+        EndpointKey {
+            service: service.to_string(),
+            pool: pool.to_string(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    /// "pool/endpoint": how the state file names it within its service.
+    pub fn in_service(&self) -> String {
+        format!("{}/{}", self.pool, self.endpoint)
+    }
+}
+
+/// How an endpoint is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// GET a URL over plain HTTP.
+    Http,
+    /// GET a URL over HTTPS, verifying the certificate unless `insecure`.
+    Https,
+    /// Only open a TCP connection.
+    Tcp,
+}
+
+/// A fully resolved check for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Protocol of the probe.
+    pub kind: CheckKind,
+    /// For http/https: the URL with `{endpoint}` filled in.
+    /// For tcp: `host:port` to connect to.
+    pub target: String,
+    /// Host header and TLS SNI / certificate name, if not the URL's host.
+    pub host: Option<String>,
+    /// Time between probes (jittered).
+    pub interval: Duration,
+    /// Bound on one probe, connect to last byte.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy.
+    pub fall: u32,
+    /// Accepted status codes, inclusive.
+    pub expect: (u16, u16),
+    /// Substring that must appear in the first `BODY_LIMIT` (health) bytes of the body.
+    pub expect_body: Option<String>,
+    /// Skip certificate verification (https).
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) trusted for https checks.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// What an endpoint answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]

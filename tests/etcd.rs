@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::etcd::{EtcdCluster, ServerTls};
-use dnsshift::cluster::{Cluster, Commit, HostReport, Layout, PoolAnswers};
-use dnsshift::etcd::{Change, Credentials, Etcd, EtcdError, EtcdOptions, Put, WatchEvent};
+use dnsshift::state::cluster::{Cluster, Commit, HostReport, Layout, PoolAnswers};
+use dnsshift::state::etcd::{Change, Credentials, Etcd, EtcdError, EtcdOptions, Put, WatchEvent};
 
 /// Bound on one awaited etcd operation in a test.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,7 +32,7 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// Waits for the next batch of changes on `watch`, retrying while etcd is
 /// unreachable, up to `timeout`.
-async fn next_changes(watch: &mut dnsshift::etcd::Watch, timeout: Duration) -> Vec<Change> {
+async fn next_changes(watch: &mut dnsshift::state::etcd::Watch, timeout: Duration) -> Vec<Change> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -11,10 +11,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::MAX_UDP_PAYLOAD;
-use dnsshift::fast::rrl::{Rrl, Settings, now_secs};
-use dnsshift::fast::{Action, Counters, respond};
+use dnsshift::dns::fast::{Action, Counters, respond};
+use dnsshift::dns::rrl::{Rrl, Settings, now_secs};
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -129,7 +130,7 @@ fn a_running_udp_worker_allocates_nothing() {
     let listener = dnsshift::dns::bind("127.0.0.1:0".parse().unwrap(), 1, 1 << 20).unwrap();
     let addr = listener.udp[0].local_addr().unwrap();
     let counters = Arc::new(Counters::default());
-    let fallback = dnsshift::fast::fallback::Fallback::new(
+    let fallback = dnsshift::dns::fallback::Fallback::new(
         Arc::new(dnsshift::dns::Handler::new(plan.clone())),
         Arc::new(Rrl::new(Settings {
             enabled: true,
@@ -145,7 +146,7 @@ fn a_running_udp_worker_allocates_nothing() {
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let workers =
-        dnsshift::fast::udp::spawn(listener.udp, plan, fallback, shutdown.clone()).unwrap();
+        dnsshift::dns::udp::spawn(listener.udp, plan, fallback, shutdown.clone()).unwrap();
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))

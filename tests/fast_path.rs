@@ -10,11 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan, ThreadRandom};
+use dnsshift::clock::unix_ms;
+use dnsshift::config::source::Source;
+use dnsshift::dns::fallback::handle;
+use dnsshift::dns::fast::{Action, respond};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
-use dnsshift::fast::fallback::handle;
-use dnsshift::fast::{Action, respond};
-use dnsshift::spec::Source;
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
@@ -246,12 +248,16 @@ fn weighted_choices_follow_the_same_draws() {
             .collect();
         fastrand::seed(seed);
         let name = hickory_proto::rr::LowerName::from(Name::from_ascii("www.z.test.").unwrap());
-        let want: Vec<String> = match plan.load().lookup(&name, RecordType::A) {
-            dnsshift::answer::Lookup::Zone(a, _) => {
-                a.answers.iter().map(|r| r.data.to_string()).collect()
-            }
-            dnsshift::answer::Lookup::Refused => panic!("refused"),
-        };
+        let want: Vec<String> =
+            match plan
+                .load()
+                .lookup(&name, RecordType::A, unix_ms(), &mut ThreadRandom)
+            {
+                dnsshift::answer::Lookup::Zone(a, _) => {
+                    a.answers.iter().map(|r| r.data.to_string()).collect()
+                }
+                dnsshift::answer::Lookup::Refused => panic!("refused"),
+            };
         assert_eq!(got, want, "seed {seed}");
         seen.insert(got);
     }

@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use dnsshift::answer::{ConfigOnly, Plan, Stats};
+use dnsshift::answer::{ConfigOnly, Plan};
+use dnsshift::dns::fallback::handle;
+use dnsshift::dns::fast::{Action, respond};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
-use dnsshift::fast::fallback::handle;
-use dnsshift::fast::{Action, respond};
+use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};

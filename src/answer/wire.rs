@@ -21,8 +21,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::{Answer, MAX_CHAIN, Node, PoolCounter, QueryCounters, Selection, ZonePlan};
-use crate::pool::pick_weighted;
+use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, ZonePlan};
+use crate::stats::QueryCounters;
 
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
@@ -177,7 +177,16 @@ impl WirePlan {
     /// Answers `q` into `out`, which must hold at least `limit` bytes, the
     /// most the response may take. Counts the query like the hickory path
     /// does, unless it falls back.
-    pub fn answer(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Outcome {
+    /// `now_ms` and `rng` are the lookup's ([`super::Plan::lookup`]).
+    pub fn answer(
+        &self,
+        q: &Question<'_>,
+        limit: usize,
+        out: &mut [u8],
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Outcome {
+        let mut draw = Draw { now_ms, rng };
         let qtype = RecordType::from(q.qtype);
         let limit = limit.min(out.len());
         if let Some(name) = self.names.get(q.lower) {
@@ -194,25 +203,20 @@ impl WirePlan {
                     pools,
                     max_answers,
                     none,
-                } => {
-                    let total = cumulative.last().copied().unwrap_or(0);
-                    match pick_weighted(cumulative, fastrand::u64(0..total.max(1))) {
-                        None => (none, None),
-                        Some(i) => {
-                            let p = &pools[i];
-                            let n = p.records;
-                            let start = if n > 1 { fastrand::usize(0..n) } else { 0 };
-                            let t = &p.variants[start.min(p.variants.len() - 1)];
-                            (t, Some((p, start, (*max_answers).min(n))))
-                        }
+                } => match draw.pick(cumulative, |i| pools[i].records) {
+                    None => (none, None),
+                    Some((i, start)) => {
+                        let p = &pools[i];
+                        let t = &p.variants[start.min(p.variants.len() - 1)];
+                        (t, Some((p, start, (*max_answers).min(p.records))))
                     }
-                }
+                },
             };
             let Some(len) = template.write(q, limit, out) else {
                 return Outcome::Fallback;
             };
             if let Some((p, start, k)) = pool {
-                p.counter.count(start, k);
+                p.counter.count(start, k, draw.now_ms);
             }
             name.counters.count(qtype, false, template.rcode);
             return Outcome::Answered(len);
@@ -389,6 +393,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
     {
         return match svc.selection(qtype) {
             Selection::Weighted { cumulative, pools } => {
+                let mut rng = fastrand::Rng::with_seed(0);
                 let mut wires = Vec::with_capacity(pools.len());
                 for pool in pools {
                     if pool.chase.as_ref().is_some_and(|t| {
@@ -403,7 +408,16 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                             authoritative: true,
                             ..Answer::default()
                         };
-                        zone.pool_answer(pool, svc.max_answers, start, qtype, &mut ans, 0);
+                        let mut draw = Draw::none(&mut rng);
+                        zone.pool_answer(
+                            pool,
+                            svc.max_answers,
+                            start,
+                            qtype,
+                            &mut ans,
+                            0,
+                            &mut draw,
+                        );
                         let Some(t) = template(&qname, qtype, &ans) else {
                             return Reply::Fallback;
                         };
@@ -445,7 +459,8 @@ fn fixed(zone: &ZonePlan, qname: &Name, name: &LowerName, qtype: RecordType) -> 
         authoritative: true,
         ..Answer::default()
     };
-    zone.lookup(name, qtype, &mut ans, 0);
+    let mut rng = fastrand::Rng::with_seed(0);
+    zone.lookup(name, qtype, &mut ans, 0, &mut Draw::none(&mut rng));
     template(qname, qtype, &ans).map_or(Reply::Fallback, Reply::Fixed)
 }
 

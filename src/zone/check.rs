@@ -12,8 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::health::{Check, CheckKind};
-use crate::spec::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, DurationSpec, Source};
+use crate::pool::{Check, CheckKind};
 
 /// Default time between probes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -374,7 +374,7 @@ fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
 fn read_ca_file(zone_file: &Path, name: &str) -> Result<PathBuf, String> {
     let dir = zone_file.parent().unwrap_or(Path::new(""));
     let path = dir.join(name.trim());
-    let pem = crate::spec::read_regular(&path)
+    let pem = crate::config::source::read_regular(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut certs = 0;
     for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {

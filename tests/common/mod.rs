@@ -327,8 +327,8 @@ pub fn non_loopback_checks(zones: &[dnsshift::zone::Zone]) -> Vec<String> {
         .collect()
 }
 
-fn check_is_loopback(check: &dnsshift::health::Check) -> bool {
-    use dnsshift::health::CheckKind;
+fn check_is_loopback(check: &dnsshift::pool::Check) -> bool {
+    use dnsshift::pool::CheckKind;
     let host = match check.kind {
         CheckKind::Tcp => {
             return check

@@ -12,16 +12,16 @@ use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
+use super::fast::{Counters, question_end, question_has_pointer};
 use super::rrl::{Rrl, now_secs};
-use super::{Counters, question_end, question_has_pointer};
 use crate::answer::wire::{HEADER_LEN, opt_record};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
+use crate::sync::lock;
 
 /// Fallback requests being answered at once; beyond this, datagrams are
 /// dropped (a flood of odd packets must not grow memory without bound).
@@ -107,7 +107,7 @@ pub async fn handle(
     if question_has_pointer(&raw) {
         crate::dns::note_unparsable(src, "compression pointer in a question name");
         let mut out = vec![0u8; HEADER_LEN];
-        super::formerr(&header, &mut out);
+        super::fast::formerr(&header, &mut out);
         return Some(out);
     }
     let request = match Request::from_bytes(raw, src, protocol) {
@@ -115,7 +115,7 @@ pub async fn handle(
         Err(error) => {
             crate::dns::note_unparsable(src, error);
             let mut out = vec![0u8; HEADER_LEN];
-            super::formerr(&header, &mut out);
+            super::fast::formerr(&header, &mut out);
             return Some(out);
         }
     };
@@ -132,7 +132,7 @@ pub async fn handle(
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
-    capture.out.lock().unwrap_or_else(|e| e.into_inner()).take()
+    lock(&capture.out).take()
 }
 
 fn send(socket: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) {
@@ -171,14 +171,11 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(self.max_size);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (mut bytes, info) = super::encode(response, self.max_size)?;
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
             truncated(&mut bytes, self.edns);
         }
-        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        *lock(&self.out) = Some(bytes);
         Ok(info)
     }
 }

@@ -61,14 +61,12 @@
 //! talks to etcd directly, not to the daemon, so it works before any host
 //! runs with `[cluster]`.
 
-pub mod config;
-
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::{CasOutcome, Etcd, EtcdError, KeyValue, Put, Watch};
+use super::etcd::{CasOutcome, Etcd, EtcdError, KeyValue, Put, Watch};
 
 /// Default key prefix.
-pub const DEFAULT_PREFIX: &str = "/dnsshift";
+pub use crate::config::cluster::DEFAULT_PREFIX;
 
 /// Names of the keys under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

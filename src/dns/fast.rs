@@ -3,7 +3,7 @@
 //! answers copied from wire templates the plan precomputed
 //! ([`crate::answer::wire`]). Per query: no allocation, no lock, no syscall
 //! beyond the batched I/O. Whatever the templates do not cover goes to the
-//! hickory [`Handler`](crate::dns::Handler) ([`fallback`]); TCP stays on
+//! hickory [`Handler`](crate::dns::Handler) ([`fallback`](super::fallback)); TCP stays on
 //! hickory.
 //!
 //! ```text
@@ -12,21 +12,17 @@
 //!                              └──▶ tokio task: hickory Handler ──sendto──▶ kernel
 //! ```
 
-pub mod fallback;
-pub mod parse;
-pub mod rrl;
-pub mod tcp;
-pub mod udp;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::answer::Plan;
+use super::parse::{self, MAX_NAME, Parsed};
+use super::rrl;
 use crate::answer::wire::{HEADER_LEN, Outcome};
-use parse::{MAX_NAME, Parsed};
+use crate::answer::{Plan, ThreadRandom};
+use crate::clock::unix_ms;
 
 /// What to do with one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +56,10 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
         }
         Parsed::Query(q) => {
             let limit = usize::from(q.edns.unwrap_or(512));
-            match plan.wire.answer(&q, limit, out) {
+            match plan
+                .wire
+                .answer(&q, limit, out, unix_ms(), &mut ThreadRandom)
+            {
                 Outcome::Answered(n) => Action::Send(n),
                 Outcome::Fallback => Action::Fallback,
             }
@@ -90,7 +89,7 @@ pub struct Counters {
     /// Failed accepts (descriptor or memory exhaustion), each followed by
     /// a back-off.
     pub tcp_accept_errors: AtomicU64,
-    /// UDP datagrams dropped because [`fallback::MAX_IN_FLIGHT`] were
+    /// UDP datagrams dropped because [`MAX_IN_FLIGHT`](super::fallback::MAX_IN_FLIGHT) were
     /// already being answered by the hickory handler.
     pub udp_fallback_dropped: AtomicU64,
     /// UDP responses response rate limiting dropped.

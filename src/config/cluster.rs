@@ -20,10 +20,65 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::etcd::{Credentials, DEFAULT_REQUEST_TIMEOUT, EtcdOptions};
-use crate::spec::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, DurationSpec, Source};
 
-use super::DEFAULT_PREFIX;
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "/dnsshift";
+/// Default bound on one request to one endpoint.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound on opening a TCP (and TLS) connection to one endpoint.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the members, `http://` or `https://`, e.g.
+    /// `https://10.0.0.1:2379`. Tried in order, starting at the last that answered.
+    pub endpoints: Vec<String>,
+    /// Bound on one request to one endpoint.
+    pub request_timeout: Duration,
+    /// Bound on connecting to one endpoint.
+    pub connect_timeout: Duration,
+    /// Extra trusted CA certificate(s), PEM: etcd's server certificate issuer.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and private key, PEM, concatenated (for
+    /// `--client-cert-auth`).
+    pub identity_pem: Option<Vec<u8>>,
+    /// User name and password (etcd auth).
+    pub credentials: Option<Credentials>,
+}
+
+impl EtcdOptions {
+    /// Plain endpoints with default timeouts, no TLS, no auth.
+    pub fn new(endpoints: Vec<String>) -> EtcdOptions {
+        EtcdOptions {
+            endpoints,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca_pem: None,
+            identity_pem: None,
+            credentials: None,
+        }
+    }
+}
+
+/// etcd user and password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// etcd user name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
 
 /// Raw `[cluster]` table.
 #[derive(Deserialize)]

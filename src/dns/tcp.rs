@@ -17,9 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Counters;
 use super::fallback::handle;
+use super::fast::Counters;
 use crate::dns::Handler;
+use crate::sync::lock;
 
 /// Pause after an accept error such as EMFILE before accepting again: the
 /// listen queue keeps the connection, and no core spins on it.
@@ -43,10 +44,6 @@ struct Table {
 }
 
 type Shared = Arc<Mutex<Table>>;
-
-fn lock(t: &Shared) -> std::sync::MutexGuard<'_, Table> {
-    t.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Table {
     /// Closes the connection idle the longest; false if none is idle.

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fallback::Fallback;
+use super::fast::{Action, Counters, respond};
 use super::rrl::{Rrl, now_secs};
-use super::{Action, Counters, respond};
 use crate::answer::Plan;
 use crate::dns::MAX_UDP_PAYLOAD;
 

@@ -1,0 +1,523 @@
+//! The operator protocol, shared by the daemon (`operator`, `control`)
+//! and the CLI: one request and response type per
+//! command, and one typed error per command, each of which says whose
+//! [`Fault`] it is. Nothing here knows of HTTP: `control` maps a fault to
+//! a status in one place, the CLI maps it to an exit code.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::answer::Role;
+use crate::health::Probe;
+use crate::phase::PhaseError;
+use crate::state::{CommitError, Event};
+
+/// Longest `--reason` accepted: it is stored in every history event.
+pub const MAX_REASON: usize = 1024;
+
+/// `advance` / `rollback` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    /// Target phase; default the next (advance) or previous (rollback).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Skip the health and hold checks (advance only).
+    #[serde(default)]
+    pub force: bool,
+    /// Report what would be served without changing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Operator's reason, recorded in history.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Result of a transition (or of a dry run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransitionResponse {
+    /// Service key.
+    pub service: String,
+    /// Phase before.
+    pub from: String,
+    /// Phase after (or that would be entered).
+    pub to: String,
+    /// False for a dry run.
+    pub applied: bool,
+    /// Weights of the target phase by pool.
+    pub weights: BTreeMap<String, u32>,
+    /// TTL answered in the target phase.
+    pub ttl: u32,
+    /// Things the operator should know (longer TTL, forced, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Body of endpoint enable/disable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    /// Operator's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Body of endpoint enable/disable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRequest {
+    /// Disable even if that leaves a pool that answers now without a
+    /// usable endpoint (ignored by enable).
+    #[serde(default)]
+    pub force: bool,
+    /// Operator's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Body of decommission.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionRequest {
+    /// Decommission even before the pool's drain deadline plus grace.
+    #[serde(default)]
+    pub force: bool,
+    /// Operator's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A plain acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OkResponse {
+    /// What was done, for humans.
+    pub message: String,
+}
+
+/// Status of every (or one) service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Unix milliseconds at which this was taken.
+    pub now_ms: u64,
+    /// SOA serial currently served.
+    pub serial: u32,
+    /// Services.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Status of one service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service key (FQDN).
+    pub service: String,
+    /// Name as written in the zone file.
+    pub short: String,
+    /// Staging name, if any.
+    pub staging: Option<String>,
+    /// Current phase.
+    pub phase: String,
+    /// All phases in order.
+    pub phases: Vec<String>,
+    /// Unix seconds when the current phase was entered (0: since start-up, never changed).
+    pub since: u64,
+    /// TTL answered now.
+    pub ttl: u32,
+    /// Unix ms when the current phase's `hold` ends (advancing earlier
+    /// needs `--force`); `None` when the phase has no hold.
+    pub hold_until_ms: Option<u64>,
+    /// No pool has a usable endpoint for the main name (for some record
+    /// family) and its answers fail open: as if every endpoint were usable.
+    pub fail_open: bool,
+    /// The same for the staging name.
+    pub staging_fail_open: bool,
+    /// No pool has a usable endpoint (for some record family) and the
+    /// service answers SERVFAIL (`on_all_down = "servfail"`).
+    pub servfail: bool,
+    /// Pools, in configuration order.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// Status of one pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// Pool name.
+    pub pool: String,
+    /// Weight in the current phase.
+    pub weight: u32,
+    /// Decommissioned by the operator.
+    pub decommissioned: bool,
+    /// What the pool does for the main name right now, when that is the
+    /// same for every record family it has endpoints of; else `None` and
+    /// see `roles`.
+    pub role: Option<Role>,
+    /// What the pool does for the main name right now, by record family
+    /// ("A", "AAAA"; "*" for a service with a host-name pool, decided for
+    /// every type at once). Families the pool has no endpoint of are absent.
+    pub roles: BTreeMap<String, Role>,
+    /// Main-name answers carrying this pool in the last minute.
+    pub answers_last_minute: u64,
+    /// Share of main-name answers in the last minute (0..1).
+    pub share_last_minute: f64,
+    /// Unix ms of the last main-name answer carrying this pool.
+    pub last_answered_ms: Option<u64>,
+    /// TTL of that answer.
+    pub last_ttl: Option<u32>,
+    /// For a pool the main name does not answer now: last answer + its
+    /// TTL; no resolver that honours TTLs holds the pool after this.
+    pub drained_at_ms: Option<u64>,
+    /// `drained_at_ms` has passed.
+    pub drained: bool,
+    /// `drained_at_ms` plus the service's drain grace.
+    pub safe_to_decommission_after_ms: Option<u64>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// Status of one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// Endpoint as written.
+    pub endpoint: String,
+    /// Health verdict (true until the first result, and when not checked).
+    pub healthy: bool,
+    /// Whether a health check is configured.
+    pub checked: bool,
+    /// Taken out by the operator.
+    pub disabled: bool,
+    /// Unix seconds of the last verdict change.
+    pub since: u64,
+    /// Last probe.
+    pub last_check: Option<Probe>,
+}
+
+/// History of one service, or of every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// Service key; absent when the history covers every service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Oldest first (newest last).
+    pub events: Vec<Event>,
+}
+
+/// Result of a reload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// Zones now served.
+    pub zones: usize,
+    /// Services now served.
+    pub services: usize,
+    /// SOA serial now served.
+    pub serial: u32,
+}
+
+/// An error from the daemon, as it travels: the typed error's message and
+/// its [`Fault`], from which the daemon takes the HTTP status and the CLI
+/// its exit code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// Whose fault it is; absent from errors the HTTP layer itself makes
+    /// (a malformed body, say) and from daemons older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+// ------------------------------------------------------------------ errors
+
+/// Whose fault an error is: what the operator should do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The command names something the zones do not have.
+    NotFound,
+    /// The command itself is wrong (ambiguous name, wrong direction, too
+    /// long a reason): fix the command line.
+    Usage,
+    /// Refused in the current state (hold, health, drain, already there).
+    Refused,
+    /// The bearer token is missing or wrong.
+    Unauthorized,
+    /// The request body is too large.
+    TooLarge,
+    /// The request body did not arrive in time.
+    Timeout,
+    /// The daemon failed to carry it out (state not written).
+    Internal,
+}
+
+/// An error of the operator protocol: every command's error type.
+pub trait ApiError: std::error::Error {
+    /// Whose fault it is.
+    fn fault(&self) -> Fault;
+
+    /// The error as it travels.
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.to_string(),
+            fault: Some(self.fault()),
+        }
+    }
+}
+
+/// A command named a service, pool or endpoint that is not there, or not
+/// uniquely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFound {
+    /// No service by that name.
+    #[error("unknown service {name:?} (services: {known})")]
+    Service {
+        /// As given.
+        name: String,
+        /// Every service key, comma-separated.
+        known: String,
+    },
+    /// A short name that several services share.
+    #[error("service name {name:?} is ambiguous: give the full name")]
+    Ambiguous {
+        /// As given.
+        name: String,
+    },
+    /// The service has no such pool.
+    #[error("service {service} has no pool {pool:?}")]
+    Pool {
+        /// Service key.
+        service: String,
+        /// As given.
+        pool: String,
+    },
+    /// The service has no such endpoint.
+    #[error("service {service} has no endpoint {endpoint:?} (endpoints: {known})")]
+    Endpoint {
+        /// Service key.
+        service: String,
+        /// As given.
+        endpoint: String,
+        /// Every endpoint of the service, comma-separated.
+        known: String,
+    },
+}
+
+impl ApiError for NotFound {
+    fn fault(&self) -> Fault {
+        match self {
+            NotFound::Ambiguous { .. } => Fault::Usage,
+            _ => Fault::NotFound,
+        }
+    }
+}
+
+/// A reason longer than [`MAX_REASON`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the reason is {len} bytes long; at most {MAX_REASON} are kept")]
+pub struct ReasonTooLong {
+    /// Its length in bytes.
+    pub len: usize,
+}
+
+/// The state store refused or failed a commit: nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct NotSaved(#[from] pub CommitError);
+
+impl NotSaved {
+    fn fault(&self) -> Fault {
+        match self.0 {
+            CommitError::Conflict { .. } => Fault::Refused,
+            CommitError::Store(_) => Fault::Internal,
+        }
+    }
+}
+
+/// Why `advance` or `rollback` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    /// No such service.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Reason too long.
+    #[error(transparent)]
+    Reason(#[from] ReasonTooLong),
+    /// `--to` the phase it is in.
+    #[error("{service} is already in phase {phase:?}")]
+    AlreadyIn {
+        /// Service key.
+        service: String,
+        /// Its phase.
+        phase: String,
+    },
+    /// A pool that would get traffic is decommissioned.
+    #[error(
+        "pool {pool:?} would receive traffic in phase {phase:?} but is decommissioned: recommission it first (`dnsshift recommission {short} {pool}`)"
+    )]
+    Decommissioned {
+        /// The phase it would enter.
+        phase: String,
+        /// The service's short name.
+        short: String,
+        /// The pool.
+        pool: String,
+    },
+    /// The phase machine refused it (hold, health, first or last phase,
+    /// unknown phase, wrong direction).
+    #[error(transparent)]
+    Phase(PhaseError),
+    /// Not saved.
+    #[error(transparent)]
+    NotSaved(#[from] NotSaved),
+}
+
+impl ApiError for TransitionError {
+    fn fault(&self) -> Fault {
+        match self {
+            TransitionError::NotFound(e) => e.fault(),
+            TransitionError::Reason(_) => Fault::Usage,
+            // The operator named the wrong thing: a usage error.
+            TransitionError::Phase(
+                PhaseError::UnknownPhase { .. } | PhaseError::WrongDirection { .. },
+            ) => Fault::Usage,
+            TransitionError::AlreadyIn { .. }
+            | TransitionError::Decommissioned { .. }
+            | TransitionError::Phase(_) => Fault::Refused,
+            TransitionError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Why `endpoint enable|disable` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// No such service or endpoint.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Reason too long.
+    #[error(transparent)]
+    Reason(#[from] ReasonTooLong),
+    /// The disable would leave a pool that answers now without a usable
+    /// endpoint (and was not forced).
+    #[error(
+        "disabling {endpoint} would leave pool {pool:?}, which answers {answers} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, or follow on_all_down)"
+    )]
+    WouldStrand {
+        /// The endpoint.
+        endpoint: String,
+        /// Its pool.
+        pool: String,
+        /// What the pool answers ("A queries for www.example.com.").
+        answers: String,
+    },
+    /// Not saved.
+    #[error(transparent)]
+    NotSaved(#[from] NotSaved),
+}
+
+impl ApiError for EndpointError {
+    fn fault(&self) -> Fault {
+        match self {
+            EndpointError::NotFound(e) => e.fault(),
+            EndpointError::Reason(_) => Fault::Usage,
+            EndpointError::WouldStrand { .. } => Fault::Refused,
+            EndpointError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Why `decommission` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DecommissionError {
+    /// No such service or pool.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Reason too long.
+    #[error(transparent)]
+    Reason(#[from] ReasonTooLong),
+    /// The current phase gives the pool weight (never forced).
+    #[error(
+        "pool {pool:?} has weight {weight} in the current phase {phase:?}: move traffic off it first (advance or rollback to a phase that gives it none)"
+    )]
+    HasWeight {
+        /// The pool.
+        pool: String,
+        /// Its weight now.
+        weight: u32,
+        /// The current phase.
+        phase: String,
+    },
+    /// The pool answers now, as standby or fail-open (never forced).
+    #[error(
+        "pool {pool:?} answers {family} queries now ({}): decommissioning it would leave them to pools without a usable endpoint",
+        if *.fail_open { "fail-open: no pool has a usable endpoint" } else { "as standby: the weighted pools have no usable endpoint" }
+    )]
+    Answered {
+        /// The pool.
+        pool: String,
+        /// The record family it answers.
+        family: String,
+        /// Answered because nothing is usable (else as standby).
+        fail_open: bool,
+    },
+    /// Before the drain deadline plus grace (and not forced).
+    #[error(
+        "pool {pool:?} is not safe to decommission until {safe} (drained at {drained}, plus grace) (use --force to decommission now)"
+    )]
+    NotDrained {
+        /// The pool.
+        pool: String,
+        /// When it is safe (RFC 3339).
+        safe: String,
+        /// When it drained (RFC 3339).
+        drained: String,
+    },
+    /// Not saved.
+    #[error(transparent)]
+    NotSaved(#[from] NotSaved),
+}
+
+impl ApiError for DecommissionError {
+    fn fault(&self) -> Fault {
+        match self {
+            DecommissionError::NotFound(e) => e.fault(),
+            DecommissionError::Reason(_) => Fault::Usage,
+            DecommissionError::HasWeight { .. }
+            | DecommissionError::Answered { .. }
+            | DecommissionError::NotDrained { .. } => Fault::Refused,
+            DecommissionError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Why `recommission` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommissionError {
+    /// No such service or pool.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Reason too long.
+    #[error(transparent)]
+    Reason(#[from] ReasonTooLong),
+    /// Not saved.
+    #[error(transparent)]
+    NotSaved(#[from] NotSaved),
+}
+
+impl ApiError for RecommissionError {
+    fn fault(&self) -> Fault {
+        match self {
+            RecommissionError::NotFound(e) => e.fault(),
+            RecommissionError::Reason(_) => Fault::Usage,
+            RecommissionError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Why `reload` was rejected: the running configuration keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("reload rejected, still serving the previous configuration:\n{0}")]
+pub struct ReloadError(pub String);
+
+impl ApiError for ReloadError {
+    fn fault(&self) -> Fault {
+        Fault::Usage
+    }
+}

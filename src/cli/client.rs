@@ -1,0 +1,361 @@
+//! The control client: operator commands as typed requests to the
+//! daemon's control API, errors mapped to exit codes by their fault.
+
+use std::path::{Path, PathBuf};
+
+use super::render::{render_history, render_status};
+use super::{Command, EndpointAction, Failure, TransitionArgs};
+use crate::api::{
+    DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse,
+    ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
+};
+
+/// The body of a request that has none.
+const NO_BODY: Option<&()> = None;
+use crate::config::Config;
+
+/// Longest a `status --watch` runs: a forgotten terminal stops polling.
+const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Clears the terminal and moves the cursor home (ANSI).
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// Bound on one control request.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Talks to the daemon's control API.
+pub struct Client {
+    base: String,
+    token: String,
+    /// Where the address came from, for "cannot reach" messages.
+    origin: String,
+}
+
+impl Client {
+    pub fn new(
+        config: Option<&Path>,
+        control: Option<String>,
+        token_file: Option<PathBuf>,
+    ) -> Result<Client, Failure> {
+        let cfg = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
+        let from = cfg
+            .file
+            .as_ref()
+            .map(|f| format!("control_listen in {}", f.display()))
+            .unwrap_or_else(|| "the default control address".into());
+        let (base, origin) = match control {
+            Some(url) => (
+                url.trim_end_matches('/').to_string(),
+                "--control / DNSSHIFT_CONTROL".to_string(),
+            ),
+            None => {
+                let mut addr = cfg.control_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(if addr.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                (format!("http://{addr}"), from)
+            }
+        };
+        let token_path = token_file.unwrap_or(cfg.control_token_file);
+        let token = std::fs::read_to_string(&token_path)
+            .map_err(|e| {
+                Failure::Unreachable(format!(
+                    "cannot read the control token {}: {e}; the daemon, expected at {base} ({origin}), creates it when it starts: is `dnsshift serve` running with this config, and can this user read the file? (or pass --token-file)",
+                    token_path.display()
+                ))
+            })?
+            .trim()
+            .to_string();
+        Ok(Client {
+            base,
+            token,
+            origin,
+        })
+    }
+
+    pub fn run(&self, command: Command) -> Result<(), Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+        rt.block_on(self.dispatch(command))
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, Failure> {
+        let client = reqwest::Client::builder()
+            .timeout(CONTROL_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| Failure::Refused(format!("cannot build the HTTP client: {e}")))?;
+        let url = format!("{}{path}", self.base);
+        let mut req = client.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable = |e: reqwest::Error| {
+            Failure::Unreachable(format!(
+                "cannot reach the dnsshift daemon at {} ({}): {}; is `dnsshift serve` running?",
+                self.base,
+                self.origin,
+                crate::health::describe_reqwest(&e)
+            ))
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+                error: format!(
+                    "the daemon at {} answered status {} without an explanation",
+                    self.base,
+                    status.as_u16()
+                ),
+                fault: None,
+            });
+            return Err(failure_for(status, body));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Refused(format!("unexpected answer from the daemon: {e}")))
+    }
+
+    async fn dispatch(&self, command: Command) -> Result<(), Failure> {
+        use reqwest::Method;
+        let seg = |s: &str| percent(s);
+        match command {
+            Command::Serve(_) | Command::Check { .. } => Ok(()),
+            Command::Status {
+                service,
+                json,
+                watch,
+                interval,
+                count,
+            } => {
+                let path = match &service {
+                    Some(s) => format!("/v1/status?service={}", seg(s)),
+                    None => "/v1/status".into(),
+                };
+                if watch {
+                    return self.watch(&path, interval, count).await;
+                }
+                let st: StatusResponse = self.call(Method::GET, &path, NO_BODY).await?;
+                if json {
+                    print_json(&st)
+                } else {
+                    print!("{}", render_status(&st));
+                    Ok(())
+                }
+            }
+            Command::Advance(a) => self.transition("advance", a).await,
+            Command::Rollback(a) => self.transition("rollback", a).await,
+            Command::Endpoint { action } => {
+                let (service, endpoint, reason, force, verb) = match action {
+                    EndpointAction::Disable {
+                        service,
+                        endpoint,
+                        force,
+                        reason,
+                    } => (service, endpoint, reason, force, "disable"),
+                    EndpointAction::Enable {
+                        service,
+                        endpoint,
+                        reason,
+                    } => (service, endpoint, reason, false, "enable"),
+                };
+                let ok: OkResponse = self
+                    .call(
+                        Method::POST,
+                        &format!(
+                            "/v1/services/{}/endpoints/{}/{verb}",
+                            seg(&service),
+                            seg(&endpoint)
+                        ),
+                        Some(&EndpointRequest { force, reason }),
+                    )
+                    .await?;
+                println!("{}", ok.message);
+                Ok(())
+            }
+            Command::History { service, json } => {
+                let path = match &service {
+                    Some(s) => format!("/v1/services/{}/history", seg(s)),
+                    None => "/v1/history".into(),
+                };
+                let h: HistoryResponse = self.call(Method::GET, &path, NO_BODY).await?;
+                if json {
+                    return print_json(&h);
+                }
+                print!("{}", render_history(&h));
+                Ok(())
+            }
+            Command::Decommission {
+                service,
+                pool,
+                force,
+                reason,
+            } => {
+                let body = DecommissionRequest { force, reason };
+                self.pool_action(&service, &pool, "decommission", &body)
+                    .await
+            }
+            Command::Recommission {
+                service,
+                pool,
+                reason,
+            } => {
+                let body = ReasonRequest { reason };
+                self.pool_action(&service, &pool, "recommission", &body)
+                    .await
+            }
+            Command::Reload => {
+                let r: ReloadResponse = self.call(Method::POST, "/v1/reload", NO_BODY).await?;
+                println!(
+                    "reloaded: {} zone(s), {} service(s), serial {}",
+                    r.zones, r.services, r.serial
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// `decommission` / `recommission`: POSTs `body` and prints the answer.
+    async fn pool_action(
+        &self,
+        service: &str,
+        pool: &str,
+        verb: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), Failure> {
+        let path = format!(
+            "/v1/services/{}/pools/{}/{verb}",
+            percent(service),
+            percent(pool)
+        );
+        let ok: OkResponse = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        println!("{}", ok.message);
+        Ok(())
+    }
+
+    /// `status --watch`: clears the screen and redraws every `interval`,
+    /// `count` times or until Ctrl-C (at most [`WATCH_LIMIT`]). A failed
+    /// request is shown in place and retried at the next redraw.
+    async fn watch(
+        &self,
+        path: &str,
+        interval: std::time::Duration,
+        count: Option<u64>,
+    ) -> Result<(), Failure> {
+        use std::io::Write;
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drawn = 0u64;
+        while count.is_none_or(|c| drawn < c) && start.elapsed() < WATCH_LIMIT {
+            tick.tick().await;
+            let body = match self
+                .call::<StatusResponse>(reqwest::Method::GET, path, NO_BODY)
+                .await
+            {
+                Ok(st) => render_status(&st),
+                Err(e) => format!("dnsshift: {}\n", e.message().unwrap_or("request failed")),
+            };
+            let mut out = std::io::stdout().lock();
+            write!(
+                out,
+                "{CLEAR_SCREEN}every {}, Ctrl-C to stop\n\n{body}",
+                humantime::format_duration(interval)
+            )
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Refused(format!("cannot write to the terminal: {e}")))?;
+            drawn += 1;
+        }
+        Ok(())
+    }
+
+    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), Failure> {
+        let body = TransitionRequest {
+            to: a.to,
+            force: a.force,
+            dry_run: a.dry_run,
+            reason: a.reason,
+        };
+        let r: TransitionResponse = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/services/{}/{verb}", percent(&a.service)),
+                Some(&body),
+            )
+            .await?;
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        if a.json {
+            return print_json(&r);
+        }
+        let weights = r
+            .weights
+            .iter()
+            .map(|(p, w)| format!("{p}={w}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if r.applied {
+            println!(
+                "{}: {} -> {} (weights {weights}, ttl {}s)",
+                r.service, r.from, r.to, r.ttl
+            );
+        } else {
+            println!(
+                "dry run, nothing changed: {}: {} -> {} would serve weights {weights} with ttl {}s",
+                r.service, r.from, r.to, r.ttl
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The failure for a daemon's error answer: its [`Fault`] says whose fault
+/// it is; an answer without one (the HTTP layer's own, or an older daemon)
+/// goes by its HTTP status, which is never shown.
+fn failure_for(status: reqwest::StatusCode, body: ErrorBody) -> Failure {
+    use reqwest::StatusCode as S;
+    let fault = body.fault.unwrap_or(match status {
+        S::UNAUTHORIZED | S::FORBIDDEN => Fault::Unauthorized,
+        S::CONFLICT => Fault::Refused,
+        s if s.is_client_error() => Fault::Usage,
+        _ => Fault::Internal,
+    });
+    let msg = body.error;
+    match fault {
+        Fault::Unauthorized => Failure::Unreachable(format!(
+            "the daemon rejected the control token: {msg} (is --token-file the daemon's?)"
+        )),
+        Fault::NotFound | Fault::Usage | Fault::TooLarge | Fault::Timeout => Failure::Usage(msg),
+        Fault::Refused | Fault::Internal => Failure::Refused(msg),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Failure::Refused(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Percent-encodes one URL path segment.
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,218 @@
+//! Human rendering of the operator protocol's answers: the status table
+//! and the history list.
+
+use crate::answer::Role;
+use crate::api::{HistoryResponse, StatusResponse};
+
+fn ago(now_ms: u64, at_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(at_ms) / 1000;
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs))
+    )
+}
+
+/// A Unix-ms time with how far it is from now: "2026-01-01T12:00:00Z (in 28s)".
+fn when(now_ms: u64, at_ms: u64) -> String {
+    let rel = if at_ms > now_ms {
+        let secs = (at_ms - now_ms).div_ceil(1000);
+        format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )
+    } else {
+        ago(now_ms, at_ms)
+    };
+    format!("{} ({rel})", crate::clock::format_ms(at_ms))
+}
+
+/// The human-readable history, oldest first; with a SERVICE column when it
+/// covers every service.
+pub fn render_history(h: &HistoryResponse) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let all = h.service.is_none();
+    let service_col = |s: &str| {
+        if all {
+            format!("{s:<28} ")
+        } else {
+            String::new()
+        }
+    };
+    let _ = writeln!(
+        o,
+        "{:<22} {}{:<13} {:<18} {:<18} {:<6} REASON",
+        "WHEN (UTC)",
+        service_col("SERVICE"),
+        "ACTION",
+        "FROM",
+        "TO",
+        "FORCED"
+    );
+    for e in &h.events {
+        let _ = writeln!(
+            o,
+            "{:<22} {}{:<13} {:<18} {:<18} {:<6} {}",
+            crate::clock::format_ms(e.at * 1000),
+            service_col(&e.service),
+            e.change.action(),
+            e.change.from().unwrap_or("-"),
+            e.change.to(),
+            if e.forced { "yes" } else { "" },
+            e.reason.as_deref().unwrap_or("")
+        );
+    }
+    o
+}
+
+/// What a pool's role means, for the status table.
+fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::Weighted => "receiving its weight",
+        Role::StandbyAnswering => "STANDBY ANSWERING: the weighted pools have no usable endpoint",
+        Role::FailOpen => "FAIL-OPEN: answered though no endpoint is usable",
+        Role::Standby => "standby",
+        Role::Unusable => "not answered: no usable endpoint",
+        Role::Servfail => "not answered: nothing usable, SERVFAIL",
+        Role::Decommissioned => "decommissioned: never answered",
+    }
+}
+
+/// The human-readable status table.
+pub fn render_status(st: &StatusResponse) -> String {
+    use std::fmt::Write;
+    let fmt = crate::clock::format_ms;
+    let mut o = String::new();
+    for s in &st.services {
+        let _ = writeln!(o, "{}", s.service);
+        if s.fail_open {
+            let _ = writeln!(
+                o,
+                "  FAIL-OPEN  no endpoint is usable: answering them all as if they were"
+            );
+        }
+        if s.servfail {
+            let _ = writeln!(
+                o,
+                "  SERVFAIL   no endpoint is usable (on_all_down = \"servfail\")"
+            );
+        }
+        if let Some(stg) = &s.staging {
+            let mark = if s.staging_fail_open {
+                "  FAIL-OPEN: no usable endpoint, answering them all"
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "  staging  {stg}{mark}");
+        }
+        let phases = s
+            .phases
+            .iter()
+            .map(|p| {
+                if *p == s.phase {
+                    format!("[{p}]")
+                } else {
+                    p.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" > ");
+        let since = if s.since > 0 {
+            format!(", since {}", when(st.now_ms, s.since * 1000))
+        } else {
+            " (initial phase, never changed)".to_string()
+        };
+        let _ = writeln!(o, "  phase    {}{since}  ttl {}s", s.phase, s.ttl);
+        let _ = writeln!(o, "  phases   {phases}");
+        if let Some(until) = s.hold_until_ms {
+            let left = if until > st.now_ms {
+                format!(
+                    "{} left, until {}",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        (until - st.now_ms).div_ceil(1000)
+                    )),
+                    fmt(until)
+                )
+            } else {
+                format!("passed at {}", fmt(until))
+            };
+            let _ = writeln!(o, "  hold     {left}");
+        }
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>6}  {:>16}  STATE",
+            "POOL", "WEIGHT", "SERVED (1 MIN)"
+        );
+        for p in &s.pools {
+            let role = match p.role {
+                Some(r) => role_text(r).to_string(),
+                None => p
+                    .roles
+                    .iter()
+                    .map(|(family, r)| format!("{family}: {}", role_text(*r)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            let state = match (
+                p.decommissioned,
+                p.drained_at_ms,
+                p.safe_to_decommission_after_ms,
+            ) {
+                (true, _, _) | (_, None, _) => role,
+                (false, Some(d), Some(safe)) if p.drained => format!(
+                    "{role}, drained at {}; safe to decommission after {}",
+                    fmt(d),
+                    when(st.now_ms, safe)
+                ),
+                (false, Some(d), _) => format!(
+                    "{role}, draining: caches may hold it until {}",
+                    when(st.now_ms, d)
+                ),
+            };
+            let served = format!(
+                "{:.1}% ({})",
+                p.share_last_minute * 100.0,
+                p.answers_last_minute
+            );
+            let _ = writeln!(
+                o,
+                "  {:<10} {:>6}  {:>16}  {state}",
+                p.pool, p.weight, served
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  {:<28} {:<10} {:<10} {:<9} LAST CHECK",
+            "ENDPOINT", "POOL", "HEALTH", "OVERRIDE"
+        );
+        for p in &s.pools {
+            for e in &p.endpoints {
+                let health = match (e.checked, e.healthy) {
+                    (false, _) => "unchecked",
+                    (true, true) => "healthy",
+                    (true, false) => "DOWN",
+                };
+                let over = if e.disabled { "disabled" } else { "-" };
+                let last = e
+                    .last_check
+                    .as_ref()
+                    .map(|c| {
+                        format!(
+                            "{} ({} ms) {}",
+                            c.detail,
+                            c.duration_ms,
+                            ago(st.now_ms, c.at_ms)
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    o,
+                    "  {:<28} {:<10} {:<10} {over:<9} {last}",
+                    e.endpoint, p.pool, health
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+    o
+}

@@ -1,0 +1,588 @@
+//! The operator: every command and status over the zones, the state store,
+//! health and the answer counters. Knows nothing of HTTP: commands take
+//! the [`crate::api`] requests and return its responses or its typed errors.
+//!
+//! Every change goes through one path, `Operator::apply`: take the writer
+//! lock, find the service, let the command decide (validate, and say what
+//! the service's state becomes and which [`Change`] to record), record it,
+//! commit it to the [`StateStore`] (refused if the store moved on), publish
+//! it, rebuild the answer plan, log it. A command only says what changes.
+//! Status and history are in [`status`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tracing::{info, warn};
+
+use crate::answer::{self, Live, Plan, Role, next_serial, serial_floor};
+use crate::api::{
+    DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON, NotFound,
+    NotSaved, OkResponse, ReasonTooLong, RecommissionError, ReloadError, ReloadResponse,
+    TransitionError, TransitionRequest, TransitionResponse,
+};
+use crate::clock::{Clock, format_ms};
+use crate::config::Config;
+use crate::health::{self, Status};
+use crate::phase::{self, Direction, PhaseError, PoolView};
+use crate::pool::EndpointKey;
+use crate::state::{Change, Epoch, Event, STATE_VERSION, ServiceState, State, StateStore};
+use crate::stats::{SplitWindow, Stats};
+use crate::sync::lock;
+use crate::zone::{self, Service, Zone};
+
+mod load;
+pub mod status;
+
+pub use load::load_all;
+use status::stranded;
+
+/// Everything the commands work on. The DNS path only reads `plan`.
+pub struct Operator {
+    /// Where `reload` reads the zones and checks the config file.
+    zones_dir: PathBuf,
+    config_file: Option<PathBuf>,
+    /// Current zones; replaced whole by a successful reload.
+    zones: Mutex<Arc<Vec<Zone>>>,
+    /// Operator state as last committed, and its epoch. Readers clone the
+    /// `Arc` under a short lock; the store is written outside it, so a slow
+    /// fsync never blocks status, metrics or rebuilds.
+    state: Mutex<(Arc<State>, Epoch)>,
+    /// Serialises everything that changes state or zones (commands,
+    /// reload); taken only on blocking threads.
+    writer: Mutex<()>,
+    /// Where state is kept.
+    store: Box<dyn StateStore>,
+    /// Endpoint health, as the checks record it.
+    pub health: Arc<health::Table>,
+    /// The health-check tasks, restarted by a reload.
+    checks: health::Checks,
+    /// Counters that outlive plans.
+    pub stats: Arc<Stats>,
+    /// What was served over the last minute, for `status`.
+    window: SplitWindow,
+    /// The answer snapshot the DNS path reads.
+    pub plan: Arc<ArcSwap<Plan>>,
+    /// Serial of the last plan; its lock also serialises rebuilds.
+    serial: Mutex<u32>,
+    /// The time.
+    clock: Arc<dyn Clock>,
+    /// Unix seconds when this process started: the start of a `hold` for
+    /// a service still in the phase it was configured with (no transition
+    /// recorded), so that a hold on the initial phase is honoured too.
+    started: u64,
+}
+
+/// What a command decided, once it has validated.
+enum Decision<R> {
+    /// Nothing changes (a dry run, or already so); answer `R`.
+    Unchanged(R),
+    /// The service's state becomes `next`; `change` is recorded.
+    Change {
+        next: ServiceState,
+        change: Change,
+        forced: bool,
+        /// Extra words for the log line.
+        detail: String,
+        response: R,
+    },
+}
+
+/// What a command sees while it decides.
+struct Ctx<'a> {
+    service: &'a Service,
+    key: String,
+    state: &'a State,
+    /// The service's state now (default if none recorded).
+    current: ServiceState,
+    health: &'a HashMap<EndpointKey, Status>,
+    now_ms: u64,
+}
+
+impl Ctx<'_> {
+    /// The whole state with the service's state replaced by `next`.
+    fn with(&self, next: &ServiceState) -> State {
+        let mut s = self.state.clone();
+        s.services.insert(self.key.clone(), next.clone());
+        s
+    }
+}
+
+/// Which pools of a service could take traffic, for transition checks.
+struct Pools<'a> {
+    service: &'a Service,
+    live: Live<'a>,
+}
+
+impl PoolView for Pools<'_> {
+    fn healthy(&self, pool: usize) -> bool {
+        use answer::Inputs;
+        let p = &self.service.pools[pool];
+        p.endpoints.iter().any(|e| {
+            !self.live.disabled(self.service, p, e) && self.live.healthy(self.service, p, e)
+        })
+    }
+    fn decommissioned(&self, pool: usize) -> bool {
+        use answer::Inputs;
+        self.live
+            .decommissioned(self.service, &self.service.pools[pool])
+    }
+    fn name(&self, pool: usize) -> String {
+        self.service.pools[pool].name.clone()
+    }
+}
+
+/// Resolves a service argument: its FQDN (any case, dot optional) or its
+/// short name when that is unique.
+fn find_service<'z>(zones: &'z [Zone], arg: &str) -> Result<&'z Service, NotFound> {
+    let want = arg.trim().trim_end_matches('.').to_ascii_lowercase();
+    let mut found = zones
+        .iter()
+        .flat_map(|z| &z.services)
+        .filter(|s| s.key().trim_end_matches('.') == want || s.short.to_ascii_lowercase() == want);
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(NotFound::Service {
+            name: arg.to_string(),
+            known: zones
+                .iter()
+                .flat_map(|z| &z.services)
+                .map(|s| s.key())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        _ => Err(NotFound::Ambiguous {
+            name: arg.to_string(),
+        }),
+    }
+}
+
+/// Index of a pool of `svc` by name.
+fn find_pool(svc: &Service, pool: &str) -> Result<usize, NotFound> {
+    svc.pool_index(pool).ok_or_else(|| NotFound::Pool {
+        service: svc.key(),
+        pool: pool.to_string(),
+    })
+}
+
+/// Refuses reasons longer than [`MAX_REASON`]: every one is kept in the
+/// history and the state.
+fn check_reason(reason: &Option<String>) -> Result<(), ReasonTooLong> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON => Err(ReasonTooLong { len: r.len() }),
+        _ => Ok(()),
+    }
+}
+
+impl Operator {
+    /// The operator over `zones` and `state` (as [`load_all`] returned
+    /// them from `store`), with no plan built yet. `reload` reads
+    /// `zones_dir` and checks `config_file`.
+    pub fn new(
+        zones_dir: PathBuf,
+        config_file: Option<PathBuf>,
+        (zones, state, epoch): (Vec<Zone>, State, Epoch),
+        store: Box<dyn StateStore>,
+        checks: health::Checks,
+        health: Arc<health::Table>,
+        clock: Arc<dyn Clock>,
+    ) -> Operator {
+        Operator {
+            zones_dir,
+            config_file,
+            zones: Mutex::new(Arc::new(zones)),
+            state: Mutex::new((Arc::new(state), epoch)),
+            writer: Mutex::new(()),
+            store,
+            health,
+            checks,
+            stats: Arc::default(),
+            window: SplitWindow::default(),
+            plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
+            serial: Mutex::new(0),
+            started: clock.now_secs(),
+            clock,
+        }
+    }
+
+    /// The current zones.
+    pub fn zones(&self) -> Arc<Vec<Zone>> {
+        lock(&self.zones).clone()
+    }
+
+    /// The current operator state.
+    pub fn state(&self) -> Arc<State> {
+        lock(&self.state).0.clone()
+    }
+
+    /// Starts (or restarts) the health checks of the current zones; the
+    /// future completes when each endpoint has had its first probe.
+    pub fn start_checks(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        self.checks.restart(&self.zones())
+    }
+
+    /// Rebuilds the answer plan from the current inputs and swaps it in.
+    pub fn rebuild(&self) {
+        let mut serial = lock(&self.serial);
+        let zones = self.zones();
+        let state = self.state();
+        let health = self.health.all();
+        *serial = next_serial(*serial, serial_floor(&zones, self.clock.now_secs()));
+        let live = Live {
+            state: &state,
+            health: &health,
+        };
+        let plan = Plan::build(&zones, &live, &self.stats, *serial);
+        self.plan.store(Arc::new(plan));
+    }
+
+    /// Takes one sample of the answer counters (every second).
+    pub fn sample(&self) {
+        self.window
+            .sample(&self.zones(), &self.stats, self.clock.now_ms());
+    }
+
+    /// Unix seconds from which the current phase's `hold` counts: when it
+    /// was entered, or start-up for a phase never changed.
+    fn phase_since(&self, since: u64) -> u64 {
+        if since == 0 { self.started } else { since }
+    }
+
+    /// The one path of every change: lock, find, let `decide` validate and
+    /// say what changes, record, commit, publish, rebuild, log.
+    fn apply<R, E>(
+        &self,
+        service: &str,
+        reason: &Option<String>,
+        decide: impl FnOnce(&Ctx<'_>) -> Result<Decision<R>, E>,
+    ) -> Result<R, E>
+    where
+        E: From<NotFound> + From<ReasonTooLong> + From<NotSaved>,
+    {
+        check_reason(reason)?;
+        let _writer = lock(&self.writer);
+        let zones = self.zones();
+        let svc = find_service(&zones, service)?;
+        let (state, epoch) = lock(&self.state).clone();
+        let health = self.health.all();
+        let key = svc.key();
+        let ctx = Ctx {
+            service: svc,
+            current: state.service(&key),
+            key,
+            state: &state,
+            health: &health,
+            now_ms: self.clock.now_ms(),
+        };
+        let (next, change, forced, detail, response) = match decide(&ctx)? {
+            Decision::Unchanged(r) => return Ok(r),
+            Decision::Change {
+                next,
+                change,
+                forced,
+                detail,
+                response,
+            } => (next, change, forced, detail, response),
+        };
+        let mut new = ctx.with(&next);
+        new.version = STATE_VERSION;
+        let event = Event {
+            at: ctx.now_ms / 1000,
+            service: ctx.key.clone(),
+            change,
+            reason: reason.clone(),
+            forced,
+        };
+        new.record(event.clone());
+        let epoch = self.store.commit(epoch, &new).map_err(NotSaved)?;
+        *lock(&self.state) = (Arc::new(new), epoch);
+        self.rebuild();
+        let message = match event.change {
+            Change::Advance { .. } | Change::Rollback { .. } => "phase changed",
+            Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
+            Change::Decommission { .. } => "pool decommissioned",
+            Change::Recommission { .. } => "pool recommissioned",
+        };
+        info!(
+            service = %event.service,
+            action = event.change.action(),
+            from = event.change.from().unwrap_or(""),
+            to = event.change.to(),
+            forced,
+            reason = reason.as_deref().unwrap_or(""),
+            detail,
+            "{message}"
+        );
+        Ok(response)
+    }
+
+    /// `advance` / `rollback`.
+    pub fn transition(
+        &self,
+        service: &str,
+        direction: Direction,
+        req: TransitionRequest,
+    ) -> Result<TransitionResponse, TransitionError> {
+        self.apply(service, &req.reason, |ctx| {
+            let svc = ctx.service;
+            let current = ctx.state.phase_of(svc);
+            let force = req.force && direction == Direction::Advance;
+            if req.to.as_deref() == Some(svc.phases[current].name.as_str()) {
+                return Err(TransitionError::AlreadyIn {
+                    service: ctx.key.clone(),
+                    phase: svc.phases[current].name.clone(),
+                });
+            }
+            let view = Pools {
+                service: svc,
+                live: Live {
+                    state: ctx.state,
+                    health: ctx.health,
+                },
+            };
+            let target = phase::transition(
+                &svc.phases,
+                current,
+                phase::Request {
+                    direction,
+                    to: req.to.as_deref(),
+                    force,
+                },
+                self.phase_since(ctx.current.since),
+                ctx.now_ms / 1000,
+                &view,
+            )
+            .map_err(|e| match e {
+                PhaseError::Decommissioned { phase, pool } => TransitionError::Decommissioned {
+                    phase,
+                    pool,
+                    short: svc.short.clone(),
+                },
+                e => TransitionError::Phase(e),
+            })?;
+            let (from, to) = (&svc.phases[current], &svc.phases[target]);
+            let mut warnings = Vec::new();
+            let (old_ttl, new_ttl) = (svc.ttl_in(current), svc.ttl_in(target));
+            if new_ttl > old_ttl {
+                warnings.push(format!(
+                    "phase {:?} answers with TTL {new_ttl}s, longer than the current {old_ttl}s: a rollback from it takes longer to reach every cache",
+                    to.name
+                ));
+            }
+            if force {
+                warnings.push("forced: health and hold checks were skipped".into());
+            }
+            let response = TransitionResponse {
+                service: ctx.key.clone(),
+                from: from.name.clone(),
+                to: to.name.clone(),
+                applied: !req.dry_run,
+                weights: svc
+                    .pools
+                    .iter()
+                    .zip(&to.weights)
+                    .map(|(p, w)| (p.name.clone(), *w))
+                    .collect(),
+                ttl: new_ttl,
+                warnings,
+            };
+            if req.dry_run {
+                return Ok(Decision::Unchanged(response));
+            }
+            let next = ServiceState {
+                phase: Some(to.name.clone()),
+                since: ctx.now_ms / 1000,
+                ..ctx.current.clone()
+            };
+            let (from, to) = (from.name.clone(), to.name.clone());
+            Ok(Decision::Change {
+                next,
+                change: match direction {
+                    Direction::Advance => Change::Advance { from, to },
+                    Direction::Rollback => Change::Rollback { from, to },
+                },
+                forced: force,
+                detail: format!("weights {:?}, ttl {new_ttl}s", response.weights),
+                response,
+            })
+        })
+    }
+
+    /// `endpoint enable|disable`. A disable that would leave a pool that
+    /// answers now (main or staging name) without a usable endpoint is
+    /// refused unless forced.
+    pub fn set_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+        enable: bool,
+        req: EndpointRequest,
+    ) -> Result<OkResponse, EndpointError> {
+        let EndpointRequest { force, reason } = req;
+        self.apply(service, &reason, |ctx| {
+            let svc = ctx.service;
+            let key = &ctx.key;
+            let (pi, pool) = svc
+                .pools
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.endpoints.iter().any(|e| e.id == endpoint))
+                .ok_or_else(|| NotFound::Endpoint {
+                    service: key.clone(),
+                    endpoint: endpoint.to_string(),
+                    known: svc
+                        .pools
+                        .iter()
+                        .flat_map(|p| &p.endpoints)
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            let ek = EndpointKey::new(key, &pool.name, endpoint).in_service();
+            let mut next = ctx.current.clone();
+            let changed = if enable {
+                next.disabled.remove(&ek)
+            } else {
+                next.disabled.insert(ek.clone())
+            };
+            let action = if enable { "enable" } else { "disable" };
+            if !changed {
+                return Ok(Decision::Unchanged(OkResponse {
+                    message: format!("{endpoint} in {key} was already {action}d"),
+                }));
+            }
+            if !enable
+                && !force
+                && let Some(answers) = stranded(svc, pi, ctx.state, &ctx.with(&next), ctx.health)
+            {
+                return Err(EndpointError::WouldStrand {
+                    endpoint: endpoint.to_string(),
+                    pool: pool.name.clone(),
+                    answers,
+                });
+            }
+            Ok(Decision::Change {
+                next,
+                change: if enable {
+                    Change::Enable { endpoint: ek }
+                } else {
+                    Change::Disable { endpoint: ek }
+                },
+                forced: force && !enable,
+                detail: String::new(),
+                response: OkResponse {
+                    message: format!("{endpoint} in {key} {action}d"),
+                },
+            })
+        })
+    }
+
+    /// `decommission`: refused while the current phase gives the pool
+    /// weight or the pool is answered (standby, fail-open), even with
+    /// `force`; refused before its drain deadline plus grace unless forced.
+    /// The writer lock is held from the check to the commit, so that no
+    /// phase change slips in between and gives the pool traffic again.
+    pub fn decommission(
+        &self,
+        service: &str,
+        pool: &str,
+        req: DecommissionRequest,
+    ) -> Result<OkResponse, DecommissionError> {
+        self.apply(service, &req.reason, |ctx| {
+            let pi = find_pool(ctx.service, pool)?;
+            let key = &ctx.key;
+            let status = self.service_status(
+                ctx.service,
+                ctx.state,
+                ctx.now_ms,
+                ctx.health,
+                &self.window.counts(),
+            );
+            let ps = &status.pools[pi];
+            if ps.decommissioned {
+                return Ok(Decision::Unchanged(OkResponse {
+                    message: format!("pool {pool} of {key} was already decommissioned"),
+                }));
+            }
+            // Never with --force either: the pool's traffic would silently
+            // go to the standby pools, or fail open.
+            if ps.weight > 0 {
+                return Err(DecommissionError::HasWeight {
+                    pool: pool.to_string(),
+                    weight: ps.weight,
+                    phase: status.phase.clone(),
+                });
+            }
+            if let Some((family, role)) = ps.roles.iter().find(|(_, r)| r.answered()) {
+                return Err(DecommissionError::Answered {
+                    pool: pool.to_string(),
+                    family: family.clone(),
+                    fail_open: *role == Role::FailOpen,
+                });
+            }
+            if !req.force
+                && let Some(safe) = ps.safe_to_decommission_after_ms
+                && safe > ctx.now_ms
+            {
+                return Err(DecommissionError::NotDrained {
+                    pool: pool.to_string(),
+                    safe: format_ms(safe),
+                    drained: ps.drained_at_ms.map(format_ms).unwrap_or_default(),
+                });
+            }
+            let mut next = ctx.current.clone();
+            next.decommissioned
+                .insert(ctx.service.pools[pi].name.clone());
+            Ok(Decision::Change {
+                next,
+                change: Change::Decommission {
+                    pool: pool.to_string(),
+                },
+                forced: req.force,
+                detail: String::new(),
+                response: OkResponse {
+                    message: format!(
+                        "pool {pool} of {key} decommissioned: it is never answered again"
+                    ),
+                },
+            })
+        })
+    }
+
+    /// `recommission`: undoes a decommission; the pool is answered again
+    /// as its weights and health say.
+    pub fn recommission(
+        &self,
+        service: &str,
+        pool: &str,
+        reason: Option<String>,
+    ) -> Result<OkResponse, RecommissionError> {
+        self.apply(service, &reason, |ctx| {
+            find_pool(ctx.service, pool)?;
+            let key = &ctx.key;
+            let mut next = ctx.current.clone();
+            if !next.decommissioned.remove(pool) {
+                return Ok(Decision::Unchanged(OkResponse {
+                    message: format!("pool {pool} of {key} was not decommissioned"),
+                }));
+            }
+            Ok(Decision::Change {
+                next,
+                change: Change::Recommission {
+                    pool: pool.to_string(),
+                },
+                forced: false,
+                detail: String::new(),
+                response: OkResponse {
+                    message: format!(
+                        "pool {pool} of {key} recommissioned: answered again as the phase's weights and health say"
+                    ),
+                },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! `status` and `history`: what the operator reads, computed from the
+//! zones, the state, health and the answer counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use super::{Operator, find_service};
+use crate::answer::{self, Live, Role};
+use crate::api::{
+    EndpointStatus, HistoryResponse, NotFound, PoolStatus, ServiceStatus, StatusResponse,
+};
+use crate::health::Status;
+use crate::pool::EndpointKey;
+use crate::state::State;
+use crate::stats::PoolCounts;
+use crate::zone::Service;
+
+impl Operator {
+    /// `history` of one service, or of every service (`None`), oldest first.
+    pub fn history(&self, service: Option<&str>) -> Result<HistoryResponse, NotFound> {
+        let key = match service {
+            Some(s) => Some(find_service(&self.zones(), s)?.key()),
+            None => None,
+        };
+        let state = self.state();
+        Ok(HistoryResponse {
+            events: state
+                .history
+                .iter()
+                .filter(|e| key.as_ref().is_none_or(|k| e.service == *k))
+                .cloned()
+                .collect(),
+            service: key,
+        })
+    }
+
+    /// `status`.
+    pub fn status(&self, service: Option<&str>) -> Result<StatusResponse, NotFound> {
+        let zones = self.zones();
+        let only = match service {
+            Some(s) => Some(find_service(&zones, s)?.key()),
+            None => None,
+        };
+        let state = self.state();
+        let now = self.clock.now_ms();
+        let health = self.health.all();
+        let window = self.window.counts();
+        let mut services = Vec::new();
+        for s in zones.iter().flat_map(|z| &z.services) {
+            if only.as_ref().is_none_or(|o| *o == s.key()) {
+                services.push(self.service_status(s, &state, now, &health, &window));
+            }
+        }
+        Ok(StatusResponse {
+            now_ms: now,
+            serial: self.plan.load().serial,
+            services,
+        })
+    }
+
+    /// Status of one service, from the state, health and counters given.
+    pub(super) fn service_status(
+        &self,
+        s: &Service,
+        state: &State,
+        now_ms: u64,
+        health: &HashMap<EndpointKey, Status>,
+        window: &PoolCounts,
+    ) -> ServiceStatus {
+        let key = s.key();
+        let st = state.service(&key);
+        let phase = state.phase_of(s);
+        let live = Live { state, health };
+        let main = answer::decisions(s, &live, false);
+        let staging = match s.staging {
+            Some(_) => answer::decisions(s, &live, true),
+            None => Vec::new(),
+        };
+        let hold_until_ms = s.phases[phase].hold.map(|hold| {
+            (self.phase_since(st.since) * 1000).saturating_add(hold.as_millis() as u64)
+        });
+        let total: u64 = s
+            .pools
+            .iter()
+            .map(|p| {
+                window
+                    .get(&(key.clone(), p.name.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        let pools = s
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let weight = s.phases[phase].weights[i];
+                let decommissioned = st.decommissioned.contains(&p.name);
+                let roles: BTreeMap<String, Role> = main
+                    .iter()
+                    .filter_map(|(f, d)| {
+                        let role = d.pools[i].as_ref()?.role;
+                        Some((f.label().to_string(), role))
+                    })
+                    .collect();
+                let mut distinct = roles.values();
+                let first = distinct.next().copied();
+                let role = first.filter(|r| distinct.all(|x| x == r));
+                let answered = roles.values().any(|r| r.answered());
+                let ps = self.stats.pool(&key, &p.name, s.max_ttl());
+                let last = ps.last_answered_ms.load(Ordering::Relaxed);
+                let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
+                let ever = last > 0;
+                let drained_at = (!answered).then(|| ps.expires_at_ms.load(Ordering::Relaxed));
+                let count = window
+                    .get(&(key.clone(), p.name.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                PoolStatus {
+                    pool: p.name.clone(),
+                    weight,
+                    decommissioned,
+                    role,
+                    roles,
+                    answers_last_minute: count,
+                    share_last_minute: if total > 0 {
+                        count as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                    last_answered_ms: ever.then_some(last),
+                    last_ttl: ever.then_some(last_ttl),
+                    drained_at_ms: drained_at,
+                    drained: drained_at.is_some_and(|d| d <= now_ms),
+                    safe_to_decommission_after_ms: drained_at
+                        .map(|d| d + s.drain_grace.as_millis() as u64),
+                    endpoints: p
+                        .endpoints
+                        .iter()
+                        .map(|e| {
+                            let ek = EndpointKey::new(&key, &p.name, &e.id);
+                            let h = health.get(&ek);
+                            EndpointStatus {
+                                endpoint: e.id.clone(),
+                                healthy: h.is_none_or(|h| h.state.healthy),
+                                checked: e.check.is_some(),
+                                disabled: st.disabled.contains(&ek.in_service()),
+                                since: h.map_or(0, |h| h.since),
+                                last_check: h.and_then(|h| h.last.clone()),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        ServiceStatus {
+            service: key,
+            short: s.short.clone(),
+            staging: s.staging.as_ref().map(|n| n.to_string()),
+            phase: s.phases[phase].name.clone(),
+            phases: s.phases.iter().map(|p| p.name.clone()).collect(),
+            since: st.since,
+            ttl: s.ttl_in(phase),
+            hold_until_ms,
+            fail_open: main.iter().any(|(_, d)| d.fail_open),
+            staging_fail_open: staging.iter().any(|(_, d)| d.fail_open),
+            servfail: main.iter().chain(&staging).any(|(_, d)| d.servfail),
+            pools,
+        }
+    }
+}
+
+/// Whether the change from `before` to `after` (one more disabled endpoint)
+/// strands pool `pool` of `s`: it answers a name and record family with a
+/// usable endpoint before, and not after. Returns that name and family.
+pub(super) fn stranded(
+    s: &Service,
+    pool: usize,
+    before: &State,
+    after: &State,
+    health: &HashMap<EndpointKey, Status>,
+) -> Option<String> {
+    let usable = |r: Option<Role>| matches!(r, Some(Role::Weighted | Role::StandbyAnswering));
+    let role = |state: &State, staging: bool, i: usize| {
+        let live = Live { state, health };
+        answer::decisions(s, &live, staging)[i].1.pools[pool]
+            .as_ref()
+            .map(|p| p.role)
+    };
+    let names = [(false, &s.name)]
+        .into_iter()
+        .chain(s.staging.as_ref().map(|n| (true, n)));
+    for (staging, name) in names {
+        for (i, family) in answer::Family::of(s).iter().enumerate() {
+            if usable(role(before, staging, i)) && !usable(role(after, staging, i)) {
+                let what = match family {
+                    answer::Family::Other => "queries",
+                    f => f.label(),
+                };
+                return Some(format!("{what} for {name}"));
+            }
+        }
+    }
+    None
+}
