@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_server::net::NetError;
-use hickory_server::net::runtime::{Time, TokioTime};
+use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
@@ -34,9 +34,9 @@ use hickory_server::proto::op::{
 use hickory_server::proto::rr::rdata::TXT;
 use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -297,8 +297,6 @@ fn servfail_info(request: &Request) -> ResponseInfo {
 
 /// Length of the DNS header.
 const HEADER_LEN: usize = 12;
-/// The QR bit, in the third byte of the header: set in responses.
-const QR_BIT: u8 = 0x80;
 /// The OPT pseudo-record type (RFC 6891).
 const OPT_TYPE: u16 = 41;
 /// Receive buffer: the largest UDP payload there is.
@@ -449,7 +447,6 @@ pub async fn serve_udp(
     handler: Handler,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
@@ -461,23 +458,21 @@ pub async fn serve_udp(
             Err(e) if transient(&e) => continue,
             Err(e) => return Err(e),
         };
-        let packet = &buf[..len];
-        if len < HEADER_LEN || packet[2] & QR_BIT != 0 || src.port() == 0 {
+        if src.port() == 0 {
+            // Nothing can be sent back to port 0.
             BAD_PACKETS.dropped.fetch_add(1, Ordering::Relaxed);
-            debug!(%src, len, "dropped a datagram that is not a query");
             continue;
         }
-        let responder = UdpResponder {
-            socket: socket.clone(),
-            dst: src,
+        // The same way from datagram to reply as the fast path's fallback:
+        // responses and runts dropped, FORMERR counted, truncation cleaned.
+        let Some(reply) = fallback::handle(&handler, buf[..len].to_vec(), src, Protocol::Udp).await
+        else {
+            continue;
         };
-        match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => {
-                handler
-                    .handle_request::<_, TokioTime>(&request, responder)
-                    .await;
-            }
-            Err(e) => formerr(packet, src, e, responder).await,
+        match socket.send_to(&reply, src).await {
+            Ok(_) => {}
+            Err(e) if transient(&e) => debug!(%src, error = %e, "udp reply not sent"),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -500,26 +495,6 @@ pub fn note_unparsable(src: SocketAddr, error: impl std::fmt::Display) {
     }
 }
 
-/// Answers FORMERR to a query whose header parsed but whose body did not.
-async fn formerr(
-    packet: &[u8],
-    src: SocketAddr,
-    error: impl std::fmt::Display,
-    mut r: UdpResponder,
-) {
-    note_unparsable(src, error);
-    let mut decoder = BinDecoder::new(packet);
-    let (Ok(header), Ok(queries)) = (Header::read(&mut decoder), Queries::read(&mut decoder, 0))
-    else {
-        return;
-    };
-    let response = MessageResponseBuilder::new(&queries, None)
-        .error_msg(&header.metadata, ResponseCode::FormErr);
-    if let Err(error) = r.send_response(response).await {
-        debug!(%error, "failed to send FORMERR");
-    }
-}
-
 /// Encodes a response in at most `max_size` bytes: what does not fit is
 /// left out and TC set by the encoder.
 pub(crate) fn encode<'a, A, N, S, D>(
@@ -537,35 +512,6 @@ where
     encoder.set_max_size(max_size);
     let info = response.destructive_emit(&mut encoder)?;
     Ok((buf, info))
-}
-
-/// Sends one response to one client over the shared UDP socket.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        // Without EDNS a UDP reply is at most 512 bytes (RFC 1035 4.2.1);
-        // what does not fit is left out and TC set by the encoder.
-        let limit = response.edns().map_or(512, |e| e.max_payload());
-        let (buf, info) = encode(response, limit)?;
-        self.socket.send_to(&buf, self.dst).await?;
-        Ok(info)
-    }
 }
 
 #[cfg(test)]

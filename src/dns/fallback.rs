@@ -97,13 +97,14 @@ pub async fn handle(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
-    let header: [u8; HEADER_LEN] = raw.get(..HEADER_LEN)?.try_into().ok()?;
-    if header[2] & 0x80 != 0 {
+    let header: Option<[u8; HEADER_LEN]> = raw.get(..HEADER_LEN).and_then(|h| h.try_into().ok());
+    let Some(header) = header.filter(|h| h[2] & 0x80 == 0) else {
+        // Shorter than a header, or a response: never answered.
         crate::dns::BAD_PACKETS
             .dropped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return None;
-    }
+    };
     if question_has_pointer(&raw) {
         crate::dns::note_unparsable(src, "compression pointer in a question name");
         let mut out = vec![0u8; HEADER_LEN];
