@@ -99,9 +99,13 @@ pub async fn handle(
 ) -> Option<Vec<u8>> {
     let header: [u8; HEADER_LEN] = raw.get(..HEADER_LEN)?.try_into().ok()?;
     if header[2] & 0x80 != 0 {
+        crate::dns::BAD_PACKETS
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return None;
     }
     if question_has_pointer(&raw) {
+        crate::dns::note_unparsable(src, "compression pointer in a question name");
         let mut out = vec![0u8; HEADER_LEN];
         super::fast::formerr(&header, &mut out);
         return Some(out);
@@ -109,7 +113,7 @@ pub async fn handle(
     let request = match Request::from_bytes(raw, src, protocol) {
         Ok(r) => r,
         Err(error) => {
-            debug!(%src, %error, "undecodable request");
+            crate::dns::note_unparsable(src, error);
             let mut out = vec![0u8; HEADER_LEN];
             super::fast::formerr(&header, &mut out);
             return Some(out);

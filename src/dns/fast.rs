@@ -41,7 +41,12 @@ pub enum Action {
 pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
     let mut lower = [0u8; MAX_NAME];
     match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
-        Parsed::Drop => Action::Drop,
+        Parsed::Drop => {
+            crate::dns::BAD_PACKETS
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Action::Drop
+        }
         Parsed::Fallback => Action::Fallback,
         Parsed::FormErr => {
             formerr(req, out);

@@ -491,6 +491,15 @@ fn transient(e: &std::io::Error) -> bool {
     )
 }
 
+/// Counts a query that did not parse (answered FORMERR) and logs it, at
+/// most once per [`PARSE_LOG_INTERVAL`]: a spoofed source cannot flood the log.
+pub fn note_unparsable(src: SocketAddr, error: impl std::fmt::Display) {
+    BAD_PACKETS.unparsable.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = PARSE_LOG.allow(uptime_ms()) {
+        warn!(%src, %error, suppressed, "unparsable query answered FORMERR");
+    }
+}
+
 /// Answers FORMERR to a query whose header parsed but whose body did not.
 async fn formerr(
     packet: &[u8],
@@ -498,10 +507,7 @@ async fn formerr(
     error: impl std::fmt::Display,
     mut r: UdpResponder,
 ) {
-    BAD_PACKETS.unparsable.fetch_add(1, Ordering::Relaxed);
-    if let Some(suppressed) = PARSE_LOG.allow(uptime_ms()) {
-        warn!(%src, %error, suppressed, "unparsable query answered FORMERR");
-    }
+    note_unparsable(src, error);
     let mut decoder = BinDecoder::new(packet);
     let (Ok(header), Ok(queries)) = (Header::read(&mut decoder), Queries::read(&mut decoder, 0))
     else {
