@@ -1,12 +1,50 @@
 //! dnsshift: an authoritative DNS server that shifts an application's traffic
 //! between old and new load balancers by weight, phase and health.
 //!
-//! Data flows one way: config ([`config`], [`zone`]) + operator state
-//! ([`state`]) + health ([`health`]) → an immutable answer plan ([`answer`]) →
-//! DNS answers ([`dns`]: the UDP fast path, TCP, and a hickory handler
-//! for what the fast path does not answer itself). [`daemon`] wires the
-//! pieces together; [`control`] is the operator protocol; [`cli`] is the
-//! command line on top of it.
+//! # Layout
+//!
+//! One module per responsibility. A module depends only on modules below
+//! it in this list; nothing depends upwards, so there are no cycles.
+//!
+//! ```text
+//! main.rs      args, tracing, runtime, signals -> dispatch
+//! cli/         clap definitions; control client; human rendering
+//! daemon       wiring and lifecycle: bind, spawn, SIGHUP, drain
+//! control      HTTP routes -> Operator; token; typed error -> status; /metrics
+//! operator     every command and status; one apply() path for changes
+//! api          the operator protocol: requests, responses, typed errors
+//! metrics      Prometheus rendering from zones, state, health and stats
+//! dns/         the data path: sockets, UDP fast path, TCP, hickory handler
+//! answer/      the answer plan = f(zones, state, health), pure; the lookup
+//! stats        query, pool and endpoint counters; the one-minute window
+//! health       checker tasks, rise/fall, the health table
+//! state/       State, typed events, the StateStore trait, the state file;
+//!              the shared store on etcd (issue 11)
+//! zone/        zone files: raw specs, building, static records, checks
+//! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
+//! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
+//! clock, sync, error   the one clock, the one lock helper, error text
+//! ```
+//!
+//! # Data flow
+//!
+//! One way. Config and zone files, operator state and health verdicts are
+//! the inputs; the answer plan is built from them and swapped in whole;
+//! the data path only reads the plan.
+//!
+//! ```text
+//!  config/ zone/ ──┐
+//!  state/ (store) ─┼──▶ answer::Plan::build ──▶ ArcSwap<Plan> ──▶ dns/ ──▶ answers
+//!  health (table) ─┘          ▲                                    │
+//!                             │                                    ▼
+//!  operator::apply ───────────┘ (rebuild)              stats (counters, window)
+//!   ▲ commands: control (HTTP) ◀── cli                        │
+//!   └─────────── status, metrics ◀────────────────────────────┘
+//! ```
+//!
+//! Health never advances a phase; it only shapes what a phase's weights
+//! resolve to. Operator commands change the state; either change rebuilds
+//! the plan.
 
 pub mod answer;
 pub mod api;

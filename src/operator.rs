@@ -1,8 +1,8 @@
 //! The operator: every command and status over the zones, the state store,
 //! health and the answer counters. Knows nothing of HTTP: commands take
-//! the [`api`] requests and return its responses or its typed errors.
+//! the [`crate::api`] requests and return its responses or its typed errors.
 //!
-//! Every change goes through one path, [`Operator::apply`]: take the writer
+//! Every change goes through one path, `Operator::apply`: take the writer
 //! lock, find the service, let the command decide (validate, and say what
 //! the service's state becomes and which [`Change`] to record), record it,
 //! commit it to the [`StateStore`] (refused if the store moved on), publish

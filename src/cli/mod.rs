@@ -1,5 +1,5 @@
-//! The command line: the clap definitions ([`args`]), `check`, and the
-//! client side of operator commands ([`client`]: the typed operator
+//! The command line: the clap definitions (`args`), `check`, and the
+//! client side of operator commands (`client`: the typed operator
 //! protocol over HTTP) with their human rendering ([`render`]). `serve` is
 //! dispatched by the binary (`main.rs`) to `daemon::run`.
 

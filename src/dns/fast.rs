@@ -89,7 +89,7 @@ pub struct Counters {
     /// Failed accepts (descriptor or memory exhaustion), each followed by
     /// a back-off.
     pub tcp_accept_errors: AtomicU64,
-    /// UDP datagrams dropped because [`fallback::MAX_IN_FLIGHT`] were
+    /// UDP datagrams dropped because [`MAX_IN_FLIGHT`](super::fallback::MAX_IN_FLIGHT) were
     /// already being answered by the hickory handler.
     pub udp_fallback_dropped: AtomicU64,
     /// UDP responses response rate limiting dropped.
