@@ -16,7 +16,12 @@ use crate::control;
 use crate::dns::{self, Handler, Listener};
 use crate::health::{self, Checker};
 use crate::operator::{self, Operator};
+use crate::state::cluster::{Cluster, Layout};
+use crate::state::etcd::Etcd;
+use crate::state::shared::EtcdStore;
 use crate::state::{FileStore, StateStore};
+
+mod publish;
 
 /// Extra time allowed for the first health round beyond the longest timeout.
 const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
@@ -45,8 +50,31 @@ pub enum StartError {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let store = FileStore::new(&config.state_dir);
-    let loaded = operator::load_all(&config.zones_dir, &store).map_err(StartError::State)?;
+    let (store, shared): (Arc<dyn StateStore>, Option<Arc<EtcdStore>>) = match &config.cluster {
+        None => (Arc::new(FileStore::new(&config.state_dir)), None),
+        Some(c) => {
+            let opts = c
+                .etcd_options()
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let etcd = Etcd::new(opts).map_err(|e| StartError::Other(e.to_string()))?;
+            let cluster = Cluster::new(etcd, Layout::new(&c.prefix), c.node.clone());
+            let s = Arc::new(EtcdStore::new(
+                cluster,
+                &config.state_dir,
+                tokio::runtime::Handle::current(),
+            ));
+            info!(node = %c.node, etcd = %c.endpoints.join(", "), prefix = %c.prefix, "shared state on etcd");
+            (s.clone(), Some(s))
+        }
+    };
+    // A shared store waits on etcd: off the async threads.
+    let loaded = {
+        let (zones_dir, store) = (config.zones_dir.clone(), store.clone());
+        tokio::task::spawn_blocking(move || operator::load_all(&zones_dir, &*store))
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))?
+            .map_err(StartError::State)?
+    };
     raise_nofile_limit();
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -158,6 +186,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     op.rebuild();
     spawn_background(op.clone(), health_changed, store_changes, shutdown.clone());
+    if let Some(shared) = shared {
+        publish::spawn(op.clone(), shared, shutdown.clone());
+    }
 
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get

@@ -33,6 +33,10 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The shared store (etcd) failed; the message names etcd and its
+    /// endpoints.
+    #[error("{0}")]
+    Etcd(String),
 }
 
 /// A version of the state, as a store counts them: a commit names the
@@ -54,7 +58,7 @@ pub struct Loaded {
 pub enum CommitError {
     /// Someone else committed since `expected` (a shared store): reload
     /// and try again.
-    #[error("the state changed meanwhile (at epoch {found}, not {expected}); try again")]
+    #[error("state changed meanwhile (epoch {found}), nothing done; check status and retry")]
     Conflict {
         /// The epoch the change was made from.
         expected: Epoch,
@@ -79,6 +83,37 @@ pub trait StateStore: Send + Sync {
     /// Fires with the new epoch when the state was changed elsewhere (by
     /// another nameserver); then [`StateStore::load`] it.
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch>;
+    /// Every host sharing this store, as last reported (a shared store);
+    /// nothing for the local file.
+    fn hosts(&self) -> Vec<super::cluster::HostView> {
+        Vec::new()
+    }
+    /// The state served is the local copy: the shared store was
+    /// unreachable when this host started and has not been read since.
+    fn from_local_copy(&self) -> bool {
+        false
+    }
+}
+
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    fn origin(&self) -> String {
+        (**self).origin()
+    }
+    fn load(&self) -> Result<Loaded, StateError> {
+        (**self).load()
+    }
+    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        (**self).commit(expected, next)
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
+        (**self).changes()
+    }
+    fn hosts(&self) -> Vec<super::cluster::HostView> {
+        (**self).hosts()
+    }
+    fn from_local_copy(&self) -> bool {
+        (**self).from_local_copy()
+    }
 }
 
 /// The local state file, `state.json` in the state directory, rewritten
@@ -135,7 +170,7 @@ impl FileStore {
     }
 
     /// Writes state atomically and durably.
-    fn save(&self, state: &State) -> Result<(), StateError> {
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.path();
         let err = |source| StateError::Write {
             path: path.clone(),
