@@ -14,8 +14,8 @@ use crate::health::Status;
 use crate::pool::EndpointKey;
 use crate::state::State;
 use crate::state::cluster::{EndpointHealth, HostReport, HostView, PoolAnswers, drained_at};
-use crate::sync::lock;
 use crate::stats::PoolCounts;
+use crate::sync::lock;
 use crate::zone::Service;
 
 impl Operator {

@@ -209,8 +209,13 @@ impl EtcdStore {
                 match c {
                     Change::Put(kv) => match report(kv) {
                         Ok(r) => {
-                            v.hosts
-                                .insert(node.to_string(), HostView { report: r, live: true });
+                            v.hosts.insert(
+                                node.to_string(),
+                                HostView {
+                                    report: r,
+                                    live: true,
+                                },
+                            );
                         }
                         Err(e) => warn!(error = %e, "ignoring a host record"),
                     },

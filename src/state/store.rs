@@ -95,6 +95,31 @@ pub trait StateStore: Send + Sync {
     }
 }
 
+/// Reads a state file (the format of `state.json`); a missing file is a
+/// fresh start.
+pub fn read_file(path: &Path) -> Result<State, StateError> {
+    let path = path.to_path_buf();
+    let text = match read_regular(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(StateError::Corrupt {
+            path,
+            message: format!(
+                "version {} is not the supported version {STATE_VERSION}",
+                state.version
+            ),
+        });
+    }
+    Ok(state)
+}
+
 impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     fn origin(&self) -> String {
         (**self).origin()
@@ -147,28 +172,8 @@ impl FileStore {
 
     /// Reads the file; a missing file is a fresh start.
     pub fn read(&self) -> Result<State, StateError> {
-        let path = self.path();
-        let text = match read_regular(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(source) => return Err(StateError::Read { path, source }),
-        };
-        let state: State = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if state.version != STATE_VERSION {
-            return Err(StateError::Corrupt {
-                path,
-                message: format!(
-                    "version {} is not the supported version {STATE_VERSION}",
-                    state.version
-                ),
-            });
-        }
-        Ok(state)
+        read_file(&self.path())
     }
-
     /// Writes state atomically and durably.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.path();
