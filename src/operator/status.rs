@@ -130,7 +130,7 @@ impl Operator {
             applied_epoch: lock(&self.state).1,
             published_ms: self.clock.now_ms(),
             lease_ttl_s,
-            from_local_copy: self.store.from_local_copy(),
+            from_local_copy: self.store.serving_local_copy(),
             pools,
             endpoints,
         }

@@ -352,7 +352,7 @@ impl StateStore for EtcdStore {
         lock(&self.view).hosts.values().cloned().collect()
     }
 
-    fn from_local_copy(&self) -> bool {
+    fn serving_local_copy(&self) -> bool {
         lock(&self.view).from_local_copy
     }
 }

@@ -90,7 +90,7 @@ pub trait StateStore: Send + Sync {
     }
     /// The state served is the local copy: the shared store was
     /// unreachable when this host started and has not been read since.
-    fn from_local_copy(&self) -> bool {
+    fn serving_local_copy(&self) -> bool {
         false
     }
 }
@@ -136,8 +136,8 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     fn hosts(&self) -> Vec<super::cluster::HostView> {
         (**self).hosts()
     }
-    fn from_local_copy(&self) -> bool {
-        (**self).from_local_copy()
+    fn serving_local_copy(&self) -> bool {
+        (**self).serving_local_copy()
     }
 }
 
