@@ -148,14 +148,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     );
     let store_changes = store.changes();
-    let op = Arc::new(Operator::new(
-        &config,
-        loaded,
-        Box::new(store),
-        checks,
-        health_table,
-        Arc::new(SystemClock),
-    ));
+    let op = Arc::new(
+        Operator::new(
+            config.zones_dir.clone(),
+            config.file.clone(),
+            loaded,
+            Box::new(store),
+            checks,
+            health_table,
+            Arc::new(SystemClock),
+        )
+        .identified(
+            config
+                .cluster
+                .as_ref()
+                .map_or(&config.server_id, |c| &c.node),
+            config.cluster.is_some(),
+        ),
+    );
     op.rebuild();
     let datapath = Arc::new(dns::fast::Counters::default());
 
@@ -185,9 +195,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         _ = shutdown.cancelled() => {}
     }
     op.rebuild();
-    spawn_background(op.clone(), health_changed, store_changes, shutdown.clone());
+    // Every task the daemon starts from here on, drained together.
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_background(
+        &mut tasks,
+        op.clone(),
+        health_changed,
+        store_changes,
+        shutdown.clone(),
+    );
     if let Some(shared) = shared {
-        publish::spawn(op.clone(), shared, shutdown.clone());
+        publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
     }
 
     // Serve DNS only now: the sockets were bound before the health round, so
@@ -195,10 +213,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // answers that already reflect health.
     let handler = Arc::new(Handler::new(op.plan.clone()).with_server_id(&config.server_id));
     let mut udp_workers = Vec::new();
-    // UDP without the fast path runs our own loop (it never answers a
-    // response either); TCP is ours in both cases.
-    let mut udp_tasks = tokio::task::JoinSet::new();
-    let mut tcp_tasks = Vec::new();
     let fallback = dns::fallback::Fallback::new(
         handler.clone(),
         Arc::new(dns::rrl::Rrl::new(config.rrl.clone())),
@@ -215,13 +229,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 .map_err(|e| StartError::Other(format!("cannot start udp workers: {e}")))?;
             udp_workers.extend(threads);
         } else {
+            // UDP without the fast path runs our own loop (it never
+            // answers a response either); TCP is ours in both cases.
             for u in udp {
                 let u = u
                     .set_nonblocking(true)
                     .and_then(|()| tokio::net::UdpSocket::from_std(u))
                     .map_err(|e| StartError::Other(format!("cannot register udp socket: {e}")))?;
                 let (handler, stop) = ((*handler).clone(), shutdown.clone());
-                udp_tasks.spawn(async move {
+                tasks.spawn(async move {
                     if let Err(e) = dns::serve_udp(u, handler, stop.clone()).await {
                         error!(error = %e, "dns udp socket failed; shutting down");
                         stop.cancel();
@@ -229,13 +245,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 });
             }
         }
-        tcp_tasks.push(tokio::spawn(dns::tcp::serve(
+        tasks.spawn(dns::tcp::serve(
             tcp,
             handler.clone(),
             tcp_limits,
             datapath.clone(),
             shutdown.clone(),
-        )));
+        ));
     }
 
     let services: usize = zones_now.iter().map(|z| z.services.len()).sum();
@@ -250,31 +266,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     shutdown.cancelled().await;
     info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
-    for t in tcp_tasks {
-        if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
-            warn!("dns tcp server did not stop within the grace period");
-        }
-    }
     // Workers see the token within their receive timeout.
-    let joined = tokio::task::spawn_blocking(move || {
+    tasks.spawn_blocking(move || {
         for t in udp_workers {
             let _ = t.join();
         }
     });
-    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-        warn!("udp workers did not stop within the grace period");
-    }
-    let udp_done = async { while udp_tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, udp_done)
-        .await
-        .is_err()
-    {
-        warn!("dns udp loops did not stop within the grace period");
-    }
-    match tokio::time::timeout(SHUTDOWN_GRACE, control_task).await {
-        Ok(Ok(Err(e))) => error!(error = %e, "control server stopped with an error"),
-        Err(_) => warn!("control server did not stop within the grace period"),
-        _ => {}
+    tasks.spawn(async move {
+        if let Ok(Err(e)) = control_task.await {
+            error!(error = %e, "control server stopped with an error");
+        }
+    });
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        warn!(
+            left = tasks.len(),
+            "tasks did not stop within the grace period"
+        );
     }
     // Nothing to persist here: every command was saved (fsync, rename,
     // directory fsync) before it was acknowledged. Rewriting the file now
@@ -300,8 +308,9 @@ fn raise_nofile_limit() {
 }
 
 /// Rebuilds on health changes, reloads state changed elsewhere, samples
-/// counters, pings the watchdog, reloads on SIGHUP.
+/// counters, pings the watchdog, reloads on SIGHUP: tasks in `tasks`.
 fn spawn_background(
+    tasks: &mut tokio::task::JoinSet<()>,
     op: Arc<Operator>,
     health_changed: Arc<Notify>,
     mut store_changes: tokio::sync::watch::Receiver<crate::state::Epoch>,
@@ -309,39 +318,18 @@ fn spawn_background(
 ) {
     let s = op.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = health_changed.notified() => s.rebuild(),
-            }
-        }
-    });
-    let s = op.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                // The local file store never fires; a shared store does.
-                changed = store_changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let s2 = s.clone();
-                    let _ = tokio::task::spawn_blocking(move || s2.refresh()).await;
-                }
-            }
-        }
-    });
-    let s = op.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = health_changed.notified() => s.rebuild(),
                 _ = tick.tick() => s.sample(),
+                // The local file store never fires; a shared store does.
+                Ok(()) = store_changes.changed() => {
+                    let s2 = s.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.refresh()).await;
+                }
             }
         }
     });
@@ -351,7 +339,7 @@ fn spawn_background(
         info!(period = ?period, "systemd watchdog enabled");
         let stop = shutdown.clone();
         let plan = op.plan.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
@@ -374,7 +362,7 @@ fn spawn_background(
         error!("cannot install the SIGHUP handler");
         return;
     };
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -32,7 +32,11 @@ use crate::stats::{SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
+mod load;
 pub mod status;
+
+pub use load::load_all;
+use status::stranded;
 
 /// Everything the commands work on. The DNS path only reads `plan`.
 pub struct Operator {
@@ -142,24 +146,6 @@ impl PoolView for Pools<'_> {
     }
 }
 
-/// Loads zones and state and checks them against each other: what `check`,
-/// start-up and reload all run.
-pub fn load_all(
-    zones_dir: &std::path::Path,
-    store: &dyn StateStore,
-) -> Result<(Vec<Zone>, State, Epoch), String> {
-    let zones = zone::load_dir(zones_dir).map_err(|e| e.to_string())?;
-    let loaded = store.load().map_err(|e| e.to_string())?;
-    let v = loaded.state.validate(&zones, &store.origin());
-    for w in &v.warnings {
-        warn!(warning = %w, "stale state entry");
-    }
-    if !v.errors.is_empty() {
-        return Err(v.errors.join("\n"));
-    }
-    Ok((zones, loaded.state, loaded.epoch))
-}
-
 /// Resolves a service argument: its FQDN (any case, dot optional) or its
 /// short name when that is unique.
 fn find_service<'z>(zones: &'z [Zone], arg: &str) -> Result<&'z Service, NotFound> {
@@ -204,9 +190,11 @@ fn check_reason(reason: &Option<String>) -> Result<(), ReasonTooLong> {
 
 impl Operator {
     /// The operator over `zones` and `state` (as [`load_all`] returned
-    /// them from `store`), with no plan built yet.
+    /// them from `store`), with no plan built yet. `reload` reads
+    /// `zones_dir` and checks `config_file`.
     pub fn new(
-        config: &Config,
+        zones_dir: PathBuf,
+        config_file: Option<PathBuf>,
         (zones, state, epoch): (Vec<Zone>, State, Epoch),
         store: Box<dyn StateStore>,
         checks: health::Checks,
@@ -214,8 +202,8 @@ impl Operator {
         clock: Arc<dyn Clock>,
     ) -> Operator {
         Operator {
-            zones_dir: config.zones_dir.clone(),
-            config_file: config.file.clone(),
+            zones_dir,
+            config_file,
             zones: Mutex::new(Arc::new(zones)),
             state: Mutex::new((Arc::new(state), epoch)),
             writer: Mutex::new(()),
@@ -228,13 +216,18 @@ impl Operator {
             serial: Mutex::new(0),
             started: clock.now_secs(),
             clock,
-            node: config
-                .cluster
-                .as_ref()
-                .map_or_else(|| config.server_id.clone(), |c| c.node.clone()),
-            shared: config.cluster.is_some(),
+            node: String::new(),
+            shared: false,
             applied: tokio::sync::watch::Sender::new(epoch),
         }
+    }
+
+    /// Names this host `node` (in `_dnsshift` TXT and host reports); `shared`:
+    /// the store is shared by several hosts (`[cluster]`).
+    pub fn identified(mut self, node: &str, shared: bool) -> Operator {
+        self.node = node.to_string();
+        self.shared = shared;
+        self
     }
 
     /// The current zones.
@@ -283,35 +276,6 @@ impl Operator {
     pub fn sample(&self) {
         self.window
             .sample(&self.zones(), &self.stats, self.clock.now_ms());
-    }
-
-    /// Re-reads the state after the store told of a change made elsewhere,
-    /// and serves it. A state that does not fit the zones is not served.
-    pub fn refresh(&self) {
-        let _writer = lock(&self.writer);
-        let loaded = match self.store.load() {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "cannot load the changed state; still serving the previous one");
-                return;
-            }
-        };
-        let v = loaded.state.validate(&self.zones(), &self.store.origin());
-        if !v.errors.is_empty() {
-            warn!(error = %v.errors.join("; "), "the changed state does not fit the zones; still serving the previous one");
-            return;
-        }
-        let unchanged = {
-            let current = lock(&self.state);
-            current.1 == loaded.epoch && *current.0 == loaded.state
-        };
-        if unchanged {
-            return;
-        }
-        *lock(&self.state) = (Arc::new(loaded.state), loaded.epoch);
-        self.rebuild();
-        self.applied.send_replace(loaded.epoch);
-        info!(epoch = loaded.epoch, "applied the shared state");
     }
 
     /// Unix seconds from which the current phase's `hold` counts: when it
@@ -697,83 +661,7 @@ impl Operator {
             })
         })
     }
-
-    /// Re-reads zones (from the running config's zones directory) and checks
-    /// the config file; any error rejects the whole reload and the running
-    /// configuration keeps serving.
-    pub fn reload(&self) -> Result<ReloadResponse, ReloadError> {
-        let reject = |e: &dyn std::fmt::Display| {
-            warn!(error = %e, "reload rejected; still serving the previous configuration");
-            ReloadError(e.to_string())
-        };
-        // The server config is re-read too, so that an error in it is
-        // reported now rather than at the next start. Its settings
-        // (addresses, directories, logging) take effect on restart.
-        // Files are read and parsed before the writer lock is taken, so
-        // that a slow or stuck file never holds up other commands; only the
-        // check against the current state and the swap happen under it.
-        if let Some(file) = &self.config_file
-            && let Err(e) = Config::load(file)
-        {
-            return Err(reject(&e));
-        }
-        let zones = zone::load_dir(&self.zones_dir).map_err(|e| reject(&e))?;
-        let _writer = lock(&self.writer);
-        let v = self.state().validate(&zones, &self.store.origin());
-        if !v.errors.is_empty() {
-            return Err(reject(&v.errors.join("\n")));
-        }
-        for w in &v.warnings {
-            warn!(warning = %w, "stale state entry");
-        }
-        let services = zones.iter().map(|z| z.services.len()).sum();
-        let n = zones.len();
-        *lock(&self.zones) = Arc::new(zones.clone());
-        self.stats.retain(&zones);
-        // Health of endpoints that still exist carries over; new ones count
-        // as healthy until their first result.
-        drop(self.checks.restart(&zones));
-        self.rebuild();
-        let serial = self.plan.load().serial;
-        info!(zones = n, services, serial, "reloaded");
-        Ok(ReloadResponse {
-            zones: n,
-            services,
-            serial,
-        })
-    }
 }
 
-/// Whether the change from `before` to `after` (one more disabled endpoint)
-/// strands pool `pool` of `s`: it answers a name and record family with a
-/// usable endpoint before, and not after. Returns that name and family.
-fn stranded(
-    s: &Service,
-    pool: usize,
-    before: &State,
-    after: &State,
-    health: &HashMap<EndpointKey, Status>,
-) -> Option<String> {
-    let usable = |r: Option<Role>| matches!(r, Some(Role::Weighted | Role::StandbyAnswering));
-    let role = |state: &State, staging: bool, i: usize| {
-        let live = Live { state, health };
-        answer::decisions(s, &live, staging)[i].1.pools[pool]
-            .as_ref()
-            .map(|p| p.role)
-    };
-    let names = [(false, &s.name)]
-        .into_iter()
-        .chain(s.staging.as_ref().map(|n| (true, n)));
-    for (staging, name) in names {
-        for (i, family) in answer::Family::of(s).iter().enumerate() {
-            if usable(role(before, staging, i)) && !usable(role(after, staging, i)) {
-                let what = match family {
-                    answer::Family::Other => "queries",
-                    f => f.label(),
-                };
-                return Some(format!("{what} for {name}"));
-            }
-        }
-    }
-    None
-}
+#[cfg(test)]
+mod tests;

@@ -353,3 +353,49 @@ fn sigterm_and_sigint_stop_cleanly_with_status_0() {
         assert_eq!(status(&server)["phase"], "ten");
     }
 }
+
+/// A state file written by the release before typed history events
+/// (tests/fixtures/state-v1.json, format 1, written by the binary of commit
+/// 2e49fc6) is served as it was: phase, overrides, the decommission, and
+/// every history entry as `history --json` showed it then.
+#[test]
+fn a_state_file_of_format_1_is_served_as_it_was() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let zone = std::fs::read_to_string(fixtures.join("state-v1-zone.toml")).unwrap();
+    let setup = Setup::new(&[("shift.example.com.toml", &zone)], "");
+    std::fs::create_dir(setup.dir.path().join("state")).unwrap();
+    std::fs::copy(
+        fixtures.join("state-v1.json"),
+        setup.dir.path().join("state/state.json"),
+    )
+    .unwrap();
+    let server = setup.start();
+    let old: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("state-v1.json")).unwrap())
+            .unwrap();
+    let h: Value = serde_json::from_str(&server.cli_ok(&["history", "www", "--json"])).unwrap();
+    let (got, want) = (
+        h["events"].as_array().unwrap(),
+        old["history"].as_array().unwrap(),
+    );
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for k in ["at", "service", "action", "from", "to", "reason", "forced"] {
+            assert_eq!(g.get(k).unwrap_or(&Value::Null), &w[k], "{k}: {g} vs {w}");
+        }
+    }
+    let st: Value = serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap();
+    let s = &st["services"][0];
+    assert_eq!(s["phase"], "cutover");
+    let old_pool = &s["pools"][0];
+    assert_eq!(old_pool["pool"], "old");
+    assert_eq!(old_pool["decommissioned"], true);
+    let disabled: Vec<&str> = old_pool["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["disabled"] == true)
+        .map(|e| e["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(disabled, ["127.0.0.11"]);
+}

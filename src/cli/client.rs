@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use super::render::{render_history, render_status};
 use super::{Command, EndpointAction, Failure, TransitionArgs};
 use crate::api::{
-    ErrorBody, Fault, HistoryResponse, OkResponse, ReloadResponse, StatusResponse,
-    TransitionRequest, TransitionResponse,
+    DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse,
+    ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
 };
+
+/// The body of a request that has none.
+const NO_BODY: Option<&()> = None;
 use crate::config::Config;
 
 /// Longest a `status --watch` runs: a forgotten terminal stops polling.
@@ -85,7 +88,7 @@ impl Client {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<&impl serde::Serialize>,
     ) -> Result<T, Failure> {
         let client = reqwest::Client::builder()
             .timeout(CONTROL_TIMEOUT)
@@ -95,7 +98,7 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let mut req = client.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let unreachable = |e: reqwest::Error| {
             Failure::Unreachable(format!(
@@ -142,7 +145,7 @@ impl Client {
                 if watch {
                     return self.watch(&path, interval, count).await;
                 }
-                let st: StatusResponse = self.call(Method::GET, &path, None).await?;
+                let st: StatusResponse = self.call(Method::GET, &path, NO_BODY).await?;
                 if json {
                     print_json(&st)
                 } else {
@@ -174,7 +177,7 @@ impl Client {
                             seg(&service),
                             seg(&endpoint)
                         ),
-                        Some(serde_json::json!({ "force": force, "reason": reason })),
+                        Some(&EndpointRequest { force, reason }),
                     )
                     .await?;
                 println!("{}", ok.message);
@@ -185,7 +188,7 @@ impl Client {
                     Some(s) => format!("/v1/services/{}/history", seg(s)),
                     None => "/v1/history".into(),
                 };
-                let h: HistoryResponse = self.call(Method::GET, &path, None).await?;
+                let h: HistoryResponse = self.call(Method::GET, &path, NO_BODY).await?;
                 if json {
                     return print_json(&h);
                 }
@@ -198,8 +201,8 @@ impl Client {
                 force,
                 reason,
             } => {
-                let body = serde_json::json!({ "force": force, "reason": reason });
-                self.pool_action(&service, &pool, "decommission", body)
+                let body = DecommissionRequest { force, reason };
+                self.pool_action(&service, &pool, "decommission", &body)
                     .await
             }
             Command::Recommission {
@@ -207,12 +210,12 @@ impl Client {
                 pool,
                 reason,
             } => {
-                let body = serde_json::json!({ "reason": reason });
-                self.pool_action(&service, &pool, "recommission", body)
+                let body = ReasonRequest { reason };
+                self.pool_action(&service, &pool, "recommission", &body)
                     .await
             }
             Command::Reload => {
-                let r: ReloadResponse = self.call(Method::POST, "/v1/reload", None).await?;
+                let r: ReloadResponse = self.call(Method::POST, "/v1/reload", NO_BODY).await?;
                 println!(
                     "reloaded: {} zone(s), {} service(s), serial {}",
                     r.zones, r.services, r.serial
@@ -228,7 +231,7 @@ impl Client {
         service: &str,
         pool: &str,
         verb: &str,
-        body: serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<(), Failure> {
         let path = format!(
             "/v1/services/{}/pools/{}/{verb}",
@@ -257,7 +260,7 @@ impl Client {
         while count.is_none_or(|c| drawn < c) && start.elapsed() < WATCH_LIMIT {
             tick.tick().await;
             let body = match self
-                .call::<StatusResponse>(reqwest::Method::GET, path, None)
+                .call::<StatusResponse>(reqwest::Method::GET, path, NO_BODY)
                 .await
             {
                 Ok(st) => render_status(&st),
@@ -287,7 +290,7 @@ impl Client {
             .call(
                 reqwest::Method::POST,
                 &format!("/v1/services/{}/{verb}", percent(&a.service)),
-                serde_json::to_value(&body).ok(),
+                Some(&body),
             )
             .await?;
         for w in &r.warnings {

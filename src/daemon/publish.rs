@@ -19,11 +19,16 @@ pub const LEASE_TTL: Duration = Duration::from_secs(5);
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts following etcd and publishing this host's report.
-pub fn spawn(op: Arc<Operator>, store: Arc<EtcdStore>, shutdown: CancellationToken) {
+pub fn spawn(
+    tasks: &mut tokio::task::JoinSet<()>,
+    op: Arc<Operator>,
+    store: Arc<EtcdStore>,
+    shutdown: CancellationToken,
+) {
     let s = store.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move { s.follow(stop).await });
-    tokio::spawn(publish(op, store, shutdown));
+    tasks.spawn(async move { s.follow(stop).await });
+    tasks.spawn(publish(op, store, shutdown));
 }
 
 async fn publish(op: Arc<Operator>, store: Arc<EtcdStore>, shutdown: CancellationToken) {

@@ -252,3 +252,37 @@ impl Operator {
         }
     }
 }
+
+/// Whether the change from `before` to `after` (one more disabled endpoint)
+/// strands pool `pool` of `s`: it answers a name and record family with a
+/// usable endpoint before, and not after. Returns that name and family.
+pub(super) fn stranded(
+    s: &Service,
+    pool: usize,
+    before: &State,
+    after: &State,
+    health: &HashMap<EndpointKey, Status>,
+) -> Option<String> {
+    let usable = |r: Option<Role>| matches!(r, Some(Role::Weighted | Role::StandbyAnswering));
+    let role = |state: &State, staging: bool, i: usize| {
+        let live = Live { state, health };
+        answer::decisions(s, &live, staging)[i].1.pools[pool]
+            .as_ref()
+            .map(|p| p.role)
+    };
+    let names = [(false, &s.name)]
+        .into_iter()
+        .chain(s.staging.as_ref().map(|n| (true, n)));
+    for (staging, name) in names {
+        for (i, family) in answer::Family::of(s).iter().enumerate() {
+            if usable(role(before, staging, i)) && !usable(role(after, staging, i)) {
+                let what = match family {
+                    answer::Family::Other => "queries",
+                    f => f.label(),
+                };
+                return Some(format!("{what} for {name}"));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,99 @@
+//! Loading and reloading: zones and state checked against each other, at
+//! start-up, on `reload`, and when the store reports a change made
+//! elsewhere.
+
+use super::*;
+
+/// Loads zones and state and checks them against each other: what `check`,
+/// start-up and reload all run.
+pub fn load_all(
+    zones_dir: &std::path::Path,
+    store: &dyn StateStore,
+) -> Result<(Vec<Zone>, State, Epoch), String> {
+    let zones = zone::load_dir(zones_dir).map_err(|e| e.to_string())?;
+    let loaded = store.load().map_err(|e| e.to_string())?;
+    let v = loaded.state.validate(&zones, &store.origin());
+    for w in &v.warnings {
+        warn!(warning = %w, "stale state entry");
+    }
+    if !v.errors.is_empty() {
+        return Err(v.errors.join("\n"));
+    }
+    Ok((zones, loaded.state, loaded.epoch))
+}
+
+impl Operator {
+    /// Re-reads the state after the store told of a change made elsewhere,
+    /// and serves it. A state that does not fit the zones is not served.
+    pub fn refresh(&self) {
+        let _writer = lock(&self.writer);
+        let loaded = match self.store.load() {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot load the changed state; still serving the previous one");
+                return;
+            }
+        };
+        let v = loaded.state.validate(&self.zones(), &self.store.origin());
+        if !v.errors.is_empty() {
+            warn!(error = %v.errors.join("; "), "the changed state does not fit the zones; still serving the previous one");
+            return;
+        }
+        let unchanged = {
+            let current = lock(&self.state);
+            current.1 == loaded.epoch && *current.0 == loaded.state
+        };
+        if unchanged {
+            return;
+        }
+        *lock(&self.state) = (Arc::new(loaded.state), loaded.epoch);
+        self.rebuild();
+        self.applied.send_replace(loaded.epoch);
+        info!(epoch = loaded.epoch, "applied the shared state");
+    }
+
+    /// Re-reads zones (from the running config's zones directory) and checks
+    /// the config file; any error rejects the whole reload and the running
+    /// configuration keeps serving.
+    pub fn reload(&self) -> Result<ReloadResponse, ReloadError> {
+        let reject = |e: &dyn std::fmt::Display| {
+            warn!(error = %e, "reload rejected; still serving the previous configuration");
+            ReloadError(e.to_string())
+        };
+        // The server config is re-read too, so that an error in it is
+        // reported now rather than at the next start. Its settings
+        // (addresses, directories, logging) take effect on restart.
+        // Files are read and parsed before the writer lock is taken, so
+        // that a slow or stuck file never holds up other commands; only the
+        // check against the current state and the swap happen under it.
+        if let Some(file) = &self.config_file
+            && let Err(e) = Config::load(file)
+        {
+            return Err(reject(&e));
+        }
+        let zones = zone::load_dir(&self.zones_dir).map_err(|e| reject(&e))?;
+        let _writer = lock(&self.writer);
+        let v = self.state().validate(&zones, &self.store.origin());
+        if !v.errors.is_empty() {
+            return Err(reject(&v.errors.join("\n")));
+        }
+        for w in &v.warnings {
+            warn!(warning = %w, "stale state entry");
+        }
+        let services = zones.iter().map(|z| z.services.len()).sum();
+        let n = zones.len();
+        *lock(&self.zones) = Arc::new(zones.clone());
+        self.stats.retain(&zones);
+        // Health of endpoints that still exist carries over; new ones count
+        // as healthy until their first result.
+        drop(self.checks.restart(&zones));
+        self.rebuild();
+        let serial = self.plan.load().serial;
+        info!(zones = n, services, serial, "reloaded");
+        Ok(ReloadResponse {
+            zones: n,
+            services,
+            serial,
+        })
+    }
+}
