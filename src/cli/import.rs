@@ -66,7 +66,7 @@ pub fn import(
             tokio::runtime::Handle::current(),
         );
         let etcd_err = |e| Failure::Refused(etcd_failure(&endpoints, &e));
-        let (current, _) = store.read().await.map_err(etcd_err)?;
+        let (current, _, _) = store.read().await.map_err(etcd_err)?;
         let held: Vec<&String> = local
             .services
             .keys()

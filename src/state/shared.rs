@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::cluster::{Cluster, Commit, HostView, report};
-use super::etcd::{Change, EtcdError, WatchEvent};
+use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
 use super::store::{CommitError, Epoch, FileStore, Loaded, StateError, StateStore};
 use super::{Event, State};
 use crate::sync::lock;
@@ -43,6 +43,9 @@ struct View {
     hosts: BTreeMap<String, HostView>,
     /// etcd has not been read since start: the local copy is served.
     from_local_copy: bool,
+    /// The etcd revision the hosts reflect: an older full read does not
+    /// replace what the watch delivered since.
+    revision: i64,
     /// Whether etcd was ever read (a failed first load falls back to the
     /// local copy; a later one is an error and the served state stays).
     loaded_once: bool,
@@ -82,7 +85,7 @@ impl EtcdStore {
     }
 
     /// Reads the state, its history and every host from etcd.
-    pub async fn read(&self) -> Result<(Loaded, Vec<HostView>), EtcdError> {
+    pub async fn read(&self) -> Result<(Loaded, Vec<HostView>, i64), EtcdError> {
         let loaded = self.cluster.load().await?;
         let (epoch, mut state) = match &loaded.state {
             Some((epoch, bytes)) => (
@@ -105,7 +108,7 @@ impl EtcdStore {
             .flat_map(|r| history_entry(&r.entry))
             .collect();
         state.epoch = None;
-        Ok((Loaded { state, epoch }, loaded.hosts))
+        Ok((Loaded { state, epoch }, loaded.hosts, loaded.revision))
     }
 
     /// Writes the local copy of an applied state; a failure is logged (the
@@ -118,8 +121,12 @@ impl EtcdStore {
         }
     }
 
-    fn set_hosts(&self, hosts: Vec<HostView>) {
+    fn set_hosts(&self, hosts: Vec<HostView>, revision: i64) {
         let mut v = lock(&self.view);
+        if revision < v.revision {
+            return;
+        }
+        v.revision = revision;
         v.hosts = hosts
             .into_iter()
             .map(|h| (h.report.node.clone(), h))
@@ -144,7 +151,10 @@ impl EtcdStore {
                             info!("etcd reachable again");
                             down = false;
                         }
-                        self.set_hosts(l.hosts);
+                        self.set_hosts(l.hosts, l.revision);
+                        if l.state.is_none() {
+                            self.create().await;
+                        }
                         // Always re-read the state: changes may have been
                         // missed, or the local copy is being served.
                         self.changed
@@ -195,6 +205,31 @@ impl EtcdStore {
         }
     }
 
+    /// Creates the shared state if there is none yet (the first host of a
+    /// new cluster): empty, with its `serial_base`, so that every host
+    /// serves one SOA serial from the start. Whoever creates it first wins;
+    /// the watch brings it to the others.
+    async fn create(&self) {
+        let value = shared_value(&State::new(), crate::clock::unix_ms() / 1000);
+        let put = [Put {
+            key: self.cluster.layout().state(),
+            value,
+            lease: None,
+        }];
+        match self
+            .cluster
+            .etcd()
+            .compare_and_swap(&self.cluster.layout().state(), 0, &put)
+            .await
+        {
+            Ok(CasOutcome::Committed { revision }) => {
+                info!(epoch = revision, "created the shared state");
+            }
+            Ok(CasOutcome::Conflict { .. }) => {}
+            Err(e) => warn!(error = %self.failure(&e), "cannot create the shared state"),
+        }
+    }
+
     /// Applies watched changes to the view; a state change fires `changes`.
     fn apply(&self, changes: &[Change]) {
         let layout = self.cluster.layout();
@@ -202,6 +237,7 @@ impl EtcdStore {
         let mut state_epoch = None;
         let mut v = lock(&self.view);
         for c in changes {
+            v.revision = v.revision.max(c.revision());
             let key = c.key();
             if key == state_key {
                 state_epoch = Some(c.revision());
@@ -283,8 +319,8 @@ impl StateStore for EtcdStore {
 
     fn load(&self) -> Result<Loaded, StateError> {
         match self.handle.block_on(self.read()) {
-            Ok((loaded, hosts)) => {
-                self.set_hosts(hosts);
+            Ok((loaded, hosts, revision)) => {
+                self.set_hosts(hosts, revision);
                 let mut v = lock(&self.view);
                 if v.from_local_copy {
                     info!(
