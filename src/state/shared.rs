@@ -392,3 +392,43 @@ impl StateStore for EtcdStore {
         lock(&self.view).from_local_copy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Change as StateChange;
+
+    fn event(reason: &str) -> Event {
+        Event {
+            at: 1,
+            service: "www.z.test.".into(),
+            change: StateChange::Enable {
+                endpoint: "p/e".into(),
+            },
+            reason: Some(reason.into()),
+            forced: false,
+        }
+    }
+
+    #[test]
+    fn a_history_key_holds_one_event_or_an_imported_list() {
+        let one = serde_json::to_vec(&event("a")).unwrap();
+        assert_eq!(history_entry(&one), vec![event("a")]);
+        let list = serde_json::to_vec(&vec![event("b"), event("c")]).unwrap();
+        assert_eq!(history_entry(&list), vec![event("b"), event("c")]);
+        assert!(history_entry(b"{not json").is_empty());
+    }
+
+    #[test]
+    fn the_shared_value_has_no_history_nor_epoch_and_keeps_its_serial_base() {
+        let mut s = State::new();
+        s.record(event("a"));
+        s.epoch = Some(9);
+        let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
+        assert!(v.history.is_empty() && v.epoch.is_none());
+        assert_eq!(v.serial_base, Some(100));
+        s.serial_base = Some(50);
+        let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
+        assert_eq!(v.serial_base, Some(50), "set once, on creation");
+    }
+}
