@@ -25,6 +25,8 @@ mod publish;
 
 /// Extra time allowed for the first health round beyond the longest timeout.
 const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
+/// Longest wait for this host's first report to etcd before ready.
+const FIRST_PUBLISH_WAIT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -205,7 +207,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     );
     if let Some(shared) = shared {
-        publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
+        let first = publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
+        // Known to the other hosts before ready, so that a command there
+        // waits for this one; never held up long by etcd.
+        if tokio::time::timeout(FIRST_PUBLISH_WAIT, first)
+            .await
+            .is_err()
+        {
+            warn!("the first report to etcd is taking long; going on");
+        }
     }
 
     // Serve DNS only now: the sockets were bound before the health round, so

@@ -18,20 +18,30 @@ pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// the TTL: a lost renewal or two do not drop the host).
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// Starts following etcd and publishing this host's report.
+/// Starts following etcd and publishing this host's report; the receiver
+/// fires after the first attempt to publish (so that a host is known to the
+/// others before it says it is ready).
 pub fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
     op: Arc<Operator>,
     store: Arc<EtcdStore>,
     shutdown: CancellationToken,
-) {
+) -> tokio::sync::oneshot::Receiver<()> {
     let s = store.clone();
     let stop = shutdown.clone();
     tasks.spawn(async move { s.follow(stop).await });
-    tasks.spawn(publish(op, store, shutdown));
+    let (first, tried) = tokio::sync::oneshot::channel();
+    tasks.spawn(publish(op, store, first, shutdown));
+    tried
 }
 
-async fn publish(op: Arc<Operator>, store: Arc<EtcdStore>, shutdown: CancellationToken) {
+async fn publish(
+    op: Arc<Operator>,
+    store: Arc<EtcdStore>,
+    first: tokio::sync::oneshot::Sender<()>,
+    shutdown: CancellationToken,
+) {
+    let mut first = Some(first);
     let cluster = store.cluster().clone();
     let endpoints = cluster.etcd().endpoints().to_vec();
     let mut applied = op.applied.subscribe();
@@ -70,6 +80,9 @@ async fn publish(op: Arc<Operator>, store: Arc<EtcdStore>, shutdown: Cancellatio
                 failing = true;
             }
             Err(_) => {}
+        }
+        if let Some(tried) = first.take() {
+            let _ = tried.send(());
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
