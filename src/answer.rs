@@ -98,6 +98,20 @@ impl Inputs for Live<'_> {
 
 // ------------------------------------------------------------------ the plan
 
+/// What `_dnsshift.<origin>` TXT tells (AA, TTL 0): the state a host
+/// serves, as `epoch=N`, `node=ID` and `<service>=<phase>` per service of
+/// the zone. Precomputed into the plan like any static record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marker {
+    /// Epoch of the state served (shared: etcd's; single host: local commits).
+    pub epoch: i64,
+    /// This host's node id.
+    pub node: String,
+}
+
+/// The owner label of the [`Marker`] TXT under each origin.
+pub const MARKER_LABEL: &str = "_dnsshift";
+
 /// The whole answer snapshot.
 #[derive(Debug)]
 pub struct Plan {
@@ -270,9 +284,21 @@ impl Plan {
     /// Builds the plan. `serial` is the SOA serial every zone serves (see
     /// [`next_serial`] and [`serial_floor`]).
     pub fn build(zones: &[Zone], inputs: &dyn Inputs, stats: &Stats, serial: u32) -> Plan {
+        Plan::build_marked(zones, inputs, stats, serial, None)
+    }
+
+    /// [`Plan::build`], answering `_dnsshift.<origin>` TXT from `marker`
+    /// in every zone.
+    pub fn build_marked(
+        zones: &[Zone],
+        inputs: &dyn Inputs,
+        stats: &Stats,
+        serial: u32,
+        marker: Option<&Marker>,
+    ) -> Plan {
         let zones: Vec<ZonePlan> = zones
             .iter()
-            .map(|z| build_zone(z, inputs, stats, serial))
+            .map(|z| build_zone(z, inputs, stats, serial, marker))
             .collect();
         Plan {
             wire: wire::WirePlan::build(&zones, &stats.unmatched),

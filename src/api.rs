@@ -103,6 +103,26 @@ pub struct StatusResponse {
     pub serial: u32,
     /// Services.
     pub services: Vec<ServiceStatus>,
+    /// Every host sharing the state (`[cluster]`); empty for a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One host of a cluster as `status` sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// Its node id.
+    pub node: String,
+    /// Epoch of the state it serves.
+    pub epoch: i64,
+    /// When it last published its report (Unix ms).
+    pub last_seen_ms: u64,
+    /// Its lease is alive: it is running and reaches etcd.
+    pub live: bool,
+    /// It serves its local copy (etcd was unreachable when it started).
+    pub from_local_copy: bool,
+    /// Endpoint health as it sees it.
+    pub endpoints: Vec<crate::state::cluster::EndpointHealth>,
 }
 
 /// Status of one service.

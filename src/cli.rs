@@ -12,8 +12,9 @@ use crate::zone;
 
 mod args;
 mod client;
+mod import;
 pub mod render;
-pub use args::{Args, Command, EndpointAction, ServeArgs, TransitionArgs};
+pub use args::{Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs};
 pub use render::{render_history, render_status};
 
 /// Runs every command but `serve`; the binary passes what it parsed.
@@ -25,6 +26,9 @@ pub fn run(
 ) -> Result<(), Failure> {
     match command {
         Command::Check { path } => check(config, path.as_deref()),
+        Command::Cluster {
+            action: ClusterAction::Import { state_file, force },
+        } => import::import(config, state_file.as_deref(), force),
         command => client::Client::new(config, control, token_file).and_then(|c| c.run(command)),
     }
 }

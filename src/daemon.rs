@@ -16,10 +16,17 @@ use crate::control;
 use crate::dns::{self, Handler, Listener};
 use crate::health::{self, Checker};
 use crate::operator::{self, Operator};
+use crate::state::cluster::{Cluster, Layout};
+use crate::state::etcd::Etcd;
+use crate::state::shared::EtcdStore;
 use crate::state::{FileStore, StateStore};
+
+mod publish;
 
 /// Extra time allowed for the first health round beyond the longest timeout.
 const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
+/// Longest wait for this host's first report to etcd before ready.
+const FIRST_PUBLISH_WAIT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -45,8 +52,31 @@ pub enum StartError {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let store = FileStore::new(&config.state_dir);
-    let loaded = operator::load_all(&config.zones_dir, &store).map_err(StartError::State)?;
+    let (store, shared): (Arc<dyn StateStore>, Option<Arc<EtcdStore>>) = match &config.cluster {
+        None => (Arc::new(FileStore::new(&config.state_dir)), None),
+        Some(c) => {
+            let opts = c
+                .etcd_options()
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let etcd = Etcd::new(opts).map_err(|e| StartError::Other(e.to_string()))?;
+            let cluster = Cluster::new(etcd, Layout::new(&c.prefix), c.node.clone());
+            let s = Arc::new(EtcdStore::new(
+                cluster,
+                &config.state_dir,
+                tokio::runtime::Handle::current(),
+            ));
+            info!(node = %c.node, etcd = %c.endpoints.join(", "), prefix = %c.prefix, "shared state on etcd");
+            (s.clone(), Some(s))
+        }
+    };
+    // A shared store waits on etcd: off the async threads.
+    let loaded = {
+        let (zones_dir, store) = (config.zones_dir.clone(), store.clone());
+        tokio::task::spawn_blocking(move || operator::load_all(&zones_dir, &*store))
+            .await
+            .map_err(|e| StartError::Other(e.to_string()))?
+            .map_err(StartError::State)?
+    };
     raise_nofile_limit();
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -120,15 +150,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     );
     let store_changes = store.changes();
-    let op = Arc::new(Operator::new(
-        config.zones_dir.clone(),
-        config.file.clone(),
-        loaded,
-        Box::new(store),
-        checks,
-        health_table,
-        Arc::new(SystemClock),
-    ));
+    let op = Arc::new(
+        Operator::new(
+            config.zones_dir.clone(),
+            config.file.clone(),
+            loaded,
+            Box::new(store),
+            checks,
+            health_table,
+            Arc::new(SystemClock),
+        )
+        .identified(
+            config
+                .cluster
+                .as_ref()
+                .map_or(&config.server_id, |c| &c.node),
+            config.cluster.is_some(),
+        ),
+    );
     op.rebuild();
     let datapath = Arc::new(dns::fast::Counters::default());
 
@@ -167,6 +206,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store_changes,
         shutdown.clone(),
     );
+    if let Some(shared) = shared {
+        let first = publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
+        // Known to the other hosts before ready, so that a command there
+        // waits for this one; never held up long by etcd.
+        if tokio::time::timeout(FIRST_PUBLISH_WAIT, first)
+            .await
+            .is_err()
+        {
+            warn!("the first report to etcd is taking long; going on");
+        }
+    }
 
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get

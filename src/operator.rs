@@ -72,7 +72,20 @@ pub struct Operator {
     /// a service still in the phase it was configured with (no transition
     /// recorded), so that a hold on the initial phase is honoured too.
     started: u64,
+    /// This host's id in `_dnsshift` TXT and host reports: the cluster
+    /// node, else `server_id`.
+    node: String,
+    /// The state is shared (`[cluster]`): the SOA serial is the shared
+    /// `serial_base` plus the epoch, the same on every host.
+    shared: bool,
+    /// The epoch of every state applied here (a command or a change made
+    /// elsewhere), for the host report.
+    pub applied: tokio::sync::watch::Sender<Epoch>,
 }
+
+/// How long `advance` and `rollback` wait for every live host to report
+/// the new epoch before returning with a warning.
+pub const HOSTS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a command decided, once it has validated.
 enum Decision<R> {
@@ -203,7 +216,18 @@ impl Operator {
             serial: Mutex::new(0),
             started: clock.now_secs(),
             clock,
+            node: String::new(),
+            shared: false,
+            applied: tokio::sync::watch::Sender::new(epoch),
         }
+    }
+
+    /// Names this host `node` (in `_dnsshift` TXT and host reports); `shared`:
+    /// the store is shared by several hosts (`[cluster]`).
+    pub fn identified(mut self, node: &str, shared: bool) -> Operator {
+        self.node = node.to_string();
+        self.shared = shared;
+        self
     }
 
     /// The current zones.
@@ -226,14 +250,25 @@ impl Operator {
     pub fn rebuild(&self) {
         let mut serial = lock(&self.serial);
         let zones = self.zones();
-        let state = self.state();
+        let (state, epoch) = lock(&self.state).clone();
         let health = self.health.all();
-        *serial = next_serial(*serial, serial_floor(&zones, self.clock.now_secs()));
+        *serial = match state.serial_base {
+            // Every host serves the same serial for the same shared state.
+            Some(base) if self.shared => {
+                u32::try_from(base.wrapping_add(u64::try_from(epoch).unwrap_or(0)) % (1 << 32))
+                    .unwrap_or(0)
+            }
+            _ => next_serial(*serial, serial_floor(&zones, self.clock.now_secs())),
+        };
         let live = Live {
             state: &state,
             health: &health,
         };
-        let plan = Plan::build(&zones, &live, &self.stats, *serial);
+        let marker = answer::Marker {
+            epoch,
+            node: self.node.clone(),
+        };
+        let plan = Plan::build_marked(&zones, &live, &self.stats, *serial, Some(&marker));
         self.plan.store(Arc::new(plan));
     }
 
@@ -298,6 +333,7 @@ impl Operator {
         let epoch = self.store.commit(epoch, &new).map_err(NotSaved)?;
         *lock(&self.state) = (Arc::new(new), epoch);
         self.rebuild();
+        self.applied.send_replace(epoch);
         let message = match event.change {
             Change::Advance { .. } | Change::Rollback { .. } => "phase changed",
             Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
@@ -319,6 +355,49 @@ impl Operator {
 
     /// `advance` / `rollback`.
     pub fn transition(
+        &self,
+        service: &str,
+        direction: Direction,
+        req: TransitionRequest,
+    ) -> Result<TransitionResponse, TransitionError> {
+        let mut response = self.apply_transition(service, direction, req)?;
+        if response.applied && self.shared {
+            let epoch = *self.applied.borrow();
+            if let Some(w) = self.await_hosts(epoch) {
+                warn!(warning = %w, "not every host applied the change in time");
+                response.warnings.push(w);
+            }
+        }
+        Ok(response)
+    }
+
+    /// Waits until every live host reports `epoch` (or later), at most
+    /// [`HOSTS_WAIT`]; then says which hosts lag behind.
+    fn await_hosts(&self, epoch: Epoch) -> Option<String> {
+        let deadline = std::time::Instant::now() + HOSTS_WAIT;
+        loop {
+            let lagging: Vec<String> = self
+                .store
+                .hosts()
+                .into_iter()
+                .filter(|h| h.live && h.report.applied_epoch < epoch)
+                .map(|h| format!("{} (epoch {})", h.report.node, h.report.applied_epoch))
+                .collect();
+            if lagging.is_empty() {
+                return None;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Some(format!(
+                    "after {}s these hosts still serve an older state than epoch {epoch}: {}",
+                    HOSTS_WAIT.as_secs(),
+                    lagging.join(", ")
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn apply_transition(
         &self,
         service: &str,
         direction: Direction,

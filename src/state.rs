@@ -2,8 +2,8 @@
 //! decommissioned pools, and the history of every change ([`event`]).
 //!
 //! Where it is kept is behind the [`StateStore`] trait ([`store`]): the
-//! local state file ([`FileStore`]) today; the shared store on etcd
-//! ([`cluster`], [`etcd`]) plugs in there without touching a command.
+//! local state file ([`FileStore`]), or the shared store on etcd
+//! ([`shared::EtcdStore`], built on [`cluster`] and [`etcd`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +14,7 @@ use crate::zone::{Service, Zone};
 pub mod cluster;
 pub mod etcd;
 pub mod event;
+pub mod shared;
 pub mod store;
 
 pub use event::{Change, Event};
@@ -55,6 +56,14 @@ pub struct State {
     /// Oldest first.
     #[serde(default)]
     pub history: Vec<Event>,
+    /// Shared state only (`[cluster]`): Unix seconds when it was first
+    /// created or imported; every host serves SOA serial `serial_base + epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_base: Option<u64>,
+    /// A host's local copy of the shared state only: the epoch it was at, so
+    /// that a host restarted while etcd is down serves (and says) that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 impl State {

@@ -1436,3 +1436,34 @@ fn disabling_the_last_usable_endpoint_of_an_answered_pool_needs_force() {
     let m = server.query("api-next.shift.test.", RecordType::A);
     assert_eq!(answers(&m), vec![NEW[0].to_string()]);
 }
+
+/// A single host answers `_dnsshift.<origin>` TXT too (AA, TTL 0): the
+/// changes committed since it started, its `server_id`, and the phase of
+/// every service of the zone; the status has no `hosts` list.
+#[test]
+fn single_host_tells_its_state_in_the_dnsshift_txt() {
+    let zone = zone_of([www()]);
+    let setup = common::cluster::host_setup(
+        &[("shift.test.toml", zone.as_str())],
+        "127.0.0.1",
+        "solo-7",
+        "",
+        "",
+    );
+    let server = Server::start(setup.dir);
+    let marker = || {
+        common::cluster::Marker::parse(&server.query("_dnsshift.shift.test.", RecordType::TXT))
+            .unwrap()
+    };
+    let m = marker();
+    assert_eq!((m.epoch, m.node.as_str()), (0, "solo-7"), "{m:?}");
+    assert_eq!(
+        m.phases.get("www").map(String::as_str),
+        Some("separate-domain")
+    );
+    server.cli_ok(&["advance", "www", "--to", "half"]);
+    let m = marker();
+    assert_eq!(m.epoch, 1, "{m:?}");
+    assert_eq!(m.phases.get("www").map(String::as_str), Some("half"));
+    assert!(status_all(&server).get("hosts").is_none());
+}

@@ -1,8 +1,15 @@
 //! [`Plan::build`]'s work: zones + inputs → the plan's nodes, pure.
 
 use super::*;
+use hickory_proto::rr::rdata::TXT;
 
-pub(super) fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u32) -> ZonePlan {
+pub(super) fn build_zone(
+    z: &Zone,
+    inputs: &dyn Inputs,
+    stats: &Stats,
+    serial: u32,
+    marker: Option<&Marker>,
+) -> ZonePlan {
     let origin = LowerName::from(&z.origin);
     let soa_rdata = RData::SOA(SOA::new(
         z.nameservers
@@ -96,6 +103,12 @@ pub(super) fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u
         }
     }
 
+    if let Some(m) = marker
+        && let Some((name, node)) = marker_node(z, inputs, m, &origin)
+    {
+        names.insert(name, node);
+    }
+
     // Empty non-terminals: every ancestor of a name, up to the apex, exists.
     let existing: Vec<LowerName> = names.keys().cloned().collect();
     for n in existing {
@@ -113,6 +126,28 @@ pub(super) fn build_zone(z: &Zone, inputs: &dyn Inputs, stats: &Stats, serial: u
         names,
         cuts,
     }
+}
+
+/// The `_dnsshift.<origin>` TXT node: one record, TTL 0, one string each
+/// for the epoch, the node and every service's phase.
+fn marker_node(
+    z: &Zone,
+    inputs: &dyn Inputs,
+    m: &Marker,
+    origin: &LowerName,
+) -> Option<(LowerName, Node)> {
+    let name = Name::from_ascii(MARKER_LABEL)
+        .and_then(|l| l.append_domain(&z.origin))
+        .ok()?;
+    let mut strings = vec![format!("epoch={}", m.epoch), format!("node={}", m.node)];
+    for s in &z.services {
+        strings.push(format!("{}={}", s.short, s.phases[inputs.phase(s)].name));
+    }
+    let record = Record::from_rdata(name.clone(), 0, RData::TXT(TXT::new(strings)));
+    Some((
+        LowerName::from(&name),
+        static_node(vec![vec![record]], Vec::new(), origin),
+    ))
 }
 
 /// A node of static data; a CNAME's in-zone target is resolved here, once.

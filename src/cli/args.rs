@@ -112,6 +112,26 @@ pub enum Command {
     },
     /// Re-read zones; a config with any error is rejected whole.
     Reload,
+    /// Several nameservers sharing one state on etcd (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `cluster` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Move a single host's state file into etcd (talks to etcd directly,
+    /// with the config's [cluster] table); refused if the cluster already
+    /// holds state for one of its services, unless --force.
+    Import {
+        /// The state file (default: state.json in the configured state directory).
+        state_file: Option<PathBuf>,
+        /// Replace the cluster's state of those services.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Shortest `status --watch` interval: a watch is a person looking, not a poller.

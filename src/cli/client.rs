@@ -130,7 +130,7 @@ impl Client {
         use reqwest::Method;
         let seg = |s: &str| percent(s);
         match command {
-            Command::Serve(_) | Command::Check { .. } => Ok(()),
+            Command::Serve(_) | Command::Check { .. } | Command::Cluster { .. } => Ok(()),
             Command::Status {
                 service,
                 json,

@@ -214,5 +214,34 @@ pub fn render_status(st: &StatusResponse) -> String {
         }
         let _ = writeln!(o);
     }
+    if !st.hosts.is_empty() {
+        let _ = writeln!(o, "hosts (shared state on etcd)");
+        let _ = writeln!(
+            o,
+            "  {:<20} {:>10}  {:<8} LAST SEEN",
+            "NODE", "EPOCH", "STATE"
+        );
+        for h in &st.hosts {
+            let state = if h.live { "live" } else { "GONE" };
+            let copy = if h.from_local_copy {
+                "  serving its local copy: etcd was unreachable when it started"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>10}  {state:<8} {}{copy}",
+                h.node,
+                h.epoch,
+                ago(st.now_ms, h.last_seen_ms)
+            );
+        }
+        if st.hosts.iter().any(|h| !h.live) {
+            let _ = writeln!(
+                o,
+                "  a GONE host may have answered until its lease expired: drain deadlines count it until its last report + lease TTL + its longest TTL"
+            );
+        }
+    }
     o
 }

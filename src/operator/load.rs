@@ -39,9 +39,17 @@ impl Operator {
             warn!(error = %v.errors.join("; "), "the changed state does not fit the zones; still serving the previous one");
             return;
         }
+        let unchanged = {
+            let current = lock(&self.state);
+            current.1 == loaded.epoch && *current.0 == loaded.state
+        };
+        if unchanged {
+            return;
+        }
         *lock(&self.state) = (Arc::new(loaded.state), loaded.epoch);
         self.rebuild();
-        info!(epoch = loaded.epoch, "state changed elsewhere");
+        self.applied.send_replace(loaded.epoch);
+        info!(epoch = loaded.epoch, "applied the shared state");
     }
 
     /// Re-reads zones (from the running config's zones directory) and checks

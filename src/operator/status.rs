@@ -7,12 +7,15 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, HistoryResponse, NotFound, PoolStatus, ServiceStatus, StatusResponse,
+    EndpointStatus, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
+    StatusResponse,
 };
 use crate::health::Status;
 use crate::pool::EndpointKey;
 use crate::state::State;
+use crate::state::cluster::{EndpointHealth, HostReport, HostView, PoolAnswers, drained_at};
 use crate::stats::PoolCounts;
+use crate::sync::lock;
 use crate::zone::Service;
 
 impl Operator {
@@ -55,7 +58,82 @@ impl Operator {
             now_ms: now,
             serial: self.plan.load().serial,
             services,
+            hosts: self.hosts_status(),
         })
+    }
+
+    /// Every host of the cluster (none for a single host); this host as it
+    /// is now rather than as it last published.
+    fn hosts_status(&self) -> Vec<HostStatus> {
+        if !self.shared {
+            return Vec::new();
+        }
+        let me = self.host_report(0);
+        let mut hosts = self.store.hosts();
+        match hosts.iter_mut().find(|h| h.report.node == self.node) {
+            Some(h) => {
+                h.live = true;
+                h.report.applied_epoch = me.applied_epoch;
+                h.report.from_local_copy = me.from_local_copy;
+                h.report.endpoints = me.endpoints;
+            }
+            None => hosts.push(HostView {
+                report: me,
+                live: true,
+            }),
+        }
+        hosts.sort_by(|a, b| a.report.node.cmp(&b.report.node));
+        hosts
+            .into_iter()
+            .map(|h| HostStatus {
+                node: h.report.node,
+                epoch: h.report.applied_epoch,
+                last_seen_ms: h.report.published_ms,
+                live: h.live,
+                from_local_copy: h.report.from_local_copy,
+                endpoints: h.report.endpoints,
+            })
+            .collect()
+    }
+
+    /// What this host publishes about itself: the epoch it serves, per pool
+    /// its last main-name answer and that answer's TTL, endpoint health.
+    pub fn host_report(&self, lease_ttl_s: u64) -> HostReport {
+        let zones = self.zones();
+        let health = self.health.all();
+        let mut pools = Vec::new();
+        let mut endpoints = Vec::new();
+        for s in zones.iter().flat_map(|z| &z.services) {
+            let key = s.key();
+            for p in &s.pools {
+                let ps = self.stats.pool(&key, &p.name, s.max_ttl());
+                pools.push(PoolAnswers {
+                    service: key.clone(),
+                    pool: p.name.clone(),
+                    last_answered_ms: Some(ps.last_answered_ms.load(Ordering::Relaxed))
+                        .filter(|&t| t > 0),
+                    ttl_s: ps.last_ttl.load(Ordering::Relaxed),
+                });
+                for e in &p.endpoints {
+                    let ek = EndpointKey::new(&key, &p.name, &e.id);
+                    endpoints.push(EndpointHealth {
+                        service: key.clone(),
+                        pool: p.name.clone(),
+                        endpoint: e.id.clone(),
+                        healthy: health.get(&ek).is_none_or(|h| h.state.healthy),
+                    });
+                }
+            }
+        }
+        HostReport {
+            node: self.node.clone(),
+            applied_epoch: lock(&self.state).1,
+            published_ms: self.clock.now_ms(),
+            lease_ttl_s,
+            from_local_copy: self.store.serving_local_copy(),
+            pools,
+            endpoints,
+        }
     }
 
     /// Status of one service, from the state, health and counters given.
@@ -68,6 +146,7 @@ impl Operator {
         window: &PoolCounts,
     ) -> ServiceStatus {
         let key = s.key();
+        let hosts = self.store.hosts();
         let st = state.service(&key);
         let phase = state.phase_of(s);
         let live = Live { state, health };
@@ -111,7 +190,11 @@ impl Operator {
                 let last = ps.last_answered_ms.load(Ordering::Relaxed);
                 let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
                 let ever = last > 0;
-                let drained_at = (!answered).then(|| ps.expires_at_ms.load(Ordering::Relaxed));
+                // Over every host: a resolver may hold any host's answer.
+                let drained_at = (!answered).then(|| {
+                    let here = ps.expires_at_ms.load(Ordering::Relaxed);
+                    drained_at(&hosts, &key, &p.name).map_or(here, |d| d.max(here))
+                });
                 let count = window
                     .get(&(key.clone(), p.name.clone()))
                     .copied()

@@ -50,7 +50,7 @@
 //! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
 //! from that read.
 //!
-//! **Import** (`dnsshift cluster import [STATE_FILE] [--force]`, to come):
+//! **Import** (`dnsshift cluster import [STATE_FILE] [--force]`, `cli/import.rs`):
 //! read the single-host `state.json` (default: `<state_dir>/state.json`),
 //! validate it against the zones like `check` does, then commit it at
 //! the current epoch after merging it in, refused if the cluster state

@@ -33,6 +33,10 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The shared store (etcd) failed; the message names etcd and its
+    /// endpoints.
+    #[error("{0}")]
+    Etcd(String),
 }
 
 /// A version of the state, as a store counts them: a commit names the
@@ -54,7 +58,7 @@ pub struct Loaded {
 pub enum CommitError {
     /// Someone else committed since `expected` (a shared store): reload
     /// and try again.
-    #[error("the state changed meanwhile (at epoch {found}, not {expected}); try again")]
+    #[error("state changed meanwhile (epoch {found}), nothing done; check status and retry")]
     Conflict {
         /// The epoch the change was made from.
         expected: Epoch,
@@ -79,6 +83,62 @@ pub trait StateStore: Send + Sync {
     /// Fires with the new epoch when the state was changed elsewhere (by
     /// another nameserver); then [`StateStore::load`] it.
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch>;
+    /// Every host sharing this store, as last reported (a shared store);
+    /// nothing for the local file.
+    fn hosts(&self) -> Vec<super::cluster::HostView> {
+        Vec::new()
+    }
+    /// The state served is the local copy: the shared store was
+    /// unreachable when this host started and has not been read since.
+    fn serving_local_copy(&self) -> bool {
+        false
+    }
+}
+
+/// Reads a state file (the format of `state.json`); a missing file is a
+/// fresh start.
+pub fn read_file(path: &Path) -> Result<State, StateError> {
+    let path = path.to_path_buf();
+    let text = match read_regular(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(StateError::Corrupt {
+            path,
+            message: format!(
+                "version {} is not the supported version {STATE_VERSION}",
+                state.version
+            ),
+        });
+    }
+    Ok(state)
+}
+
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    fn origin(&self) -> String {
+        (**self).origin()
+    }
+    fn load(&self) -> Result<Loaded, StateError> {
+        (**self).load()
+    }
+    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        (**self).commit(expected, next)
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
+        (**self).changes()
+    }
+    fn hosts(&self) -> Vec<super::cluster::HostView> {
+        (**self).hosts()
+    }
+    fn serving_local_copy(&self) -> bool {
+        (**self).serving_local_copy()
+    }
 }
 
 /// The local state file, `state.json` in the state directory, rewritten
@@ -112,30 +172,10 @@ impl FileStore {
 
     /// Reads the file; a missing file is a fresh start.
     pub fn read(&self) -> Result<State, StateError> {
-        let path = self.path();
-        let text = match read_regular(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(source) => return Err(StateError::Read { path, source }),
-        };
-        let state: State = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if state.version != STATE_VERSION {
-            return Err(StateError::Corrupt {
-                path,
-                message: format!(
-                    "version {} is not the supported version {STATE_VERSION}",
-                    state.version
-                ),
-            });
-        }
-        Ok(state)
+        read_file(&self.path())
     }
-
     /// Writes state atomically and durably.
-    fn save(&self, state: &State) -> Result<(), StateError> {
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.path();
         let err = |source| StateError::Write {
             path: path.clone(),

@@ -174,6 +174,18 @@ impl EtcdCluster {
         self.wait_healthy(&[i]);
     }
 
+    /// Restarts every killed member at once (after losing quorum no member
+    /// is healthy alone) and waits until all are healthy.
+    pub fn restart_all(&mut self) {
+        let stopped: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_none())
+            .collect();
+        for &i in &stopped {
+            self.spawn(i, "existing");
+        }
+        self.wait_healthy(&stopped);
+    }
+
     /// Waits until every member in `which` reports health (which needs a
     /// leader); panics with their logs after [`HEALTHY_TIMEOUT`].
     pub fn wait_healthy(&mut self, which: &[usize]) {

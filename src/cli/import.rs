@@ -1,0 +1,120 @@
+//! `dnsshift cluster import [STATE_FILE] [--force]`: moves a single host's
+//! state file into etcd. Talks to etcd directly with the config's
+//! `[cluster]` table, not to a daemon, so it works before any host runs
+//! with `[cluster]`.
+
+use std::path::Path;
+
+use super::Failure;
+use crate::config::Config;
+use crate::state::cluster::{Cluster, Commit, Layout};
+use crate::state::etcd::Etcd;
+use crate::state::shared::{EtcdStore, etcd_failure, shared_value};
+use crate::state::store::{CommitError, STATE_FILE, read_file};
+use crate::zone;
+
+/// Reads `state_file` (default: the configured state directory's
+/// `state.json`), checks it against the zones like `check`, and commits it
+/// merged into the cluster's state at the current epoch, its history as one
+/// shared history entry. Refused if the cluster already holds state for any
+/// of its services, unless `force` (which replaces those, and says so).
+pub fn import(
+    config: Option<&Path>,
+    state_file: Option<&Path>,
+    force: bool,
+) -> Result<(), Failure> {
+    let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let Some(cc) = config.cluster.clone() else {
+        return Err(Failure::Usage(format!(
+            "{}: no [cluster] table: nowhere to import to",
+            config
+                .file
+                .as_ref()
+                .map_or_else(|| "the config".to_string(), |f| f.display().to_string())
+        )));
+    };
+    let path = state_file.map_or_else(|| config.state_dir.join(STATE_FILE), Path::to_path_buf);
+    if !path.is_file() {
+        return Err(Failure::Usage(format!(
+            "{}: no such state file",
+            path.display()
+        )));
+    }
+    let local = read_file(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let zones = zone::load_dir(&config.zones_dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    let v = local.validate(&zones, &path.display().to_string());
+    for w in &v.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !v.errors.is_empty() {
+        return Err(Failure::Usage(v.errors.join("\n")));
+    }
+    let opts = cc
+        .etcd_options()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let etcd = Etcd::new(opts).map_err(|e| Failure::Usage(e.to_string()))?;
+    let endpoints = etcd.endpoints().to_vec();
+    let cluster = Cluster::new(etcd, Layout::new(&cc.prefix), cc.node.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let store = EtcdStore::new(
+            cluster.clone(),
+            &config.state_dir,
+            tokio::runtime::Handle::current(),
+        );
+        let etcd_err = |e| Failure::Refused(etcd_failure(&endpoints, &e));
+        let (current, _, _) = store.read().await.map_err(etcd_err)?;
+        let held: Vec<&String> = local
+            .services
+            .keys()
+            .filter(|k| current.state.services.contains_key(*k))
+            .collect();
+        if !held.is_empty() {
+            let list = held
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !force {
+                return Err(Failure::Refused(format!(
+                    "the cluster already holds state for {list} (epoch {}); nothing imported (--force replaces it)",
+                    current.epoch
+                )));
+            }
+            println!("replacing the cluster's state of {list}");
+        }
+        let mut merged = current.state.clone();
+        merged.version = local.version;
+        for (k, s) in &local.services {
+            merged.services.insert(k.clone(), s.clone());
+        }
+        let value = shared_value(&merged, crate::clock::unix_ms() / 1000);
+        let entry = serde_json::to_vec(&local.history)
+            .map_err(|e| Failure::Refused(format!("cannot encode the history: {e}")))?;
+        match cluster
+            .commit(current.epoch, &value, &entry)
+            .await
+            .map_err(etcd_err)?
+        {
+            Commit::Done { epoch } => {
+                println!(
+                    "imported {} service(s) and {} history event(s) from {} into etcd (epoch {epoch})",
+                    local.services.len(),
+                    local.history.len(),
+                    path.display()
+                );
+                Ok(())
+            }
+            Commit::Conflict { epoch } => Err(Failure::Refused(
+                CommitError::Conflict {
+                    expected: current.epoch,
+                    found: epoch,
+                }
+                .to_string(),
+            )),
+        }
+    })
+}

@@ -1,0 +1,434 @@
+//! The shared [`StateStore`] on etcd (`[cluster]`): load and commit go to
+//! etcd through [`Cluster`]; every applied state is also written to the
+//! local copy (`<state_dir>/state.json`), which a host serves when it starts
+//! while etcd is unreachable. [`EtcdStore::follow`] watches etcd and tells
+//! of changes made by other hosts ([`StateStore::changes`]) and keeps the
+//! view of every host for `status`.
+//!
+//! Commands call [`StateStore::load`] and [`StateStore::commit`] on
+//! blocking threads; they wait on etcd there (`Handle::block_on`), never on
+//! the DNS path, which only reads the answer plan.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::cluster::{Cluster, Commit, HostView, report};
+use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
+use super::store::{CommitError, Epoch, FileStore, Loaded, StateError, StateStore};
+use super::{Event, State};
+use crate::sync::lock;
+
+/// Pause between full reads while etcd is unreachable.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The shared state on etcd, with a local copy.
+pub struct EtcdStore {
+    cluster: Cluster,
+    handle: Handle,
+    local: FileStore,
+    changed: tokio::sync::watch::Sender<Epoch>,
+    view: Mutex<View>,
+}
+
+/// What this host knows of the cluster.
+#[derive(Default)]
+struct View {
+    /// Every host by node id, as last read or watched.
+    hosts: BTreeMap<String, HostView>,
+    /// etcd has not been read since start: the local copy is served.
+    from_local_copy: bool,
+    /// The etcd revision the hosts reflect: an older full read does not
+    /// replace what the watch delivered since.
+    revision: i64,
+    /// Whether etcd was ever read (a failed first load falls back to the
+    /// local copy; a later one is an error and the served state stays).
+    loaded_once: bool,
+}
+
+/// The message for an etcd failure: names etcd and every endpoint.
+pub fn etcd_failure(endpoints: &[String], e: &EtcdError) -> String {
+    let list = endpoints.join(", ");
+    match e {
+        EtcdError::Unavailable { errors } => {
+            format!("etcd unreachable ({list}): {}", errors.join("; "))
+        }
+        e => format!("etcd ({list}): {e}"),
+    }
+}
+
+impl EtcdStore {
+    /// The store on `cluster`, with its local copy in `state_dir`; etcd calls
+    /// of the sync trait methods run on `handle`.
+    pub fn new(cluster: Cluster, state_dir: &Path, handle: Handle) -> EtcdStore {
+        EtcdStore {
+            cluster,
+            handle,
+            local: FileStore::new(state_dir),
+            changed: tokio::sync::watch::Sender::new(0),
+            view: Mutex::new(View::default()),
+        }
+    }
+
+    /// The cluster handle.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn failure(&self, e: &EtcdError) -> StateError {
+        StateError::Etcd(etcd_failure(self.cluster.etcd().endpoints(), e))
+    }
+
+    /// Reads the state, its history and every host from etcd.
+    pub async fn read(&self) -> Result<(Loaded, Vec<HostView>, i64), EtcdError> {
+        let loaded = self.cluster.load().await?;
+        let (epoch, mut state) = match &loaded.state {
+            Some((epoch, bytes)) => (
+                *epoch,
+                serde_json::from_slice::<State>(bytes).map_err(|e| EtcdError::Protocol {
+                    endpoint: self.cluster.etcd().endpoints().join(", "),
+                    call: "state",
+                    detail: format!("{}: {e}", self.cluster.layout().state()),
+                })?,
+            ),
+            None => (0, State::new()),
+        };
+        state.history = self
+            .cluster
+            .history()
+            .await?
+            .into_iter()
+            // Read after the state: a later change's entry is not ours yet.
+            .filter(|r| r.epoch <= epoch)
+            .flat_map(|r| history_entry(&r.entry))
+            .collect();
+        state.epoch = None;
+        Ok((Loaded { state, epoch }, loaded.hosts, loaded.revision))
+    }
+
+    /// Writes the local copy of an applied state; a failure is logged (the
+    /// shared state is the truth, the copy only serves a restart without etcd).
+    fn write_copy(&self, state: &State, epoch: Epoch) {
+        let mut copy = state.clone();
+        copy.epoch = Some(epoch);
+        if let Err(e) = self.local.save(&copy) {
+            warn!(error = %e, "cannot write the local copy of the shared state");
+        }
+    }
+
+    fn set_hosts(&self, hosts: Vec<HostView>, revision: i64) {
+        let mut v = lock(&self.view);
+        if revision < v.revision {
+            return;
+        }
+        v.revision = revision;
+        v.hosts = hosts
+            .into_iter()
+            .map(|h| (h.report.node.clone(), h))
+            .collect();
+    }
+
+    /// Follows etcd until `shutdown`: a full read (retried while etcd is
+    /// unreachable), then a watch from the revision after it; a change to
+    /// the state fires [`StateStore::changes`], host records update the
+    /// view. A compaction means changes were missed: read in full again.
+    pub async fn follow(&self, shutdown: CancellationToken) {
+        let mut down = false;
+        loop {
+            let revision = loop {
+                let read = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = self.cluster.load() => r,
+                };
+                match read {
+                    Ok(l) => {
+                        if down {
+                            info!("etcd reachable again");
+                            down = false;
+                        }
+                        self.set_hosts(l.hosts, l.revision);
+                        if l.state.is_none() {
+                            self.create().await;
+                        }
+                        // Always re-read the state: changes may have been
+                        // missed, or the local copy is being served.
+                        self.changed
+                            .send_replace(l.state.as_ref().map_or(0, |s| s.0));
+                        break l.revision;
+                    }
+                    Err(e) => {
+                        if !down {
+                            warn!(error = %self.failure(&e), "cannot read the shared state; serving the last applied state");
+                            down = true;
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY) => {}
+                        }
+                    }
+                }
+            };
+            let mut watch = self.cluster.watch(revision + 1);
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    ev = watch.next() => ev,
+                };
+                match ev {
+                    Ok(WatchEvent::Changes(changes)) => {
+                        if down {
+                            info!("etcd reachable again");
+                            down = false;
+                        }
+                        self.apply(&changes);
+                    }
+                    Ok(WatchEvent::Compacted { compact_revision }) => {
+                        info!(
+                            compact_revision,
+                            "etcd compacted changes not yet seen; reading the shared state in full"
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        if !down {
+                            warn!(error = %self.failure(&e), "lost the etcd watch; serving the last applied state and reconnecting");
+                            down = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the shared state if there is none yet (the first host of a
+    /// new cluster): empty, with its `serial_base`, so that every host
+    /// serves one SOA serial from the start. Whoever creates it first wins;
+    /// the watch brings it to the others.
+    async fn create(&self) {
+        let value = shared_value(&State::new(), crate::clock::unix_ms() / 1000);
+        let put = [Put {
+            key: self.cluster.layout().state(),
+            value,
+            lease: None,
+        }];
+        match self
+            .cluster
+            .etcd()
+            .compare_and_swap(&self.cluster.layout().state(), 0, &put)
+            .await
+        {
+            Ok(CasOutcome::Committed { revision }) => {
+                info!(epoch = revision, "created the shared state");
+            }
+            Ok(CasOutcome::Conflict { .. }) => {}
+            Err(e) => warn!(error = %self.failure(&e), "cannot create the shared state"),
+        }
+    }
+
+    /// Applies watched changes to the view; a state change fires `changes`.
+    fn apply(&self, changes: &[Change]) {
+        let layout = self.cluster.layout();
+        let state_key = layout.state();
+        let mut state_epoch = None;
+        let mut v = lock(&self.view);
+        for c in changes {
+            v.revision = v.revision.max(c.revision());
+            let key = c.key();
+            if key == state_key {
+                state_epoch = Some(c.revision());
+            } else if let Some(node) = key.strip_prefix(&layout.live_prefix()) {
+                match c {
+                    Change::Put(kv) => match report(kv) {
+                        Ok(r) => {
+                            v.hosts.insert(
+                                node.to_string(),
+                                HostView {
+                                    report: r,
+                                    live: true,
+                                },
+                            );
+                        }
+                        Err(e) => warn!(error = %e, "ignoring a host record"),
+                    },
+                    Change::Delete { .. } => {
+                        if let Some(h) = v.hosts.get_mut(node) {
+                            h.live = false;
+                        }
+                    }
+                }
+            } else if let Some(node) = key.strip_prefix(&layout.hosts_prefix()) {
+                match c {
+                    Change::Put(kv) => match report(kv) {
+                        Ok(r) => {
+                            let live = v.hosts.get(node).is_some_and(|h| h.live);
+                            v.hosts
+                                .insert(node.to_string(), HostView { report: r, live });
+                        }
+                        Err(e) => warn!(error = %e, "ignoring a host record"),
+                    },
+                    Change::Delete { .. } => {
+                        v.hosts.remove(node);
+                    }
+                }
+            }
+        }
+        drop(v);
+        if let Some(epoch) = state_epoch {
+            self.changed.send_replace(epoch);
+        }
+    }
+}
+
+/// One history key's events: one event, or a list (an import).
+pub fn history_entry(bytes: &[u8]) -> Vec<Event> {
+    if let Ok(one) = serde_json::from_slice::<Event>(bytes) {
+        return vec![one];
+    }
+    match serde_json::from_slice::<Vec<Event>>(bytes) {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(error = %e, "ignoring an unreadable shared history entry");
+            Vec::new()
+        }
+    }
+}
+
+/// The shared value of `state`: without history (a key per change) and
+/// without the local copy's epoch; `serial_base` set on first creation.
+pub fn shared_value(state: &State, now_secs: u64) -> Vec<u8> {
+    let mut shared = state.clone();
+    shared.history.clear();
+    shared.epoch = None;
+    shared.serial_base.get_or_insert(now_secs);
+    serde_json::to_vec(&shared).unwrap_or_default()
+}
+
+impl StateStore for EtcdStore {
+    fn origin(&self) -> String {
+        format!(
+            "etcd {} (key {})",
+            self.cluster.etcd().endpoints().join(", "),
+            self.cluster.layout().state()
+        )
+    }
+
+    fn load(&self) -> Result<Loaded, StateError> {
+        match self.handle.block_on(self.read()) {
+            Ok((loaded, hosts, revision)) => {
+                self.set_hosts(hosts, revision);
+                let mut v = lock(&self.view);
+                if v.from_local_copy {
+                    info!(
+                        epoch = loaded.epoch,
+                        "read the shared state from etcd; no longer serving the local copy"
+                    );
+                }
+                v.from_local_copy = false;
+                v.loaded_once = true;
+                drop(v);
+                self.write_copy(&loaded.state, loaded.epoch);
+                Ok(loaded)
+            }
+            Err(e) => {
+                let err = self.failure(&e);
+                if lock(&self.view).loaded_once {
+                    return Err(err);
+                }
+                let mut state = self.local.read()?;
+                let epoch = state.epoch.take().unwrap_or(0);
+                warn!(
+                    error = %err,
+                    path = %self.local.path().display(),
+                    epoch,
+                    "etcd is unreachable: serving the local copy of the last applied state"
+                );
+                lock(&self.view).from_local_copy = true;
+                Ok(Loaded { state, epoch })
+            }
+        }
+    }
+
+    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        let value = shared_value(next, crate::clock::unix_ms() / 1000);
+        let entry = next
+            .history
+            .last()
+            .and_then(|e| serde_json::to_vec(e).ok())
+            .unwrap_or_default();
+        let outcome = self
+            .handle
+            .block_on(self.cluster.commit(expected, &value, &entry))
+            .map_err(|e| self.failure(&e))?;
+        match outcome {
+            Commit::Done { epoch } => {
+                let mut applied = next.clone();
+                applied.serial_base = serde_json::from_slice::<State>(&value)
+                    .ok()
+                    .and_then(|s| s.serial_base);
+                self.write_copy(&applied, epoch);
+                Ok(epoch)
+            }
+            Commit::Conflict { epoch } => Err(CommitError::Conflict {
+                expected,
+                found: epoch,
+            }),
+        }
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
+        self.changed.subscribe()
+    }
+
+    fn hosts(&self) -> Vec<HostView> {
+        lock(&self.view).hosts.values().cloned().collect()
+    }
+
+    fn serving_local_copy(&self) -> bool {
+        lock(&self.view).from_local_copy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Change as StateChange;
+
+    fn event(reason: &str) -> Event {
+        Event {
+            at: 1,
+            service: "www.z.test.".into(),
+            change: StateChange::Enable {
+                endpoint: "p/e".into(),
+            },
+            reason: Some(reason.into()),
+            forced: false,
+        }
+    }
+
+    #[test]
+    fn a_history_key_holds_one_event_or_an_imported_list() {
+        let one = serde_json::to_vec(&event("a")).unwrap();
+        assert_eq!(history_entry(&one), vec![event("a")]);
+        let list = serde_json::to_vec(&vec![event("b"), event("c")]).unwrap();
+        assert_eq!(history_entry(&list), vec![event("b"), event("c")]);
+        assert!(history_entry(b"{not json").is_empty());
+    }
+
+    #[test]
+    fn the_shared_value_has_no_history_nor_epoch_and_keeps_its_serial_base() {
+        let mut s = State::new();
+        s.record(event("a"));
+        s.epoch = Some(9);
+        let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
+        assert!(v.history.is_empty() && v.epoch.is_none());
+        assert_eq!(v.serial_base, Some(100));
+        s.serial_base = Some(50);
+        let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
+        assert_eq!(v.serial_base, Some(50), "set once, on creation");
+    }
+}
