@@ -49,6 +49,11 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
         }
         Parsed::Fallback => Action::Fallback,
         Parsed::FormErr => {
+            // Counted like the fallback's FORMERR; not logged here, so the
+            // data path writes no log line per packet.
+            crate::dns::BAD_PACKETS
+                .unparsable
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             formerr(req, out);
             plan.unmatched
                 .count(RecordType::Unknown(0), false, ResponseCode::FormErr);

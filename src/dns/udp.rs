@@ -161,6 +161,13 @@ impl Worker {
             let Some(client) = socket_addr(&src) else {
                 continue;
             };
+            if client.port() == 0 {
+                // Nothing can be sent back to port 0: a spoofed source.
+                crate::dns::BAD_PACKETS
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             match respond(&plan, req, &mut b.tx[out]) {
                 Action::Send(l) => {
                     let l = self
