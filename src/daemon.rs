@@ -333,7 +333,12 @@ fn spawn_background(
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = health_changed.notified() => s.rebuild(),
+                // A rebuild encodes every wire answer: not on a worker
+                // of the runtime that also serves DNS TCP and the fallback.
+                _ = health_changed.notified() => {
+                    let s2 = s.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.rebuild()).await;
+                }
                 _ = tick.tick() => s.sample(),
                 // The local file store never fires; a shared store does.
                 Ok(()) = store_changes.changed() => {
