@@ -290,10 +290,8 @@ impl Config {
                 }
             },
         };
-        let tcp_idle_timeout = match (&spec.tcp_idle_timeout, src) {
-            (Some(d), Some(s)) => s.duration(d, "tcp_idle_timeout")?,
-            _ => TCP_IDLE_TIMEOUT,
-        };
+        let tcp_idle_timeout =
+            duration(&spec.tcp_idle_timeout, "tcp_idle_timeout", TCP_IDLE_TIMEOUT)?;
         let server_id = match &spec.server_id {
             Some(id) => {
                 let text = id.get_ref();

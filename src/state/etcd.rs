@@ -610,7 +610,8 @@ fn parse_answer<T: for<'de> Deserialize<'de>>(
     if !status.is_success() {
         let err: GatewayError = serde_json::from_slice(bytes).map_err(|_| {
             protocol(format!(
-                "HTTP {status}: {}",
+                "HTTP {}: {}",
+                status.as_u16(),
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
             ))
         })?;
