@@ -414,11 +414,18 @@ pub const MAX_SERVER_ID: usize = 255;
 /// crate or libc.
 const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 
+/// This machine's host name (Linux), if it has one: the default
+/// `server_id` and the default `[cluster] node`.
+pub(crate) fn host_name() -> Option<String> {
+    let h = std::fs::read_to_string(HOSTNAME_FILE).ok()?;
+    Some(h.trim().to_string()).filter(|h| !h.is_empty())
+}
+
 /// The default `server_id`: the host name, or empty (identify nothing) when
 /// it cannot be read or is not usable as an identifier.
 fn default_server_id() -> String {
-    let name = std::fs::read_to_string(HOSTNAME_FILE).unwrap_or_default();
-    let name = name.trim();
+    let name = host_name().unwrap_or_default();
+    let name = name.as_str();
     if name.len() > MAX_SERVER_ID || name.chars().any(char::is_control) {
         return String::new();
     }

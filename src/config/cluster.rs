@@ -187,7 +187,7 @@ impl ClusterConfig {
                 check_node(n.get_ref()).map_err(|m| src.error(n.span(), "cluster.node", m))?;
                 n.get_ref().clone()
             }
-            None => host_name()
+            None => super::host_name()
                 .filter(|h| check_node(h).is_ok())
                 .ok_or_else(|| {
                     src.error(
@@ -325,12 +325,6 @@ fn check_node(n: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// This machine's host name (Linux), the default node id.
-fn host_name() -> Option<String> {
-    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    Some(h.trim().to_string()).filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]
