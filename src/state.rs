@@ -177,6 +177,8 @@ mod tests {
                 },
                 reason: None,
                 forced: false,
+                node: None,
+                actor: None,
             });
         }
         assert_eq!(s.history.len(), MAX_HISTORY);
