@@ -275,16 +275,21 @@ impl Operator {
         if !self.zones_pending.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let _writer = lock(&self.writer);
+        // Not under the writer lock: etcd may take its timeout, and
+        // commands need not wait for that.
         let digest = self.digest();
         let floor = lock(&self.serial).generation;
         let generation = self
             .store
             .register_zones(&digest, floor)
             .map_err(|e| e.to_string())?;
-        self.zones_pending.store(false, Ordering::Relaxed);
+        let _writer = lock(&self.writer);
+        // A reload meanwhile brought other zones: they stay pending.
+        if self.digest() == digest {
+            self.zones_pending.store(false, Ordering::Relaxed);
+        }
         self.rebuild();
-        info!(zones = %digest, generation, serial = self.plan.load().serial, "zone generation started");
+        info!(zones = %digest, generation, serial = self.plan.load().serial, "zone generation recorded");
         Ok(())
     }
 

@@ -55,7 +55,7 @@ async fn publish(
             let o = op.clone();
             match tokio::task::spawn_blocking(move || o.register_zones()).await {
                 Ok(Err(e)) if !zones_failing => {
-                    warn!(error = %e, "cannot start this host's zone generation in etcd; retrying");
+                    warn!(error = %e, "this host's zone generation is not recorded in etcd yet; retrying");
                     zones_failing = true;
                 }
                 Ok(Ok(())) => zones_failing = false,

@@ -98,7 +98,7 @@ impl Operator {
         self.rebuild();
         drop(_writer);
         if let Err(e) = self.register_zones() {
-            warn!(error = %e, zones = %digest, "cannot start the new zones' generation in etcd; serving one more than the last serial here, and retrying");
+            warn!(error = %e, zones = %digest, "the new zones' generation is not recorded in etcd yet; serving one more than the last serial here until it is");
         }
         let serial = self.plan.load().serial;
         info!(zones = n, services, serial, digest = %digest, "reloaded");

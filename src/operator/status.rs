@@ -113,7 +113,13 @@ impl Operator {
         let odd: Vec<String> = hosts
             .iter()
             .filter(|h| h.zones_differ)
-            .map(|h| format!("{} (zones={})", h.node, h.zones.as_deref().unwrap_or("?")))
+            .map(|h| {
+                format!(
+                    "{} serves zones={}",
+                    h.node,
+                    h.zones.as_deref().unwrap_or("?")
+                )
+            })
             .collect();
         if odd.is_empty() {
             return None;
@@ -124,11 +130,11 @@ impl Operator {
             .filter_map(|h| h.zones.as_deref())
             .collect();
         let others = match rest.first() {
-            Some(d) => format!("the other live hosts serve zones={d}"),
-            None => "no two live hosts agree".to_string(),
+            Some(d) => format!("unlike the other live hosts (zones={d})"),
+            None => "and no two live hosts agree".to_string(),
         };
         Some(format!(
-            "hosts serve different zones: {} differ ({others}); the same query may get different answers under the same SOA serial: give every host the same zone files and reload",
+            "hosts serve different zones: {} {others}; they may answer the same query differently: give every host the same zone files and reload",
             odd.join(", ")
         ))
     }

@@ -149,6 +149,12 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     fn serving_local_copy(&self) -> bool {
         (**self).serving_local_copy()
     }
+    fn zone_generation(&self, digest: &str) -> Option<Epoch> {
+        (**self).zone_generation(digest)
+    }
+    fn register_zones(&self, digest: &str, floor: Epoch) -> Result<Epoch, StateError> {
+        (**self).register_zones(digest, floor)
+    }
 }
 
 /// The local state file, `state.json` in the state directory, rewritten
