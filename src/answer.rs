@@ -107,7 +107,7 @@ pub struct Marker {
     pub epoch: i64,
     /// This host's node id.
     pub node: String,
-    /// Digest of the zones served ([`crate::zone::digest`]).
+    /// Digest of the zones served ([`crate::zone::digest()`]).
     pub zones: String,
 }
 

@@ -46,7 +46,7 @@ pub struct Operator {
     config_file: Option<PathBuf>,
     /// Current zones; replaced whole by a successful reload.
     zones: Mutex<Arc<Vec<Zone>>>,
-    /// Their digest ([`zone::digest`]), replaced with them.
+    /// Their digest ([`zone::digest()`]), replaced with them.
     digest: Mutex<String>,
     /// The current zones' generation is not yet started in the shared
     /// store (it was unreachable): [`Operator::register_zones`] retries.

@@ -20,7 +20,7 @@
 //! derived from it, so every host serves the same serial for the same state.
 //!
 //! **Zone generation and the SOA serial.** Each host serves its zones'
-//! digest ([`crate::zone::digest`]). When it starts serving a digest (a
+//! digest ([`crate::zone::digest()`]). When it starts serving a digest (a
 //! reload that changed its zones, or a start with zones other than it last
 //! published) it writes `zones/<digest>`; the key's `mod_revision`, a fresh
 //! etcd revision, is that digest's *generation*. The SOA serial is
@@ -173,7 +173,7 @@ pub struct HostReport {
     /// Endpoint health as this host sees it.
     #[serde(default)]
     pub endpoints: Vec<EndpointHealth>,
-    /// Digest of the zones it serves ([`crate::zone::digest`]); `None`
+    /// Digest of the zones it serves ([`crate::zone::digest()`]); `None`
     /// from a host that predates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zones: Option<String>,
