@@ -253,7 +253,10 @@ fn history_says_which_host_ran_a_command_and_who_asked() {
         "{st}"
     );
     let human = a.ok(&["status"]);
-    assert!(human.contains("by dave on ns2"), "{human}");
+    assert!(
+        human.contains("last change  advance new by dave on ns2"),
+        "{human}"
+    );
     // An actor that is no login name is refused, naming the option.
     let bad = a.run(&["rollback", "www", "--actor", "two words"]);
     assert_eq!(bad.code, Some(2), "{bad}");

@@ -128,17 +128,6 @@ pub fn render_status(st: &StatusResponse) -> String {
         };
         let _ = writeln!(o, "  phase    {}{since}  ttl {}s", s.phase, s.ttl);
         let _ = writeln!(o, "  phases   {phases}");
-        if let Some(e) = &s.last_change {
-            let _ = writeln!(
-                o,
-                "  changed  {} {} by {} on {}, {}",
-                e.change.action(),
-                e.change.to(),
-                e.actor.as_deref().unwrap_or("(unknown)"),
-                e.node.as_deref().unwrap_or("(unknown host)"),
-                when(st.now_ms, e.at * 1000)
-            );
-        }
         if let Some(until) = s.hold_until_ms {
             let left = if until > st.now_ms {
                 format!(
@@ -226,6 +215,17 @@ pub fn render_status(st: &StatusResponse) -> String {
                     e.endpoint, p.pool, health
                 );
             }
+        }
+        if let Some(e) = &s.last_change {
+            let _ = writeln!(
+                o,
+                "  last change  {} {} by {} on {}, {}",
+                e.change.action(),
+                e.change.to(),
+                e.actor.as_deref().unwrap_or("(unknown)"),
+                e.node.as_deref().unwrap_or("(unknown host)"),
+                when(st.now_ms, e.at * 1000)
+            );
         }
         let _ = writeln!(o);
     }
