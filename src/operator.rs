@@ -245,6 +245,7 @@ impl Operator {
 
     /// Names this host `node` (in `_dnsshift` TXT and host reports); `shared`:
     /// the store is shared by several hosts (`[cluster]`).
+    ///
     /// A shared host starts a new generation of its zones unless they are
     /// what it last published and their generation is known: a restart with
     /// unchanged zones leaves the serial alone.

@@ -36,6 +36,8 @@
 //! host whose zones changed serves one more than its last serial and writes
 //! the key once etcd is back, again if need be until the generation
 //! reaches what it served meanwhile, so its serial never goes back.
+//! `zones/` keys are never deleted: one small key per version of the zones
+//! ever served.
 //!
 //! **Commit.** A command reads the state at epoch `E`, computes the new state
 //! and commits with one transaction: *if* `mod_revision(state) == E` *then*
