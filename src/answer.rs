@@ -107,6 +107,8 @@ pub struct Marker {
     pub epoch: i64,
     /// This host's node id.
     pub node: String,
+    /// Digest of the zones served ([`crate::zone::digest()`]).
+    pub zones: String,
 }
 
 /// The owner label of the [`Marker`] TXT under each origin.

@@ -16,6 +16,9 @@ use crate::state::{CommitError, Event};
 /// Longest `--reason` accepted: it is stored in every history event.
 pub const MAX_REASON: usize = 1024;
 
+/// Longest `actor` accepted: a login name, kept in every history event.
+pub const MAX_ACTOR: usize = 64;
+
 /// `advance` / `rollback` parameters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,10 @@ pub struct TransitionRequest {
     /// Operator's reason, recorded in history.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who runs the command (the CLI sends the login name, or `--actor`);
+    /// recorded in history, informational: not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// Result of a transition (or of a dry run).
@@ -60,6 +67,10 @@ pub struct ReasonRequest {
     /// Operator's reason.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who runs the command (the CLI sends the login name, or `--actor`);
+    /// recorded in history, informational: not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// Body of endpoint enable/disable.
@@ -73,6 +84,10 @@ pub struct EndpointRequest {
     /// Operator's reason.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who runs the command (the CLI sends the login name, or `--actor`);
+    /// recorded in history, informational: not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// Body of decommission.
@@ -85,6 +100,10 @@ pub struct DecommissionRequest {
     /// Operator's reason.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who runs the command (the CLI sends the login name, or `--actor`);
+    /// recorded in history, informational: not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// A plain acknowledgement.
@@ -92,6 +111,37 @@ pub struct DecommissionRequest {
 pub struct OkResponse {
     /// What was done, for humans.
     pub message: String,
+    /// Things the operator should know (hosts serving different zones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl OkResponse {
+    /// An acknowledgement without warnings.
+    pub fn new(message: String) -> OkResponse {
+        OkResponse {
+            message,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A response that carries warnings for the operator.
+pub trait Warned {
+    /// Adds one.
+    fn warn(&mut self, warning: String);
+}
+
+impl Warned for OkResponse {
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+}
+
+impl Warned for TransitionResponse {
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
 }
 
 /// Status of every (or one) service.
@@ -101,6 +151,9 @@ pub struct StatusResponse {
     pub now_ms: u64,
     /// SOA serial currently served.
     pub serial: u32,
+    /// Digest of the zones this host serves (`zones=` in `_dnsshift` TXT).
+    #[serde(default)]
+    pub zones: String,
     /// Services.
     pub services: Vec<ServiceStatus>,
     /// Every host sharing the state (`[cluster]`); empty for a single host.
@@ -123,6 +176,12 @@ pub struct HostStatus {
     pub from_local_copy: bool,
     /// Endpoint health as it sees it.
     pub endpoints: Vec<crate::state::cluster::EndpointHealth>,
+    /// Digest of the zones it serves (`None`: a host that predates it).
+    #[serde(default)]
+    pub zones: Option<String>,
+    /// Its zones differ from the other live hosts' (see the README).
+    #[serde(default)]
+    pub zones_differ: bool,
 }
 
 /// Status of one service.
@@ -153,6 +212,9 @@ pub struct ServiceStatus {
     /// No pool has a usable endpoint (for some record family) and the
     /// service answers SERVFAIL (`on_all_down = "servfail"`).
     pub servfail: bool,
+    /// The service's latest history entry (who, where, when, what).
+    #[serde(default)]
+    pub last_change: Option<Event>,
     /// Pools, in configuration order.
     pub pools: Vec<PoolStatus>,
 }
@@ -229,6 +291,9 @@ pub struct ReloadResponse {
     pub services: usize,
     /// SOA serial now served.
     pub serial: u32,
+    /// Things the operator should know (hosts serving different zones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An error from the daemon, as it travels: the typed error's message and
@@ -336,6 +401,33 @@ pub struct ReasonTooLong {
     pub len: usize,
 }
 
+/// An `actor` that is no login name: empty, longer than [`MAX_ACTOR`], or
+/// with control characters or spaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "actor {actor:?} is not a login name: 1 to {MAX_ACTOR} printable characters without spaces (--actor)"
+)]
+pub struct BadActor {
+    /// As given.
+    pub actor: String,
+}
+
+impl BadActor {
+    /// Checks an actor as sent.
+    pub fn check(actor: &Option<String>) -> Result<(), BadActor> {
+        match actor {
+            Some(a)
+                if a.is_empty()
+                    || a.len() > MAX_ACTOR
+                    || a.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+            {
+                Err(BadActor { actor: a.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The state store refused or failed a commit: nothing changed.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -359,6 +451,9 @@ pub enum TransitionError {
     /// Reason too long.
     #[error(transparent)]
     Reason(#[from] ReasonTooLong),
+    /// Actor not a login name.
+    #[error(transparent)]
+    Actor(#[from] BadActor),
     /// `--to` the phase it is in.
     #[error("{service} is already in phase {phase:?}")]
     AlreadyIn {
@@ -392,7 +487,7 @@ impl ApiError for TransitionError {
     fn fault(&self) -> Fault {
         match self {
             TransitionError::NotFound(e) => e.fault(),
-            TransitionError::Reason(_) => Fault::Usage,
+            TransitionError::Reason(_) | TransitionError::Actor(_) => Fault::Usage,
             // The operator named the wrong thing: a usage error.
             TransitionError::Phase(
                 PhaseError::UnknownPhase { .. } | PhaseError::WrongDirection { .. },
@@ -414,6 +509,9 @@ pub enum EndpointError {
     /// Reason too long.
     #[error(transparent)]
     Reason(#[from] ReasonTooLong),
+    /// Actor not a login name.
+    #[error(transparent)]
+    Actor(#[from] BadActor),
     /// The disable would leave a pool that answers now without a usable
     /// endpoint (and was not forced).
     #[error(
@@ -436,7 +534,7 @@ impl ApiError for EndpointError {
     fn fault(&self) -> Fault {
         match self {
             EndpointError::NotFound(e) => e.fault(),
-            EndpointError::Reason(_) => Fault::Usage,
+            EndpointError::Reason(_) | EndpointError::Actor(_) => Fault::Usage,
             EndpointError::WouldStrand { .. } => Fault::Refused,
             EndpointError::NotSaved(e) => e.fault(),
         }
@@ -452,6 +550,9 @@ pub enum DecommissionError {
     /// Reason too long.
     #[error(transparent)]
     Reason(#[from] ReasonTooLong),
+    /// Actor not a login name.
+    #[error(transparent)]
+    Actor(#[from] BadActor),
     /// The current phase gives the pool weight (never forced).
     #[error(
         "pool {pool:?} has weight {weight} in the current phase {phase:?}: move traffic off it first (advance or rollback to a phase that gives it none)"
@@ -498,7 +599,7 @@ impl ApiError for DecommissionError {
     fn fault(&self) -> Fault {
         match self {
             DecommissionError::NotFound(e) => e.fault(),
-            DecommissionError::Reason(_) => Fault::Usage,
+            DecommissionError::Reason(_) | DecommissionError::Actor(_) => Fault::Usage,
             DecommissionError::HasWeight { .. }
             | DecommissionError::Answered { .. }
             | DecommissionError::NotDrained { .. } => Fault::Refused,
@@ -516,6 +617,9 @@ pub enum RecommissionError {
     /// Reason too long.
     #[error(transparent)]
     Reason(#[from] ReasonTooLong),
+    /// Actor not a login name.
+    #[error(transparent)]
+    Actor(#[from] BadActor),
     /// Not saved.
     #[error(transparent)]
     NotSaved(#[from] NotSaved),
@@ -525,7 +629,7 @@ impl ApiError for RecommissionError {
     fn fault(&self) -> Fault {
         match self {
             RecommissionError::NotFound(e) => e.fault(),
-            RecommissionError::Reason(_) => Fault::Usage,
+            RecommissionError::Reason(_) | RecommissionError::Actor(_) => Fault::Usage,
             RecommissionError::NotSaved(e) => e.fault(),
         }
     }

@@ -22,6 +22,7 @@ pub fn run(
     config: Option<&Path>,
     control: Option<String>,
     token_file: Option<PathBuf>,
+    actor: Option<String>,
     command: Command,
 ) -> Result<(), Failure> {
     match command {
@@ -29,7 +30,8 @@ pub fn run(
         Command::Cluster {
             action: ClusterAction::Import { state_file, force },
         } => import::import(config, state_file.as_deref(), force),
-        command => client::Client::new(config, control, token_file).and_then(|c| c.run(command)),
+        command => client::Client::new(config, control, token_file)
+            .and_then(|c| c.run(command, actor.or_else(client::login_name))),
     }
 }
 

@@ -581,7 +581,7 @@ async fn recommission(
     UrlPath((service, pool)): UrlPath<(String, String)>,
     Json(req): Json<ReasonRequest>,
 ) -> ApiResult<OkResponse> {
-    blocking(&ctx, move |op| op.recommission(&service, &pool, req.reason)).await
+    blocking(&ctx, move |op| op.recommission(&service, &pool, req)).await
 }
 
 async fn history(

@@ -20,7 +20,8 @@
 //! health       checker tasks, rise/fall, the health table
 //! state/       State, typed events, the StateStore trait, the state file;
 //!              the shared store on etcd (issue 11)
-//! zone/        zone files: raw specs, building, static records, checks
+//! zone/        zone files: raw specs, building, static records, checks;
+//!              the digest of loaded zones (issue 16)
 //! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
 //! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
 //! clock, sync, error   the one clock, the one lock helper, error text

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             args.config.as_deref(),
             args.control,
             args.token_file,
+            args.actor,
             command,
         ),
     };

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -18,9 +19,9 @@ use tracing::{info, warn};
 
 use crate::answer::{self, Live, Plan, Role, next_serial, serial_floor};
 use crate::api::{
-    DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON, NotFound,
-    NotSaved, OkResponse, ReasonTooLong, RecommissionError, ReloadError, ReloadResponse,
-    TransitionError, TransitionRequest, TransitionResponse,
+    BadActor, DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON,
+    NotFound, NotSaved, OkResponse, ReasonRequest, ReasonTooLong, RecommissionError, ReloadError,
+    ReloadResponse, TransitionError, TransitionRequest, TransitionResponse, Warned,
 };
 use crate::clock::{Clock, format_ms};
 use crate::config::Config;
@@ -45,6 +46,11 @@ pub struct Operator {
     config_file: Option<PathBuf>,
     /// Current zones; replaced whole by a successful reload.
     zones: Mutex<Arc<Vec<Zone>>>,
+    /// Their digest ([`zone::digest()`]), replaced with them.
+    digest: Mutex<String>,
+    /// The current zones' generation is not yet started in the shared
+    /// store (it was unreachable): [`Operator::register_zones`] retries.
+    zones_pending: AtomicBool,
     /// Operator state as last committed, and its epoch. Readers clone the
     /// `Arc` under a short lock; the store is written outside it, so a slow
     /// fsync never blocks status, metrics or rebuilds.
@@ -64,8 +70,9 @@ pub struct Operator {
     window: SplitWindow,
     /// The answer snapshot the DNS path reads.
     pub plan: Arc<ArcSwap<Plan>>,
-    /// Serial of the last plan; its lock also serialises rebuilds.
-    serial: Mutex<u32>,
+    /// Serial of the last plan and what it was made of; its lock also
+    /// serialises rebuilds.
+    serial: Mutex<Served>,
     /// The time.
     clock: Arc<dyn Clock>,
     /// Unix seconds when this process started: the start of a `hold` for
@@ -81,6 +88,18 @@ pub struct Operator {
     /// The epoch of every state applied here (a command or a change made
     /// elsewhere), for the host report.
     pub applied: tokio::sync::watch::Sender<Epoch>,
+}
+
+/// What the last plan's SOA serial was made of.
+#[derive(Debug, Default)]
+struct Served {
+    /// The serial.
+    serial: u32,
+    /// Shared store: `max(epoch, zone generation)`, or more while the zones'
+    /// generation is pending; the serial is `serial_base` plus this.
+    generation: Epoch,
+    /// Digest of the zones it served ("" before the first plan).
+    digest: String,
 }
 
 /// How long `advance` and `rollback` wait for every live host to report
@@ -204,6 +223,8 @@ impl Operator {
         Operator {
             zones_dir,
             config_file,
+            digest: Mutex::new(zone::digest(&zones)),
+            zones_pending: AtomicBool::new(false),
             zones: Mutex::new(Arc::new(zones)),
             state: Mutex::new((Arc::new(state), epoch)),
             writer: Mutex::new(()),
@@ -213,7 +234,7 @@ impl Operator {
             stats: Arc::default(),
             window: SplitWindow::default(),
             plan: Arc::new(ArcSwap::from_pointee(Plan::empty())),
-            serial: Mutex::new(0),
+            serial: Mutex::default(),
             started: clock.now_secs(),
             clock,
             node: String::new(),
@@ -224,10 +245,58 @@ impl Operator {
 
     /// Names this host `node` (in `_dnsshift` TXT and host reports); `shared`:
     /// the store is shared by several hosts (`[cluster]`).
+    ///
+    /// A shared host starts a new generation of its zones unless they are
+    /// what it last published and their generation is known: a restart with
+    /// unchanged zones leaves the serial alone.
     pub fn identified(mut self, node: &str, shared: bool) -> Operator {
         self.node = node.to_string();
         self.shared = shared;
+        let digest = self.digest();
+        let same =
+            self.store.hosts().iter().any(|h| {
+                h.report.node == node && h.report.zones.as_deref() == Some(digest.as_str())
+            });
+        let known = self.store.zone_generation(&digest).is_some();
+        self.zones_pending
+            .store(shared && !(same && known), Ordering::Relaxed);
         self
+    }
+
+    /// The digest of the current zones.
+    pub fn digest(&self) -> String {
+        lock(&self.digest).clone()
+    }
+
+    /// Starts the current zones' generation in the shared store if it is
+    /// pending (after a reload that changed them, or at start-up), then
+    /// rebuilds with it. Retried by the host's publish loop while etcd is
+    /// unreachable; a failure is returned for the caller to log.
+    pub fn register_zones(&self) -> Result<(), String> {
+        if !self.zones_pending.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Not under the writer lock: etcd may take its timeout, and
+        // commands need not wait for that.
+        let digest = self.digest();
+        let floor = lock(&self.serial).generation;
+        let generation = self
+            .store
+            .register_zones(&digest, floor)
+            .map_err(|e| e.to_string())?;
+        let _writer = lock(&self.writer);
+        // A reload meanwhile brought other zones: they stay pending.
+        if self.digest() == digest {
+            self.zones_pending.store(false, Ordering::Relaxed);
+        }
+        self.rebuild();
+        info!(zones = %digest, generation, serial = self.plan.load().serial, "zone generation recorded");
+        Ok(())
+    }
+
+    /// Whether the current zones' generation waits for the shared store.
+    pub fn zones_pending(&self) -> bool {
+        self.zones_pending.load(Ordering::Relaxed)
     }
 
     /// The current zones.
@@ -247,19 +316,34 @@ impl Operator {
     }
 
     /// Rebuilds the answer plan from the current inputs and swaps it in.
+    ///
+    /// The SOA serial: a single host's is time-based and rises with every
+    /// rebuild ([`next_serial`]). A shared host's is `serial_base +
+    /// max(epoch, generation of its zones)` (see [`crate::state::cluster`]):
+    /// the same on every host with the same zones and state. While the
+    /// zones' generation is pending (etcd unreachable), a zone change
+    /// raises it by one on this host alone, and it never goes back.
     pub fn rebuild(&self) {
-        let mut serial = lock(&self.serial);
+        let mut served = lock(&self.serial);
         let zones = self.zones();
+        let digest = self.digest();
         let (state, epoch) = lock(&self.state).clone();
         let health = self.health.all();
-        *serial = match state.serial_base {
-            // Every host serves the same serial for the same shared state.
+        let zones_changed = served.digest != digest;
+        served.serial = match state.serial_base {
             Some(base) if self.shared => {
-                u32::try_from(base.wrapping_add(u64::try_from(epoch).unwrap_or(0)) % (1 << 32))
-                    .unwrap_or(0)
+                let shared = self.shared_generation(epoch, &digest);
+                served.generation = if self.zones_pending() {
+                    shared.max(served.generation + Epoch::from(zones_changed))
+                } else {
+                    shared
+                };
+                let g = u64::try_from(served.generation).unwrap_or(0);
+                u32::try_from(base.wrapping_add(g) % (1 << 32)).unwrap_or(0)
             }
-            _ => next_serial(*serial, serial_floor(&zones, self.clock.now_secs())),
+            _ => next_serial(served.serial, serial_floor(&zones, self.clock.now_secs())),
         };
+        served.digest = digest.clone();
         let live = Live {
             state: &state,
             health: &health,
@@ -267,9 +351,32 @@ impl Operator {
         let marker = answer::Marker {
             epoch,
             node: self.node.clone(),
+            zones: digest,
         };
-        let plan = Plan::build_marked(&zones, &live, &self.stats, *serial, Some(&marker));
+        let plan = Plan::build_marked(&zones, &live, &self.stats, served.serial, Some(&marker));
         self.plan.store(Arc::new(plan));
+    }
+
+    /// The shared part of the serial: the state's epoch or the zones'
+    /// generation, whichever is later.
+    fn shared_generation(&self, epoch: Epoch, digest: &str) -> Epoch {
+        epoch.max(self.store.zone_generation(digest).unwrap_or(0))
+    }
+
+    /// Rebuilds if the shared serial moved without a state change (another
+    /// host started a generation of the zones served here).
+    fn rebuild_if_generation_moved(&self) {
+        if !self.shared {
+            return;
+        }
+        let epoch = lock(&self.state).1;
+        let moved = {
+            let served = lock(&self.serial);
+            self.shared_generation(epoch, &served.digest) > served.generation
+        };
+        if moved {
+            self.rebuild();
+        }
     }
 
     /// Takes one sample of the answer counters (every second).
@@ -289,13 +396,15 @@ impl Operator {
     fn apply<R, E>(
         &self,
         service: &str,
-        reason: &Option<String>,
+        (reason, actor): (&Option<String>, &Option<String>),
         decide: impl FnOnce(&Ctx<'_>) -> Result<Decision<R>, E>,
     ) -> Result<R, E>
     where
-        E: From<NotFound> + From<ReasonTooLong> + From<NotSaved>,
+        R: Warned,
+        E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
     {
         check_reason(reason)?;
+        BadActor::check(actor)?;
         let _writer = lock(&self.writer);
         let zones = self.zones();
         let svc = find_service(&zones, service)?;
@@ -310,8 +419,14 @@ impl Operator {
             health: &health,
             now_ms: self.clock.now_ms(),
         };
-        let (next, change, forced, detail, response) = match decide(&ctx)? {
-            Decision::Unchanged(r) => return Ok(r),
+        let warning = self.zones_warning();
+        let (next, change, forced, detail, mut response) = match decide(&ctx)? {
+            Decision::Unchanged(mut r) => {
+                if let Some(w) = warning {
+                    r.warn(w);
+                }
+                return Ok(r);
+            }
             Decision::Change {
                 next,
                 change,
@@ -328,6 +443,8 @@ impl Operator {
             change,
             reason: reason.clone(),
             forced,
+            node: Some(self.node.clone()).filter(|n| !n.is_empty()),
+            actor: actor.clone(),
         };
         new.record(event.clone());
         let epoch = self.store.commit(epoch, &new).map_err(NotSaved)?;
@@ -347,9 +464,13 @@ impl Operator {
             to = event.change.to(),
             forced,
             reason = reason.as_deref().unwrap_or(""),
+            actor = actor.as_deref().unwrap_or(""),
             detail,
             "{message}"
         );
+        if let Some(w) = warning {
+            response.warn(w);
+        }
         Ok(response)
     }
 
@@ -403,7 +524,7 @@ impl Operator {
         direction: Direction,
         req: TransitionRequest,
     ) -> Result<TransitionResponse, TransitionError> {
-        self.apply(service, &req.reason, |ctx| {
+        self.apply(service, (&req.reason, &req.actor), |ctx| {
             let svc = ctx.service;
             let current = ctx.state.phase_of(svc);
             let force = req.force && direction == Direction::Advance;
@@ -498,8 +619,12 @@ impl Operator {
         enable: bool,
         req: EndpointRequest,
     ) -> Result<OkResponse, EndpointError> {
-        let EndpointRequest { force, reason } = req;
-        self.apply(service, &reason, |ctx| {
+        let EndpointRequest {
+            force,
+            reason,
+            actor,
+        } = req;
+        self.apply(service, (&reason, &actor), |ctx| {
             let svc = ctx.service;
             let key = &ctx.key;
             let (pi, pool) = svc
@@ -527,9 +652,9 @@ impl Operator {
             };
             let action = if enable { "enable" } else { "disable" };
             if !changed {
-                return Ok(Decision::Unchanged(OkResponse {
-                    message: format!("{endpoint} in {key} was already {action}d"),
-                }));
+                return Ok(Decision::Unchanged(OkResponse::new(format!(
+                    "{endpoint} in {key} was already {action}d"
+                ))));
             }
             if !enable
                 && !force
@@ -550,9 +675,7 @@ impl Operator {
                 },
                 forced: force && !enable,
                 detail: String::new(),
-                response: OkResponse {
-                    message: format!("{endpoint} in {key} {action}d"),
-                },
+                response: OkResponse::new(format!("{endpoint} in {key} {action}d")),
             })
         })
     }
@@ -568,7 +691,7 @@ impl Operator {
         pool: &str,
         req: DecommissionRequest,
     ) -> Result<OkResponse, DecommissionError> {
-        self.apply(service, &req.reason, |ctx| {
+        self.apply(service, (&req.reason, &req.actor), |ctx| {
             let pi = find_pool(ctx.service, pool)?;
             let key = &ctx.key;
             let status = self.service_status(
@@ -580,9 +703,9 @@ impl Operator {
             );
             let ps = &status.pools[pi];
             if ps.decommissioned {
-                return Ok(Decision::Unchanged(OkResponse {
-                    message: format!("pool {pool} of {key} was already decommissioned"),
-                }));
+                return Ok(Decision::Unchanged(OkResponse::new(format!(
+                    "pool {pool} of {key} was already decommissioned"
+                ))));
             }
             // Never with --force either: the pool's traffic would silently
             // go to the standby pools, or fail open.
@@ -620,11 +743,9 @@ impl Operator {
                 },
                 forced: req.force,
                 detail: String::new(),
-                response: OkResponse {
-                    message: format!(
-                        "pool {pool} of {key} decommissioned: it is never answered again"
-                    ),
-                },
+                response: OkResponse::new(format!(
+                    "pool {pool} of {key} decommissioned: it is never answered again"
+                )),
             })
         })
     }
@@ -635,16 +756,14 @@ impl Operator {
         &self,
         service: &str,
         pool: &str,
-        reason: Option<String>,
+        req: ReasonRequest,
     ) -> Result<OkResponse, RecommissionError> {
-        self.apply(service, &reason, |ctx| {
+        self.apply(service, (&req.reason, &req.actor), |ctx| {
             find_pool(ctx.service, pool)?;
             let key = &ctx.key;
             let mut next = ctx.current.clone();
             if !next.decommissioned.remove(pool) {
-                return Ok(Decision::Unchanged(OkResponse {
-                    message: format!("pool {pool} of {key} was not decommissioned"),
-                }));
+                return Ok(Decision::Unchanged(OkResponse::new(format!("pool {pool} of {key} was not decommissioned"))));
             }
             Ok(Decision::Change {
                 next,
@@ -653,11 +772,9 @@ impl Operator {
                 },
                 forced: false,
                 detail: String::new(),
-                response: OkResponse {
-                    message: format!(
+                response: OkResponse::new(format!(
                         "pool {pool} of {key} recommissioned: answered again as the phase's weights and health say"
-                    ),
-                },
+                    )),
             })
         })
     }

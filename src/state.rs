@@ -57,7 +57,8 @@ pub struct State {
     #[serde(default)]
     pub history: Vec<Event>,
     /// Shared state only (`[cluster]`): Unix seconds when it was first
-    /// created or imported; every host serves SOA serial `serial_base + epoch`.
+    /// created or imported; every host serves SOA serial `serial_base +
+    /// max(epoch, zone generation)` (see [`cluster`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_base: Option<u64>,
     /// A host's local copy of the shared state only: the epoch it was at, so
@@ -177,6 +178,8 @@ mod tests {
                 },
                 reason: None,
                 forced: false,
+                node: None,
+                actor: None,
             });
         }
         assert_eq!(s.history.len(), MAX_HISTORY);

@@ -19,6 +19,7 @@ use crate::pool::{Endpoint, Pool, Target};
 
 mod build;
 mod check;
+pub mod digest;
 mod records;
 mod spec;
 
@@ -28,6 +29,7 @@ use spec::*;
 
 pub use check::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT_CAP, default_timeout};
 use check::{HealthLayer, HealthSpec};
+pub use digest::digest;
 
 /// Default TTL of static records and apex SOA/NS.
 pub const DEFAULT_ZONE_TTL: u32 = 3600;

@@ -1,7 +1,9 @@
 //! Hosts as the cluster sees them (issue 11): `advance` waits for every live
 //! host and names the ones lagging behind; a host that stops is shown gone
-//! in `status`. Two real dnsshift hosts on 127.0.0.2 and 127.0.0.3 and a
-//! real three-member etcd, as in tests/cluster.rs.
+//! in `status`. Issue 16: a host whose zones differ is named, its serial
+//! rises with its zone change, and history says who ran a command where.
+//! Real dnsshift hosts on 127.0.0.2, 127.0.0.3 (and 127.0.0.4) and a real
+//! three-member etcd, as in tests/cluster.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::etcd::EtcdCluster;
-use common::{ServiceBuilder, poll, zone_of};
+use common::{ServiceBuilder, ZoneBuilder, bin, poll, zone_of};
 
 const ORIGIN: &str = "shift.test.";
 
@@ -105,4 +107,158 @@ fn a_stopped_host_is_shown_gone_in_status_and_its_drain_still_counts() {
         drained >= seen + 5000 + 5000,
         "drained_at_ms {drained} must count ns2 until its last report {seen} + lease 5 s + TTL 5 s: {st}"
     );
+}
+
+/// `www` (phases old, new) and one static record `static A <ip>`.
+fn zone_with_record(ip: &str) -> String {
+    let www = ServiceBuilder::unchecked("www", &["127.0.8.1"], &["127.0.8.3"])
+        .ttl("5s")
+        .phase("old", &[("old", 100), ("new", 0)])
+        .phase("new", &[("old", 0), ("new", 100)]);
+    ZoneBuilder::new(ORIGIN)
+        .record(&format!("static IN A {ip}"))
+        .service(www)
+        .to_toml()
+}
+
+/// Every host answers the same SOA serial (polled: each applies on its own).
+fn one_serial(hosts: &[&Host]) -> u32 {
+    let mut last = Vec::new();
+    poll(AGREE_TIMEOUT, Duration::from_millis(20), || {
+        last = hosts.iter().map(|h| h.serial()).collect::<Vec<_>>();
+        last.windows(2).all(|w| w[0] == w[1]).then(|| last[0])
+    })
+    .unwrap_or_else(|| panic!("SOA serials differ: {last:?}"))
+}
+
+/// Which hosts `status --json` on `on` marks as serving different zones,
+/// polled until it is `want` (host reports arrive every second).
+fn await_marked(on: &Host, want: &[&str]) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    poll(AGREE_TIMEOUT, Duration::from_millis(50), || {
+        last = on.status();
+        let marked: Vec<&str> = last["hosts"]
+            .as_array()?
+            .iter()
+            .filter(|h| h["zones_differ"] == true)
+            .filter_map(|h| h["node"].as_str())
+            .collect();
+        (marked == want).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("{} never marked exactly {want:?}: {last}", on.node))
+}
+
+#[test]
+fn a_host_whose_zones_differ_is_named_and_every_zone_change_raises_its_serial() {
+    let etcd = EtcdCluster::start(3);
+    let z1 = zone_with_record("192.0.2.1");
+    let a = host(&etcd, "ns1", "127.0.0.2", &z1);
+    let b = host(&etcd, "ns2", "127.0.0.3", &z1);
+    let c = host(&etcd, "ns3", "127.0.0.4", &z1);
+    await_agreement(&[&a, &b, &c], "www", "old", "start");
+    let start = one_serial(&[&a, &b, &c]);
+    let digest = a.marker().unwrap().zones;
+    assert_eq!(b.marker().unwrap().zones, digest);
+    assert_eq!(c.marker().unwrap().zones, digest);
+    let st = await_marked(&a, &[]);
+    assert_eq!(st["zones"], digest.as_str(), "{st}");
+
+    // ns3's static record changes: it serves other data, under a new serial.
+    let z2 = zone_with_record("192.0.2.2");
+    std::fs::write(c.dir().join("zones/shift.test.toml"), &z2).unwrap();
+    let reload = c.run(&["reload"]);
+    assert_eq!(reload.code, Some(0), "{reload}");
+    let changed = c.serial();
+    assert!(
+        changed > start,
+        "ns3's serial {changed} did not rise from {start} with its zones: {reload}"
+    );
+    assert_eq!(c.a("static.shift.test."), ["192.0.2.2"]);
+    assert_eq!(a.a("static.shift.test."), ["192.0.2.1"]);
+    let odd = c.marker().unwrap().zones;
+    assert_ne!(odd, digest, "the TXT tells the zones apart");
+    assert!(
+        reload.stderr.contains("different zones") && reload.stderr.contains("ns3"),
+        "the reload warns that ns3 now differs: {reload}"
+    );
+
+    // ns1 marks ns3, and only it; its own serial stayed.
+    let st = await_marked(&a, &["ns3"]);
+    assert_eq!(host_entry(&st, "ns3").unwrap()["zones"], odd.as_str());
+    assert_eq!(a.serial(), start);
+    assert_eq!(b.serial(), start);
+    let human = a.ok(&["status"]);
+    assert!(human.contains(&format!("{odd} DIFFERS")), "{human}");
+    let dry = a.run(&["advance", "www", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{dry}");
+    assert!(
+        dry.stderr.contains("different zones")
+            && dry.stderr.contains(&format!("ns3 serves zones={odd}")),
+        "advance --dry-run names ns3: {dry}"
+    );
+    assert!(!dry.stderr.contains("ns1 serves"), "{dry}");
+
+    // The others get the same zones: one serial again, above all before.
+    for h in [&a, &b] {
+        std::fs::write(h.dir().join("zones/shift.test.toml"), &z2).unwrap();
+        h.ok(&["reload"]);
+    }
+    let same = one_serial(&[&a, &b, &c]);
+    assert!(
+        same > changed,
+        "{same} after the others' reload, {changed} before"
+    );
+    await_marked(&a, &[]);
+}
+
+#[test]
+fn history_says_which_host_ran_a_command_and_who_asked() {
+    let etcd = EtcdCluster::start(3);
+    let z = zone(&[("old", 100, 0), ("mix", 50, 50), ("new", 0, 100)]);
+    let a = host(&etcd, "ns1", "127.0.0.2", &z);
+    let b = host(&etcd, "ns2", "127.0.0.3", &z);
+    a.ok(&["advance", "www", "--actor", "alice", "--reason", "first"]);
+    await_agreement(&[&a, &b], "www", "mix", "advance on ns1");
+    // Without --actor the CLI sends the login name.
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(b.dir().join("dnsshift.toml"))
+        .env(
+            "DNSSHIFT_CONTROL",
+            format!("http://{}", b.server().control.unwrap()),
+        )
+        .env_remove("SUDO_USER")
+        .env_remove("DNSSHIFT_ACTOR")
+        .env("LOGNAME", "dave")
+        .current_dir(b.dir());
+    let args = ["advance", "www", "--reason", "second"];
+    let run = run_command(cmd.args(args), &args);
+    assert_eq!(run.code, Some(0), "{run}");
+    await_agreement(&[&a, &b], "www", "new", "advance on ns2");
+
+    let events = a.history("www");
+    let who: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["node"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(who, [("ns1", "alice"), ("ns2", "dave")], "{events:?}");
+    let text = a.ok(&["history", "www"]);
+    let last = text.lines().last().unwrap();
+    assert!(last.contains("dave") && last.contains("ns2"), "{text}");
+    let st = a.status();
+    let change = &st["services"][0]["last_change"];
+    assert_eq!(
+        (change["node"].as_str(), change["actor"].as_str()),
+        (Some("ns2"), Some("dave")),
+        "{st}"
+    );
+    let human = a.ok(&["status"]);
+    assert!(
+        human.contains("last change  advance new by dave on ns2"),
+        "{human}"
+    );
+    // An actor that is no login name is refused, naming the option.
+    let bad = a.run(&["rollback", "www", "--actor", "two words"]);
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert!(bad.stderr.contains("--actor"), "{bad}");
 }

@@ -206,6 +206,7 @@ async fn an_expired_lease_removes_the_live_key_and_keeps_the_record() {
             ttl_s: 30,
         }],
         endpoints: vec![],
+        zones: Some("0123456789abcdef".into()),
     };
     let rev = bounded(host.publish(lease.id, &report)).await.unwrap();
     let mut watch = other.watch(rev + 1);
@@ -507,5 +508,44 @@ fn check_validates_the_cluster_table() {
     assert!(
         stderr.contains("dnsshift.toml:9: cluster.user: a user needs password or password_file"),
         "{stderr}"
+    );
+}
+
+/// Issue 16: a zone generation is a fresh revision each time a host starts
+/// serving a digest, at least the floor asked for, and a full read and the
+/// watch both carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_generation_is_a_fresh_revision_at_least_the_floor() {
+    let etcd = EtcdCluster::start(1);
+    let host = cluster(client(etcd.endpoints()), "ns1");
+    let other = cluster(client(etcd.endpoints()), "ns2");
+    let first = bounded(host.register_zones("aaaa", 1, 0)).await.unwrap();
+    let mut watch = other.watch(first + 1);
+    let again = bounded(other.register_zones("aaaa", 2, 0)).await.unwrap();
+    assert!(
+        again > first,
+        "the same digest again: {again} after {first}"
+    );
+    let changes = next_changes(&mut watch, Duration::from_secs(1)).await;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.key() == "/dnsshift/zones/aaaa" && c.revision() == again),
+        "{changes:?}"
+    );
+    let floor = again + 5;
+    let lifted = bounded(host.register_zones("bbbb", 3, floor))
+        .await
+        .unwrap();
+    assert!(
+        lifted >= floor && lifted < floor + 2,
+        "{lifted}, floor {floor}"
+    );
+    let loaded = bounded(other.load()).await.unwrap();
+    let mut zones = loaded.zones;
+    zones.sort();
+    assert_eq!(
+        zones,
+        [("aaaa".to_string(), again), ("bbbb".to_string(), lifted)]
     );
 }

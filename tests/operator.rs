@@ -1461,9 +1461,36 @@ fn single_host_tells_its_state_in_the_dnsshift_txt() {
         m.phases.get("www").map(String::as_str),
         Some("separate-domain")
     );
-    server.cli_ok(&["advance", "www", "--to", "half"]);
+    let soa_serial = |server: &Server| match server
+        .query("shift.test.", RecordType::SOA)
+        .answers
+        .first()
+        .map(|r| &r.data)
+    {
+        Some(hickory_proto::rr::RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA answer: {other:?}"),
+    };
+    let serial = soa_serial(&server);
+    server.cli_ok(&["advance", "www", "--to", "half", "--actor", "erin"]);
     let m = marker();
     assert_eq!(m.epoch, 1, "{m:?}");
     assert_eq!(m.phases.get("www").map(String::as_str), Some("half"));
-    assert!(status_all(&server).get("hosts").is_none());
+    let st = status_all(&server);
+    assert!(st.get("hosts").is_none());
+    // The zones' digest, as the TXT says it; the change, with who and where.
+    assert_eq!(st["zones"], m.zones.as_str(), "{st}");
+    assert_eq!(m.zones.len(), 16, "{m:?}");
+    let change = &st["services"][0]["last_change"];
+    assert_eq!(
+        (&change["node"], &change["actor"]),
+        (&"solo-7".into(), &"erin".into()),
+        "{st}"
+    );
+    // A reload that changes a static record raises the serial and the digest.
+    let changed = zone.replace("127.0.0.53", "127.0.0.54");
+    assert_ne!(changed, zone, "the zone has the record");
+    std::fs::write(server.path().join("zones/shift.test.toml"), changed).unwrap();
+    server.cli_ok(&["reload"]);
+    assert!(soa_serial(&server) > serial);
+    assert_ne!(marker().zones, m.zones);
 }

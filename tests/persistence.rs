@@ -366,7 +366,14 @@ fn a_state_file_of_format_1_is_served_as_it_was() {
         for k in ["at", "service", "action", "from", "to", "reason", "forced"] {
             assert_eq!(g.get(k).unwrap_or(&Value::Null), &w[k], "{k}: {g} vs {w}");
         }
+        // Entries from before issue 16 say nothing of who or where.
+        assert!(g.get("node").is_none() && g.get("actor").is_none(), "{g}");
     }
+    let text = server.cli_ok(&["history", "www"]);
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.contains(" - ")),
+        "{text}"
+    );
     let st: Value = serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap();
     let s = &st["services"][0];
     assert_eq!(s["phase"], "cutover");

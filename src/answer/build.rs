@@ -129,7 +129,7 @@ pub(super) fn build_zone(
 }
 
 /// The `_dnsshift.<origin>` TXT node: one record, TTL 0, one string each
-/// for the epoch, the node and every service's phase.
+/// for the epoch, the node, the zones' digest and every service's phase.
 fn marker_node(
     z: &Zone,
     inputs: &dyn Inputs,
@@ -139,7 +139,11 @@ fn marker_node(
     let name = Name::from_ascii(MARKER_LABEL)
         .and_then(|l| l.append_domain(&z.origin))
         .ok()?;
-    let mut strings = vec![format!("epoch={}", m.epoch), format!("node={}", m.node)];
+    let mut strings = vec![
+        format!("epoch={}", m.epoch),
+        format!("node={}", m.node),
+        format!("zones={}", m.zones),
+    ];
     for s in &z.services {
         strings.push(format!("{}={}", s.short, s.phases[inputs.phase(s)].name));
     }

@@ -39,6 +39,10 @@ pub struct Args {
     /// Control token file (default: from the config).
     #[arg(long, global = true, env = "DNSSHIFT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Who runs a command, recorded in history with the host that executed
+    /// it (default: your login name). Informational: not authenticated.
+    #[arg(long, global = true, env = "DNSSHIFT_ACTOR", value_name = "NAME")]
+    pub actor: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -76,12 +76,13 @@ impl Client {
         })
     }
 
-    pub fn run(&self, command: Command) -> Result<(), Failure> {
+    /// Runs `command`, sending `actor` with every change.
+    pub fn run(&self, command: Command, actor: Option<String>) -> Result<(), Failure> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
-        rt.block_on(self.dispatch(command))
+        rt.block_on(self.dispatch(command, actor))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -126,7 +127,7 @@ impl Client {
             .map_err(|e| Failure::Refused(format!("unexpected answer from the daemon: {e}")))
     }
 
-    async fn dispatch(&self, command: Command) -> Result<(), Failure> {
+    async fn dispatch(&self, command: Command, actor: Option<String>) -> Result<(), Failure> {
         use reqwest::Method;
         let seg = |s: &str| percent(s);
         match command {
@@ -153,8 +154,8 @@ impl Client {
                     Ok(())
                 }
             }
-            Command::Advance(a) => self.transition("advance", a).await,
-            Command::Rollback(a) => self.transition("rollback", a).await,
+            Command::Advance(a) => self.transition("advance", a, actor).await,
+            Command::Rollback(a) => self.transition("rollback", a, actor).await,
             Command::Endpoint { action } => {
                 let (service, endpoint, reason, force, verb) = match action {
                     EndpointAction::Disable {
@@ -177,10 +178,14 @@ impl Client {
                             seg(&service),
                             seg(&endpoint)
                         ),
-                        Some(&EndpointRequest { force, reason }),
+                        Some(&EndpointRequest {
+                            force,
+                            reason,
+                            actor,
+                        }),
                     )
                     .await?;
-                println!("{}", ok.message);
+                print_ok(&ok);
                 Ok(())
             }
             Command::History { service, json } => {
@@ -201,7 +206,11 @@ impl Client {
                 force,
                 reason,
             } => {
-                let body = DecommissionRequest { force, reason };
+                let body = DecommissionRequest {
+                    force,
+                    reason,
+                    actor,
+                };
                 self.pool_action(&service, &pool, "decommission", &body)
                     .await
             }
@@ -210,12 +219,15 @@ impl Client {
                 pool,
                 reason,
             } => {
-                let body = ReasonRequest { reason };
+                let body = ReasonRequest { reason, actor };
                 self.pool_action(&service, &pool, "recommission", &body)
                     .await
             }
             Command::Reload => {
                 let r: ReloadResponse = self.call(Method::POST, "/v1/reload", NO_BODY).await?;
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "reloaded: {} zone(s), {} service(s), serial {}",
                     r.zones, r.services, r.serial
@@ -239,7 +251,7 @@ impl Client {
             percent(pool)
         );
         let ok: OkResponse = self.call(reqwest::Method::POST, &path, Some(body)).await?;
-        println!("{}", ok.message);
+        print_ok(&ok);
         Ok(())
     }
 
@@ -279,12 +291,18 @@ impl Client {
         Ok(())
     }
 
-    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), Failure> {
+    async fn transition(
+        &self,
+        verb: &str,
+        a: TransitionArgs,
+        actor: Option<String>,
+    ) -> Result<(), Failure> {
         let body = TransitionRequest {
             to: a.to,
             force: a.force,
             dry_run: a.dry_run,
             reason: a.reason,
+            actor,
         };
         let r: TransitionResponse = self
             .call(
@@ -339,6 +357,30 @@ fn failure_for(status: reqwest::StatusCode, body: ErrorBody) -> Failure {
         Fault::NotFound | Fault::Usage | Fault::TooLarge | Fault::Timeout => Failure::Usage(msg),
         Fault::Refused | Fault::Internal => Failure::Refused(msg),
     }
+}
+
+/// An acknowledgement: its warnings on stderr, its message on stdout.
+fn print_ok(ok: &OkResponse) {
+    for w in &ok.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}", ok.message);
+}
+
+/// The login name of the user running the CLI, sent as the actor of a
+/// change: `SUDO_USER` (the person behind `sudo`), else `LOGNAME` or `USER`,
+/// else the name of the real user id. Informational only.
+pub fn login_name() -> Option<String> {
+    ["SUDO_USER", "LOGNAME", "USER"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|n| !n.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {

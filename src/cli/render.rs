@@ -41,24 +41,28 @@ pub fn render_history(h: &HistoryResponse) -> String {
     };
     let _ = writeln!(
         o,
-        "{:<22} {}{:<13} {:<18} {:<18} {:<6} REASON",
+        "{:<22} {}{:<13} {:<18} {:<18} {:<6} {:<16} {:<16} REASON",
         "WHEN (UTC)",
         service_col("SERVICE"),
         "ACTION",
         "FROM",
         "TO",
-        "FORCED"
+        "FORCED",
+        "BY",
+        "ON"
     );
     for e in &h.events {
         let _ = writeln!(
             o,
-            "{:<22} {}{:<13} {:<18} {:<18} {:<6} {}",
+            "{:<22} {}{:<13} {:<18} {:<18} {:<6} {:<16} {:<16} {}",
             crate::clock::format_ms(e.at * 1000),
             service_col(&e.service),
             e.change.action(),
             e.change.from().unwrap_or("-"),
             e.change.to(),
             if e.forced { "yes" } else { "" },
+            e.actor.as_deref().unwrap_or("-"),
+            e.node.as_deref().unwrap_or("-"),
             e.reason.as_deref().unwrap_or("")
         );
     }
@@ -212,14 +216,25 @@ pub fn render_status(st: &StatusResponse) -> String {
                 );
             }
         }
+        if let Some(e) = &s.last_change {
+            let _ = writeln!(
+                o,
+                "  last change  {} {} by {} on {}, {}",
+                e.change.action(),
+                e.change.to(),
+                e.actor.as_deref().unwrap_or("(unknown)"),
+                e.node.as_deref().unwrap_or("(unknown host)"),
+                when(st.now_ms, e.at * 1000)
+            );
+        }
         let _ = writeln!(o);
     }
     if !st.hosts.is_empty() {
         let _ = writeln!(o, "hosts (shared state on etcd)");
         let _ = writeln!(
             o,
-            "  {:<20} {:>10}  {:<8} LAST SEEN",
-            "NODE", "EPOCH", "STATE"
+            "  {:<20} {:>10}  {:<8} {:<24} LAST SEEN",
+            "NODE", "EPOCH", "STATE", "ZONES"
         );
         for h in &st.hosts {
             let state = if h.live { "live" } else { "GONE" };
@@ -228,12 +243,23 @@ pub fn render_status(st: &StatusResponse) -> String {
             } else {
                 ""
             };
+            let zones = match (&h.zones, h.zones_differ) {
+                (Some(z), true) => format!("{z} DIFFERS"),
+                (Some(z), false) => z.clone(),
+                (None, _) => "-".into(),
+            };
             let _ = writeln!(
                 o,
-                "  {:<20} {:>10}  {state:<8} {}{copy}",
+                "  {:<20} {:>10}  {state:<8} {zones:<24} {}{copy}",
                 h.node,
                 h.epoch,
                 ago(st.now_ms, h.last_seen_ms)
+            );
+        }
+        if st.hosts.iter().any(|h| h.zones_differ) {
+            let _ = writeln!(
+                o,
+                "  a host whose zones DIFFER from the others' may answer differently under the same SOA serial: give every host the same zone files and reload"
             );
         }
         if st.hosts.iter().any(|h| !h.live) {

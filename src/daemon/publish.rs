@@ -47,7 +47,21 @@ async fn publish(
     let mut applied = op.applied.subscribe();
     let mut lease: Option<(i64, u64)> = None;
     let mut failing = false;
+    let mut zones_failing = false;
     loop {
+        // Zones whose generation etcd has not recorded yet (start-up, or a
+        // reload while it was unreachable): their serial waits on it.
+        if op.zones_pending() {
+            let o = op.clone();
+            match tokio::task::spawn_blocking(move || o.register_zones()).await {
+                Ok(Err(e)) if !zones_failing => {
+                    warn!(error = %e, "this host's zone generation is not recorded in etcd yet; retrying");
+                    zones_failing = true;
+                }
+                Ok(Ok(())) => zones_failing = false,
+                _ => {}
+            }
+        }
         let result: Result<(), EtcdError> = async {
             let (id, ttl) = match lease {
                 Some((id, ttl)) => match cluster.etcd().lease_keep_alive(id).await {

@@ -44,6 +44,7 @@ impl Operator {
             current.1 == loaded.epoch && *current.0 == loaded.state
         };
         if unchanged {
+            self.rebuild_if_generation_moved();
             return;
         }
         *lock(&self.state) = (Arc::new(loaded.state), loaded.epoch);
@@ -82,18 +83,30 @@ impl Operator {
         }
         let services = zones.iter().map(|z| z.services.len()).sum();
         let n = zones.len();
+        let digest = zone::digest(&zones);
+        if self.shared && *lock(&self.digest) != digest {
+            // A new generation of these zones: the serial rises on every
+            // host that serves them.
+            self.zones_pending.store(true, Ordering::Relaxed);
+        }
+        *lock(&self.digest) = digest.clone();
         *lock(&self.zones) = Arc::new(zones.clone());
         self.stats.retain(&zones);
         // Health of endpoints that still exist carries over; new ones count
         // as healthy until their first result.
         drop(self.checks.restart(&zones));
         self.rebuild();
+        drop(_writer);
+        if let Err(e) = self.register_zones() {
+            warn!(error = %e, zones = %digest, "the new zones' generation is not recorded in etcd yet; serving one more than the last serial here until it is");
+        }
         let serial = self.plan.load().serial;
-        info!(zones = n, services, serial, "reloaded");
+        info!(zones = n, services, serial, digest = %digest, "reloaded");
         Ok(ReloadResponse {
             zones: n,
             services,
             serial,
+            warnings: self.zones_warning().into_iter().collect(),
         })
     }
 }

@@ -57,6 +57,7 @@ impl Operator {
         Ok(StatusResponse {
             now_ms: now,
             serial: self.plan.load().serial,
+            zones: self.digest(),
             services,
             hosts: self.hosts_status(),
         })
@@ -76,6 +77,7 @@ impl Operator {
                 h.report.applied_epoch = me.applied_epoch;
                 h.report.from_local_copy = me.from_local_copy;
                 h.report.endpoints = me.endpoints;
+                h.report.zones = me.zones;
             }
             None => hosts.push(HostView {
                 report: me,
@@ -83,17 +85,58 @@ impl Operator {
             }),
         }
         hosts.sort_by(|a, b| a.report.node.cmp(&b.report.node));
+        let judged: Vec<Option<&str>> = hosts
+            .iter()
+            .map(|h| h.report.zones.as_deref().filter(|_| h.live))
+            .collect();
+        let differ = zones_differ(&judged);
         hosts
             .into_iter()
-            .map(|h| HostStatus {
+            .zip(differ)
+            .map(|(h, zones_differ)| HostStatus {
                 node: h.report.node,
                 epoch: h.report.applied_epoch,
                 last_seen_ms: h.report.published_ms,
                 live: h.live,
                 from_local_copy: h.report.from_local_copy,
                 endpoints: h.report.endpoints,
+                zones: h.report.zones,
+                zones_differ,
             })
             .collect()
+    }
+
+    /// The warning every command gives while live hosts serve different
+    /// zones: names the hosts that differ and what they and the others serve.
+    pub(super) fn zones_warning(&self) -> Option<String> {
+        let hosts = self.hosts_status();
+        let odd: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.zones_differ)
+            .map(|h| {
+                format!(
+                    "{} serves zones={}",
+                    h.node,
+                    h.zones.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        if odd.is_empty() {
+            return None;
+        }
+        let rest: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.live && !h.zones_differ)
+            .filter_map(|h| h.zones.as_deref())
+            .collect();
+        let others = match rest.first() {
+            Some(d) => format!("unlike the other live hosts (zones={d})"),
+            None => "and no two live hosts agree".to_string(),
+        };
+        Some(format!(
+            "hosts serve different zones: {} {others}; they may answer the same query differently: give every host the same zone files and reload",
+            odd.join(", ")
+        ))
     }
 
     /// What this host publishes about itself: the epoch it serves, per pool
@@ -126,6 +169,7 @@ impl Operator {
             }
         }
         HostReport {
+            zones: Some(self.digest()),
             node: self.node.clone(),
             applied_epoch: lock(&self.state).1,
             published_ms: self.clock.now_ms(),
@@ -236,6 +280,12 @@ impl Operator {
                 }
             })
             .collect();
+        let last_change = state
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.service == key)
+            .cloned();
         ServiceStatus {
             service: key,
             short: s.short.clone(),
@@ -248,9 +298,39 @@ impl Operator {
             fail_open: main.iter().any(|(_, d)| d.fail_open),
             staging_fail_open: staging.iter().any(|(_, d)| d.fail_open),
             servfail: main.iter().chain(&staging).any(|(_, d)| d.servfail),
+            last_change,
             pools,
         }
     }
+}
+
+/// Which hosts serve zones that differ from the others': given each host's
+/// zones digest (`None`: not judged, a host that is gone or predates the
+/// digest), those outside the one digest most hosts serve; when no digest
+/// is served by more hosts than every other, all of them (nothing says
+/// which is right).
+pub(super) fn zones_differ(digests: &[Option<&str>]) -> Vec<bool> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in digests.iter().flatten() {
+        *counts.entry(d).or_default() += 1;
+    }
+    if counts.len() < 2 {
+        return vec![false; digests.len()];
+    }
+    let top = counts.values().copied().max().unwrap_or(0);
+    let leaders: Vec<&str> = counts
+        .iter()
+        .filter(|(_, n)| **n == top)
+        .map(|(d, _)| *d)
+        .collect();
+    let majority = match leaders.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    digests
+        .iter()
+        .map(|d| d.is_some_and(|d| Some(d) != majority))
+        .collect()
 }
 
 /// Whether the change from `before` to `after` (one more disabled endpoint)
@@ -285,4 +365,21 @@ pub(super) fn stranded(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod zones_tests {
+    use super::zones_differ;
+
+    #[test]
+    fn the_hosts_outside_the_majority_differ_and_all_do_on_a_tie() {
+        let (a, b) = (Some("aaaa"), Some("bbbb"));
+        assert_eq!(zones_differ(&[a, a, a]), [false; 3]);
+        assert_eq!(zones_differ(&[a, b, a]), [false, true, false]);
+        assert_eq!(zones_differ(&[a, b]), [true, true], "a tie names both");
+        // Gone hosts and hosts without a digest are not judged.
+        assert_eq!(zones_differ(&[a, None, a]), [false; 3]);
+        assert_eq!(zones_differ(&[a, None, b, b]), [true, false, false, false]);
+        assert_eq!(zones_differ(&[]), Vec::<bool>::new());
+    }
 }

@@ -1,7 +1,8 @@
 //! The apply path with an injected clock and store: a hold follows the
 //! clock given, and a commit the store refuses changes nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,12 @@ fn operator(dir: &std::path::Path, store: Box<dyn StateStore>, clock: Arc<Manual
     let zones = dir.join("zones");
     std::fs::create_dir_all(&zones).unwrap();
     std::fs::write(zones.join("z.test.toml"), ZONE).unwrap();
+    unbuilt(dir, store, clock)
+}
+
+/// The operator over the zones already in `dir/zones`, no plan built.
+fn unbuilt(dir: &std::path::Path, store: Box<dyn StateStore>, clock: Arc<Manual>) -> Operator {
+    let zones = dir.join("zones");
     let loaded = load_all(&zones, store.as_ref()).unwrap();
     let table = Arc::new(health::Table::default());
     let checks = health::Checks::new(
@@ -79,9 +86,7 @@ fn operator(dir: &std::path::Path, store: Box<dyn StateStore>, clock: Arc<Manual
         Arc::default(),
         CancellationToken::new(),
     );
-    let op = Operator::new(zones, None, loaded, store, checks, table, clock);
-    op.rebuild();
-    op
+    Operator::new(zones, None, loaded, store, checks, table, clock)
 }
 
 #[test]
@@ -93,6 +98,7 @@ fn a_hold_follows_the_clock_given() {
         Box::new(FileStore::new(&dir.path().join("state"))),
         clock.clone(),
     );
+    op.rebuild();
     let advance =
         |op: &Operator| op.transition("www", Direction::Advance, TransitionRequest::default());
     let e = advance(&op).unwrap_err();
@@ -126,10 +132,11 @@ fn a_commit_the_store_refuses_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(Manual(AtomicU64::new(1_000_000_000)));
     let op = operator(dir.path(), Box::new(Raced), clock);
+    op.rebuild();
     let serial = op.plan.load().serial;
     let req = EndpointRequest {
         force: true,
-        reason: None,
+        ..EndpointRequest::default()
     };
     let e = op
         .set_endpoint("www", "127.0.0.10", false, req)
@@ -155,7 +162,9 @@ fn errors_name_what_is_missing() {
         Box::new(FileStore::new(&dir.path().join("state"))),
         clock,
     );
-    let e = op.recommission("nope", "old", None).unwrap_err();
+    let e = op
+        .recommission("nope", "old", ReasonRequest::default())
+        .unwrap_err();
     assert_eq!(e.fault(), Fault::NotFound);
     assert!(e.to_string().contains("unknown service \"nope\""), "{e}");
     let e = op
@@ -163,7 +172,213 @@ fn errors_name_what_is_missing() {
         .unwrap_err();
     assert_eq!(e.fault(), Fault::NotFound);
     let e = op
-        .recommission("www", "old", Some("x".repeat(MAX_REASON + 1)))
+        .recommission(
+            "www",
+            "old",
+            ReasonRequest {
+                reason: Some("x".repeat(MAX_REASON + 1)),
+                actor: None,
+            },
+        )
         .unwrap_err();
     assert_eq!(e.fault(), Fault::Usage);
+    for bad in [
+        "",
+        "two words",
+        "bell\u{7}",
+        &"x".repeat(crate::api::MAX_ACTOR + 1),
+    ] {
+        let e = op
+            .recommission(
+                "www",
+                "old",
+                ReasonRequest {
+                    reason: None,
+                    actor: Some(bad.to_string()),
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(e, RecommissionError::Actor(_)), "{bad:?}: {e}");
+        assert_eq!(e.fault(), Fault::Usage);
+    }
+}
+
+/// A shared store in memory, as etcd behaves for the serial: one revision
+/// counter for the state and the zone generations; it can be "down" for
+/// zone registrations.
+#[derive(Default)]
+struct Etcdish {
+    revision: AtomicI64,
+    state: Mutex<(State, Epoch)>,
+    zones: Mutex<BTreeMap<String, Epoch>>,
+    down: AtomicBool,
+}
+
+/// One host's handle on an [`Etcdish`].
+struct On(Arc<Etcdish>);
+
+impl StateStore for On {
+    fn origin(&self) -> String {
+        "etcdish".into()
+    }
+    fn load(&self) -> Result<Loaded, StateError> {
+        let (state, epoch) = lock(&self.0.state).clone();
+        Ok(Loaded { state, epoch })
+    }
+    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        let mut st = lock(&self.0.state);
+        if st.1 != expected {
+            return Err(CommitError::Conflict {
+                expected,
+                found: st.1,
+            });
+        }
+        let epoch = self.0.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut next = next.clone();
+        next.serial_base = st.0.serial_base;
+        *st = (next, epoch);
+        Ok(epoch)
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
+        tokio::sync::watch::channel(0).1
+    }
+    fn zone_generation(&self, digest: &str) -> Option<Epoch> {
+        lock(&self.0.zones).get(digest).copied()
+    }
+    fn register_zones(&self, digest: &str, floor: Epoch) -> Result<Epoch, StateError> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(StateError::Etcd("etcd unreachable (test)".into()));
+        }
+        let mut g = self.0.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        while g < floor {
+            g = self.0.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        }
+        lock(&self.0.zones).insert(digest.to_string(), g);
+        Ok(g)
+    }
+}
+
+/// A host `node` of the cluster on `etcd`, serving `zone` from its own directory.
+fn host(dir: &std::path::Path, etcd: &Arc<Etcdish>, node: &str, zone: &str) -> Operator {
+    let zones = dir.join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::write(zones.join("z.test.toml"), zone).unwrap();
+    let clock = Arc::new(Manual(AtomicU64::new(1_000_000_000)));
+    let op = unbuilt(dir, Box::new(On(etcd.clone())), clock).identified(node, true);
+    op.rebuild();
+    op.register_zones().unwrap();
+    op
+}
+
+/// Writes `zone` as the host's zone file and reloads it.
+fn reload_with(op: &Operator, dir: &std::path::Path, zone: &str) -> u32 {
+    std::fs::write(dir.join("zones/z.test.toml"), zone).unwrap();
+    op.reload().unwrap().serial
+}
+
+#[test]
+fn the_shared_serial_is_one_for_the_same_zones_and_rises_with_every_zone_change() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let etcd = Arc::new(Etcdish::default());
+    lock(&etcd.state).0.serial_base = Some(1_000);
+    let serial = |op: &Operator| op.plan.load().serial;
+    let a = host(d1.path(), &etcd, "ns1", ZONE);
+    let b = host(d2.path(), &etcd, "ns2", ZONE);
+    assert_eq!(a.digest(), b.digest());
+    // ns2 started the zones' generation last; ns1 follows when told (the
+    // watch fires `changes`, then refresh).
+    a.refresh();
+    assert_eq!(serial(&a), serial(&b), "same zones and state, same serial");
+    let same = serial(&a);
+
+    // A static record changes on ns1 only: its serial rises, ns2's not.
+    let changed = ZONE.replace("127.0.0.53", "127.0.0.54");
+    let s1 = reload_with(&a, d1.path(), &changed);
+    assert!(s1 > same, "{s1} after the zone change, {same} before");
+    assert_ne!(a.digest(), b.digest());
+    b.refresh();
+    assert_eq!(serial(&b), same, "ns2's zones did not change");
+    // ns2 gets the same zones: both serve one serial again.
+    let s2 = reload_with(&b, d2.path(), &changed);
+    assert!(s2 > same);
+    a.refresh();
+    assert_eq!(serial(&a), s2);
+    assert!(s2 > s1, "ns1's serial rose again without a content change");
+
+    // etcd down: a zone change still raises ns1's serial, by one.
+    etcd.down.store(true, Ordering::SeqCst);
+    let back = ZONE.replace("127.0.0.53", "127.0.0.55");
+    let s3 = reload_with(&a, d1.path(), &back);
+    assert_eq!(s3, s2 + 1);
+    assert!(a.zones_pending());
+    // Back to the zones it served before: that is a change too.
+    let s4 = reload_with(&a, d1.path(), &changed);
+    assert_eq!(s4, s3 + 1, "going back to earlier zones raises the serial");
+    // etcd returns: the generation catches up without going back, and
+    // ns2, which serves the same zones, follows.
+    etcd.down.store(false, Ordering::SeqCst);
+    a.register_zones().unwrap();
+    assert!(!a.zones_pending());
+    let s5 = serial(&a);
+    assert!(s5 >= s4, "{s5} after etcd returned, {s4} served meanwhile");
+    b.refresh();
+    assert_eq!(serial(&b), s5);
+
+    // A state change raises both, equally.
+    a.transition(
+        "www",
+        Direction::Advance,
+        TransitionRequest {
+            force: true,
+            ..TransitionRequest::default()
+        },
+    )
+    .unwrap();
+    b.refresh();
+    assert!(serial(&a) > s5);
+    assert_eq!(serial(&a), serial(&b));
+}
+
+#[test]
+fn history_records_the_host_and_the_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Arc::new(Etcdish::default());
+    let op = host(dir.path(), &etcd, "ns7", ZONE);
+    op.recommission(
+        "www",
+        "old",
+        ReasonRequest {
+            reason: None,
+            actor: Some("alice".into()),
+        },
+    )
+    .unwrap();
+    op.set_endpoint(
+        "www",
+        "127.0.0.10",
+        false,
+        EndpointRequest {
+            force: true,
+            reason: Some("r".into()),
+            actor: Some("bob".into()),
+        },
+    )
+    .unwrap();
+    let h = op.history(None).unwrap();
+    let who: Vec<(Option<&str>, Option<&str>)> = h
+        .events
+        .iter()
+        .map(|e| (e.node.as_deref(), e.actor.as_deref()))
+        .collect();
+    assert_eq!(
+        who,
+        [(Some("ns7"), Some("bob"))],
+        "recommission of a pool in service changes nothing"
+    );
+    let st = op.status(None).unwrap();
+    let last = st.services[0].last_change.as_ref().unwrap();
+    assert_eq!(
+        (last.node.as_deref(), last.actor.as_deref()),
+        (Some("ns7"), Some("bob"))
+    );
 }

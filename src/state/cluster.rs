@@ -12,11 +12,32 @@
 //! | `<prefix>/history/<base epoch, 20 digits>` | one history entry (JSON) | the same transaction as the state |
 //! | `<prefix>/hosts/<node>` | [`HostReport`], no lease: outlives its host | each host, every publish |
 //! | `<prefix>/live/<node>` | the same [`HostReport`], on the host's lease | each host, every publish |
+//! | `<prefix>/zones/<digest>` | [`ZonesRecord`]: who loaded these zones last; its `mod_revision` is their *zone generation* | a host that starts serving those zones |
 //!
 //! **Epoch.** The state's `mod_revision` is the epoch: a number etcd assigns,
 //! the same on every host, rising with every change. Hosts report the epoch
 //! they serve (`_dnsshift.<origin>` TXT, `status`), and the SOA serial is
 //! derived from it, so every host serves the same serial for the same state.
+//!
+//! **Zone generation and the SOA serial.** Each host serves its zones'
+//! digest ([`crate::zone::digest()`]). When it starts serving a digest (a
+//! reload that changed its zones, or a start with zones other than it last
+//! published) it writes `zones/<digest>`; the key's `mod_revision`, a fresh
+//! etcd revision, is that digest's *generation*. The SOA serial is
+//!
+//! > `serial_base + max(epoch, generation of the digest served)` (mod 2^32)
+//!
+//! so it is the same on every host with the same zones and state (both
+//! terms are shared), and rises with every change: a state change brings
+//! an epoch above every earlier revision, and a zone change a generation
+//! above every earlier revision. A host that goes back to zones it served
+//! before writes their key again, so their generation rises too, for every
+//! host serving them (they watch `zones/`). While etcd cannot be written a
+//! host whose zones changed serves one more than its last serial and writes
+//! the key once etcd is back, again if need be until the generation
+//! reaches what it served meanwhile, so its serial never goes back.
+//! `zones/` keys are never deleted: one small key per version of the zones
+//! ever served.
 //!
 //! **Commit.** A command reads the state at epoch `E`, computes the new state
 //! and commits with one transaction: *if* `mod_revision(state) == E` *then*
@@ -122,6 +143,16 @@ impl Layout {
     pub fn live(&self, node: &str) -> String {
         format!("{}{node}", self.live_prefix())
     }
+
+    /// Zone generations, one key per zones digest.
+    pub fn zones_prefix(&self) -> String {
+        format!("{}/zones/", self.prefix)
+    }
+
+    /// The generation key of the zones with `digest`.
+    pub fn zones(&self, digest: &str) -> String {
+        format!("{}{digest}", self.zones_prefix())
+    }
 }
 
 /// What one host publishes about itself.
@@ -144,7 +175,25 @@ pub struct HostReport {
     /// Endpoint health as this host sees it.
     #[serde(default)]
     pub endpoints: Vec<EndpointHealth>,
+    /// Digest of the zones it serves ([`crate::zone::digest()`]); `None`
+    /// from a host that predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<String>,
 }
+
+/// The value of `zones/<digest>`: informational; the key's revision is
+/// what counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZonesRecord {
+    /// The host that last started serving these zones.
+    pub node: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// How many times a zone generation is written at most to reach a floor
+/// (see [`Cluster::register_zones`]).
+pub const MAX_GENERATION_WRITES: u32 = 64;
 
 /// One host's last main-name answer carrying a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +271,8 @@ pub struct Loaded {
     pub state: Option<(i64, Vec<u8>)>,
     /// Every host.
     pub hosts: Vec<HostView>,
+    /// Zone generation by zones digest.
+    pub zones: Vec<(String, i64)>,
     /// Store revision of the read: watch from `revision + 1`.
     pub revision: i64,
 }
@@ -291,9 +342,12 @@ impl Cluster {
         let mut state = None;
         let mut durable = Vec::new();
         let mut live = Vec::new();
+        let mut zones = Vec::new();
         for kv in range.kvs {
             if kv.key == state_key {
                 state = Some((kv.mod_revision, kv.value));
+            } else if let Some(digest) = kv.key.strip_prefix(&self.layout.zones_prefix()) {
+                zones.push((digest.to_string(), kv.mod_revision));
             } else if let Some(node) = kv.key.strip_prefix(&self.layout.hosts_prefix()) {
                 durable.push((node.to_string(), kv));
             } else if let Some(node) = kv.key.strip_prefix(&self.layout.live_prefix()) {
@@ -316,6 +370,7 @@ impl Cluster {
         Ok(Loaded {
             state,
             hosts,
+            zones,
             revision: range.revision,
         })
     }
@@ -391,6 +446,37 @@ impl Cluster {
             .await
     }
 
+    /// Starts a new generation of the zones with `digest`: writes their key
+    /// and returns its revision, writing again (at most
+    /// [`MAX_GENERATION_WRITES`] times) while that is below `floor`, so that
+    /// a host that raised its serial on its own while etcd was unreachable
+    /// never goes back.
+    pub async fn register_zones(
+        &self,
+        digest: &str,
+        at_ms: u64,
+        floor: i64,
+    ) -> Result<i64, EtcdError> {
+        let value = serde_json::to_vec(&ZonesRecord {
+            node: self.node.clone(),
+            at_ms,
+        })
+        .unwrap_or_default();
+        let put = [Put {
+            key: self.layout.zones(digest),
+            value,
+            lease: None,
+        }];
+        let mut revision = self.etcd.put_all(&put).await?;
+        for _ in 1..MAX_GENERATION_WRITES {
+            if revision >= floor {
+                break;
+            }
+            revision = self.etcd.put_all(&put).await?;
+        }
+        Ok(revision)
+    }
+
     /// Watches everything under the prefix from `revision` (inclusive).
     pub fn watch(&self, revision: i64) -> Watch {
         self.etcd.watch(&self.layout.root(), revision)
@@ -428,6 +514,7 @@ mod tests {
                     })
                     .collect(),
                 endpoints: vec![],
+                zones: None,
             },
         }
     }

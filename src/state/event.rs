@@ -6,6 +6,9 @@
 //! "forced"}`, where `action` names the change and `to` holds the object
 //! acted on ("pool/endpoint" or the pool) for the commands that are not
 //! transitions. Format-1 files, with their `"from": null`, load unchanged.
+//! Two fields came later and are absent from older entries: `node`, the
+//! host that executed the command, and `actor`, the login name the CLI sent
+//! (informational: nothing authenticates it).
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,14 @@ pub struct Event {
     /// Whether `--force` was used.
     #[serde(default)]
     pub forced: bool,
+    /// The host (node id) that executed the command; `None` in entries
+    /// recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Who ran it: the login name the CLI sent, or `--actor`. Informational,
+    /// not authenticated: anyone holding the control token can claim any name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// What an operator command changed.
@@ -136,5 +147,16 @@ mod tests {
         assert!(json.get("from").is_none());
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, events[1]);
+        // Older entries have no node or actor; newer ones keep both.
+        assert!(events.iter().all(|e| e.node.is_none() && e.actor.is_none()));
+        let mut who = events[0].clone();
+        who.node = Some("ns1".into());
+        who.actor = Some("alice".into());
+        let json = serde_json::to_value(&who).unwrap();
+        assert_eq!(
+            (&json["node"], &json["actor"]),
+            (&"ns1".into(), &"alice".into())
+        );
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), who);
     }
 }

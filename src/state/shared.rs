@@ -46,6 +46,8 @@ struct View {
     /// The etcd revision the hosts reflect: an older full read does not
     /// replace what the watch delivered since.
     revision: i64,
+    /// Zone generation by zones digest, as read or watched (only rises).
+    zones: BTreeMap<String, i64>,
     /// Whether etcd was ever read (a failed first load falls back to the
     /// local copy; a later one is an error and the served state stays).
     loaded_once: bool,
@@ -87,6 +89,7 @@ impl EtcdStore {
     /// Reads the state, its history and every host from etcd.
     pub async fn read(&self) -> Result<(Loaded, Vec<HostView>, i64), EtcdError> {
         let loaded = self.cluster.load().await?;
+        self.merge_zones(&loaded.zones);
         let (epoch, mut state) = match &loaded.state {
             Some((epoch, bytes)) => (
                 *epoch,
@@ -118,6 +121,16 @@ impl EtcdStore {
         copy.epoch = Some(epoch);
         if let Err(e) = self.local.save(&copy) {
             warn!(error = %e, "cannot write the local copy of the shared state");
+        }
+    }
+
+    /// Takes in zone generations read from etcd; a generation only rises,
+    /// so the higher of two reads wins whatever their order.
+    fn merge_zones(&self, zones: &[(String, i64)]) {
+        let mut v = lock(&self.view);
+        for (digest, generation) in zones {
+            let g = v.zones.entry(digest.clone()).or_default();
+            *g = (*g).max(*generation);
         }
     }
 
@@ -235,12 +248,19 @@ impl EtcdStore {
         let layout = self.cluster.layout();
         let state_key = layout.state();
         let mut state_epoch = None;
+        let mut zones_changed = false;
         let mut v = lock(&self.view);
         for c in changes {
             v.revision = v.revision.max(c.revision());
             let key = c.key();
             if key == state_key {
                 state_epoch = Some(c.revision());
+            } else if let (Some(digest), Change::Put(kv)) =
+                (key.strip_prefix(&layout.zones_prefix()), c)
+            {
+                let g = v.zones.entry(digest.to_string()).or_default();
+                *g = (*g).max(kv.mod_revision);
+                zones_changed = true;
             } else if let Some(node) = key.strip_prefix(&layout.live_prefix()) {
                 match c {
                     Change::Put(kv) => match report(kv) {
@@ -280,6 +300,10 @@ impl EtcdStore {
         drop(v);
         if let Some(epoch) = state_epoch {
             self.changed.send_replace(epoch);
+        } else if zones_changed {
+            // A host started a zone generation: the serial of those
+            // zones rises wherever they are served.
+            self.changed.send_modify(|_| {});
         }
     }
 }
@@ -391,6 +415,22 @@ impl StateStore for EtcdStore {
     fn serving_local_copy(&self) -> bool {
         lock(&self.view).from_local_copy
     }
+
+    fn zone_generation(&self, digest: &str) -> Option<Epoch> {
+        lock(&self.view).zones.get(digest).copied()
+    }
+
+    fn register_zones(&self, digest: &str, floor: Epoch) -> Result<Epoch, StateError> {
+        let generation = self
+            .handle
+            .block_on(
+                self.cluster
+                    .register_zones(digest, crate::clock::unix_ms(), floor),
+            )
+            .map_err(|e| self.failure(&e))?;
+        self.merge_zones(&[(digest.to_string(), generation)]);
+        Ok(generation)
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +447,8 @@ mod tests {
             },
             reason: Some(reason.into()),
             forced: false,
+            node: None,
+            actor: None,
         }
     }
 

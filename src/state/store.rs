@@ -88,6 +88,16 @@ pub trait StateStore: Send + Sync {
     fn hosts(&self) -> Vec<super::cluster::HostView> {
         Vec::new()
     }
+    /// The generation of the zones with `digest` as the shared store last
+    /// told (see [`super::cluster`]); `None` if unknown or not shared.
+    fn zone_generation(&self, _digest: &str) -> Option<Epoch> {
+        None
+    }
+    /// Starts a new generation of the zones with `digest`, at least
+    /// `floor`, and returns it (a shared store; the local file keeps none).
+    fn register_zones(&self, _digest: &str, _floor: Epoch) -> Result<Epoch, StateError> {
+        Ok(0)
+    }
     /// The state served is the local copy: the shared store was
     /// unreachable when this host started and has not been read since.
     fn serving_local_copy(&self) -> bool {
@@ -138,6 +148,12 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     }
     fn serving_local_copy(&self) -> bool {
         (**self).serving_local_copy()
+    }
+    fn zone_generation(&self, digest: &str) -> Option<Epoch> {
+        (**self).zone_generation(digest)
+    }
+    fn register_zones(&self, digest: &str, floor: Epoch) -> Result<Epoch, StateError> {
+        (**self).register_zones(digest, floor)
     }
 }
 
@@ -275,6 +291,8 @@ mod tests {
             },
             reason: None,
             forced: true,
+            node: Some("ns1".into()),
+            actor: Some("alice".into()),
         });
         let epoch = store.commit(loaded.epoch, &s).unwrap();
         assert_eq!(

@@ -190,12 +190,14 @@ impl Host {
 pub struct Marker {
     pub epoch: u64,
     pub node: String,
+    /// Digest of the zones served (`zones=`).
+    pub zones: String,
     /// Service short name → phase.
     pub phases: BTreeMap<String, String>,
 }
 
 impl Marker {
-    /// Reads the strings `epoch=N`, `node=ID` and `<service>=<phase>` from
+    /// Reads the strings `epoch=N`, `node=ID`, `zones=DIGEST` and `<service>=<phase>` from
     /// the answer (one TXT record with several strings, or several records:
     /// the contract names the strings, not how they are grouped). Checks AA
     /// and TTL 0.
@@ -220,6 +222,7 @@ impl Marker {
         }
         let mut epoch = None;
         let mut node = None;
+        let mut zones = None;
         let mut phases = BTreeMap::new();
         for s in &strings {
             let Some((k, v)) = s.split_once('=') else {
@@ -228,6 +231,7 @@ impl Marker {
             match k {
                 "epoch" => epoch = Some(v.parse::<u64>().map_err(|e| format!("{s:?}: {e}"))?),
                 "node" => node = Some(v.to_string()),
+                "zones" => zones = Some(v.to_string()),
                 _ => {
                     phases.insert(k.to_string(), v.to_string());
                 }
@@ -236,6 +240,7 @@ impl Marker {
         Ok(Marker {
             epoch: epoch.ok_or_else(|| format!("no epoch=: {strings:?}"))?,
             node: node.ok_or_else(|| format!("no node=: {strings:?}"))?,
+            zones: zones.ok_or_else(|| format!("no zones=: {strings:?}"))?,
             phases,
         })
     }
