@@ -27,7 +27,10 @@ pub mod wire;
 
 use build::*;
 use role::name_params;
-pub use role::{Decision, Family, PoolDecision, Role, answered, decide, decisions};
+pub use role::{
+    ADDRESS_FAMILIES, Decision, Family, PoolDecision, Role, Shares, answered, decide, decisions,
+    family_warning, percent, shares,
+};
 
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CHAIN: usize = 8;
@@ -183,7 +186,8 @@ enum Selection {
     NoData,
     /// Everything down and the service asks for SERVFAIL.
     ServFail,
-    /// Pick a pool by weight.
+    /// Pick a pool by weight; a pool with no record of the type answers
+    /// NODATA.
     Weighted {
         cumulative: Vec<u64>,
         pools: Vec<PoolAnswer>,

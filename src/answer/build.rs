@@ -211,7 +211,9 @@ pub(super) fn selection(
         .enumerate()
         .filter_map(|(i, p)| p.as_ref().filter(|p| p.role.answered()).map(|p| (i, p)))
         .collect();
-    if answered.is_empty() {
+    // No pool has anything of the family (MX at an address-only name,
+    // AAAA at an IPv4-only service): NODATA, and no pool is counted.
+    if answered.iter().all(|(_, p)| p.answer.is_empty()) {
         return Selection::NoData;
     }
     let cum = cumulative(answered.iter().map(|(_, p)| p.pick));
