@@ -26,10 +26,9 @@ mod role;
 pub mod wire;
 
 use build::*;
-use role::name_params;
 pub use role::{
     ADDRESS_FAMILIES, Decision, Family, PoolDecision, Role, Shares, answered, decide, decisions,
-    family_warning, percent, shares,
+    family_warning, name_params, percent, shares,
 };
 
 /// Longest CNAME chain followed inside a zone.

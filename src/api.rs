@@ -155,6 +155,43 @@ pub struct ServiceStatus {
     pub servfail: bool,
     /// Pools, in configuration order.
     pub pools: Vec<PoolStatus>,
+    /// What the main name answers now, by record family ("A", "AAAA"):
+    /// the effective shares of each family's queries. The pools are drawn
+    /// with the same probabilities for both; a drawn pool without an
+    /// address of the family answers NODATA.
+    #[serde(default)]
+    pub shares: BTreeMap<String, FamilyShares>,
+    /// The pool the staging name answers (`None` without a staging name).
+    #[serde(default)]
+    pub staging_pool: Option<String>,
+    /// What the staging name answers now, by record family, as for
+    /// `shares` (empty without a staging name).
+    #[serde(default)]
+    pub staging_shares: BTreeMap<String, FamilyShares>,
+}
+
+/// What one name answers for one record family, as shares of that
+/// family's queries; the shares of the pools and `nodata` add up to 1
+/// unless the name answers SERVFAIL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyShares {
+    /// Pools answered with their records, in configuration order (pools
+    /// with no share are left out).
+    pub pools: Vec<PoolShare>,
+    /// Share answered NODATA (NOERROR, no records): the drawn pool has no
+    /// usable address of the family; resolvers then try the other family.
+    pub nodata: f64,
+    /// The name answers SERVFAIL for lack of a usable endpoint.
+    pub servfail: bool,
+}
+
+/// One pool's share in [`FamilyShares`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolShare {
+    /// Pool name.
+    pub pool: String,
+    /// Share of the family's queries answered with the pool's records (0..1).
+    pub share: f64,
 }
 
 /// Status of one pool.
@@ -166,13 +203,14 @@ pub struct PoolStatus {
     pub weight: u32,
     /// Decommissioned by the operator.
     pub decommissioned: bool,
-    /// What the pool does for the main name right now, when that is the
-    /// same for every record family it has endpoints of; else `None` and
-    /// see `roles`.
+    /// What the pool does for the main name right now. Roles are decided
+    /// for the name, so they agree for every record family; `None` only
+    /// from a daemon that decided per family (see `roles`).
     pub role: Option<Role>,
     /// What the pool does for the main name right now, by record family
-    /// ("A", "AAAA"; "*" for a service with a host-name pool, decided for
-    /// every type at once). Families the pool has no endpoint of are absent.
+    /// ("A", "AAAA"; "*" for a service with a host-name pool). Families the
+    /// pool has no endpoint of are absent: when drawn for them, it answers
+    /// NODATA (see `ServiceStatus::shares`).
     pub roles: BTreeMap<String, Role>,
     /// Main-name answers carrying this pool in the last minute.
     pub answers_last_minute: u64,
@@ -417,7 +455,7 @@ pub enum EndpointError {
     /// The disable would leave a pool that answers now without a usable
     /// endpoint (and was not forced).
     #[error(
-        "disabling {endpoint} would leave pool {pool:?}, which answers {answers} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, or follow on_all_down)"
+        "disabling {endpoint} would leave pool {pool:?}, which answers {answers} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, become NODATA for that record family, or follow on_all_down)"
     )]
     WouldStrand {
         /// The endpoint.
@@ -464,6 +502,17 @@ pub enum DecommissionError {
         /// The current phase.
         phase: String,
     },
+    /// The pool is what the staging name answers (never forced): without
+    /// it that name would answer an empty NOERROR, which resolvers cache.
+    #[error(
+        "pool {pool:?} is what the staging name {name} answers: decommissioning it would leave that name answering nothing (an empty NOERROR, which resolvers cache for the negative TTL); remove `staging` from the service in the zone file and reload first"
+    )]
+    Staging {
+        /// The pool.
+        pool: String,
+        /// The staging name.
+        name: String,
+    },
     /// The pool answers now, as standby or fail-open (never forced).
     #[error(
         "pool {pool:?} answers {family} queries now ({}): decommissioning it would leave them to pools without a usable endpoint",
@@ -501,6 +550,7 @@ impl ApiError for DecommissionError {
             DecommissionError::Reason(_) => Fault::Usage,
             DecommissionError::HasWeight { .. }
             | DecommissionError::Answered { .. }
+            | DecommissionError::Staging { .. }
             | DecommissionError::NotDrained { .. } => Fault::Refused,
             DecommissionError::NotSaved(e) => e.fault(),
         }

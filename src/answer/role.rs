@@ -252,7 +252,7 @@ pub fn decide(
 
 /// The weights, TTL and pool restriction a service's main name (or its
 /// staging name) answers with in the current phase.
-pub(super) fn name_params(
+pub fn name_params(
     s: &Service,
     inputs: &dyn Inputs,
     staging: bool,
@@ -408,7 +408,7 @@ pub fn family_warning(s: &Service, phase: usize) -> Option<String> {
         String::new()
     };
     Some(format!(
-        "phase {:?} weights pools of different address families ({kinds}): A answers {}; AAAA answers {}; A and AAAA are drawn independently, so IPv6-preferring clients reach {}{none}",
+        "phase {:?} weights pools of different address families ({kinds}): A answers {}; AAAA answers {}; A and AAAA are drawn independently, so IPv6-preferring clients reach {}{none} (see the README's \"Phases, weights and health\")",
         s.phases[phase].name,
         list(&mut a.pools.iter().copied().enumerate(), a.nodata),
         list(&mut aaaa.pools.iter().copied().enumerate(), aaaa.nodata),

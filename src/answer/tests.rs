@@ -681,7 +681,7 @@ fn family_warning_tells_what_ipv6_preferring_clients_see() {
     assert_eq!(
         family_warning(s, 1).as_deref(),
         Some(
-            "phase \"round-robin\" weights pools of different address families (old: IPv4 only, new: IPv4 and IPv6): A answers old 50%, new 50%; AAAA answers new 50%, NODATA 50%; A and AAAA are drawn independently, so IPv6-preferring clients reach old 25%, new 75%"
+            "phase \"round-robin\" weights pools of different address families (old: IPv4 only, new: IPv4 and IPv6): A answers old 50%, new 50%; AAAA answers new 50%, NODATA 50%; A and AAAA are drawn independently, so IPv6-preferring clients reach old 25%, new 75% (see the README's \"Phases, weights and health\")"
         )
     );
     // IPv4 only against IPv6 only: some clients get no address at all.
@@ -691,7 +691,7 @@ fn family_warning_tells_what_ipv6_preferring_clients_see() {
     ));
     let w = family_warning(&z.services[0], 1).unwrap();
     assert!(
-        w.ends_with("reach old 25%, new 50%, and 25% get no address at all"),
+        w.contains("reach old 25%, new 50%, and 25% get no address at all ("),
         "{w}"
     );
     // Pools of the same families: no warning.
