@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -1199,26 +1199,156 @@ fn status_names_the_standby_that_answers_when_the_weighted_pool_is_disabled() {
     );
 }
 
+/// `shares[family]` of a status as ([(pool, percent)], NODATA percent).
+fn shares_of(st: &Value, key: &str, family: &str) -> (Vec<(String, u32)>, u32) {
+    let f = &st[key][family];
+    let pct = |v: &Value| (v.as_f64().unwrap() * 100.0).round() as u32;
+    let pools = f["pools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key}.{family} in {st}"))
+        .iter()
+        .map(|p| (p["pool"].as_str().unwrap().to_string(), pct(&p["share"])))
+        .collect();
+    (pools, pct(&f["nodata"]))
+}
+
+fn shares(pools: &[(&str, u32)], nodata: u32) -> (Vec<(String, u32)>, u32) {
+    (
+        pools.iter().map(|(p, x)| (p.to_string(), *x)).collect(),
+        nodata,
+    )
+}
+
 #[test]
-fn status_shows_each_record_family_when_the_roles_differ() {
-    // old has only IPv4: AAAA queries get new, the standby, in the first phase.
+fn status_shows_the_effective_share_per_family() {
+    // old has only IPv4, new IPv4 and IPv6. The weights govern the name:
+    // in separate-domain new is a standby for both families, so AAAA is
+    // NODATA (the drawn pool, old, has no IPv6 address).
     let server = start(&zone_of([www()
         .pool("old", &[OLD[0]])
         .pool("new", &[NEW[0], "2001:db8::20"])]));
-    let aaaa = answers(&server.query(WWW, RecordType::AAAA));
-    assert_eq!(aaaa, vec!["2001:db8::20".to_string()]);
+    let m = server.query(WWW, RecordType::AAAA);
+    assert!(m.answers.is_empty(), "{m}");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
     let st = status(&server);
     let new = pool(&st, "new");
-    assert_eq!(new["role"], Value::Null, "{st}");
+    assert_eq!(new["role"], "standby", "{st}");
     assert_eq!(
         new["roles"],
-        serde_json::json!({"A": "standby", "AAAA": "standby-answering"})
+        serde_json::json!({"A": "standby", "AAAA": "standby"})
     );
-    assert_eq!(pool(&st, "old")["role"], "weighted");
+    assert_eq!(
+        pool(&st, "old")["roles"],
+        serde_json::json!({"A": "weighted"})
+    );
+    assert_eq!(shares_of(&st, "shares", "A"), shares(&[("old", 100)], 0));
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[], 100));
+    assert_eq!(st["staging_pool"], "new");
+    assert_eq!(
+        shares_of(&st, "staging_shares", "AAAA"),
+        shares(&[("new", 100)], 0)
+    );
+
+    // Into ten (90/10): advance, its dry run too, warns what
+    // IPv6-preferring clients will see; status shows the arithmetic.
+    for args in [&["advance", "www", "--dry-run"][..], &["advance", "www"]] {
+        let (ok, _, err) = server.cli(args);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains("warning: phase \"ten\" weights pools of different address families (old: IPv4 only, new: IPv4 and IPv6)")
+                && err.contains("AAAA answers new 10%, NODATA 90%")
+                && err.contains("IPv6-preferring clients reach old 81%, new 19%"),
+            "{args:?}: {err}"
+        );
+    }
+    let st = status(&server);
+    assert_eq!(
+        shares_of(&st, "shares", "A"),
+        shares(&[("old", 90), ("new", 10)], 0)
+    );
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[("new", 10)], 90));
     let human = server.cli_ok(&["status", "www"]);
-    let line = pool_line(&human, "new");
     assert!(
-        line.contains("A: standby; AAAA: STANDBY ANSWERING"),
+        human.contains("  answers  A: old 90%, new 10%; AAAA: new 10%, NODATA 90%"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  staging  www-next.shift.test. (pool new)  A: new 100%; AAAA: new 100%"),
+        "{human}"
+    );
+    // Both outcomes of AAAA really occur, and nothing else.
+    let mut seen = BTreeSet::new();
+    for _ in 0..MIX_QUERIES {
+        let got = answers(&server.query(WWW, RecordType::AAAA));
+        assert!(got.is_empty() || got == ["2001:db8::20"], "{got:?}");
+        seen.insert(got.is_empty());
+    }
+    assert_eq!(seen.len(), 2, "AAAA answers new and NODATA");
+
+    // Back to separate-domain: AAAA never answers new again.
+    server.cli_ok(&["rollback", "www"]);
+    for _ in 0..MIX_QUERIES {
+        let m = server.query(WWW, RecordType::AAAA);
+        assert!(m.answers.is_empty(), "{m}");
+    }
+    assert_eq!(
+        shares_of(&status(&server), "shares", "AAAA"),
+        shares(&[], 100)
+    );
+}
+
+#[test]
+fn decommission_never_leaves_the_staging_name_empty() {
+    // The case: api's new pool is a host name answered by the
+    // staging name api-next; in separate-domain it has weight 0.
+    let zone = zone_of([
+        www(),
+        ServiceBuilder::to_host("api", "192.0.2.30", "lb.example.net.").staging("api-next"),
+    ]);
+    let server = start(&zone);
+    let before = state_bytes(&server);
+    for (service, staging) in [("www", "www-next"), ("api", "api-next")] {
+        for args in [
+            &["decommission", service, "new"][..],
+            &["decommission", service, "new", "--force"],
+        ] {
+            let err = cli_err(&server, args);
+            assert!(
+                err.contains(&format!(
+                    "pool \"new\" is what the staging name {staging}.shift.test. answers"
+                )) && err.contains("empty NOERROR"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    let m = server.query("api-next.shift.test.", RecordType::A);
+    assert_eq!(answers(&m), ["lb.example.net."], "{m}");
+    let api: Value = serde_json::from_str(&server.cli_ok(&["status", "api", "--json"])).unwrap();
+    let api = &api["services"][0];
+    assert_eq!(api["staging_pool"], "new", "{api}");
+    assert_eq!(
+        shares_of(api, "staging_shares", "A"),
+        shares(&[("new", 100)], 0)
+    );
+
+    // A state from before this rule (new decommissioned, then a staging
+    // name added): status says what the staging name answers: nothing.
+    let server = start(&zone_of([www().unset("staging")]));
+    server.cli_ok(&["decommission", "www", "new", "--force"]);
+    std::fs::write(
+        server.path().join("zones/shift.test.toml"),
+        zone_of([www()]),
+    )
+    .unwrap();
+    server.cli_ok(&["reload"]);
+    let m = server.query("www-next.shift.test.", RecordType::A);
+    assert!(m.answers.is_empty(), "{m}");
+    let st = status(&server);
+    assert_eq!(shares_of(&st, "staging_shares", "A"), shares(&[], 100));
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(
+        human.contains("staging  www-next.shift.test. (pool new)  A: NODATA 100%; AAAA: NODATA 100%  ANSWERS NOTHING"),
         "{human}"
     );
 }
@@ -1323,9 +1453,10 @@ fn decommissioning_a_pool_that_answers_is_refused_even_forced() {
 
 #[test]
 fn recommission_undoes_a_decommission_and_transitions_name_it() {
-    let server = start(&zone_of([www()]));
-    // new has weight 0 in separate-domain: it may go (the staging name
-    // then has nothing to answer).
+    // No staging name: with one, new could not go (see
+    // decommission_never_leaves_the_staging_name_empty).
+    let server = start(&zone_of([www().unset("staging")]));
+    // new has weight 0 in separate-domain: it may go.
     server.cli_ok(&["decommission", "www", "new", "--force"]);
     let before = state_bytes(&server);
     for args in [
@@ -1349,8 +1480,7 @@ fn recommission_undoes_a_decommission_and_transitions_name_it() {
     let st = status(&server);
     assert_eq!(pool(&st, "new")["decommissioned"], false);
     assert_eq!(pool(&st, "new")["role"], "standby");
-    let staging = answers(&server.query("www-next.shift.test.", RecordType::A));
-    assert_eq!(pool_of(&staging, &OLD, &NEW), "new");
+    assert_only(&server, "old", 30);
     server.cli_ok(&["advance", "www", "--to", "cutover"]);
     assert_only(&server, "new", 30);
     let out = server.cli_ok(&["recommission", "www", "new"]);
