@@ -199,6 +199,9 @@ struct PoolAnswer {
     counter: PoolCounter,
     /// For a CNAME pool whose target is inside the zone: follow it.
     chase: Option<LowerName>,
+    /// For a pool with no record of the type: the negative SOA of its
+    /// NODATA, with a TTL of at most the answers' TTL.
+    nodata: Option<Record>,
 }
 
 /// What one answer carrying a pool counts: shared by the lookup and the
@@ -491,7 +494,7 @@ impl ZonePlan {
         let n = pool.records.len();
         if n == 0 {
             // The chosen pool has nothing of this type.
-            ans.soa = Some(&self.neg_soa);
+            ans.soa = Some(pool.nodata.as_ref().unwrap_or(&self.neg_soa));
         }
         for j in 0..max_answers.min(n) {
             ans.answers.push(&pool.records[(start + j) % n]);

@@ -1297,6 +1297,124 @@ fn status_shows_the_effective_share_per_family() {
     );
 }
 
+/// The shipped example zone with its health checks replaced by `kind =
+/// "none"` (always healthy), so that no check result can make a standby
+/// answer while the test looks.
+fn shipped_example_unchecked() -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/shift.example.com.toml"),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if skipping && line.starts_with('[') {
+            skipping = false;
+        }
+        if line.trim() == "[service.health]" {
+            out.push_str("[service.health]\nkind = \"none\"\n\n");
+            skipping = true;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(out.matches("kind = \"none\"").count(), 2, "{out}");
+    out
+}
+
+#[test]
+fn shipped_example_aaaa_follows_the_phase_of_the_name() {
+    // www: old = two IPv4 addresses, new = two IPv4 and ::1. AAAA answers
+    // new only in phases that give new weight, in proportion to it, and
+    // NODATA otherwise; never new after a rollback to separate-domain.
+    let server = start(&shipped_example_unchecked());
+    const WWW_EX: &str = "www.shift.example.com.";
+    const API_EX: &str = "api.shift.example.com.";
+    const N: usize = 1_000;
+    // The share of AAAA queries for www answered ::1 (the rest must be
+    // NODATA), and for api answered the CNAME (the rest NODATA).
+    let aaaa_share = |name: &str, want: &str| -> f64 {
+        let mut hits = 0;
+        for _ in 0..N {
+            let m = server.query(name, RecordType::AAAA);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+            match answers(&m).as_slice() {
+                [] => assert!(
+                    m.authorities
+                        .iter()
+                        .any(|r| r.record_type() == RecordType::SOA),
+                    "NODATA with its SOA: {m}"
+                ),
+                [a] if a == want => hits += 1,
+                other => panic!("{name} AAAA answered {other:?}"),
+            }
+        }
+        hits as f64 / N as f64
+    };
+    // Over N = 1,000 draws a share p has sd <= 0.016; 0.06 is over 3.8 sd
+    // (1e-4 per check), and a share of 0 or 1 is exact.
+    let near = |got: f64, want: f64| {
+        if want == 0.0 || want == 1.0 {
+            got == want
+        } else {
+            (got - want).abs() <= 0.06
+        }
+    };
+    let status_of = |service: &str| -> Value {
+        let v: Value =
+            serde_json::from_str(&server.cli_ok(&["status", service, "--json"])).unwrap();
+        v["services"][0].clone()
+    };
+    // (phase of www, its AAAA share of ::1, api's AAAA share of its CNAME)
+    let phases = [
+        ("separate-domain", 0.0, 0.0),
+        ("round-robin", 0.1, 0.5),
+        ("half", 0.5, 0.5),
+        ("cutover", 1.0, 1.0),
+    ];
+    for (i, (phase, www_new, api_new)) in phases.iter().enumerate() {
+        if i > 0 {
+            server.cli_ok(&["advance", "www", "--to", phase, "--force"]);
+            let api_phase = match *phase {
+                "half" => None,
+                p => Some(p),
+            };
+            if let Some(p) = api_phase {
+                server.cli_ok(&["advance", "api", "--to", p]);
+            }
+        }
+        let got = aaaa_share(WWW_EX, "::1");
+        assert!(near(got, *www_new), "{phase}: www AAAA ::1 share {got}");
+        let got = aaaa_share(API_EX, "api-lb.k8s.example.net.");
+        assert!(near(got, *api_new), "{phase}: api AAAA CNAME share {got}");
+        // status says the same, exactly.
+        let st = status_of("www");
+        let pct = (www_new * 100.0).round() as u32;
+        let new_part: Vec<(&str, u32)> = if pct > 0 { vec![("new", pct)] } else { vec![] };
+        assert_eq!(
+            shares_of(&st, "shares", "AAAA"),
+            shares(&new_part, 100 - pct),
+            "{phase}: {st}"
+        );
+        // www-next always answers new, ::1 included.
+        assert_eq!(
+            answers(&server.query("www-next.shift.example.com.", RecordType::AAAA)),
+            ["::1"]
+        );
+    }
+    // Rollbacks to a phase without weight for new: AAAA never answers it.
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    server.cli_ok(&["rollback", "api", "--to", "separate-domain"]);
+    assert_eq!(aaaa_share(WWW_EX, "::1"), 0.0);
+    assert_eq!(aaaa_share(API_EX, "api-lb.k8s.example.net."), 0.0);
+    assert_eq!(
+        shares_of(&status_of("www"), "shares", "AAAA"),
+        shares(&[], 100)
+    );
+}
+
 #[test]
 fn decommission_never_leaves_the_staging_name_empty() {
     // The case: api's new pool is a host name answered by the

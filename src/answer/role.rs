@@ -102,6 +102,9 @@ pub struct PoolDecision {
     pub answer: Vec<usize>,
     /// Whether the pool has an endpoint that is enabled and healthy.
     pub usable: bool,
+    /// Whether the pool has an endpoint of the family at all (usable or
+    /// not): a NODATA for lack of one depends on the phase, not the pool.
+    pub of_family: bool,
 }
 
 /// Which pools answer one name for one record family, and how.
@@ -195,6 +198,7 @@ pub fn decide(
             pick: 0,
             answer: Vec::new(),
             usable: any_usable,
+            of_family: !tiers[2].is_empty(),
         });
         if role != Role::Decommissioned {
             cands.push(Cand {

@@ -701,3 +701,23 @@ fn family_warning_tells_what_ipv6_preferring_clients_see() {
     ));
     assert_eq!(family_warning(&z.services[0], 1), None);
 }
+
+#[test]
+fn a_drawn_pools_nodata_is_cached_no_longer_than_its_answers() {
+    // negative_ttl 20s; answers 5s. A NODATA for the drawn pool (old has
+    // no IPv6) carries the SOA with TTL 5; a type no pool has, 20.
+    let z = zone(&SVC.replace("max_answers = 1", "max_answers = 1\nttl = \"5s\""));
+    let p = plan(&z, &ConfigOnly);
+    let a = ask(&p, "www.z.test.", RecordType::AAAA);
+    assert!(a.answers.is_empty());
+    assert_eq!(a.soa.map(|r| r.ttl), Some(5));
+    let a = ask(&p, "www.z.test.", RecordType::MX);
+    assert_eq!(a.soa.map(|r| r.ttl), Some(20));
+    // Answers of 30s (the default), above the negative TTL: 20.
+    let z = zone(SVC);
+    let p = plan(&z, &ConfigOnly);
+    assert_eq!(
+        ask(&p, "www.z.test.", RecordType::AAAA).soa.map(|r| r.ttl),
+        Some(20)
+    );
+}
