@@ -145,12 +145,12 @@ pub struct ServiceStatus {
     /// Unix ms when the current phase's `hold` ends (advancing earlier
     /// needs `--force`); `None` when the phase has no hold.
     pub hold_until_ms: Option<u64>,
-    /// No pool has a usable endpoint for the main name (for some record
-    /// family) and its answers fail open: as if every endpoint were usable.
+    /// No pool has a usable endpoint (of any record family) for the main
+    /// name and its answers fail open: as if every endpoint were usable.
     pub fail_open: bool,
     /// The same for the staging name.
     pub staging_fail_open: bool,
-    /// No pool has a usable endpoint (for some record family) and the
+    /// No pool has a usable endpoint (of any record family) and the
     /// service answers SERVFAIL (`on_all_down = "servfail"`).
     pub servfail: bool,
     /// Pools, in configuration order.

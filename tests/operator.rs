@@ -1416,6 +1416,35 @@ fn shipped_example_aaaa_follows_the_phase_of_the_name() {
 }
 
 #[test]
+fn disabling_a_pools_last_endpoint_of_a_family_needs_force_and_then_gives_nodata() {
+    let server = start(&zone_of([www()
+        .initial_phase("ten")
+        .pool("old", &[OLD[0]])
+        .pool("new", &[NEW[0], "2001:db8::20"])]));
+    let before = state_bytes(&server);
+    let err = cli_err(&server, &["endpoint", "disable", "www", "2001:db8::20"]);
+    assert!(
+        err.contains("which answers AAAA for www.shift.test. now, without a usable endpoint"),
+        "{err}"
+    );
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    server.cli_ok(&["endpoint", "disable", "www", "2001:db8::20", "--force"]);
+    // new keeps its weight (its IPv4 endpoint is usable): its AAAA draws
+    // are NODATA now, as are old's.
+    for _ in 0..MIX_QUERIES {
+        let m = server.query(WWW, RecordType::AAAA);
+        assert!(m.answers.is_empty(), "{m}");
+    }
+    let st = status(&server);
+    assert_eq!(pool(&st, "new")["role"], "weighted", "{st}");
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[], 100));
+    assert_eq!(
+        shares_of(&st, "shares", "A"),
+        shares(&[("old", 90), ("new", 10)], 0)
+    );
+}
+
+#[test]
 fn decommission_never_leaves_the_staging_name_empty() {
     // The case: api's new pool is a host name answered by the
     // staging name api-next; in separate-domain it has weight 0.

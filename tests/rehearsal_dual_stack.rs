@@ -21,28 +21,6 @@ use common::backend::Backend;
 use common::*;
 use rehearsal_kit::*;
 
-/// The rehearsal's zone: [`zone`]'s service, with `::1` in the new pool.
-fn dual_stack_zone(port: u16) -> String {
-    ZoneBuilder::new(ORIGIN)
-        .unset("ttl")
-        .negative_ttl("5s")
-        .records(&["ns1 IN A 127.0.0.1"])
-        .service(
-            ServiceBuilder::new("www")
-                .ttl("2s")
-                .max_answers(2)
-                .pool("old", &OLD)
-                .pool("new", &[NEW[0], NEW_V6])
-                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
-                .timing("200ms", "150ms")
-                .rise_fall(2, FALL)
-                .phase("separate-domain", &[("old", 100), ("new", 0)])
-                .phase("rr-90-10", &[("old", 90), ("new", 10)])
-                .phase("cutover", &[("old", 0), ("new", 100)]),
-        )
-        .to_toml()
-}
-
 #[test]
 fn ipv6_preferring_clients_follow_the_weights_of_the_name() {
     let tl = Timeline::start();
@@ -61,7 +39,14 @@ fn ipv6_preferring_clients_follow_the_weights_of_the_name() {
         NEW[0]
     ));
 
-    let server = Setup::new(&[("shift.example.toml", &dual_stack_zone(port))], "").start();
+    let server = Setup::new(
+        &[(
+            "shift.example.toml",
+            &zone_with(service(port).pool("new", &[NEW[0], NEW_V6])),
+        )],
+        "",
+    )
+    .start();
     tl.note(format!("dnsshift ready on {}", server.dns));
     let resolvers = start_resolvers(&tl, &[server.dns]);
     let clients = Clients::start_with(&resolvers, port, false, client_request_v6_first);

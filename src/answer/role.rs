@@ -110,8 +110,8 @@ pub struct PoolDecision {
 /// Which pools answer one name for one record family, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Per pool, in configuration order; `None` for a pool that is not
-    /// the staging pool, for the staging name.
+    /// Per pool, in configuration order; `None` for a pool without
+    /// endpoints, or that is not the staging pool, for the staging name.
     pub pools: Vec<Option<PoolDecision>>,
     /// No pool has a usable endpoint and the answer fails open.
     pub fail_open: bool,

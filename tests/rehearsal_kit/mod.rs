@@ -39,27 +39,36 @@ pub const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 pub const MAX_REQUESTS: usize = 20_000;
 
 pub fn zone(port: u16) -> String {
+    zone_with(service(port))
+}
+
+/// The rehearsal's zone around one service.
+pub fn zone_with(service: ServiceBuilder) -> String {
     ZoneBuilder::new(ORIGIN)
         .unset("ttl")
         .negative_ttl("5s")
         .records(&["ns1 IN A 127.0.0.1"])
-        .service(
-            ServiceBuilder::new("www")
-                .staging("www-next")
-                .ttl("2s")
-                .max_answers(2)
-                .drain_grace("1s")
-                .pool("old", &OLD)
-                .pool("new", &NEW)
-                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
-                .timing("200ms", "150ms")
-                .rise_fall(2, FALL)
-                .phase("separate-domain", &[("old", 100), ("new", 0)])
-                .phase("rr-90-10", &[("old", 90), ("new", 10)])
-                .phase("rr-50-50", &[("old", 50), ("new", 50)])
-                .phase("cutover", &[("old", 0), ("new", 100)]),
-        )
+        .service(service)
         .to_toml()
+}
+
+/// The rehearsal's service: `www` (staging `www-next`), pools [`OLD`] and
+/// [`NEW`] checked over HTTP on `port`, TTL [`TTL`], four phases.
+pub fn service(port: u16) -> ServiceBuilder {
+    ServiceBuilder::new("www")
+        .staging("www-next")
+        .ttl("2s")
+        .max_answers(2)
+        .drain_grace("1s")
+        .pool("old", &OLD)
+        .pool("new", &NEW)
+        .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+        .timing("200ms", "150ms")
+        .rise_fall(2, FALL)
+        .phase("separate-domain", &[("old", 100), ("new", 0)])
+        .phase("rr-90-10", &[("old", 90), ("new", 10)])
+        .phase("rr-50-50", &[("old", 50), ("new", 50)])
+        .phase("cutover", &[("old", 0), ("new", 100)])
 }
 
 /// One client request and how it went.
