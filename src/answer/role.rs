@@ -62,10 +62,11 @@ impl Family {
 pub enum Role {
     /// Answered in proportion to its weight in the current phase.
     Weighted,
-    /// Weight 0, answered because no weighted pool has a usable endpoint.
+    /// Weight 0, answered because no weighted pool has a usable endpoint
+    /// (of any family).
     StandbyAnswering,
-    /// Answered although it has no usable endpoint: no pool has one, and
-    /// the service fails open.
+    /// Answered although it has no usable endpoint: no pool has one (of
+    /// any family), and the service fails open.
     FailOpen,
     /// Weight 0 and not answered: a weighted pool is usable.
     Standby,
