@@ -26,8 +26,10 @@ mod role;
 pub mod wire;
 
 use build::*;
-use role::name_params;
-pub use role::{Decision, Family, PoolDecision, Role, answered, decide, decisions};
+pub use role::{
+    ADDRESS_FAMILIES, Decision, Family, PoolDecision, Role, Shares, answered, decide, decisions,
+    family_warning, name_params, percent, shares,
+};
 
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CHAIN: usize = 8;
@@ -185,7 +187,8 @@ enum Selection {
     NoData,
     /// Everything down and the service asks for SERVFAIL.
     ServFail,
-    /// Pick a pool by weight.
+    /// Pick a pool by weight; a pool with no record of the type answers
+    /// NODATA.
     Weighted {
         cumulative: Vec<u64>,
         pools: Vec<PoolAnswer>,
@@ -198,6 +201,9 @@ struct PoolAnswer {
     counter: PoolCounter,
     /// For a CNAME pool whose target is inside the zone: follow it.
     chase: Option<LowerName>,
+    /// For a pool with no record of the type: the negative SOA of its
+    /// NODATA, with a TTL of at most the answers' TTL.
+    nodata: Option<Record>,
 }
 
 /// What one answer carrying a pool counts: shared by the lookup and the
@@ -490,7 +496,7 @@ impl ZonePlan {
         let n = pool.records.len();
         if n == 0 {
             // The chosen pool has nothing of this type.
-            ans.soa = Some(&self.neg_soa);
+            ans.soa = Some(pool.nodata.as_ref().unwrap_or(&self.neg_soa));
         }
         for j in 0..max_answers.min(n) {
             ans.answers.push(&pool.records[(start + j) % n]);

@@ -204,12 +204,12 @@ pub struct ServiceStatus {
     /// Unix ms when the current phase's `hold` ends (advancing earlier
     /// needs `--force`); `None` when the phase has no hold.
     pub hold_until_ms: Option<u64>,
-    /// No pool has a usable endpoint for the main name (for some record
-    /// family) and its answers fail open: as if every endpoint were usable.
+    /// No pool has a usable endpoint (of any record family) for the main
+    /// name and its answers fail open: as if every endpoint were usable.
     pub fail_open: bool,
     /// The same for the staging name.
     pub staging_fail_open: bool,
-    /// No pool has a usable endpoint (for some record family) and the
+    /// No pool has a usable endpoint (of any record family) and the
     /// service answers SERVFAIL (`on_all_down = "servfail"`).
     pub servfail: bool,
     /// The service's latest history entry (who, where, when, what).
@@ -217,6 +217,43 @@ pub struct ServiceStatus {
     pub last_change: Option<Event>,
     /// Pools, in configuration order.
     pub pools: Vec<PoolStatus>,
+    /// What the main name answers now, by record family ("A", "AAAA"):
+    /// the effective shares of each family's queries. The pools are drawn
+    /// with the same probabilities for both; a drawn pool without an
+    /// address of the family answers NODATA.
+    #[serde(default)]
+    pub shares: BTreeMap<String, FamilyShares>,
+    /// The pool the staging name answers (`None` without a staging name).
+    #[serde(default)]
+    pub staging_pool: Option<String>,
+    /// What the staging name answers now, by record family, as for
+    /// `shares` (empty without a staging name).
+    #[serde(default)]
+    pub staging_shares: BTreeMap<String, FamilyShares>,
+}
+
+/// What one name answers for one record family, as shares of that
+/// family's queries; the shares of the pools and `nodata` add up to 1
+/// unless the name answers SERVFAIL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyShares {
+    /// Pools answered with their records, in configuration order (pools
+    /// with no share are left out).
+    pub pools: Vec<PoolShare>,
+    /// Share answered NODATA (NOERROR, no records): the drawn pool has no
+    /// usable address of the family; resolvers then try the other family.
+    pub nodata: f64,
+    /// The name answers SERVFAIL for lack of a usable endpoint.
+    pub servfail: bool,
+}
+
+/// One pool's share in [`FamilyShares`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolShare {
+    /// Pool name.
+    pub pool: String,
+    /// Share of the family's queries answered with the pool's records (0..1).
+    pub share: f64,
 }
 
 /// Status of one pool.
@@ -228,13 +265,14 @@ pub struct PoolStatus {
     pub weight: u32,
     /// Decommissioned by the operator.
     pub decommissioned: bool,
-    /// What the pool does for the main name right now, when that is the
-    /// same for every record family it has endpoints of; else `None` and
-    /// see `roles`.
+    /// What the pool does for the main name right now. Roles are decided
+    /// for the name, so they agree for every record family; `None` only
+    /// from a daemon that decided per family (see `roles`).
     pub role: Option<Role>,
     /// What the pool does for the main name right now, by record family
-    /// ("A", "AAAA"; "*" for a service with a host-name pool, decided for
-    /// every type at once). Families the pool has no endpoint of are absent.
+    /// ("A", "AAAA"; "*" for a service with a host-name pool). Families the
+    /// pool has no endpoint of are absent: when drawn for them, it answers
+    /// NODATA (see `ServiceStatus::shares`).
     pub roles: BTreeMap<String, Role>,
     /// Main-name answers carrying this pool in the last minute.
     pub answers_last_minute: u64,
@@ -515,7 +553,7 @@ pub enum EndpointError {
     /// The disable would leave a pool that answers now without a usable
     /// endpoint (and was not forced).
     #[error(
-        "disabling {endpoint} would leave pool {pool:?}, which answers {answers} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, or follow on_all_down)"
+        "disabling {endpoint} would leave pool {pool:?}, which answers {answers} now, without a usable endpoint (use --force to disable it anyway; its answers then go to other pools, become NODATA for that record family, or follow on_all_down)"
     )]
     WouldStrand {
         /// The endpoint.
@@ -565,6 +603,17 @@ pub enum DecommissionError {
         /// The current phase.
         phase: String,
     },
+    /// The pool is what the staging name answers (never forced): without
+    /// it that name would answer an empty NOERROR, which resolvers cache.
+    #[error(
+        "pool {pool:?} is what the staging name {name} answers: decommissioning it would leave that name answering nothing (an empty NOERROR, which resolvers cache for the negative TTL); remove `staging` from the service in the zone file and reload first"
+    )]
+    Staging {
+        /// The pool.
+        pool: String,
+        /// The staging name.
+        name: String,
+    },
     /// The pool answers now, as standby or fail-open (never forced).
     #[error(
         "pool {pool:?} answers {family} queries now ({}): decommissioning it would leave them to pools without a usable endpoint",
@@ -602,6 +651,7 @@ impl ApiError for DecommissionError {
             DecommissionError::Reason(_) | DecommissionError::Actor(_) => Fault::Usage,
             DecommissionError::HasWeight { .. }
             | DecommissionError::Answered { .. }
+            | DecommissionError::Staging { .. }
             | DecommissionError::NotDrained { .. } => Fault::Refused,
             DecommissionError::NotSaved(e) => e.fault(),
         }

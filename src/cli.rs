@@ -96,6 +96,16 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
             return Err(Failure::Usage(format!("{} error(s)", errs.len())));
         }
     };
+    // Phases whose weighted pools differ in address families.
+    for z in &zones {
+        for s in &z.services {
+            for phase in 0..s.phases.len() {
+                if let Some(w) = crate::answer::family_warning(s, phase) {
+                    eprintln!("warning: {}: service {:?}: {w}", z.file.display(), s.short);
+                }
+            }
+        }
+    }
     // Persisted state must still fit the zones (phases, pools, endpoints).
     let store = crate::state::FileStore::new(&config.state_dir);
     match crate::state::StateStore::load(&store) {

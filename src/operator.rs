@@ -570,6 +570,9 @@ impl Operator {
                     to.name
                 ));
             }
+            // Rollbacks too: a rollback into such a phase splits the
+            // families the same way.
+            warnings.extend(answer::family_warning(svc, target));
             if force {
                 warnings.push("forced: health and hold checks were skipped".into());
             }
@@ -681,8 +684,9 @@ impl Operator {
     }
 
     /// `decommission`: refused while the current phase gives the pool
-    /// weight or the pool is answered (standby, fail-open), even with
-    /// `force`; refused before its drain deadline plus grace unless forced.
+    /// weight, the pool is answered (standby, fail-open) or it is what the
+    /// staging name answers, even with `force`; refused before its drain
+    /// deadline plus grace unless forced.
     /// The writer lock is held from the check to the commit, so that no
     /// phase change slips in between and gives the pool traffic again.
     pub fn decommission(
@@ -721,6 +725,16 @@ impl Operator {
                     pool: pool.to_string(),
                     family: family.clone(),
                     fail_open: *role == Role::FailOpen,
+                });
+            }
+            // Never with --force either: the staging name answers this pool
+            // alone, and would answer an empty NOERROR without it.
+            if let Some(name) = &ctx.service.staging
+                && ctx.service.staging_pool == pi
+            {
+                return Err(DecommissionError::Staging {
+                    pool: pool.to_string(),
+                    name: name.to_string(),
                 });
             }
             if !req.force

@@ -113,6 +113,50 @@ fn check_of_the_fixture_folder_reports_every_file() {
 }
 
 #[test]
+fn check_warns_about_phases_weighting_pools_of_different_address_families() {
+    let shipped = manifest_dir().join("zones/shift.example.com.toml");
+    let out = check(&shipped);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: ") && l.contains("address families"))
+        .collect();
+    // www: old IPv4 only, new dual-stack, weighted together in round-robin
+    // (90/10) and half (50/50); api: old IPv4, new a host name, in its
+    // round-robin. separate-domain and cutover weight one pool.
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    let rr = warnings
+        .iter()
+        .find(|l| l.contains("service \"www\": phase \"round-robin\""))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        rr.starts_with(&format!("warning: {}: ", shipped.display()))
+            && rr.contains("AAAA answers new 10%, NODATA 90%")
+            && rr.contains("IPv6-preferring clients reach old 81%, new 19%"),
+        "{rr}"
+    );
+    assert!(!stderr.contains("phase \"separate-domain\""), "{stderr}");
+    assert!(!stderr.contains("phase \"cutover\""), "{stderr}");
+
+    // Pools of the same families: no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.toml");
+    std::fs::write(
+        &same,
+        zone_of([ServiceBuilder::unchecked(
+            "www",
+            &["192.0.2.1"],
+            &["192.0.2.2"],
+        )]),
+    )
+    .unwrap();
+    let out = check(&same);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
 fn shipped_zones_pass_check() {
     let zones = manifest_dir().join("zones");
     let out = check(&zones);

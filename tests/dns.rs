@@ -1078,10 +1078,10 @@ fn weighted_split_follows_the_phase_over_10000_queries() {
 }
 
 #[test]
-fn weight_zero_pool_is_standby_by_family() {
+fn weight_zero_pool_is_standby_for_the_name_in_every_family() {
     let server = start();
-    // Separate-domain: old 100, new 0. All endpoints are healthy, so for A
-    // the standby pool `new` is never answered.
+    // Separate-domain: old 100, new 0. All endpoints are healthy, so the
+    // standby pool `new` is never answered, for A nor for AAAA.
     let mut a = Asker::new(server.dns, "stby.shift.test.", RecordType::A);
     let mut seen = BTreeSet::new();
     for _ in 0..2_000 {
@@ -1094,14 +1094,17 @@ fn weight_zero_pool_is_standby_by_family() {
         }
     }
     assert_eq!(seen.len(), 2);
-    // For AAAA no weighted pool has an endpoint: the standby answers.
+    // Only new has IPv6 endpoints, but the drawn pool is always old: AAAA
+    // is NODATA (NOERROR, empty, the SOA), and the client stays with old
+    // over A.
+    // That NODATA is cached no longer than old's answers (30s, below the
+    // zone's negative TTL).
     let mut aaaa = Asker::new(server.dns, "stby.shift.test.", RecordType::AAAA);
-    for _ in 0..50 {
-        assert_eq!(sorted(aaaa.addrs()), ["2001:db8::50", "2001:db8::51"]);
+    for _ in 0..500 {
+        assert_negative(&aaaa.ask(), ResponseCode::NoError, "shift.test.", 30);
     }
     let m = server.query_tcp("stby.shift.test.", RecordType::AAAA);
-    assert_eq!(sorted(answers(&m)), ["2001:db8::50", "2001:db8::51"]);
-    assert!(m.answers.iter().all(|r| r.ttl == 30));
+    assert_negative(&m, ResponseCode::NoError, "shift.test.", 30);
 }
 
 #[test]
@@ -1243,30 +1246,48 @@ fn host_name_pool_answers_a_cname_and_follows_it_in_the_zone() {
 }
 
 #[test]
-fn aaaa_comes_from_the_ipv6_endpoints_of_pools_that_have_them() {
+fn each_family_draws_the_pool_by_weight_and_answers_nodata_without_its_addresses() {
     let server = start();
-    // Phase half: old 50 / new 50, but only new has IPv6 and only old IPv4.
-    let mut aaaa = Asker::new(server.dns, "v6.shift.test.", RecordType::AAAA);
-    let mut orders = BTreeSet::new();
-    for _ in 0..300 {
-        let m = aaaa.ask();
-        assert!(
-            m.answers
-                .iter()
-                .all(|r| r.record_type() == RecordType::AAAA),
-            "{m}"
-        );
-        let got = answers(&m);
-        assert_eq!(sorted(got.clone()), ["2001:db8::40", "2001:db8::41"]);
-        orders.insert(got);
+    // Phase half: old 50 / new 50, but only new has IPv6 and only old
+    // IPv4. Both families draw the pool 50/50; the drawn pool answers its
+    // addresses of the family, or NODATA. Over N = 2,000 draws a share of
+    // 0.5 has standard deviation sqrt(0.25/2000) = 0.011; 0.5 ± 0.06 is
+    // over 5 sd, while answering the other pool instead of NODATA (a share
+    // of 1.0 or 0.0) is far outside.
+    const N: usize = 2_000;
+    for (t, addrs) in [
+        (RecordType::AAAA, &["2001:db8::40", "2001:db8::41"][..]),
+        (RecordType::A, &["192.0.2.40"][..]),
+    ] {
+        let mut asker = Asker::new(server.dns, "v6.shift.test.", t);
+        let (mut nodata, mut orders) = (0usize, BTreeSet::new());
+        for _ in 0..N {
+            let m = asker.ask();
+            if m.answers.is_empty() {
+                // Cached no longer than the pools' answers (30s).
+                assert_negative(&m, ResponseCode::NoError, "shift.test.", 30);
+                nodata += 1;
+                continue;
+            }
+            assert!(m.answers.iter().all(|r| r.record_type() == t), "{m}");
+            let got = answers(&m);
+            assert_eq!(sorted(got.clone()), addrs, "{m}");
+            orders.insert(got);
+        }
+        let share = nodata as f64 / N as f64;
+        assert!((share - 0.5).abs() <= 0.06, "{t}: NODATA share {share}");
+        assert_eq!(orders.len(), addrs.len(), "{t}: every rotation: {orders:?}");
     }
-    assert_eq!(orders.len(), 2, "both rotations: {orders:?}");
-    let mut a = Asker::new(server.dns, "v6.shift.test.", RecordType::A);
-    for _ in 0..300 {
-        assert_eq!(a.addrs(), ["192.0.2.40"]);
+    // TCP (the hickory path) draws the same way: both outcomes appear.
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        let m = server.query_tcp("v6.shift.test.", RecordType::AAAA);
+        seen.insert(m.answers.is_empty());
+        if seen.len() == 2 {
+            break;
+        }
     }
-    let m = server.query_tcp("v6.shift.test.", RecordType::AAAA);
-    assert_eq!(sorted(answers(&m)), ["2001:db8::40", "2001:db8::41"]);
+    assert_eq!(seen.len(), 2, "TCP: addresses and NODATA");
     // www has no IPv6 at all: NODATA (checked with the negative answers).
 }
 

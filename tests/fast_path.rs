@@ -69,6 +69,18 @@ new = "mail.z.test."
 [service.health]
 kind = "none"
 
+# Pools of different families, answers below the negative TTL: a drawn
+# pool without the queried family answers NODATA with a 5s SOA.
+[[service]]
+name = "fam"
+ttl = "5s"
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.50"]
+new = ["2001:db8::50"]
+[service.health]
+kind = "none"
+
 [[service]]
 name = "edge"
 initial_phase = "round-robin"
@@ -102,6 +114,7 @@ fn corpus() -> Vec<Vec<u8>> {
         "www-next.z.test.",
         "api.z.test.",
         "edge.z.test.",
+        "fam.z.test.",
         "b.z.test.",
         "a.b.z.test.",
         "x.www.z.test.",

@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -1199,26 +1199,303 @@ fn status_names_the_standby_that_answers_when_the_weighted_pool_is_disabled() {
     );
 }
 
+/// `shares[family]` of a status as ([(pool, percent)], NODATA percent).
+fn shares_of(st: &Value, key: &str, family: &str) -> (Vec<(String, u32)>, u32) {
+    let f = &st[key][family];
+    let pct = |v: &Value| (v.as_f64().unwrap() * 100.0).round() as u32;
+    let pools = f["pools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key}.{family} in {st}"))
+        .iter()
+        .map(|p| (p["pool"].as_str().unwrap().to_string(), pct(&p["share"])))
+        .collect();
+    (pools, pct(&f["nodata"]))
+}
+
+fn shares(pools: &[(&str, u32)], nodata: u32) -> (Vec<(String, u32)>, u32) {
+    (
+        pools.iter().map(|(p, x)| (p.to_string(), *x)).collect(),
+        nodata,
+    )
+}
+
 #[test]
-fn status_shows_each_record_family_when_the_roles_differ() {
-    // old has only IPv4: AAAA queries get new, the standby, in the first phase.
+fn status_shows_the_effective_share_per_family() {
+    // old has only IPv4, new IPv4 and IPv6. The weights govern the name:
+    // in separate-domain new is a standby for both families, so AAAA is
+    // NODATA (the drawn pool, old, has no IPv6 address).
     let server = start(&zone_of([www()
         .pool("old", &[OLD[0]])
         .pool("new", &[NEW[0], "2001:db8::20"])]));
-    let aaaa = answers(&server.query(WWW, RecordType::AAAA));
-    assert_eq!(aaaa, vec!["2001:db8::20".to_string()]);
+    let m = server.query(WWW, RecordType::AAAA);
+    assert!(m.answers.is_empty(), "{m}");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
     let st = status(&server);
     let new = pool(&st, "new");
-    assert_eq!(new["role"], Value::Null, "{st}");
+    assert_eq!(new["role"], "standby", "{st}");
     assert_eq!(
         new["roles"],
-        serde_json::json!({"A": "standby", "AAAA": "standby-answering"})
+        serde_json::json!({"A": "standby", "AAAA": "standby"})
     );
-    assert_eq!(pool(&st, "old")["role"], "weighted");
+    assert_eq!(
+        pool(&st, "old")["roles"],
+        serde_json::json!({"A": "weighted"})
+    );
+    assert_eq!(shares_of(&st, "shares", "A"), shares(&[("old", 100)], 0));
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[], 100));
+    assert_eq!(st["staging_pool"], "new");
+    assert_eq!(
+        shares_of(&st, "staging_shares", "AAAA"),
+        shares(&[("new", 100)], 0)
+    );
+
+    // Into ten (90/10): advance, its dry run too, warns what
+    // IPv6-preferring clients will see; status shows the arithmetic.
+    for args in [&["advance", "www", "--dry-run"][..], &["advance", "www"]] {
+        let (ok, _, err) = server.cli(args);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains("warning: phase \"ten\" weights pools of different address families (old: IPv4 only, new: IPv4 and IPv6)")
+                && err.contains("AAAA answers new 10%, NODATA 90%")
+                && err.contains("IPv6-preferring clients reach old 81%, new 19%"),
+            "{args:?}: {err}"
+        );
+    }
+    let st = status(&server);
+    assert_eq!(
+        shares_of(&st, "shares", "A"),
+        shares(&[("old", 90), ("new", 10)], 0)
+    );
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[("new", 10)], 90));
     let human = server.cli_ok(&["status", "www"]);
-    let line = pool_line(&human, "new");
     assert!(
-        line.contains("A: standby; AAAA: STANDBY ANSWERING"),
+        human.contains("  answers  A: old 90%, new 10%; AAAA: new 10%, NODATA 90%"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  staging  www-next.shift.test. (pool new)  A: new 100%; AAAA: new 100%"),
+        "{human}"
+    );
+    // Both outcomes of AAAA really occur, and nothing else.
+    let mut seen = BTreeSet::new();
+    for _ in 0..MIX_QUERIES {
+        let got = answers(&server.query(WWW, RecordType::AAAA));
+        assert!(got.is_empty() || got == ["2001:db8::20"], "{got:?}");
+        seen.insert(got.is_empty());
+    }
+    assert_eq!(seen.len(), 2, "AAAA answers new and NODATA");
+
+    // Back to separate-domain: AAAA never answers new again.
+    server.cli_ok(&["rollback", "www"]);
+    for _ in 0..MIX_QUERIES {
+        let m = server.query(WWW, RecordType::AAAA);
+        assert!(m.answers.is_empty(), "{m}");
+    }
+    assert_eq!(
+        shares_of(&status(&server), "shares", "AAAA"),
+        shares(&[], 100)
+    );
+}
+
+/// The shipped example zone with its health checks replaced by `kind =
+/// "none"` (always healthy), so that no check result can make a standby
+/// answer while the test looks.
+fn shipped_example_unchecked() -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/shift.example.com.toml"),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if skipping && line.starts_with('[') {
+            skipping = false;
+        }
+        if line.trim() == "[service.health]" {
+            out.push_str("[service.health]\nkind = \"none\"\n\n");
+            skipping = true;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(out.matches("kind = \"none\"").count(), 2, "{out}");
+    out
+}
+
+#[test]
+fn shipped_example_aaaa_follows_the_phase_of_the_name() {
+    // www: old = two IPv4 addresses, new = two IPv4 and ::1. AAAA answers
+    // new only in phases that give new weight, in proportion to it, and
+    // NODATA otherwise; never new after a rollback to separate-domain.
+    let server = start(&shipped_example_unchecked());
+    const WWW_EX: &str = "www.shift.example.com.";
+    const API_EX: &str = "api.shift.example.com.";
+    const N: usize = 1_000;
+    // The share of AAAA queries for www answered ::1 (the rest must be
+    // NODATA), and for api answered the CNAME (the rest NODATA).
+    let aaaa_share = |name: &str, want: &str| -> f64 {
+        let mut hits = 0;
+        for _ in 0..N {
+            let m = server.query(name, RecordType::AAAA);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+            match answers(&m).as_slice() {
+                [] => assert!(
+                    m.authorities
+                        .iter()
+                        .any(|r| r.record_type() == RecordType::SOA),
+                    "NODATA with its SOA: {m}"
+                ),
+                [a] if a == want => hits += 1,
+                other => panic!("{name} AAAA answered {other:?}"),
+            }
+        }
+        hits as f64 / N as f64
+    };
+    // Over N = 1,000 draws a share p has sd <= 0.016; 0.06 is over 3.8 sd
+    // (1e-4 per check), and a share of 0 or 1 is exact.
+    let near = |got: f64, want: f64| {
+        if want == 0.0 || want == 1.0 {
+            got == want
+        } else {
+            (got - want).abs() <= 0.06
+        }
+    };
+    let status_of = |service: &str| -> Value {
+        let v: Value =
+            serde_json::from_str(&server.cli_ok(&["status", service, "--json"])).unwrap();
+        v["services"][0].clone()
+    };
+    // (phase of www, its AAAA share of ::1, api's AAAA share of its CNAME)
+    let phases = [
+        ("separate-domain", 0.0, 0.0),
+        ("round-robin", 0.1, 0.5),
+        ("half", 0.5, 0.5),
+        ("cutover", 1.0, 1.0),
+    ];
+    for (i, (phase, www_new, api_new)) in phases.iter().enumerate() {
+        if i > 0 {
+            server.cli_ok(&["advance", "www", "--to", phase, "--force"]);
+            let api_phase = match *phase {
+                "half" => None,
+                p => Some(p),
+            };
+            if let Some(p) = api_phase {
+                server.cli_ok(&["advance", "api", "--to", p]);
+            }
+        }
+        let got = aaaa_share(WWW_EX, "::1");
+        assert!(near(got, *www_new), "{phase}: www AAAA ::1 share {got}");
+        let got = aaaa_share(API_EX, "api-lb.k8s.example.net.");
+        assert!(near(got, *api_new), "{phase}: api AAAA CNAME share {got}");
+        // status says the same, exactly.
+        let st = status_of("www");
+        let pct = (www_new * 100.0).round() as u32;
+        let new_part: Vec<(&str, u32)> = if pct > 0 { vec![("new", pct)] } else { vec![] };
+        assert_eq!(
+            shares_of(&st, "shares", "AAAA"),
+            shares(&new_part, 100 - pct),
+            "{phase}: {st}"
+        );
+        // www-next always answers new, ::1 included.
+        assert_eq!(
+            answers(&server.query("www-next.shift.example.com.", RecordType::AAAA)),
+            ["::1"]
+        );
+    }
+    // Rollbacks to a phase without weight for new: AAAA never answers it.
+    server.cli_ok(&["rollback", "www", "--to", "separate-domain"]);
+    server.cli_ok(&["rollback", "api", "--to", "separate-domain"]);
+    assert_eq!(aaaa_share(WWW_EX, "::1"), 0.0);
+    assert_eq!(aaaa_share(API_EX, "api-lb.k8s.example.net."), 0.0);
+    assert_eq!(
+        shares_of(&status_of("www"), "shares", "AAAA"),
+        shares(&[], 100)
+    );
+}
+
+#[test]
+fn disabling_a_pools_last_endpoint_of_a_family_needs_force_and_then_gives_nodata() {
+    let server = start(&zone_of([www()
+        .initial_phase("ten")
+        .pool("old", &[OLD[0]])
+        .pool("new", &[NEW[0], "2001:db8::20"])]));
+    let before = state_bytes(&server);
+    let err = cli_err(&server, &["endpoint", "disable", "www", "2001:db8::20"]);
+    assert!(
+        err.contains("which answers AAAA for www.shift.test. now, without a usable endpoint"),
+        "{err}"
+    );
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    server.cli_ok(&["endpoint", "disable", "www", "2001:db8::20", "--force"]);
+    // new keeps its weight (its IPv4 endpoint is usable): its AAAA draws
+    // are NODATA now, as are old's.
+    for _ in 0..MIX_QUERIES {
+        let m = server.query(WWW, RecordType::AAAA);
+        assert!(m.answers.is_empty(), "{m}");
+    }
+    let st = status(&server);
+    assert_eq!(pool(&st, "new")["role"], "weighted", "{st}");
+    assert_eq!(shares_of(&st, "shares", "AAAA"), shares(&[], 100));
+    assert_eq!(
+        shares_of(&st, "shares", "A"),
+        shares(&[("old", 90), ("new", 10)], 0)
+    );
+}
+
+#[test]
+fn decommission_never_leaves_the_staging_name_empty() {
+    // The case: api's new pool is a host name answered by the
+    // staging name api-next; in separate-domain it has weight 0.
+    let zone = zone_of([
+        www(),
+        ServiceBuilder::to_host("api", "192.0.2.30", "lb.example.net.").staging("api-next"),
+    ]);
+    let server = start(&zone);
+    let before = state_bytes(&server);
+    for (service, staging) in [("www", "www-next"), ("api", "api-next")] {
+        for args in [
+            &["decommission", service, "new"][..],
+            &["decommission", service, "new", "--force"],
+        ] {
+            let err = cli_err(&server, args);
+            assert!(
+                err.contains(&format!(
+                    "pool \"new\" is what the staging name {staging}.shift.test. answers"
+                )) && err.contains("empty NOERROR"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(state_bytes(&server), before, "refusals write nothing");
+    let m = server.query("api-next.shift.test.", RecordType::A);
+    assert_eq!(answers(&m), ["lb.example.net."], "{m}");
+    let api: Value = serde_json::from_str(&server.cli_ok(&["status", "api", "--json"])).unwrap();
+    let api = &api["services"][0];
+    assert_eq!(api["staging_pool"], "new", "{api}");
+    assert_eq!(
+        shares_of(api, "staging_shares", "A"),
+        shares(&[("new", 100)], 0)
+    );
+
+    // A state from before this rule (new decommissioned, then a staging
+    // name added): status says what the staging name answers: nothing.
+    let server = start(&zone_of([www().unset("staging")]));
+    server.cli_ok(&["decommission", "www", "new", "--force"]);
+    std::fs::write(
+        server.path().join("zones/shift.test.toml"),
+        zone_of([www()]),
+    )
+    .unwrap();
+    server.cli_ok(&["reload"]);
+    let m = server.query("www-next.shift.test.", RecordType::A);
+    assert!(m.answers.is_empty(), "{m}");
+    let st = status(&server);
+    assert_eq!(shares_of(&st, "staging_shares", "A"), shares(&[], 100));
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(
+        human.contains("staging  www-next.shift.test. (pool new)  A: NODATA 100%; AAAA: NODATA 100%  ANSWERS NOTHING"),
         "{human}"
     );
 }
@@ -1323,9 +1600,10 @@ fn decommissioning_a_pool_that_answers_is_refused_even_forced() {
 
 #[test]
 fn recommission_undoes_a_decommission_and_transitions_name_it() {
-    let server = start(&zone_of([www()]));
-    // new has weight 0 in separate-domain: it may go (the staging name
-    // then has nothing to answer).
+    // No staging name: with one, new could not go (see
+    // decommission_never_leaves_the_staging_name_empty).
+    let server = start(&zone_of([www().unset("staging")]));
+    // new has weight 0 in separate-domain: it may go.
     server.cli_ok(&["decommission", "www", "new", "--force"]);
     let before = state_bytes(&server);
     for args in [
@@ -1349,8 +1627,7 @@ fn recommission_undoes_a_decommission_and_transitions_name_it() {
     let st = status(&server);
     assert_eq!(pool(&st, "new")["decommissioned"], false);
     assert_eq!(pool(&st, "new")["role"], "standby");
-    let staging = answers(&server.query("www-next.shift.test.", RecordType::A));
-    assert_eq!(pool_of(&staging, &OLD, &NEW), "new");
+    assert_only(&server, "old", 30);
     server.cli_ok(&["advance", "www", "--to", "cutover"]);
     assert_only(&server, "new", 30);
     let out = server.cli_ok(&["recommission", "www", "new"]);

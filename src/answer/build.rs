@@ -93,12 +93,16 @@ pub(super) fn build_zone(
     for s in &z.services {
         names.insert(
             LowerName::from(&s.name),
-            Node::Service(Box::new(build_service(s, false, inputs, stats, &origin))),
+            Node::Service(Box::new(build_service(
+                s, false, inputs, stats, &origin, &neg_soa,
+            ))),
         );
         if let Some(st) = &s.staging {
             names.insert(
                 LowerName::from(st),
-                Node::Service(Box::new(build_service(s, true, inputs, stats, &origin))),
+                Node::Service(Box::new(build_service(
+                    s, true, inputs, stats, &origin, &neg_soa,
+                ))),
             );
         }
     }
@@ -175,8 +179,14 @@ pub(super) fn build_service(
     inputs: &dyn Inputs,
     stats: &Stats,
     origin: &LowerName,
+    neg_soa: &Record,
 ) -> ServiceNode {
     let (weights, ttl, only) = name_params(s, inputs, staging);
+    // A NODATA drawn for a pool is cached no longer than that pool's
+    // answers would be, so that each family splits by the weights in time
+    // as well as in draws (RFC 2308 §5: the SOA's TTL bounds the caching).
+    let mut nodata = neg_soa.clone();
+    nodata.ttl = nodata.ttl.min(ttl);
     let owner = if staging {
         s.staging.clone().unwrap_or_else(|| s.name.clone())
     } else {
@@ -184,7 +194,7 @@ pub(super) fn build_service(
     };
     let select = |family| {
         let d = decide(s, &weights, only, family, inputs);
-        selection(s, &d, &owner, ttl, staging, stats, origin)
+        selection(s, &d, &owner, ttl, staging, stats, origin, &nodata)
     };
     ServiceNode {
         max_answers: s.max_answers,
@@ -195,7 +205,8 @@ pub(super) fn build_service(
 }
 
 /// The plan's form of a [`Decision`]: records and counters of the pools
-/// it answers.
+/// it answers; `nodata` is the SOA of a drawn pool's NODATA.
+#[allow(clippy::too_many_arguments)] // the service's answer parameters, threaded through
 pub(super) fn selection(
     s: &Service,
     d: &Decision,
@@ -204,6 +215,7 @@ pub(super) fn selection(
     staging: bool,
     stats: &Stats,
     origin: &LowerName,
+    nodata: &Record,
 ) -> Selection {
     if d.servfail {
         return Selection::ServFail;
@@ -215,7 +227,13 @@ pub(super) fn selection(
         .enumerate()
         .filter_map(|(i, p)| p.as_ref().filter(|p| p.role.answered()).map(|p| (i, p)))
         .collect();
-    if answered.is_empty() {
+    // No pool has anything of the family (MX at an address-only name,
+    // AAAA at an IPv4-only service): NODATA whatever the phase, and no
+    // pool is counted. Otherwise a NODATA is the drawn pool's.
+    if answered.is_empty()
+        || (answered.iter().all(|(_, p)| p.answer.is_empty())
+            && d.pools.iter().flatten().all(|p| !p.of_family))
+    {
         return Selection::NoData;
     }
     let cum = cumulative(answered.iter().map(|(_, p)| p.pick));
@@ -243,6 +261,7 @@ pub(super) fn selection(
                     ttl,
                 },
                 chase,
+                nodata: eps.is_empty().then(|| nodata.clone()),
             }
         })
         .collect();

@@ -1,12 +1,15 @@
 //! The pool-role function: for one service, name and record family, which
 //! pools answer and how ([`decide`]), from the phase's weights, overrides
-//! and health. Pure; `status`, `metrics` and the plan builder all read it.
+//! and health; and what that makes of each family's answers ([`Shares`]).
+//! Pure; `status`, `metrics`, `check`, `advance` and the plan builder all
+//! read it.
 
 use super::*;
 
 /// The record family a decision is made for: pools answer A queries from
-/// their IPv4 endpoints and AAAA from their IPv6 ones, so which pools are
-/// answered can differ between the two.
+/// their IPv4 endpoints and AAAA from their IPv6 ones. Which pools are
+/// answered is the same for every family (see [`decide`]); what a drawn
+/// pool answers is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// A queries (and ANY).
@@ -19,7 +22,7 @@ pub enum Family {
 }
 
 impl Family {
-    /// The families whose decisions differ for a service: one for a
+    /// The families whose roles `status` shows for a service: one for a
     /// service with a host-name pool, A and AAAA otherwise.
     pub fn of(s: &Service) -> &'static [Family] {
         if whole_pools(s) {
@@ -38,6 +41,11 @@ impl Family {
         }
     }
 
+    /// Whether `pool` has an endpoint answered for this family.
+    pub fn covers(self, pool: &Pool) -> bool {
+        pool.endpoints.iter().any(|e| self.matches(&e.target))
+    }
+
     fn matches(self, target: &Target) -> bool {
         matches!(
             (target, self),
@@ -54,10 +62,11 @@ impl Family {
 pub enum Role {
     /// Answered in proportion to its weight in the current phase.
     Weighted,
-    /// Weight 0, answered because no weighted pool has a usable endpoint.
+    /// Weight 0, answered because no weighted pool has a usable endpoint
+    /// (of any family).
     StandbyAnswering,
-    /// Answered although it has no usable endpoint: no pool has one, and
-    /// the service fails open.
+    /// Answered although it has no usable endpoint: no pool has one (of
+    /// any family), and the service fails open.
     FailOpen,
     /// Weight 0 and not answered: a weighted pool is usable.
     Standby,
@@ -90,18 +99,20 @@ pub struct PoolDecision {
     /// it is not answered; standby pools share equally).
     pub pick: u32,
     /// Indexes into the pool's endpoints of those answered when it is
-    /// picked (for a whole-pool pick, possibly none of the queried family).
+    /// picked: of the queried family, so possibly none (NODATA).
     pub answer: Vec<usize>,
     /// Whether the pool has an endpoint that is enabled and healthy.
     pub usable: bool,
+    /// Whether the pool has an endpoint of the family at all (usable or
+    /// not): a NODATA for lack of one depends on the phase, not the pool.
+    pub of_family: bool,
 }
 
 /// Which pools answer one name for one record family, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Per pool, in configuration order; `None` for a pool that has no
-    /// endpoint of the family (or is not the staging pool, for the staging
-    /// name).
+    /// Per pool, in configuration order; `None` for a pool without
+    /// endpoints, or that is not the staging pool, for the staging name.
     pub pools: Vec<Option<PoolDecision>>,
     /// No pool has a usable endpoint and the answer fails open.
     pub fail_open: bool,
@@ -109,11 +120,9 @@ pub struct Decision {
     pub servfail: bool,
 }
 
-/// Whether a service is decided for whole pools: a CNAME is answered for
-/// every type, so deciding per type would let the CNAME pool win every
-/// query its rivals have no records for (AAAA, HTTPS, ...), and resolvers
-/// would then follow that CNAME for all types. The chosen address pool
-/// answers its records of the type, or NODATA.
+/// Whether a service has a host-name pool. A CNAME is answered for every
+/// type, so such a service's roles are shown for every type at once
+/// (`*`); its answers are decided per name like every service's.
 pub(super) fn whole_pools(s: &Service) -> bool {
     s.pools.iter().any(|p| p.is_host())
 }
@@ -122,17 +131,27 @@ pub(super) fn whole_pools(s: &Service) -> bool {
 /// the one place that turns weights, health and operator overrides into
 /// answers. Pure.
 ///
+/// Weights govern the *name*, not each record family: which pools are
+/// answered is decided from every endpoint a pool has, whatever the
+/// family, so A and AAAA queries draw pools with the same probabilities.
+/// The drawn pool then answers its endpoints of the queried family, or
+/// NODATA when it has none (the client falls back to the other family and
+/// stays with that pool). A pool with weight 0 is a standby for the name
+/// as a whole: answered, for any family, only when no weighted pool has a
+/// usable endpoint of any family.
+///
 /// An endpoint is *usable* when it is enabled and healthy. Tiers, the
 /// first with a pool wins; within a tier the pools weighted above 0 are
 /// picked by weight, and only when there are none the standby pools
 /// (weight 0) in equal shares:
 ///
-/// 1. pools with a usable endpoint, answering those;
+/// 1. pools with a usable endpoint, answering those of the family;
 /// 2. nothing usable: SERVFAIL if the service asks for it, else (fail open)
-///    pools with an enabled endpoint, answering the enabled ones whatever
-///    their health;
-/// 3. not even an enabled endpoint: every endpoint, disabled ones too, so
-///    that a shifted name never answers an empty NOERROR.
+///    pools with an enabled endpoint, answering the enabled ones of the
+///    family whatever their health;
+/// 3. not even an enabled endpoint: every endpoint of the family, disabled
+///    ones too, so that a shifted name never answers an empty NOERROR for
+///    every family.
 ///
 /// Decommissioned pools are never answered. `only` restricts the decision
 /// to one pool (the staging name).
@@ -148,59 +167,48 @@ pub fn decide(
         weight: u32,
         /// Endpoint indexes of the family per tier: usable, enabled, all.
         tiers: [Vec<usize>; 3],
-        /// Whether the pool qualifies for each tier.
+        /// Whether the pool qualifies for each tier (any family).
         up: [bool; 3],
     }
-    let whole = whole_pools(s);
     let mut pools: Vec<Option<PoolDecision>> = vec![None; s.pools.len()];
     let mut cands = Vec::new();
     for (i, pool) in s.pools.iter().enumerate() {
-        if only.is_some_and(|o| o != i) {
-            continue;
-        }
-        let of_family: Vec<usize> = (0..pool.endpoints.len())
-            .filter(|&e| family.matches(&pool.endpoints[e].target))
-            .collect();
-        if (whole && pool.endpoints.is_empty()) || (!whole && of_family.is_empty()) {
+        if only.is_some_and(|o| o != i) || pool.endpoints.is_empty() {
             continue;
         }
         let enabled = |e: &Endpoint| !inputs.disabled(s, pool, e);
         let usable = |e: &Endpoint| enabled(e) && inputs.healthy(s, pool, e);
         let pick = |f: &dyn Fn(&Endpoint) -> bool| -> Vec<usize> {
-            of_family
-                .iter()
-                .copied()
-                .filter(|&e| f(&pool.endpoints[e]))
+            (0..pool.endpoints.len())
+                .filter(|&e| {
+                    let ep = &pool.endpoints[e];
+                    family.matches(&ep.target) && f(ep)
+                })
                 .collect()
         };
-        let tiers = [pick(&usable), pick(&enabled), of_family.clone()];
+        let tiers = [pick(&usable), pick(&enabled), pick(&|_| true)];
         let any_usable = pool.endpoints.iter().any(usable);
-        let up = if whole {
-            [any_usable, pool.endpoints.iter().any(enabled), true]
+        let up = [any_usable, pool.endpoints.iter().any(enabled), true];
+        let role = if inputs.decommissioned(s, pool) {
+            Role::Decommissioned
         } else {
-            [!tiers[0].is_empty(), !tiers[1].is_empty(), true]
+            Role::Standby
         };
-        if inputs.decommissioned(s, pool) {
-            pools[i] = Some(PoolDecision {
-                role: Role::Decommissioned,
-                pick: 0,
-                answer: Vec::new(),
-                usable: any_usable,
-            });
-            continue;
-        }
         pools[i] = Some(PoolDecision {
-            role: Role::Standby,
+            role,
             pick: 0,
             answer: Vec::new(),
             usable: any_usable,
+            of_family: !tiers[2].is_empty(),
         });
-        cands.push(Cand {
-            pool: i,
-            weight: weights.get(i).copied().unwrap_or(0),
-            tiers,
-            up,
-        });
+        if role != Role::Decommissioned {
+            cands.push(Cand {
+                pool: i,
+                weight: weights.get(i).copied().unwrap_or(0),
+                tiers,
+                up,
+            });
+        }
     }
     let mut decision = Decision {
         pools,
@@ -249,7 +257,7 @@ pub fn decide(
 
 /// The weights, TTL and pool restriction a service's main name (or its
 /// staging name) answers with in the current phase.
-pub(super) fn name_params(
+pub fn name_params(
     s: &Service,
     inputs: &dyn Inputs,
     staging: bool,
@@ -279,4 +287,136 @@ pub fn answered(decisions: &[(Family, Decision)], pool: usize) -> bool {
     decisions
         .iter()
         .any(|(_, d)| d.pools[pool].as_ref().is_some_and(|p| p.role.answered()))
+}
+
+/// What one name answers for one record family, as shares of its queries:
+/// the arithmetic of a [`Decision`], which `status`, `check` and `advance`
+/// show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares {
+    /// Per pool, in configuration order: the share of the queries answered
+    /// with its records (0 for a pool not answered, or answered with
+    /// nothing of the family).
+    pub pools: Vec<f64>,
+    /// The share answered NODATA: the drawn pool has no record of the
+    /// family (1 when no pool is answered at all).
+    pub nodata: f64,
+    /// The name answers SERVFAIL.
+    pub servfail: bool,
+}
+
+impl Shares {
+    /// The shares a decision answers with: the draw is among the answered
+    /// pools by `pick`, exactly as the plan draws.
+    pub fn of(d: &Decision) -> Shares {
+        let mut shares = Shares {
+            pools: vec![0.0; d.pools.len()],
+            nodata: 0.0,
+            servfail: d.servfail,
+        };
+        if d.servfail {
+            return shares;
+        }
+        let answered = || {
+            d.pools
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().filter(|p| p.role.answered()).map(|p| (i, p)))
+        };
+        let total: u64 = answered().map(|(_, p)| u64::from(p.pick)).sum();
+        if total == 0 || answered().all(|(_, p)| p.answer.is_empty()) {
+            shares.nodata = 1.0;
+            return shares;
+        }
+        for (i, p) in answered() {
+            let share = f64::from(p.pick) / total as f64;
+            if p.answer.is_empty() {
+                shares.nodata += share;
+            } else {
+                shares.pools[i] = share;
+            }
+        }
+        shares
+    }
+}
+
+/// The families whose answers [`shares`] reports: A and AAAA, for every
+/// service (a host-name pool answers its CNAME for both).
+pub const ADDRESS_FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// What a service's main name (or its staging name) answers now for A and
+/// for AAAA, as shares of each family's queries.
+pub fn shares(s: &Service, inputs: &dyn Inputs, staging: bool) -> Vec<(Family, Shares)> {
+    let (weights, _, only) = name_params(s, inputs, staging);
+    ADDRESS_FAMILIES
+        .iter()
+        .map(|&f| (f, Shares::of(&decide(s, &weights, only, f, inputs))))
+        .collect()
+}
+
+/// A share as operators read it: "10%", "12.5%".
+pub fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if (p - p.round()).abs() < 0.05 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// When the pools that phase `phase` of `s` weights differ in address
+/// families: what that does to the answers with every endpoint usable, and
+/// what IPv6-preferring (dual-stack) clients therefore see. `check` and
+/// `advance` print it; `None` when the weighted pools agree.
+pub fn family_warning(s: &Service, phase: usize) -> Option<String> {
+    let weights = &s.phases[phase].weights;
+    let families = |p: &Pool| (Family::V4.covers(p), Family::V6.covers(p));
+    let weighted: Vec<usize> = (0..s.pools.len())
+        .filter(|&i| weights.get(i).is_some_and(|&w| w > 0))
+        .collect();
+    let first = families(&s.pools[*weighted.first()?]);
+    if weighted.iter().all(|&i| families(&s.pools[i]) == first) {
+        return None;
+    }
+    let [a, aaaa] = ADDRESS_FAMILIES.map(|f| Shares::of(&decide(s, weights, None, f, &ConfigOnly)));
+    let list = |shares: &mut dyn Iterator<Item = (usize, f64)>, nodata: f64| {
+        let mut parts: Vec<String> = shares
+            .filter(|(_, x)| *x > 0.0)
+            .map(|(i, x)| format!("{} {}", s.pools[i].name, percent(x)))
+            .collect();
+        if nodata > 0.0 {
+            parts.push(format!("NODATA {}", percent(nodata)));
+        }
+        parts.join(", ")
+    };
+    let kinds = weighted
+        .iter()
+        .map(|&i| {
+            let p = &s.pools[i];
+            let kind = match families(p) {
+                _ if p.is_host() => "a host name",
+                (true, true) => "IPv4 and IPv6",
+                (true, false) => "IPv4 only",
+                _ => "IPv6 only",
+            };
+            format!("{}: {kind}", p.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // An IPv6-preferring client asks AAAA and A, each drawn on its own,
+    // and uses AAAA's pool unless that answer is NODATA.
+    let mut reach = (0..s.pools.len()).map(|i| (i, aaaa.pools[i] + aaaa.nodata * a.pools[i]));
+    let nothing = aaaa.nodata * a.nodata;
+    let none = if nothing > 0.0 {
+        format!(", and {} get no address at all", percent(nothing))
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "phase {:?} weights pools of different address families ({kinds}): A answers {}; AAAA answers {}; A and AAAA are drawn independently, so IPv6-preferring clients reach {}{none} (see the README's \"Phases, weights and health\")",
+        s.phases[phase].name,
+        list(&mut a.pools.iter().copied().enumerate(), a.nodata),
+        list(&mut aaaa.pools.iter().copied().enumerate(), aaaa.nodata),
+        list(&mut reach, 0.0),
+    ))
 }

@@ -182,9 +182,17 @@ fn staging_answers_only_new_and_main_only_old_in_first_phase() {
         let s = ask(&p, "www-next.z.test.", RecordType::A);
         assert_eq!(s.answers[0].data.to_string(), "198.51.100.1");
     }
-    // AAAA: only new has an IPv6 endpoint; it is standby in separate-domain.
-    let a = ask(&p, "www.z.test.", RecordType::AAAA);
-    assert_eq!(a.answers[0].data.to_string(), "2001:db8::1");
+    // AAAA: only new has an IPv6 endpoint, and it is a standby for the
+    // name as a whole in separate-domain: the drawn pool (old) has no
+    // IPv6 address, so NODATA, and the client stays with old over A.
+    for _ in 0..200 {
+        let a = ask(&p, "www.z.test.", RecordType::AAAA);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty(), "{:?}", a.answers);
+        assert!(a.soa.is_some(), "NODATA carries the SOA");
+    }
+    let s = ask(&p, "www-next.z.test.", RecordType::AAAA);
+    assert_eq!(s.answers[0].data.to_string(), "2001:db8::1");
 }
 
 struct Down(&'static [&'static str]);
@@ -232,32 +240,60 @@ fn health_tiers() {
     let first = |inputs: &dyn Inputs, t| {
         let p = plan(&z, inputs);
         let mut seen: Vec<String> = (0..300)
-            .map(|_| ask(&p, "www.z.test.", t).answers[0].data.to_string())
+            .map(|_| {
+                ask(&p, "www.z.test.", t)
+                    .answers
+                    .first()
+                    .map_or("NODATA".to_string(), |r| r.data.to_string())
+            })
             .collect();
         seen.sort();
         seen.dedup();
         seen
     };
-    // (down endpoints, expected set of answered A addresses)
-    let cases: [(&'static [&'static str], &[&str]); 4] = [
-        (&[], &["192.0.2.1", "192.0.2.2"]),
-        (&["192.0.2.1"], &["192.0.2.2"]),
-        // old all down: new (standby) takes over
-        (&["192.0.2.1", "192.0.2.2"], &["198.51.100.1"]),
-        // everything down: fail open with the phase's weights
+    // (down endpoints, expected set of answered A addresses, of AAAA ones)
+    let cases: [(&'static [&'static str], &[&str], &[&str]); 6] = [
+        (&[], &["192.0.2.1", "192.0.2.2"], &["NODATA"]),
+        (&["192.0.2.1"], &["192.0.2.2"], &["NODATA"]),
+        // old all down: new (standby) takes over, for both families
+        (
+            &["192.0.2.1", "192.0.2.2"],
+            &["198.51.100.1"],
+            &["2001:db8::1"],
+        ),
+        // every IPv4 endpoint down, new's IPv6 one usable: new is the
+        // standby answering the name; it has no usable IPv4 address, so
+        // A gets NODATA rather than old failing open.
         (
             &["192.0.2.1", "192.0.2.2", "198.51.100.1"],
+            &["NODATA"],
+            &["2001:db8::1"],
+        ),
+        // new's IPv6 endpoint down alone: old still answers everything
+        (&["2001:db8::1"], &["192.0.2.1", "192.0.2.2"], &["NODATA"]),
+        // everything down: fail open with the phase's weights
+        (
+            &["192.0.2.1", "192.0.2.2", "198.51.100.1", "2001:db8::1"],
             &["192.0.2.1", "192.0.2.2"],
+            &["NODATA"],
         ),
     ];
-    for (down, want) in cases {
-        assert_eq!(first(&Down(down), RecordType::A), want, "down {down:?}");
+    for (down, a, aaaa) in cases {
+        assert_eq!(first(&Down(down), RecordType::A), a, "A, down {down:?}");
+        assert_eq!(
+            first(&Down(down), RecordType::AAAA),
+            aaaa,
+            "AAAA, down {down:?}"
+        );
     }
     let zs = zone(&SVC.replace(
         "max_answers = 1",
         "max_answers = 1\non_all_down = \"servfail\"",
     ));
-    let p = plan(&zs, &Down(&["192.0.2.1", "192.0.2.2", "198.51.100.1"]));
+    let p = plan(
+        &zs,
+        &Down(&["192.0.2.1", "192.0.2.2", "198.51.100.1", "2001:db8::1"]),
+    );
     assert_eq!(
         ask(&p, "www.z.test.", RecordType::A).rcode,
         ResponseCode::ServFail
@@ -340,64 +376,69 @@ fn decide_roles_table() {
     const OLD: &[&str] = &["192.0.2.1", "192.0.2.2"];
     const ALL: &[&str] = &["192.0.2.1", "192.0.2.2", "198.51.100.1", "2001:db8::1"];
     const NEW: &[&str] = &["198.51.100.1", "2001:db8::1"];
-    // (phase, down, disabled, decommissioned, family,
-    //  roles of old and new, fail open, servfail)
+    // The decision is made for the name, so the roles are the same for A
+    // and AAAA; what differs is what the drawn pool answers: its usable
+    // endpoints of the family, or NODATA. Phases: separate-domain (old
+    // 100), round-robin (50/50), cutover (new 100). old has IPv4 only, new
+    // one IPv4 and one IPv6 endpoint.
+    // (phase, down, disabled, decommissioned, roles of old and new,
+    //  fail open, A shares and AAAA shares in percent: [old, new, NODATA])
     type Case = (
         usize,
         &'static [&'static str],
         &'static [&'static str],
         &'static [&'static str],
-        Family,
         [Option<Role>; 2],
         bool,
+        [u32; 3],
+        [u32; 3],
     );
+    const V4_NEW: &[&str] = &["198.51.100.1"];
+    const V6_NEW: &[&str] = &["2001:db8::1"];
+    const V4_ALL: &[&str] = &["192.0.2.1", "192.0.2.2", "198.51.100.1"];
     let cases: &[Case] = &[
+        // separate-domain: AAAA never answers new, which is a standby for
+        // the name; the drawn pool, old, has no IPv6 address.
         (
             0,
             &[],
             &[],
             &[],
-            Family::V4,
             [Some(Weighted), Some(Standby)],
             false,
-        ),
-        // old has no IPv6: new answers AAAA as standby.
-        (
-            0,
-            &[],
-            &[],
-            &[],
-            Family::V6,
-            [None, Some(StandbyAnswering)],
-            false,
+            [100, 0, 0],
+            [0, 0, 100],
         ),
         (
             1,
             &[],
             &[],
             &[],
-            Family::V4,
             [Some(Weighted), Some(Weighted)],
             false,
+            [50, 50, 0],
+            [0, 50, 50],
         ),
         (
             2,
             &[],
             &[],
             &[],
-            Family::V4,
             [Some(Standby), Some(Weighted)],
             false,
+            [0, 100, 0],
+            [0, 100, 0],
         ),
-        // new down in cutover: old answers as standby.
+        // new down in cutover: old answers as standby, AAAA NODATA.
         (
             2,
             NEW,
             &[],
             &[],
-            Family::V4,
             [Some(StandbyAnswering), Some(Unusable)],
             false,
+            [100, 0, 0],
+            [0, 0, 100],
         ),
         // new disabled in cutover: the same.
         (
@@ -405,9 +446,10 @@ fn decide_roles_table() {
             &[],
             NEW,
             &[],
-            Family::V4,
             [Some(StandbyAnswering), Some(Unusable)],
             false,
+            [100, 0, 0],
+            [0, 0, 100],
         ),
         // everything down: the weighted pool fails open.
         (
@@ -415,18 +457,20 @@ fn decide_roles_table() {
             ALL,
             &[],
             &[],
-            Family::V4,
             [Some(Standby), Some(FailOpen)],
             true,
+            [0, 100, 0],
+            [0, 100, 0],
         ),
         (
             0,
             ALL,
             &[],
             &[],
-            Family::V4,
             [Some(FailOpen), Some(Standby)],
             true,
+            [100, 0, 0],
+            [0, 0, 100],
         ),
         // all down, new disabled: old (standby, enabled) fails open.
         (
@@ -434,9 +478,10 @@ fn decide_roles_table() {
             ALL,
             NEW,
             &[],
-            Family::V4,
             [Some(FailOpen), Some(Unusable)],
             true,
+            [100, 0, 0],
+            [0, 0, 100],
         ),
         // everything disabled: still answered, disabled ones included.
         (
@@ -444,41 +489,134 @@ fn decide_roles_table() {
             &[],
             ALL,
             &[],
-            Family::V4,
             [Some(Standby), Some(FailOpen)],
             true,
+            [0, 100, 0],
+            [0, 100, 0],
         ),
         (
             2,
             NEW,
             &[],
             &["old"],
-            Family::V4,
             [Some(Decommissioned), Some(FailOpen)],
             true,
+            [0, 100, 0],
+            [0, 100, 0],
         ),
         (
             0,
             OLD,
             &[],
             &["new"],
-            Family::V4,
             [Some(FailOpen), Some(Decommissioned)],
             true,
+            [100, 0, 0],
+            [0, 0, 100],
+        ),
+        // By family. A standby's IPv4 endpoint down changes nothing.
+        (
+            0,
+            V4_NEW,
+            &[],
+            &[],
+            [Some(Weighted), Some(Standby)],
+            false,
+            [100, 0, 0],
+            [0, 0, 100],
+        ),
+        // new's IPv6 endpoint down: new keeps its weight (its IPv4 one is
+        // usable); its AAAA answers become NODATA, not old's.
+        (
+            1,
+            V6_NEW,
+            &[],
+            &[],
+            [Some(Weighted), Some(Weighted)],
+            false,
+            [50, 50, 0],
+            [0, 0, 100],
+        ),
+        // new's IPv4 endpoint down in cutover: A gets NODATA (the client
+        // falls back to AAAA, still new), not old as standby.
+        (
+            2,
+            V4_NEW,
+            &[],
+            &[],
+            [Some(Standby), Some(Weighted)],
+            false,
+            [0, 0, 100],
+            [0, 100, 0],
+        ),
+        // every IPv4 endpoint down in separate-domain: new's IPv6 one is
+        // usable, so new answers the name as standby; not fail-open.
+        (
+            0,
+            V4_ALL,
+            &[],
+            &[],
+            [Some(Unusable), Some(StandbyAnswering)],
+            false,
+            [0, 0, 100],
+            [0, 100, 0],
+        ),
+        (
+            1,
+            OLD,
+            &[],
+            &[],
+            [Some(Unusable), Some(Weighted)],
+            false,
+            [0, 100, 0],
+            [0, 100, 0],
         ),
     ];
-    for (i, (phase, down, disabled, gone, family, want, fail_open)) in cases.iter().enumerate() {
+    for (i, (phase, down, disabled, gone, want, fail_open, a, aaaa)) in cases.iter().enumerate() {
         let inputs = Situation {
             phase: *phase,
             down,
             disabled,
             gone,
         };
-        let d = decide(s, &s.phases[*phase].weights, None, *family, &inputs);
-        let roles: Vec<Option<Role>> = d.pools.iter().map(|p| p.as_ref().map(|p| p.role)).collect();
-        assert_eq!(roles, want.to_vec(), "case {i}");
-        assert_eq!(d.fail_open, *fail_open, "case {i}");
-        assert!(!d.servfail, "case {i}");
+        let p = plan(&z, &inputs);
+        for (family, want_shares, qtype) in [
+            (Family::V4, a, RecordType::A),
+            (Family::V6, aaaa, RecordType::AAAA),
+        ] {
+            let d = decide(s, &s.phases[*phase].weights, None, family, &inputs);
+            let roles: Vec<Option<Role>> =
+                d.pools.iter().map(|p| p.as_ref().map(|p| p.role)).collect();
+            assert_eq!(roles, want.to_vec(), "case {i} {family:?}");
+            assert_eq!(d.fail_open, *fail_open, "case {i} {family:?}");
+            assert!(!d.servfail, "case {i} {family:?}");
+            let sh = Shares::of(&d);
+            let got = [sh.pools[0], sh.pools[1], sh.nodata].map(|x| (x * 100.0).round() as u32);
+            assert_eq!(got, *want_shares, "case {i} {family:?} shares");
+            // The plan answers what the shares say: a pool's addresses
+            // of the family only when it has a share, NODATA only then.
+            let mut seen = [false; 3];
+            for _ in 0..200 {
+                let ans = ask(&p, "www.z.test.", qtype);
+                let at = match ans.answers.first() {
+                    None => {
+                        assert!(ans.soa.is_some(), "case {i}: NODATA without SOA");
+                        2
+                    }
+                    Some(r) if r.data.to_string().starts_with("192.0.2.") => 0,
+                    Some(_) => 1,
+                };
+                assert!(want_shares[at] > 0, "case {i} {qtype}: {:?}", ans.answers);
+                seen[at] = true;
+            }
+            for k in 0..3 {
+                assert_eq!(
+                    seen[k],
+                    want_shares[k] > 0,
+                    "case {i} {qtype}: seen {seen:?}"
+                );
+            }
+        }
     }
     // Everything disabled: the answer carries the disabled endpoints
     // rather than an empty NOERROR.
@@ -531,4 +669,55 @@ fn serial_increases() {
     assert_eq!(next_serial(5, 100), 100);
     assert_eq!(next_serial(100, 100), 101);
     assert_eq!(next_serial(200, 100), 201);
+}
+
+#[test]
+fn family_warning_tells_what_ipv6_preferring_clients_see() {
+    let z = zone(SVC);
+    let s = &z.services[0];
+    // One weighted pool (separate-domain, cutover): nothing to warn about.
+    assert_eq!(family_warning(s, 0), None);
+    assert_eq!(family_warning(s, 2), None);
+    assert_eq!(
+        family_warning(s, 1).as_deref(),
+        Some(
+            "phase \"round-robin\" weights pools of different address families (old: IPv4 only, new: IPv4 and IPv6): A answers old 50%, new 50%; AAAA answers new 50%, NODATA 50%; A and AAAA are drawn independently, so IPv6-preferring clients reach old 25%, new 75% (see the README's \"Phases, weights and health\")"
+        )
+    );
+    // IPv4 only against IPv6 only: some clients get no address at all.
+    let z = zone(&SVC.replace(
+        "new = [\"198.51.100.1\", \"2001:db8::1\"]",
+        "new = [\"2001:db8::1\"]",
+    ));
+    let w = family_warning(&z.services[0], 1).unwrap();
+    assert!(
+        w.contains("reach old 25%, new 50%, and 25% get no address at all ("),
+        "{w}"
+    );
+    // Pools of the same families: no warning.
+    let z = zone(&SVC.replace(
+        "new = [\"198.51.100.1\", \"2001:db8::1\"]",
+        "new = [\"198.51.100.1\"]",
+    ));
+    assert_eq!(family_warning(&z.services[0], 1), None);
+}
+
+#[test]
+fn a_drawn_pools_nodata_is_cached_no_longer_than_its_answers() {
+    // negative_ttl 20s; answers 5s. A NODATA for the drawn pool (old has
+    // no IPv6) carries the SOA with TTL 5; a type no pool has, 20.
+    let z = zone(&SVC.replace("max_answers = 1", "max_answers = 1\nttl = \"5s\""));
+    let p = plan(&z, &ConfigOnly);
+    let a = ask(&p, "www.z.test.", RecordType::AAAA);
+    assert!(a.answers.is_empty());
+    assert_eq!(a.soa.map(|r| r.ttl), Some(5));
+    let a = ask(&p, "www.z.test.", RecordType::MX);
+    assert_eq!(a.soa.map(|r| r.ttl), Some(20));
+    // Answers of 30s (the default), above the negative TTL: 20.
+    let z = zone(SVC);
+    let p = plan(&z, &ConfigOnly);
+    assert_eq!(
+        ask(&p, "www.z.test.", RecordType::AAAA).soa.map(|r| r.ttl),
+        Some(20)
+    );
 }

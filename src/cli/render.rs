@@ -1,8 +1,10 @@
 //! Human rendering of the operator protocol's answers: the status table
 //! and the history list.
 
-use crate::answer::Role;
-use crate::api::{HistoryResponse, StatusResponse};
+use std::collections::BTreeMap;
+
+use crate::answer::{Role, percent};
+use crate::api::{FamilyShares, HistoryResponse, StatusResponse};
 
 fn ago(now_ms: u64, at_ms: u64) -> String {
     let secs = now_ms.saturating_sub(at_ms) / 1000;
@@ -82,6 +84,33 @@ fn role_text(role: Role) -> &'static str {
     }
 }
 
+/// What a name answers per record family: "A: old 90%, new 10%; AAAA:
+/// new 10%, NODATA 90%".
+fn shares_text(shares: &BTreeMap<String, FamilyShares>) -> String {
+    shares
+        .iter()
+        .map(|(family, sh)| {
+            let mut parts: Vec<String> = sh
+                .pools
+                .iter()
+                .map(|p| format!("{} {}", p.pool, percent(p.share)))
+                .collect();
+            if sh.servfail {
+                parts.push("SERVFAIL".into());
+            } else if sh.nodata > 0.0 {
+                parts.push(format!("NODATA {}", percent(sh.nodata)));
+            }
+            format!("{family}: {}", parts.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Whether a name answers nothing but NODATA, for every family.
+fn answers_nothing(shares: &BTreeMap<String, FamilyShares>) -> bool {
+    !shares.is_empty() && shares.values().all(|s| s.pools.is_empty() && !s.servfail)
+}
+
 /// The human-readable status table.
 pub fn render_status(st: &StatusResponse) -> String {
     use std::fmt::Write;
@@ -102,12 +131,23 @@ pub fn render_status(st: &StatusResponse) -> String {
             );
         }
         if let Some(stg) = &s.staging {
-            let mark = if s.staging_fail_open {
+            let mark = if answers_nothing(&s.staging_shares) {
+                "  ANSWERS NOTHING: its pool is decommissioned (empty NOERROR, cached by resolvers)"
+            } else if s.staging_fail_open {
                 "  FAIL-OPEN: no usable endpoint, answering them all"
             } else {
                 ""
             };
-            let _ = writeln!(o, "  staging  {stg}{mark}");
+            let pool = s
+                .staging_pool
+                .as_ref()
+                .map(|p| format!(" (pool {p})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  staging  {stg}{pool}  {}{mark}",
+                shares_text(&s.staging_shares)
+            );
         }
         let phases = s
             .phases
@@ -141,6 +181,9 @@ pub fn render_status(st: &StatusResponse) -> String {
                 format!("passed at {}", fmt(until))
             };
             let _ = writeln!(o, "  hold     {left}");
+        }
+        if !s.shares.is_empty() {
+            let _ = writeln!(o, "  answers  {}", shares_text(&s.shares));
         }
         let _ = writeln!(
             o,

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
-    StatusResponse,
+    EndpointStatus, FamilyShares, HistoryResponse, HostStatus, NotFound, PoolShare, PoolStatus,
+    ServiceStatus, StatusResponse,
 };
 use crate::health::Status;
 use crate::pool::EndpointKey;
@@ -221,6 +221,7 @@ impl Operator {
                 let decommissioned = st.decommissioned.contains(&p.name);
                 let roles: BTreeMap<String, Role> = main
                     .iter()
+                    .filter(|(f, _)| *f == answer::Family::Other || f.covers(p))
                     .filter_map(|(f, d)| {
                         let role = d.pools[i].as_ref()?.role;
                         Some((f.label().to_string(), role))
@@ -300,6 +301,15 @@ impl Operator {
             servfail: main.iter().chain(&staging).any(|(_, d)| d.servfail),
             last_change,
             pools,
+            shares: family_shares(s, &answer::shares(s, &live, false)),
+            staging_pool: s
+                .staging
+                .as_ref()
+                .map(|_| s.pools[s.staging_pool].name.clone()),
+            staging_shares: match s.staging {
+                Some(_) => family_shares(s, &answer::shares(s, &live, true)),
+                None => BTreeMap::new(),
+            },
         }
     }
 }
@@ -333,9 +343,41 @@ pub(super) fn zones_differ(digests: &[Option<&str>]) -> Vec<bool> {
         .collect()
 }
 
+/// The protocol's form of [`answer::shares`].
+fn family_shares(
+    s: &Service,
+    shares: &[(answer::Family, answer::Shares)],
+) -> BTreeMap<String, FamilyShares> {
+    shares
+        .iter()
+        .map(|(f, sh)| {
+            let pools = s
+                .pools
+                .iter()
+                .zip(&sh.pools)
+                .filter(|(_, x)| **x > 0.0)
+                .map(|(p, x)| PoolShare {
+                    pool: p.name.clone(),
+                    share: *x,
+                })
+                .collect();
+            (
+                f.label().to_string(),
+                FamilyShares {
+                    pools,
+                    nodata: sh.nodata,
+                    servfail: sh.servfail,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Whether the change from `before` to `after` (one more disabled endpoint)
 /// strands pool `pool` of `s`: it answers a name and record family with a
-/// usable endpoint before, and not after. Returns that name and family.
+/// usable endpoint of that family before, and not after (the pool is no
+/// longer answered, or answers that family NODATA). Returns that name and
+/// family.
 pub(super) fn stranded(
     s: &Service,
     pool: usize,
@@ -343,24 +385,22 @@ pub(super) fn stranded(
     after: &State,
     health: &HashMap<EndpointKey, Status>,
 ) -> Option<String> {
-    let usable = |r: Option<Role>| matches!(r, Some(Role::Weighted | Role::StandbyAnswering));
-    let role = |state: &State, staging: bool, i: usize| {
+    let serves = |state: &State, staging: bool, family: answer::Family| {
         let live = Live { state, health };
-        answer::decisions(s, &live, staging)[i].1.pools[pool]
+        let (weights, _, only) = answer::name_params(s, &live, staging);
+        answer::decide(s, &weights, only, family, &live).pools[pool]
             .as_ref()
-            .map(|p| p.role)
+            .is_some_and(|p| {
+                matches!(p.role, Role::Weighted | Role::StandbyAnswering) && !p.answer.is_empty()
+            })
     };
     let names = [(false, &s.name)]
         .into_iter()
         .chain(s.staging.as_ref().map(|n| (true, n)));
     for (staging, name) in names {
-        for (i, family) in answer::Family::of(s).iter().enumerate() {
-            if usable(role(before, staging, i)) && !usable(role(after, staging, i)) {
-                let what = match family {
-                    answer::Family::Other => "queries",
-                    f => f.label(),
-                };
-                return Some(format!("{what} for {name}"));
+        for family in answer::ADDRESS_FAMILIES {
+            if serves(before, staging, family) && !serves(after, staging, family) {
+                return Some(format!("{} for {name}", family.label()));
             }
         }
     }

@@ -222,6 +222,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// Leaves a key of the service table out.
+    pub fn unset(mut self, key: &str) -> Self {
+        self.service.unset(key);
+        self
+    }
+
     pub fn staging(self, name: &str) -> Self {
         self.set("staging", quoted(name))
     }

@@ -39,27 +39,36 @@ pub const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 pub const MAX_REQUESTS: usize = 20_000;
 
 pub fn zone(port: u16) -> String {
+    zone_with(service(port))
+}
+
+/// The rehearsal's zone around one service.
+pub fn zone_with(service: ServiceBuilder) -> String {
     ZoneBuilder::new(ORIGIN)
         .unset("ttl")
         .negative_ttl("5s")
         .records(&["ns1 IN A 127.0.0.1"])
-        .service(
-            ServiceBuilder::new("www")
-                .staging("www-next")
-                .ttl("2s")
-                .max_answers(2)
-                .drain_grace("1s")
-                .pool("old", &OLD)
-                .pool("new", &NEW)
-                .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
-                .timing("200ms", "150ms")
-                .rise_fall(2, FALL)
-                .phase("separate-domain", &[("old", 100), ("new", 0)])
-                .phase("rr-90-10", &[("old", 90), ("new", 10)])
-                .phase("rr-50-50", &[("old", 50), ("new", 50)])
-                .phase("cutover", &[("old", 0), ("new", 100)]),
-        )
+        .service(service)
         .to_toml()
+}
+
+/// The rehearsal's service: `www` (staging `www-next`), pools [`OLD`] and
+/// [`NEW`] checked over HTTP on `port`, TTL [`TTL`], four phases.
+pub fn service(port: u16) -> ServiceBuilder {
+    ServiceBuilder::new("www")
+        .staging("www-next")
+        .ttl("2s")
+        .max_answers(2)
+        .drain_grace("1s")
+        .pool("old", &OLD)
+        .pool("new", &NEW)
+        .health_http(&format!("http://{{endpoint}}:{port}/healthz"))
+        .timing("200ms", "150ms")
+        .rise_fall(2, FALL)
+        .phase("separate-domain", &[("old", 100), ("new", 0)])
+        .phase("rr-90-10", &[("old", 90), ("new", 10)])
+        .phase("rr-50-50", &[("old", 50), ("new", 50)])
+        .phase("cutover", &[("old", 0), ("new", 100)])
 }
 
 /// One client request and how it went.
@@ -168,9 +177,19 @@ stub-zone:
 
 /// Resolves A records through a recursive resolver.
 pub fn resolve(resolver: SocketAddr, name: &str) -> Result<Vec<IpAddr>, String> {
+    resolve_type(resolver, name, RecordType::A)
+}
+
+/// Resolves A or AAAA records through a recursive resolver (an empty list
+/// for NODATA).
+pub fn resolve_type(
+    resolver: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Vec<IpAddr>, String> {
     let mut q = Message::new(fastrand::u16(..), MessageType::Query, OpCode::Query);
     q.metadata.recursion_desired = true;
-    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     sock.send_to(&q.to_vec().unwrap(), resolver)
@@ -186,7 +205,8 @@ pub fn resolve(resolver: SocketAddr, name: &str) -> Result<Vec<IpAddr>, String> 
     Ok(m.answers
         .iter()
         .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::A(a) if rtype == RecordType::A => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) if rtype == RecordType::AAAA => Some(IpAddr::V6(a.0)),
             _ => None,
         })
         .collect())
@@ -215,7 +235,26 @@ pub fn http_get(addr: SocketAddr) -> Result<(), String> {
 /// clients do.
 pub fn client_request(resolver: SocketAddr, name: &str, port: u16) -> Outcome {
     let at = Instant::now();
-    let addrs = match resolve(resolver, name) {
+    try_addresses(at, resolve(resolver, name), port)
+}
+
+/// An IPv6-preferring (dual-stack) client: resolves AAAA and A, each
+/// answered on its own, and tries the IPv6 addresses first, then the IPv4
+/// ones (RFC 6724 order; Happy Eyeballs without the race). A NODATA for
+/// AAAA is normal: the IPv4 addresses are then all it has.
+pub fn client_request_v6_first(resolver: SocketAddr, name: &str, port: u16) -> Outcome {
+    let at = Instant::now();
+    let addrs = resolve_type(resolver, name, RecordType::AAAA).and_then(|mut v6| {
+        v6.extend(resolve_type(resolver, name, RecordType::A)?);
+        Ok(v6)
+    });
+    try_addresses(at, addrs, port)
+}
+
+/// Tries each address resolved at `at` in order until one serves a
+/// request.
+fn try_addresses(at: Instant, resolved: Result<Vec<IpAddr>, String>, port: u16) -> Outcome {
+    let addrs = match resolved {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => {
             return Outcome {
@@ -279,8 +318,14 @@ impl Timeline {
     }
 }
 
+/// The IPv6 address of the new pool in the dual-stack rehearsal (the
+/// only IPv6 loopback address).
+pub const NEW_V6: &str = "::1";
+
 pub fn is_new(ip: IpAddr) -> bool {
-    NEW.iter().any(|n| n.parse::<IpAddr>().unwrap() == ip)
+    NEW.iter()
+        .chain([&NEW_V6])
+        .any(|n| n.parse::<IpAddr>().unwrap() == ip)
 }
 
 pub fn is_old(ip: IpAddr) -> bool {
@@ -423,15 +468,29 @@ pub struct Clients {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// How one client request goes: resolve through `resolver`, then request.
+pub type Request = fn(SocketAddr, &str, u16) -> Outcome;
+
 impl Clients {
     pub fn start(resolvers: &[Unbound], port: u16) -> Clients {
+        Clients::start_with(resolvers, port, true, client_request)
+    }
+
+    /// Clients making `request`s: one per resolver for the main name, and
+    /// with `staging` one for the staging name.
+    pub fn start_with(
+        resolvers: &[Unbound],
+        port: u16,
+        staging_client: bool,
+        request: Request,
+    ) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
         let staging = Arc::new(Mutex::new(Vec::<Outcome>::new()));
         let mut threads = Vec::new();
         for (i, r) in resolvers.iter().enumerate() {
             for (name, sink) in [(NAME, outcomes.clone()), (STAGING, staging.clone())] {
-                if name == STAGING && i > 0 {
+                if name == STAGING && (i > 0 || !staging_client) {
                     continue;
                 }
                 let (stop, addr) = (stop.clone(), r.addr);
@@ -440,7 +499,7 @@ impl Clients {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let o = client_request(addr, name, port);
+                        let o = request(addr, name, port);
                         sink.lock().unwrap().push(o);
                         std::thread::sleep(CLIENT_PAUSE);
                     }
