@@ -13,6 +13,10 @@ use crate::health::Probe;
 use crate::phase::PhaseError;
 use crate::state::{CommitError, Event};
 
+fn yes() -> bool {
+    true
+}
+
 /// Longest `--reason` accepted: it is stored in every history event.
 pub const MAX_REASON: usize = 1024;
 
@@ -106,6 +110,23 @@ pub struct StatusResponse {
     /// Every host sharing the state (`[cluster]`); empty for a single host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostStatus>,
+    /// Whether this host reaches etcd (`[cluster]`); absent for a single host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
+}
+
+/// This host's view of etcd, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    /// This host reads and watches etcd. When false, the hosts' liveness
+    /// is unknown (their `live` is as last seen) and commands fail.
+    pub reachable: bool,
+    /// Since when etcd is unreachable (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since_ms: Option<u64>,
+    /// The latest failure, naming etcd and its endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One host of a cluster as `status` sees it.
@@ -117,8 +138,12 @@ pub struct HostStatus {
     pub epoch: i64,
     /// When it last published its report (Unix ms).
     pub last_seen_ms: u64,
-    /// Its lease is alive: it is running and reaches etcd.
+    /// Its lease is alive: it is running and reaches etcd (as last seen
+    /// when `live_known` is false).
     pub live: bool,
+    /// Whether `live` is current: false while this host cannot reach etcd.
+    #[serde(default = "yes")]
+    pub live_known: bool,
     /// It serves its local copy (etcd was unreachable when it started).
     pub from_local_copy: bool,
     /// Endpoint health as it sees it.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
+    EndpointStatus, EtcdStatus, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
     StatusResponse,
 };
 use crate::health::Status;
@@ -59,6 +59,20 @@ impl Operator {
             serial: self.plan.load().serial,
             services,
             hosts: self.hosts_status(),
+            etcd: self.etcd_status(),
+        })
+    }
+
+    /// Whether this host reaches etcd (`None` for a single host).
+    pub fn etcd_status(&self) -> Option<EtcdStatus> {
+        if !self.shared {
+            return None;
+        }
+        let outage = self.store.outage();
+        Some(EtcdStatus {
+            reachable: outage.is_none(),
+            unreachable_since_ms: outage.as_ref().map(|o| o.since_ms),
+            error: outage.map(|o| o.error),
         })
     }
 
@@ -69,6 +83,7 @@ impl Operator {
             return Vec::new();
         }
         let me = self.host_report(0);
+        let live_known = self.store.outage().is_none();
         let mut hosts = self.store.hosts();
         match hosts.iter_mut().find(|h| h.report.node == self.node) {
             Some(h) => {
@@ -86,10 +101,11 @@ impl Operator {
         hosts
             .into_iter()
             .map(|h| HostStatus {
-                node: h.report.node,
                 epoch: h.report.applied_epoch,
                 last_seen_ms: h.report.published_ms,
                 live: h.live,
+                live_known: live_known || h.report.node == self.node,
+                node: h.report.node,
                 from_local_copy: h.report.from_local_copy,
                 endpoints: h.report.endpoints,
             })
