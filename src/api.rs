@@ -55,6 +55,9 @@ pub struct TransitionResponse {
     pub ttl: u32,
     /// Things the operator should know (longer TTL, forced, ...).
     pub warnings: Vec<String>,
+    /// The epoch the change created; absent for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// Body of endpoint enable/disable.
@@ -96,6 +99,50 @@ pub struct DecommissionRequest {
 pub struct OkResponse {
     /// What was done, for humans.
     pub message: String,
+    /// The epoch the change created; absent when nothing changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// Things the operator should know (hosts that did not follow in time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl OkResponse {
+    /// An acknowledgement saying `message`, before any change is committed.
+    pub fn said(message: String) -> OkResponse {
+        OkResponse {
+            message,
+            epoch: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A response to a command that may change the state: `apply` fills in
+/// the epoch the change created and warnings found after the commit.
+pub trait Applied {
+    /// The change was committed at `epoch`.
+    fn created(&mut self, epoch: i64);
+    /// Something the operator should know.
+    fn warn(&mut self, warning: String);
+}
+
+impl Applied for OkResponse {
+    fn created(&mut self, epoch: i64) {
+        self.epoch = Some(epoch);
+    }
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+}
+
+impl Applied for TransitionResponse {
+    fn created(&mut self, epoch: i64) {
+        self.epoch = Some(epoch);
+    }
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
 }
 
 /// Status of every (or one) service.

@@ -99,6 +99,9 @@ pub enum Command {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Undo a decommission: the pool is answered again as weights and health say.
     Recommission {
@@ -109,6 +112,9 @@ pub enum Command {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-read zones; a config with any error is rejected whole.
     Reload,
@@ -185,6 +191,9 @@ pub enum EndpointAction {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Put an endpoint back (its health decides again).
     Enable {
@@ -195,6 +204,9 @@ pub enum EndpointAction {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -156,18 +156,20 @@ impl Client {
             Command::Advance(a) => self.transition("advance", a).await,
             Command::Rollback(a) => self.transition("rollback", a).await,
             Command::Endpoint { action } => {
-                let (service, endpoint, reason, force, verb) = match action {
+                let (service, endpoint, reason, force, json, verb) = match action {
                     EndpointAction::Disable {
                         service,
                         endpoint,
                         force,
                         reason,
-                    } => (service, endpoint, reason, force, "disable"),
+                        json,
+                    } => (service, endpoint, reason, force, json, "disable"),
                     EndpointAction::Enable {
                         service,
                         endpoint,
                         reason,
-                    } => (service, endpoint, reason, false, "enable"),
+                        json,
+                    } => (service, endpoint, reason, false, json, "enable"),
                 };
                 let ok: OkResponse = self
                     .call(
@@ -180,8 +182,7 @@ impl Client {
                         Some(&EndpointRequest { force, reason }),
                     )
                     .await?;
-                println!("{}", ok.message);
-                Ok(())
+                print_ok(&ok, json)
             }
             Command::History { service, json } => {
                 let path = match &service {
@@ -200,18 +201,20 @@ impl Client {
                 pool,
                 force,
                 reason,
+                json,
             } => {
                 let body = DecommissionRequest { force, reason };
-                self.pool_action(&service, &pool, "decommission", &body)
+                self.pool_action(&service, &pool, "decommission", &body, json)
                     .await
             }
             Command::Recommission {
                 service,
                 pool,
                 reason,
+                json,
             } => {
                 let body = ReasonRequest { reason };
-                self.pool_action(&service, &pool, "recommission", &body)
+                self.pool_action(&service, &pool, "recommission", &body, json)
                     .await
             }
             Command::Reload => {
@@ -232,6 +235,7 @@ impl Client {
         pool: &str,
         verb: &str,
         body: &impl serde::Serialize,
+        json: bool,
     ) -> Result<(), Failure> {
         let path = format!(
             "/v1/services/{}/pools/{}/{verb}",
@@ -239,8 +243,7 @@ impl Client {
             percent(pool)
         );
         let ok: OkResponse = self.call(reqwest::Method::POST, &path, Some(body)).await?;
-        println!("{}", ok.message);
-        Ok(())
+        print_ok(&ok, json)
     }
 
     /// `status --watch`: clears the screen and redraws every `interval`,
@@ -307,8 +310,12 @@ impl Client {
             .join(" ");
         if r.applied {
             println!(
-                "{}: {} -> {} (weights {weights}, ttl {}s)",
-                r.service, r.from, r.to, r.ttl
+                "{}: {} -> {} (weights {weights}, ttl {}s){}",
+                r.service,
+                r.from,
+                r.to,
+                r.ttl,
+                epoch_note(r.epoch)
             );
         } else {
             println!(
@@ -339,6 +346,24 @@ fn failure_for(status: reqwest::StatusCode, body: ErrorBody) -> Failure {
         Fault::NotFound | Fault::Usage | Fault::TooLarge | Fault::Timeout => Failure::Usage(msg),
         Fault::Refused | Fault::Internal => Failure::Refused(msg),
     }
+}
+
+/// A command's acknowledgement: its warnings on stderr, then the message
+/// with the epoch the change created, or the JSON.
+fn print_ok(ok: &OkResponse, json: bool) -> Result<(), Failure> {
+    for w in &ok.warnings {
+        eprintln!("warning: {w}");
+    }
+    if json {
+        return print_json(ok);
+    }
+    println!("{}{}", ok.message, epoch_note(ok.epoch));
+    Ok(())
+}
+
+/// ", epoch N" for a change that created epoch N; nothing otherwise.
+fn epoch_note(epoch: Option<i64>) -> String {
+    epoch.map(|e| format!(", epoch {e}")).unwrap_or_default()
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
