@@ -5,8 +5,10 @@
 //! Every change goes through one path, `Operator::apply`: take the writer
 //! lock, find the service, let the command decide (validate, and say what
 //! the service's state becomes and which [`Change`] to record), record it,
-//! commit it to the [`StateStore`] (refused if the store moved on), publish
-//! it, rebuild the answer plan, log it. A command only says what changes.
+//! commit it to the [`StateStore`] (decided again if only other services
+//! changed meanwhile, refused if this one did), publish it, rebuild the
+//! answer plan, log it; then, the lock released, wait for the other hosts
+//! of a cluster to serve the new epoch. A command only says what changes.
 //! Status and history are in [`status`].
 
 use std::collections::HashMap;
