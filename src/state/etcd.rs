@@ -1231,6 +1231,47 @@ struct RawEvent {
 mod tests {
     use super::*;
 
+    /// A watch that never connects (nothing listens on port 9 of loopback
+    /// in these tests, and nothing is sent until `next`).
+    fn idle_watch(from: i64) -> Watch {
+        let etcd = Etcd::new(EtcdOptions::new(vec!["http://127.0.0.1:9".into()])).unwrap();
+        etcd.watch("/p/", from)
+    }
+
+    #[test]
+    fn a_silent_watch_is_stalled_only_when_two_checks_find_a_revision_it_missed() {
+        // (newest found by each check, revision delivered before it, stalled?)
+        let cases: &[(&str, &[(i64, Option<i64>, bool)])] = &[
+            (
+                "nothing new",
+                &[(9, None, false), (9, None, false), (9, None, false)],
+            ),
+            ("missed twice", &[(10, None, false), (10, None, true)]),
+            (
+                "delivered in between",
+                &[
+                    (10, None, false),
+                    (11, Some(10), false),
+                    (11, Some(11), false),
+                ],
+            ),
+            (
+                "still behind on a later revision",
+                &[(10, None, false), (12, Some(10), false), (12, None, true)],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut w = idle_watch(10);
+            for (i, (newest, delivered, stalled)) in steps.iter().enumerate() {
+                if let Some(d) = delivered {
+                    w.next_revision = d + 1;
+                }
+                let got = matches!(w.judge(*newest), Progress::Stalled { .. });
+                assert_eq!(got, *stalled, "{name}, check {i}");
+            }
+        }
+    }
+
     #[test]
     fn prefix_range_ends_after_the_prefix() {
         let r = prefix_range("/dnsshift/");
