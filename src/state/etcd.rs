@@ -1240,8 +1240,9 @@ mod tests {
 
     #[test]
     fn a_silent_watch_is_stalled_only_when_two_checks_find_a_revision_it_missed() {
-        // (newest found by each check, revision delivered before it, stalled?)
-        let cases: &[(&str, &[(i64, Option<i64>, bool)])] = &[
+        /// Newest revision a check finds, revision delivered before it, stalled?
+        type Check = (i64, Option<i64>, bool);
+        let cases: &[(&str, &[Check])] = &[
             (
                 "nothing new",
                 &[(9, None, false), (9, None, false), (9, None, false)],
