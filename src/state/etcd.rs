@@ -713,8 +713,10 @@ fn server_error(endpoint: &str, call: &'static str, code: i64, message: String) 
 /// linearizable read on another member asks for the newest revision under
 /// the prefix. If two checks in a row find a revision the stream has not
 /// delivered, the stream is stalled and the watch moves to another member
-/// (logged); if no member answers the check, etcd is unreachable and
-/// [`Watch::next`] says so. Either way a host notices within about
+/// (logged). If no member answers the check (an election after the leader
+/// froze, or etcd is gone) the silent stream is not trusted either: the
+/// watch moves on the same way, and [`Watch::next`] returns an error only
+/// if no member takes it. A host notices within about
 /// `2 × WATCH_CHECK_AFTER` plus the check's own time.
 pub struct Watch {
     etcd: Etcd,
@@ -817,28 +819,27 @@ impl Watch {
                 msg = read_message(stream) => msg,
                 checked = check => {
                     self.check_at = tokio::time::Instant::now() + WATCH_CHECK_AFTER;
-                    let newest = match checked {
-                        Ok(newest) => newest,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "no etcd member answers; dropping the silent watch");
-                            self.stream = None;
-                            self.behind = None;
-                            self.failures = self.failures.saturating_add(1);
-                            return Err(e);
-                        }
-                    };
-                    if let Progress::Stalled { newest } = self.judge(newest) {
-                        tracing::warn!(
+                    match checked.map(|newest| self.judge(newest)) {
+                        Ok(Progress::Fine) => continue,
+                        Ok(Progress::Stalled { newest }) => tracing::warn!(
                             %endpoint,
                             etcd_revision = newest,
                             watch_revision = self.next_revision - 1,
                             "the etcd watch stopped delivering; moving to another member"
-                        );
-                        self.etcd.avoid(&endpoint);
-                        self.moved_from = Some(endpoint);
-                        self.stream = None;
-                        self.behind = None;
+                        ),
+                        // No member answered (a leader election, or etcd is
+                        // gone): the silent stream cannot be trusted either.
+                        // If no member takes the watch, `next` says so.
+                        Err(e) => tracing::warn!(
+                            %endpoint,
+                            error = %e,
+                            "the etcd watch stopped delivering; moving to another member"
+                        ),
                     }
+                    self.etcd.avoid(&endpoint);
+                    self.moved_from = Some(endpoint);
+                    self.stream = None;
+                    self.behind = None;
                     continue;
                 }
             };
