@@ -709,7 +709,7 @@ fn server_error(endpoint: &str, call: &'static str, code: i64, message: String) 
 /// A stream can also go silent without breaking: a member stopped (SIGSTOP,
 /// a hung disk) still holds its TCP connections, and a member cut off from
 /// its peers may keep the stream open until etcd notices. So a stream that
-/// has delivered nothing for [`WATCH_CHECK_AFTER`] is checked: a
+/// has delivered nothing for `WATCH_CHECK_AFTER` (500 ms) is checked: a
 /// linearizable read on another member asks for the newest revision under
 /// the prefix. If two checks in a row find a revision the stream has not
 /// delivered, the stream is stalled and the watch moves to another member
