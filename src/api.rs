@@ -13,6 +13,10 @@ use crate::health::Probe;
 use crate::phase::PhaseError;
 use crate::state::{CommitError, Event};
 
+fn yes() -> bool {
+    true
+}
+
 /// Longest `--reason` accepted: it is stored in every history event.
 pub const MAX_REASON: usize = 1024;
 
@@ -58,6 +62,9 @@ pub struct TransitionResponse {
     pub ttl: u32,
     /// Things the operator should know (longer TTL, forced, ...).
     pub warnings: Vec<String>,
+    /// The epoch the change created; absent for a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// Body of endpoint enable/disable.
@@ -111,34 +118,47 @@ pub struct DecommissionRequest {
 pub struct OkResponse {
     /// What was done, for humans.
     pub message: String,
-    /// Things the operator should know (hosts serving different zones).
+    /// The epoch the change created; absent when nothing changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// Things the operator should know (hosts that did not follow in time).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
 impl OkResponse {
-    /// An acknowledgement without warnings.
-    pub fn new(message: String) -> OkResponse {
+    /// An acknowledgement saying `message`, before any change is committed.
+    pub fn said(message: String) -> OkResponse {
         OkResponse {
             message,
+            epoch: None,
             warnings: Vec::new(),
         }
     }
 }
 
-/// A response that carries warnings for the operator.
-pub trait Warned {
-    /// Adds one.
+/// A response to a command that may change the state: `apply` fills in
+/// the epoch the change created and warnings found after the commit.
+pub trait Applied {
+    /// The change was committed at `epoch`.
+    fn created(&mut self, epoch: i64);
+    /// Something the operator should know.
     fn warn(&mut self, warning: String);
 }
 
-impl Warned for OkResponse {
+impl Applied for OkResponse {
+    fn created(&mut self, epoch: i64) {
+        self.epoch = Some(epoch);
+    }
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
 }
 
-impl Warned for TransitionResponse {
+impl Applied for TransitionResponse {
+    fn created(&mut self, epoch: i64) {
+        self.epoch = Some(epoch);
+    }
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
@@ -159,6 +179,23 @@ pub struct StatusResponse {
     /// Every host sharing the state (`[cluster]`); empty for a single host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostStatus>,
+    /// Whether this host reaches etcd (`[cluster]`); absent for a single host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
+}
+
+/// This host's view of etcd, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    /// This host reads and watches etcd. When false, the hosts' liveness
+    /// is unknown (their `live` is as last seen) and commands fail.
+    pub reachable: bool,
+    /// Since when etcd is unreachable (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since_ms: Option<u64>,
+    /// The latest failure, naming etcd and its endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One host of a cluster as `status` sees it.
@@ -170,8 +207,12 @@ pub struct HostStatus {
     pub epoch: i64,
     /// When it last published its report (Unix ms).
     pub last_seen_ms: u64,
-    /// Its lease is alive: it is running and reaches etcd.
+    /// Its lease is alive: it is running and reaches etcd (as last seen
+    /// when `live_known` is false).
     pub live: bool,
+    /// Whether `live` is current: false while this host cannot reach etcd.
+    #[serde(default = "yes")]
+    pub live_known: bool,
     /// It serves its local copy (etcd was unreachable when it started).
     pub from_local_copy: bool,
     /// Endpoint health as it sees it.

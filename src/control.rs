@@ -464,6 +464,7 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
                     stats: &op.stats,
                     serial: op.plan.load().serial,
                     datapath: &datapath,
+                    etcd_reachable: op.etcd_status().map(|e| e.reachable),
                 })
             };
             match tokio::task::spawn_blocking(render).await {

@@ -39,6 +39,8 @@ pub struct Sources<'a> {
     pub serial: u32,
     /// The data path's bounds.
     pub datapath: &'a DataPath,
+    /// Whether this host reaches etcd (`[cluster]`); `None` for a single host.
+    pub etcd_reachable: Option<bool>,
 }
 
 /// Renders every metric in the OpenMetrics text format.
@@ -231,6 +233,15 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
     let z = Gauge::<i64>::default();
     z.set(zones.len() as i64);
     reg.register("zones", "Zones served", z);
+    if let Some(reachable) = src.etcd_reachable {
+        let g = Gauge::<i64>::default();
+        g.set(i64::from(reachable));
+        reg.register(
+            "etcd_reachable",
+            "1 while this host reads and watches etcd; 0 while it cannot (it serves the last applied state, commands fail)",
+            g,
+        );
+    }
 
     let mut out = String::new();
     encode(&mut out, &reg)?;

@@ -5,8 +5,10 @@
 //! Every change goes through one path, `Operator::apply`: take the writer
 //! lock, find the service, let the command decide (validate, and say what
 //! the service's state becomes and which [`Change`] to record), record it,
-//! commit it to the [`StateStore`] (refused if the store moved on), publish
-//! it, rebuild the answer plan, log it. A command only says what changes.
+//! commit it to the [`StateStore`] (decided again if only other services
+//! changed meanwhile, refused if this one did), publish it, rebuild the
+//! answer plan, log it; then, the lock released, wait for the other hosts
+//! of a cluster to serve the new epoch. A command only says what changes.
 //! Status and history are in [`status`].
 
 use std::collections::HashMap;
@@ -19,16 +21,18 @@ use tracing::{info, warn};
 
 use crate::answer::{self, Live, Plan, Role, next_serial, serial_floor};
 use crate::api::{
-    BadActor, DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON,
+    Applied, BadActor, DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON,
     NotFound, NotSaved, OkResponse, ReasonRequest, ReasonTooLong, RecommissionError, ReloadError,
-    ReloadResponse, TransitionError, TransitionRequest, TransitionResponse, Warned,
+    ReloadResponse, TransitionError, TransitionRequest, TransitionResponse,
 };
 use crate::clock::{Clock, format_ms};
 use crate::config::Config;
 use crate::health::{self, Status};
 use crate::phase::{self, Direction, PhaseError, PoolView};
 use crate::pool::EndpointKey;
-use crate::state::{Change, Epoch, Event, STATE_VERSION, ServiceState, State, StateStore};
+use crate::state::{
+    Change, CommitError, Epoch, Event, STATE_VERSION, ServiceState, State, StateStore,
+};
 use crate::stats::{SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
@@ -102,9 +106,13 @@ struct Served {
     digest: String,
 }
 
-/// How long `advance` and `rollback` wait for every live host to report
-/// the new epoch before returning with a warning.
+/// How long a command that changed the state waits for every live host to
+/// report the new epoch before returning with a warning.
 pub const HOSTS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many times a command is decided again when its commit was refused
+/// because another service changed meanwhile (a shared store).
+const MAX_RETRIES: usize = 3;
 
 /// What a command decided, once it has validated.
 enum Decision<R> {
@@ -392,15 +400,45 @@ impl Operator {
     }
 
     /// The one path of every change: lock, find, let `decide` validate and
-    /// say what changes, record, commit, publish, rebuild, log.
-    fn apply<R, E>(
+    /// say what changes, record, commit, publish, rebuild, log; then (the
+    /// lock released) wait for the other hosts and say which lag behind.
+    /// The response carries the epoch the change created.
+    fn apply<R: Applied, E>(
+        &self,
+        service: &str,
+        who: (&Option<String>, &Option<String>),
+        decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
+    ) -> Result<R, E>
+    where
+        E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
+    {
+        let (mut response, epoch) = self.commit_change(service, who, decide)?;
+        if let Some(w) = self.zones_warning() {
+            response.warn(w);
+        }
+        if let Some(epoch) = epoch {
+            response.created(epoch);
+            if self.shared
+                && let Some(w) = self.await_hosts(epoch)
+            {
+                warn!(warning = %w, "not every host applied the change in time");
+                response.warn(w);
+            }
+        }
+        Ok(response)
+    }
+
+    /// [`Operator::apply`] under the writer lock; the epoch created, if any.
+    /// A commit refused because another command changed *another* service
+    /// meanwhile is decided again on the state as it is now, at most
+    /// [`MAX_RETRIES`] times; a change to the same service is a conflict.
+    fn commit_change<R, E>(
         &self,
         service: &str,
         (reason, actor): (&Option<String>, &Option<String>),
-        decide: impl FnOnce(&Ctx<'_>) -> Result<Decision<R>, E>,
-    ) -> Result<R, E>
+        decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
+    ) -> Result<(R, Option<Epoch>), E>
     where
-        R: Warned,
         E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
     {
         check_reason(reason)?;
@@ -408,88 +446,102 @@ impl Operator {
         let _writer = lock(&self.writer);
         let zones = self.zones();
         let svc = find_service(&zones, service)?;
-        let (state, epoch) = lock(&self.state).clone();
-        let health = self.health.all();
         let key = svc.key();
-        let ctx = Ctx {
-            service: svc,
-            current: state.service(&key),
-            key,
-            state: &state,
-            health: &health,
-            now_ms: self.clock.now_ms(),
-        };
-        let warning = self.zones_warning();
-        let (next, change, forced, detail, mut response) = match decide(&ctx)? {
-            Decision::Unchanged(mut r) => {
-                if let Some(w) = warning {
-                    r.warn(w);
-                }
-                return Ok(r);
-            }
-            Decision::Change {
-                next,
+        let mut retries = 0;
+        loop {
+            let (state, epoch) = lock(&self.state).clone();
+            let health = self.health.all();
+            let ctx = Ctx {
+                service: svc,
+                current: state.service(&key),
+                key: key.clone(),
+                state: &state,
+                health: &health,
+                now_ms: self.clock.now_ms(),
+            };
+            let (next, change, forced, detail, response) = match decide(&ctx)? {
+                Decision::Unchanged(r) => return Ok((r, None)),
+                Decision::Change {
+                    next,
+                    change,
+                    forced,
+                    detail,
+                    response,
+                } => (next, change, forced, detail, response),
+            };
+            let mut new = ctx.with(&next);
+            new.version = STATE_VERSION;
+            let event = Event {
+                at: ctx.now_ms / 1000,
+                service: ctx.key.clone(),
                 change,
+                reason: reason.clone(),
                 forced,
+                node: Some(self.node.clone()).filter(|n| !n.is_empty()),
+                actor: actor.clone(),
+            };
+            new.record(event.clone());
+            let epoch = match self.store.commit(epoch, &new) {
+                Ok(epoch) => epoch,
+                Err(CommitError::Conflict { expected, found }) if retries < MAX_RETRIES => {
+                    retries += 1;
+                    self.after_conflict(&key, &state, expected, found)
+                        .map_err(NotSaved)?;
+                    continue;
+                }
+                Err(e) => return Err(NotSaved(e).into()),
+            };
+            *lock(&self.state) = (Arc::new(new), epoch);
+            self.rebuild();
+            self.applied.send_replace(epoch);
+            let message = match event.change {
+                Change::Advance { .. } | Change::Rollback { .. } => "phase changed",
+                Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
+                Change::Decommission { .. } => "pool decommissioned",
+                Change::Recommission { .. } => "pool recommissioned",
+            };
+            info!(
+                service = %event.service,
+                action = event.change.action(),
+                from = event.change.from().unwrap_or(""),
+                to = event.change.to(),
+                forced,
+                reason = reason.as_deref().unwrap_or(""),
+                actor = actor.as_deref().unwrap_or(""),
                 detail,
-                response,
-            } => (next, change, forced, detail, response),
-        };
-        let mut new = ctx.with(&next);
-        new.version = STATE_VERSION;
-        let event = Event {
-            at: ctx.now_ms / 1000,
-            service: ctx.key.clone(),
-            change,
-            reason: reason.clone(),
-            forced,
-            node: Some(self.node.clone()).filter(|n| !n.is_empty()),
-            actor: actor.clone(),
-        };
-        new.record(event.clone());
-        let epoch = self.store.commit(epoch, &new).map_err(NotSaved)?;
-        *lock(&self.state) = (Arc::new(new), epoch);
-        self.rebuild();
-        self.applied.send_replace(epoch);
-        let message = match event.change {
-            Change::Advance { .. } | Change::Rollback { .. } => "phase changed",
-            Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
-            Change::Decommission { .. } => "pool decommissioned",
-            Change::Recommission { .. } => "pool recommissioned",
-        };
-        info!(
-            service = %event.service,
-            action = event.change.action(),
-            from = event.change.from().unwrap_or(""),
-            to = event.change.to(),
-            forced,
-            reason = reason.as_deref().unwrap_or(""),
-            actor = actor.as_deref().unwrap_or(""),
-            detail,
-            "{message}"
-        );
-        if let Some(w) = warning {
-            response.warn(w);
+                epoch,
+                "{message}"
+            );
+            return Ok((response, Some(epoch)));
         }
-        Ok(response)
     }
 
-    /// `advance` / `rollback`.
-    pub fn transition(
+    /// After a commit from `expected` was refused at `found`: reads the
+    /// state as it is now and serves it, so that the command can be
+    /// decided again, unless service `key` changed since `seen` (then the
+    /// conflict stands: the operator decided on a state that is gone).
+    fn after_conflict(
         &self,
-        service: &str,
-        direction: Direction,
-        req: TransitionRequest,
-    ) -> Result<TransitionResponse, TransitionError> {
-        let mut response = self.apply_transition(service, direction, req)?;
-        if response.applied && self.shared {
-            let epoch = *self.applied.borrow();
-            if let Some(w) = self.await_hosts(epoch) {
-                warn!(warning = %w, "not every host applied the change in time");
-                response.warnings.push(w);
-            }
+        key: &str,
+        seen: &State,
+        expected: Epoch,
+        found: Epoch,
+    ) -> Result<(), CommitError> {
+        let conflict = |found| CommitError::Conflict { expected, found };
+        let loaded = self.store.load()?;
+        if loaded.state.services.get(key) != seen.services.get(key) {
+            return Err(conflict(loaded.epoch));
         }
-        Ok(response)
+        if !self.adopt(loaded) {
+            return Err(conflict(found));
+        }
+        info!(
+            service = key,
+            expected,
+            found,
+            "another service changed meanwhile; deciding again on the current state"
+        );
+        Ok(())
     }
 
     /// Waits until every live host reports `epoch` (or later), at most
@@ -518,7 +570,8 @@ impl Operator {
         }
     }
 
-    fn apply_transition(
+    /// `advance` / `rollback`.
+    pub fn transition(
         &self,
         service: &str,
         direction: Direction,
@@ -589,6 +642,7 @@ impl Operator {
                     .collect(),
                 ttl: new_ttl,
                 warnings,
+                epoch: None,
             };
             if req.dry_run {
                 return Ok(Decision::Unchanged(response));
@@ -655,7 +709,7 @@ impl Operator {
             };
             let action = if enable { "enable" } else { "disable" };
             if !changed {
-                return Ok(Decision::Unchanged(OkResponse::new(format!(
+                return Ok(Decision::Unchanged(OkResponse::said(format!(
                     "{endpoint} in {key} was already {action}d"
                 ))));
             }
@@ -678,7 +732,7 @@ impl Operator {
                 },
                 forced: force && !enable,
                 detail: String::new(),
-                response: OkResponse::new(format!("{endpoint} in {key} {action}d")),
+                response: OkResponse::said(format!("{endpoint} in {key} {action}d")),
             })
         })
     }
@@ -707,7 +761,7 @@ impl Operator {
             );
             let ps = &status.pools[pi];
             if ps.decommissioned {
-                return Ok(Decision::Unchanged(OkResponse::new(format!(
+                return Ok(Decision::Unchanged(OkResponse::said(format!(
                     "pool {pool} of {key} was already decommissioned"
                 ))));
             }
@@ -757,7 +811,7 @@ impl Operator {
                 },
                 forced: req.force,
                 detail: String::new(),
-                response: OkResponse::new(format!(
+                response: OkResponse::said(format!(
                     "pool {pool} of {key} decommissioned: it is never answered again"
                 )),
             })
@@ -777,7 +831,7 @@ impl Operator {
             let key = &ctx.key;
             let mut next = ctx.current.clone();
             if !next.decommissioned.remove(pool) {
-                return Ok(Decision::Unchanged(OkResponse::new(format!("pool {pool} of {key} was not decommissioned"))));
+                return Ok(Decision::Unchanged(OkResponse::said(format!("pool {pool} of {key} was not decommissioned"))));
             }
             Ok(Decision::Change {
                 next,
@@ -786,7 +840,7 @@ impl Operator {
                 },
                 forced: false,
                 detail: String::new(),
-                response: OkResponse::new(format!(
+                response: OkResponse::said(format!(
                         "pool {pool} of {key} recommissioned: answered again as the phase's weights and health say"
                     )),
             })

@@ -18,7 +18,7 @@ pub mod shared;
 pub mod store;
 
 pub use event::{Change, Event};
-pub use store::{CommitError, Epoch, FileStore, Loaded, StateError, StateStore};
+pub use store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;

@@ -103,6 +103,9 @@ pub enum Command {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Undo a decommission: the pool is answered again as weights and health say.
     Recommission {
@@ -113,6 +116,9 @@ pub enum Command {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-read zones; a config with any error is rejected whole.
     Reload,
@@ -189,6 +195,9 @@ pub enum EndpointAction {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Put an endpoint back (its health decides again).
     Enable {
@@ -199,6 +208,9 @@ pub enum EndpointAction {
         /// Why; recorded in history.
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -157,18 +157,20 @@ impl Client {
             Command::Advance(a) => self.transition("advance", a, actor).await,
             Command::Rollback(a) => self.transition("rollback", a, actor).await,
             Command::Endpoint { action } => {
-                let (service, endpoint, reason, force, verb) = match action {
+                let (service, endpoint, reason, force, json, verb) = match action {
                     EndpointAction::Disable {
                         service,
                         endpoint,
                         force,
                         reason,
-                    } => (service, endpoint, reason, force, "disable"),
+                        json,
+                    } => (service, endpoint, reason, force, json, "disable"),
                     EndpointAction::Enable {
                         service,
                         endpoint,
                         reason,
-                    } => (service, endpoint, reason, false, "enable"),
+                        json,
+                    } => (service, endpoint, reason, false, json, "enable"),
                 };
                 let ok: OkResponse = self
                     .call(
@@ -185,8 +187,7 @@ impl Client {
                         }),
                     )
                     .await?;
-                print_ok(&ok);
-                Ok(())
+                print_ok(&ok, json)
             }
             Command::History { service, json } => {
                 let path = match &service {
@@ -205,22 +206,24 @@ impl Client {
                 pool,
                 force,
                 reason,
+                json,
             } => {
                 let body = DecommissionRequest {
                     force,
                     reason,
                     actor,
                 };
-                self.pool_action(&service, &pool, "decommission", &body)
+                self.pool_action(&service, &pool, "decommission", &body, json)
                     .await
             }
             Command::Recommission {
                 service,
                 pool,
                 reason,
+                json,
             } => {
                 let body = ReasonRequest { reason, actor };
-                self.pool_action(&service, &pool, "recommission", &body)
+                self.pool_action(&service, &pool, "recommission", &body, json)
                     .await
             }
             Command::Reload => {
@@ -244,6 +247,7 @@ impl Client {
         pool: &str,
         verb: &str,
         body: &impl serde::Serialize,
+        json: bool,
     ) -> Result<(), Failure> {
         let path = format!(
             "/v1/services/{}/pools/{}/{verb}",
@@ -251,8 +255,7 @@ impl Client {
             percent(pool)
         );
         let ok: OkResponse = self.call(reqwest::Method::POST, &path, Some(body)).await?;
-        print_ok(&ok);
-        Ok(())
+        print_ok(&ok, json)
     }
 
     /// `status --watch`: clears the screen and redraws every `interval`,
@@ -325,8 +328,12 @@ impl Client {
             .join(" ");
         if r.applied {
             println!(
-                "{}: {} -> {} (weights {weights}, ttl {}s)",
-                r.service, r.from, r.to, r.ttl
+                "{}: {} -> {} (weights {weights}, ttl {}s){}",
+                r.service,
+                r.from,
+                r.to,
+                r.ttl,
+                epoch_note(r.epoch)
             );
         } else {
             println!(
@@ -359,12 +366,22 @@ fn failure_for(status: reqwest::StatusCode, body: ErrorBody) -> Failure {
     }
 }
 
-/// An acknowledgement: its warnings on stderr, its message on stdout.
-fn print_ok(ok: &OkResponse) {
+/// A command's acknowledgement: its warnings on stderr, then the message
+/// with the epoch the change created, or the JSON.
+fn print_ok(ok: &OkResponse, json: bool) -> Result<(), Failure> {
     for w in &ok.warnings {
         eprintln!("warning: {w}");
     }
-    println!("{}", ok.message);
+    if json {
+        return print_json(ok);
+    }
+    println!("{}{}", ok.message, epoch_note(ok.epoch));
+    Ok(())
+}
+
+/// ", epoch N" for a change that created epoch N; nothing otherwise.
+fn epoch_note(epoch: Option<i64>) -> String {
+    epoch.map(|e| format!(", epoch {e}")).unwrap_or_default()
 }
 
 /// The login name of the user running the CLI, sent as the actor of a

@@ -116,6 +116,20 @@ pub fn render_status(st: &StatusResponse) -> String {
     use std::fmt::Write;
     let fmt = crate::clock::format_ms;
     let mut o = String::new();
+    if let Some(e) = st.etcd.as_ref().filter(|e| !e.reachable) {
+        let since = e
+            .unreachable_since_ms
+            .map(|t| format!(" since {}", when(st.now_ms, t)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "ETCD UNREACHABLE{since}: serving the last applied state; other hosts' liveness is unknown; commands will fail"
+        );
+        if let Some(err) = &e.error {
+            let _ = writeln!(o, "  {err}");
+        }
+        let _ = writeln!(o);
+    }
     for s in &st.services {
         let _ = writeln!(o, "{}", s.service);
         if s.fail_open {
@@ -280,7 +294,11 @@ pub fn render_status(st: &StatusResponse) -> String {
             "NODE", "EPOCH", "STATE", "ZONES"
         );
         for h in &st.hosts {
-            let state = if h.live { "live" } else { "GONE" };
+            let state = match (h.live_known, h.live) {
+                (false, _) => "unknown",
+                (true, true) => "live",
+                (true, false) => "GONE",
+            };
             let copy = if h.from_local_copy {
                 "  serving its local copy: etcd was unreachable when it started"
             } else {
@@ -305,7 +323,7 @@ pub fn render_status(st: &StatusResponse) -> String {
                 "  a host whose zones DIFFER from the others' may answer differently under the same SOA serial: give every host the same zone files and reload"
             );
         }
-        if st.hosts.iter().any(|h| !h.live) {
+        if st.hosts.iter().any(|h| h.live_known && !h.live) {
             let _ = writeln!(
                 o,
                 "  a GONE host may have answered until its lease expired: drain deadlines count it until its last report + lease TTL + its longest TTL"

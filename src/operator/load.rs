@@ -3,6 +3,7 @@
 //! elsewhere.
 
 use super::*;
+use crate::state::Loaded;
 
 /// Loads zones and state and checks them against each other: what `check`,
 /// start-up and reload all run.
@@ -34,10 +35,16 @@ impl Operator {
                 return;
             }
         };
+        self.adopt(loaded);
+    }
+
+    /// Serves `loaded`, read from the store, unless it does not fit the
+    /// zones; the caller holds the writer lock. Whether it is served now.
+    pub(super) fn adopt(&self, loaded: Loaded) -> bool {
         let v = loaded.state.validate(&self.zones(), &self.store.origin());
         if !v.errors.is_empty() {
             warn!(error = %v.errors.join("; "), "the changed state does not fit the zones; still serving the previous one");
-            return;
+            return false;
         }
         let unchanged = {
             let current = lock(&self.state);
@@ -45,12 +52,13 @@ impl Operator {
         };
         if unchanged {
             self.rebuild_if_generation_moved();
-            return;
+            return true;
         }
         *lock(&self.state) = (Arc::new(loaded.state), loaded.epoch);
         self.rebuild();
         self.applied.send_replace(loaded.epoch);
         info!(epoch = loaded.epoch, "applied the shared state");
+        true
     }
 
     /// Re-reads zones (from the running config's zones directory) and checks

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, FamilyShares, HistoryResponse, HostStatus, NotFound, PoolShare, PoolStatus,
-    ServiceStatus, StatusResponse,
+    EndpointStatus, EtcdStatus, FamilyShares, HistoryResponse, HostStatus, NotFound, PoolShare,
+    PoolStatus, ServiceStatus, StatusResponse,
 };
 use crate::health::Status;
 use crate::pool::EndpointKey;
@@ -60,6 +60,20 @@ impl Operator {
             zones: self.digest(),
             services,
             hosts: self.hosts_status(),
+            etcd: self.etcd_status(),
+        })
+    }
+
+    /// Whether this host reaches etcd (`None` for a single host).
+    pub fn etcd_status(&self) -> Option<EtcdStatus> {
+        if !self.shared {
+            return None;
+        }
+        let outage = self.store.outage();
+        Some(EtcdStatus {
+            reachable: outage.is_none(),
+            unreachable_since_ms: outage.as_ref().map(|o| o.since_ms),
+            error: outage.map(|o| o.error),
         })
     }
 
@@ -70,6 +84,7 @@ impl Operator {
             return Vec::new();
         }
         let me = self.host_report(0);
+        let live_known = self.store.outage().is_none();
         let mut hosts = self.store.hosts();
         match hosts.iter_mut().find(|h| h.report.node == self.node) {
             Some(h) => {
@@ -94,10 +109,11 @@ impl Operator {
             .into_iter()
             .zip(differ)
             .map(|(h, zones_differ)| HostStatus {
-                node: h.report.node,
                 epoch: h.report.applied_epoch,
                 last_seen_ms: h.report.published_ms,
                 live: h.live,
+                live_known: live_known || h.report.node == self.node,
+                node: h.report.node,
                 from_local_copy: h.report.from_local_copy,
                 endpoints: h.report.endpoints,
                 zones: h.report.zones,

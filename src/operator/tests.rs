@@ -33,6 +33,20 @@ hold = "1h"
 [[service.phase]]
 name = "second"
 weights = { old = 50, new = 50 }
+
+[[service]]
+name = "api"
+[service.pools]
+old = ["127.0.0.11"]
+new = ["127.0.0.21"]
+[service.health]
+kind = "none"
+[[service.phase]]
+name = "first"
+weights = { old = 100, new = 0 }
+[[service.phase]]
+name = "second"
+weights = { old = 50, new = 50 }
 "#;
 
 /// A clock the test sets.
@@ -62,6 +76,50 @@ impl StateStore for Raced {
             expected,
             found: expected + 1,
         })
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
+        tokio::sync::watch::channel(0).1
+    }
+}
+
+/// A shared store in memory: its epoch counts commits, and a test can
+/// commit as another host would.
+#[derive(Default)]
+struct Memory(Mutex<(State, Epoch)>);
+
+impl Memory {
+    /// Another host puts `service` in phase `phase`.
+    fn elsewhere(&self, service: &str, phase: &str) {
+        let mut m = lock(&self.0);
+        m.0.services.insert(
+            service.into(),
+            ServiceState {
+                phase: Some(phase.into()),
+                ..ServiceState::default()
+            },
+        );
+        m.1 += 1;
+    }
+}
+
+impl StateStore for Memory {
+    fn origin(&self) -> String {
+        "memory".into()
+    }
+    fn load(&self) -> Result<Loaded, StateError> {
+        let (state, epoch) = lock(&self.0).clone();
+        Ok(Loaded { state, epoch })
+    }
+    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        let mut m = lock(&self.0);
+        if m.1 != expected {
+            return Err(CommitError::Conflict {
+                expected,
+                found: m.1,
+            });
+        }
+        *m = (next.clone(), m.1 + 1);
+        Ok(m.1)
     }
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         tokio::sync::watch::channel(0).1
@@ -381,4 +439,47 @@ fn history_records_the_host_and_the_actor() {
         (last.node.as_deref(), last.actor.as_deref()),
         (Some("ns7"), Some("bob"))
     );
+}
+
+#[test]
+fn a_commit_refused_for_another_service_is_decided_again_and_one_for_the_same_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Manual(AtomicU64::new(1_000_000_000)));
+    let store = Arc::new(Memory::default());
+    let op = operator(dir.path(), Box::new(store.clone()), clock);
+    let disable = |op: &Operator, endpoint: &str| {
+        let req = EndpointRequest {
+            force: true,
+            reason: None,
+            actor: None,
+        };
+        op.set_endpoint("www", endpoint, false, req)
+    };
+
+    // Another host changed api meanwhile: no conflict, nothing lost.
+    store.elsewhere("api.z.test.", "second");
+    let r = disable(&op, "127.0.0.10").unwrap();
+    assert_eq!(r.epoch, Some(2), "{r:?}");
+    let stored = store.load().unwrap();
+    assert_eq!(stored.epoch, 2);
+    assert_eq!(
+        stored.state.service("api.z.test.").phase.as_deref(),
+        Some("second")
+    );
+    assert_eq!(stored.state.service("www.z.test.").disabled.len(), 1);
+    assert_eq!(*op.state(), stored.state, "served as committed");
+
+    // Another host changed www itself: the command was decided on a state
+    // that is gone, so it is refused and nothing changes.
+    store.elsewhere("www.z.test.", "second");
+    let before = store.load().unwrap();
+    let e = disable(&op, "127.0.0.20").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EndpointError::NotSaved(NotSaved(CommitError::Conflict { found: 3, .. }))
+        ),
+        "{e}"
+    );
+    assert_eq!(store.load().unwrap(), before);
 }

@@ -69,7 +69,8 @@
 //! its last read. A change to `state` is applied; `live/` changes feed
 //! `status`. When the watch reports that the revisions it needed have been
 //! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
-//! from that read.
+//! from that read. A watch that falls silent while etcd moves on (a frozen
+//! or cut-off member) moves to another member ([`Watch`]).
 //!
 //! **Import** (`dnsshift cluster import [STATE_FILE] [--force]`, `cli/import.rs`):
 //! read the single-host `state.json` (default: `<state_dir>/state.json`),

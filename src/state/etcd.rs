@@ -49,9 +49,15 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(5);
 /// Unanswered keep-alive probes before the connection counts as dead.
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// First wait before re-opening a watch after every endpoint failed.
-const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest wait between rounds of watch reconnects.
-const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between rounds of watch reconnects: short, so that a host
+/// follows within a second once etcd is back after an outage (a round
+/// against refused connections costs next to nothing).
+const WATCH_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// A watch that has delivered nothing for this long is checked against a
+/// linearizable read on another member (and again this often while it
+/// stays silent).
+const WATCH_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 /// gRPC status codes etcd answers with (the gateway passes them as `code`).
 mod grpc {
@@ -331,6 +337,28 @@ impl Etcd {
         &self.inner.endpoints
     }
 
+    /// Index of `endpoint` among the endpoints (0 if it is not one).
+    fn index_of(&self, endpoint: &str) -> usize {
+        self.inner
+            .endpoints
+            .iter()
+            .position(|e| e == endpoint)
+            .unwrap_or(0)
+    }
+
+    /// Starts the next calls after `endpoint` if it is the preferred one (it
+    /// stopped answering a watch).
+    fn avoid(&self, endpoint: &str) {
+        let n = self.inner.endpoints.len();
+        let i = self.index_of(endpoint);
+        let _ = self.inner.preferred.compare_exchange(
+            i,
+            (i + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Reads one key.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), EtcdError> {
         let r = self.range(json!({ "key": b64(key) }), 0).await?;
@@ -480,6 +508,25 @@ impl Etcd {
         Ok(())
     }
 
+    /// The newest revision of any key in `range` (`{"key", "range_end"}`),
+    /// by a linearizable read that starts at the preferred endpoint, or
+    /// at the one after `avoid` when that is the preferred one. 0: no key.
+    async fn newest_revision(&self, range: &Value, avoid: usize) -> Result<i64, EtcdError> {
+        let n = self.inner.endpoints.len();
+        let mut first = self.inner.preferred.load(Ordering::Relaxed);
+        if first == avoid {
+            first = (avoid + 1) % n;
+        }
+        let mut req = range.clone();
+        req["limit"] = json!("1");
+        req["sort_order"] = json!("DESCEND");
+        req["sort_target"] = json!("MOD");
+        req["keys_only"] = json!(true);
+        let (_, resp): (String, RangeResponse) =
+            self.call_from(first, "/v3/kv/range", &req).await?;
+        Ok(resp.kvs.first().map_or(0, |kv| kv.mod_revision))
+    }
+
     /// Watches every key under `prefix` from `start_revision` on (inclusive).
     /// Nothing is sent until the first [`Watch::next`].
     pub fn watch(&self, prefix: &str, start_revision: i64) -> Watch {
@@ -489,6 +536,9 @@ impl Etcd {
             next_revision: start_revision,
             stream: None,
             failures: 0,
+            check_at: tokio::time::Instant::now(),
+            behind: None,
+            moved_from: None,
         }
     }
 
@@ -498,8 +548,18 @@ impl Etcd {
         call: &'static str,
         body: &Value,
     ) -> Result<(String, T), EtcdError> {
-        let n = self.inner.endpoints.len();
         let first = self.inner.preferred.load(Ordering::Relaxed);
+        self.call_from(first, call, body).await
+    }
+
+    /// [`Etcd::call`] starting at endpoint `first` rather than the preferred one.
+    async fn call_from<T: for<'de> Deserialize<'de>>(
+        &self,
+        first: usize,
+        call: &'static str,
+        body: &Value,
+    ) -> Result<(String, T), EtcdError> {
+        let n = self.inner.endpoints.len();
         let mut errors = Vec::new();
         for i in 0..n {
             let idx = (first + i) % n;
@@ -645,6 +705,19 @@ fn server_error(endpoint: &str, call: &'static str, code: i64, message: String) 
 /// A watch on a key prefix that survives member failures: when its stream
 /// breaks it re-opens on the next endpoint from the revision after the last
 /// change it delivered, so no change is skipped or repeated.
+///
+/// A stream can also go silent without breaking: a member stopped (SIGSTOP,
+/// a hung disk) still holds its TCP connections, and a member cut off from
+/// its peers may keep the stream open until etcd notices. So a stream that
+/// has delivered nothing for `WATCH_CHECK_AFTER` (500 ms) is checked: a
+/// linearizable read on another member asks for the newest revision under
+/// the prefix. If two checks in a row find a revision the stream has not
+/// delivered, the stream is stalled and the watch moves to another member
+/// (logged). If no member answers the check (an election after the leader
+/// froze, or etcd is gone) the silent stream is not trusted either: the
+/// watch moves on the same way, and [`Watch::next`] returns an error only
+/// if no member takes it. A host notices within about
+/// `2 × WATCH_CHECK_AFTER` plus the check's own time.
 pub struct Watch {
     etcd: Etcd,
     /// `{"key", "range_end"}` of the watched prefix.
@@ -654,6 +727,23 @@ pub struct Watch {
     stream: Option<WatchStream>,
     /// Rounds in a row in which no endpoint could be watched.
     failures: u32,
+    /// When the silent stream is next checked.
+    check_at: tokio::time::Instant,
+    /// A revision the last check found and the stream had not delivered.
+    behind: Option<i64>,
+    /// The endpoint a stalled stream was on, until the watch is re-opened.
+    moved_from: Option<String>,
+}
+
+/// What a progress check of a silent stream concluded.
+enum Progress {
+    /// Nothing missing, or not yet for long enough.
+    Fine,
+    /// The stream missed a revision that two checks found: move on.
+    Stalled {
+        /// The newest revision etcd has under the prefix.
+        newest: i64,
+    },
 }
 
 struct WatchStream {
@@ -672,6 +762,20 @@ impl Watch {
     pub fn restart(&mut self, revision: i64) {
         self.next_revision = revision;
         self.stream = None;
+        self.behind = None;
+    }
+
+    /// Judges a check's answer: `newest` is the newest revision under the
+    /// prefix. Stalled when the previous check found a revision that the
+    /// stream has still not delivered.
+    fn judge(&mut self, newest: i64) -> Progress {
+        if let Some(missed) = self.behind
+            && missed >= self.next_revision
+        {
+            return Progress::Stalled { newest };
+        }
+        self.behind = (newest >= self.next_revision).then_some(newest);
+        Progress::Fine
     }
 
     /// The next batch of changes. Reconnects after a broken stream; returns
@@ -701,7 +805,46 @@ impl Watch {
                     }
                 }
             };
-            match read_message(stream).await {
+            let endpoint = stream.endpoint.clone();
+            let check = {
+                let (etcd, range, at) = (self.etcd.clone(), self.request.clone(), self.check_at);
+                let avoid = self.etcd.index_of(&endpoint);
+                async move {
+                    tokio::time::sleep_until(at).await;
+                    etcd.newest_revision(&range, avoid).await
+                }
+            };
+            // A message that arrives during a check drops the check.
+            let read = tokio::select! {
+                msg = read_message(stream) => msg,
+                checked = check => {
+                    self.check_at = tokio::time::Instant::now() + WATCH_CHECK_AFTER;
+                    match checked.map(|newest| self.judge(newest)) {
+                        Ok(Progress::Fine) => continue,
+                        Ok(Progress::Stalled { newest }) => tracing::warn!(
+                            %endpoint,
+                            etcd_revision = newest,
+                            watch_revision = self.next_revision - 1,
+                            "the etcd watch stopped delivering; moving to another member"
+                        ),
+                        // No member answered (a leader election, or etcd is
+                        // gone): the silent stream cannot be trusted either.
+                        // If no member takes the watch, `next` says so.
+                        Err(e) => tracing::warn!(
+                            %endpoint,
+                            error = %e,
+                            "the etcd watch stopped delivering; moving to another member"
+                        ),
+                    }
+                    self.etcd.avoid(&endpoint);
+                    self.moved_from = Some(endpoint);
+                    self.stream = None;
+                    self.behind = None;
+                    continue;
+                }
+            };
+            self.check_at = tokio::time::Instant::now() + WATCH_CHECK_AFTER;
+            match read {
                 Ok(msg) => match self.handle(msg) {
                     Some(ev) => return Ok(ev),
                     None => continue,
@@ -785,6 +928,11 @@ impl Watch {
                 detail: "first watch answer is not a creation".into(),
             });
         }
+        if let Some(from) = self.moved_from.take() {
+            tracing::info!(%from, to = %endpoint, "the etcd watch moved to another member");
+        }
+        self.check_at = tokio::time::Instant::now() + WATCH_CHECK_AFTER;
+        self.behind = None;
         self.stream = Some(stream);
         Ok(None)
     }
@@ -1083,6 +1231,48 @@ struct RawEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A watch that never connects (nothing listens on port 9 of loopback
+    /// in these tests, and nothing is sent until `next`).
+    fn idle_watch(from: i64) -> Watch {
+        let etcd = Etcd::new(EtcdOptions::new(vec!["http://127.0.0.1:9".into()])).unwrap();
+        etcd.watch("/p/", from)
+    }
+
+    #[test]
+    fn a_silent_watch_is_stalled_only_when_two_checks_find_a_revision_it_missed() {
+        /// Newest revision a check finds, revision delivered before it, stalled?
+        type Check = (i64, Option<i64>, bool);
+        let cases: &[(&str, &[Check])] = &[
+            (
+                "nothing new",
+                &[(9, None, false), (9, None, false), (9, None, false)],
+            ),
+            ("missed twice", &[(10, None, false), (10, None, true)]),
+            (
+                "delivered in between",
+                &[
+                    (10, None, false),
+                    (11, Some(10), false),
+                    (11, Some(11), false),
+                ],
+            ),
+            (
+                "still behind on a later revision",
+                &[(10, None, false), (12, Some(10), false), (12, None, true)],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut w = idle_watch(10);
+            for (i, (newest, delivered, stalled)) in steps.iter().enumerate() {
+                if let Some(d) = delivered {
+                    w.next_revision = d + 1;
+                }
+                let got = matches!(w.judge(*newest), Progress::Stalled { .. });
+                assert_eq!(got, *stalled, "{name}, check {i}");
+            }
+        }
+    }
 
     #[test]
     fn prefix_range_ends_after_the_prefix() {

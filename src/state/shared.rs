@@ -20,12 +20,13 @@ use tracing::{info, warn};
 
 use super::cluster::{Cluster, Commit, HostView, report};
 use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
-use super::store::{CommitError, Epoch, FileStore, Loaded, StateError, StateStore};
+use super::store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
 use super::{Event, State};
 use crate::sync::lock;
 
-/// Pause between full reads while etcd is unreachable.
-const RETRY: Duration = Duration::from_millis(500);
+/// Pause between full reads while etcd is unreachable (short: a host
+/// follows within a second once etcd is back).
+const RETRY: Duration = Duration::from_millis(250);
 
 /// The shared state on etcd, with a local copy.
 pub struct EtcdStore {
@@ -51,6 +52,8 @@ struct View {
     /// Whether etcd was ever read (a failed first load falls back to the
     /// local copy; a later one is an error and the served state stays).
     loaded_once: bool,
+    /// etcd cannot be read or watched: since when, and why.
+    outage: Option<Outage>,
 }
 
 /// The message for an etcd failure: names etcd and every endpoint.
@@ -160,10 +163,7 @@ impl EtcdStore {
                 };
                 match read {
                     Ok(l) => {
-                        if down {
-                            info!("etcd reachable again");
-                            down = false;
-                        }
+                        self.reachable(&mut down);
                         self.set_hosts(l.hosts, l.revision);
                         if l.state.is_none() {
                             self.create().await;
@@ -175,9 +175,8 @@ impl EtcdStore {
                         break l.revision;
                     }
                     Err(e) => {
-                        if !down {
-                            warn!(error = %self.failure(&e), "cannot read the shared state; serving the last applied state");
-                            down = true;
+                        if let Some(error) = self.unreachable(&mut down, &e) {
+                            warn!(%error, "cannot read the shared state; serving the last applied state");
                         }
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -194,10 +193,7 @@ impl EtcdStore {
                 };
                 match ev {
                     Ok(WatchEvent::Changes(changes)) => {
-                        if down {
-                            info!("etcd reachable again");
-                            down = false;
-                        }
+                        self.reachable(&mut down);
                         self.apply(&changes);
                     }
                     Ok(WatchEvent::Compacted { compact_revision }) => {
@@ -208,14 +204,37 @@ impl EtcdStore {
                         break;
                     }
                     Err(e) => {
-                        if !down {
-                            warn!(error = %self.failure(&e), "lost the etcd watch; serving the last applied state and reconnecting");
-                            down = true;
+                        if let Some(error) = self.unreachable(&mut down, &e) {
+                            warn!(%error, "lost the etcd watch; serving the last applied state and reconnecting");
                         }
                     }
                 }
             }
         }
+    }
+
+    /// etcd answered: ends an outage (logged once).
+    fn reachable(&self, down: &mut bool) {
+        if std::mem::take(down) {
+            lock(&self.view).outage = None;
+            info!("etcd reachable again");
+        }
+    }
+
+    /// etcd failed with `e`: starts an outage, and returns the message to
+    /// log if it is a new one.
+    fn unreachable(&self, down: &mut bool, e: &EtcdError) -> Option<String> {
+        let error = self.failure(e).to_string();
+        let mut v = lock(&self.view);
+        let since_ms = v
+            .outage
+            .as_ref()
+            .map_or_else(crate::clock::unix_ms, |o| o.since_ms);
+        v.outage = Some(Outage {
+            since_ms,
+            error: error.clone(),
+        });
+        (!std::mem::replace(down, true)).then_some(error)
     }
 
     /// Creates the shared state if there is none yet (the first host of a
@@ -430,6 +449,10 @@ impl StateStore for EtcdStore {
             .map_err(|e| self.failure(&e))?;
         self.merge_zones(&[(digest.to_string(), generation)]);
         Ok(generation)
+    }
+
+    fn outage(&self) -> Option<Outage> {
+        lock(&self.view).outage.clone()
     }
 }
 

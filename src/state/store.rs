@@ -53,6 +53,16 @@ pub struct Loaded {
     pub epoch: Epoch,
 }
 
+/// A shared store that cannot be reached: the state served is the last one
+/// applied, hosts' liveness is unknown and commands fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    /// When it was first found unreachable (Unix ms).
+    pub since_ms: u64,
+    /// The latest failure, naming the store and its endpoints.
+    pub error: String,
+}
+
 /// Why a commit was refused. Either way nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -102,6 +112,10 @@ pub trait StateStore: Send + Sync {
     /// unreachable when this host started and has not been read since.
     fn serving_local_copy(&self) -> bool {
         false
+    }
+    /// The shared store cannot be reached now; `None` for the local file.
+    fn outage(&self) -> Option<Outage> {
+        None
     }
 }
 
@@ -154,6 +168,9 @@ impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
     }
     fn register_zones(&self, digest: &str, floor: Epoch) -> Result<Epoch, StateError> {
         (**self).register_zones(digest, floor)
+    }
+    fn outage(&self) -> Option<Outage> {
+        (**self).outage()
     }
 }
 

@@ -167,6 +167,27 @@ impl EtcdCluster {
         }
     }
 
+    /// Freezes member `i` with SIGSTOP: its sockets stay open (connections
+    /// are accepted by the kernel, keep-alives answered) but it answers
+    /// nothing, like a hung process or disk.
+    pub fn stop(&mut self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a member frozen by [`EtcdCluster::stop`] run again (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    /// `kill <sig> <pid>` on member `i`, a child this harness started and
+    /// has not reaped (the crate forbids unsafe, so no libc::kill).
+    fn signal(&mut self, i: usize, sig: &str) {
+        let child = self.members[i].child.as_ref().expect("member is running");
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}: {status}");
+    }
+
     /// Restarts member `i` on its data directory and waits until it is healthy.
     pub fn restart(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "member {i} is running");
