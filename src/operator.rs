@@ -21,9 +21,9 @@ use tracing::{info, warn};
 
 use crate::answer::{self, Live, Plan, Role, next_serial, serial_floor};
 use crate::api::{
-    Applied, BadActor, DecommissionError, DecommissionRequest, EndpointError, EndpointRequest, MAX_REASON,
-    NotFound, NotSaved, OkResponse, ReasonRequest, ReasonTooLong, RecommissionError, ReloadError,
-    ReloadResponse, TransitionError, TransitionRequest, TransitionResponse,
+    Applied, BadActor, DecommissionError, DecommissionRequest, EndpointError, EndpointRequest,
+    MAX_REASON, NotFound, NotSaved, OkResponse, ReasonRequest, ReasonTooLong, RecommissionError,
+    ReloadError, ReloadResponse, TransitionError, TransitionRequest, TransitionResponse,
 };
 use crate::clock::{Clock, format_ms};
 use crate::config::Config;
