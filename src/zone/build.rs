@@ -130,7 +130,6 @@ pub(super) fn build_service(
     origin: &Name,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Service> {
-    let span = spec.span();
     let s = spec.into_inner();
     let short = s.name.get_ref().trim().to_string();
     let k = |field: &str| {
@@ -238,6 +237,9 @@ pub(super) fn build_service(
         ));
     }
 
+    // Pool names the phases use that no pool has, each reported once
+    // already: the staging name's missing pool is then not reported again.
+    let mut missing_pools = HashSet::new();
     let phases = if s.phase.is_empty() {
         match (
             pool_names.iter().position(|&p| p == "old"),
@@ -245,6 +247,7 @@ pub(super) fn build_service(
         ) {
             (Some(o), Some(n)) => phase::classic(o, n, pool_names.len()),
             _ => {
+                missing_pools.extend(["old", "new"].map(String::from));
                 if !pool_names.is_empty() {
                     errs.push(src.error(
                         s.pools.span(),
@@ -256,7 +259,7 @@ pub(super) fn build_service(
             }
         }
     } else {
-        build_phases(src, &s.phase, &pool_names, &k, errs)
+        build_phases(src, &s.phase, &pool_names, &k, &mut missing_pools, errs)
     };
 
     let staging_pool_name = s
@@ -267,18 +270,25 @@ pub(super) fn build_service(
     let staging_pool = match pool_names.iter().position(|&p| p == staging_pool_name) {
         Some(i) => i,
         None => {
-            if staging.is_some() || s.staging_pool.is_some() {
-                let sp = s
-                    .staging_pool
-                    .as_ref()
-                    .or(s.staging.as_ref())
-                    .map(|v| v.span())
-                    .unwrap_or(span.clone());
+            // At the key that names the pool: `staging_pool`, or else
+            // `staging`, which answers the pool `new` by default.
+            let written = match (&s.staging_pool, &s.staging) {
+                (Some(v), _) => Some((v.span(), k("staging_pool"), "")),
+                (None, Some(v)) => Some((
+                    v.span(),
+                    k("staging"),
+                    " (set staging_pool to answer another)",
+                )),
+                (None, None) => None,
+            };
+            if let Some((sp, key, hint)) = written
+                && (s.staging_pool.is_some() || !missing_pools.contains(staging_pool_name))
+            {
                 errs.push(src.error(
                     sp,
-                    &k("staging_pool"),
+                    &key,
                     format!(
-                        "the staging name answers pool {staging_pool_name:?}, which does not exist"
+                        "the staging name answers pool {staging_pool_name:?}{hint}, which does not exist"
                     ),
                 ));
             }
@@ -497,10 +507,15 @@ pub(super) fn build_phases(
     specs: &[Spanned<PhaseSpec>],
     pools: &[&str],
     k: &dyn Fn(&str) -> String,
+    missing_pools: &mut HashSet<String>,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<Phase> {
     let mut phases = Vec::new();
     let mut names = HashSet::new();
+    // A pool name no pool has, by name: where it is first used (span, key)
+    // and the lines of its other uses. A removed or renamed pool is one
+    // mistake, reported once, however many phases weight it.
+    let mut unknown_pools: BTreeMap<String, (Range<usize>, String, Vec<usize>)> = BTreeMap::new();
     for p in specs {
         let p = p.get_ref();
         let pname = p.name.get_ref().trim().to_string();
@@ -526,11 +541,12 @@ pub(super) fn build_phases(
             let wkey = format!("{wkey}.{pool}");
             let Some(i) = pools.iter().position(|x| x == pool) else {
                 unknown = true;
-                errs.push(src.error(
-                    w.span(),
-                    &wkey,
-                    format!("no pool named {pool:?} (pools: {})", pools.join(", ")),
-                ));
+                match unknown_pools.get_mut(pool) {
+                    Some((_, _, lines)) => lines.push(src.line_of(w.span().start)),
+                    None => {
+                        unknown_pools.insert(pool.clone(), (w.span(), wkey, Vec::new()));
+                    }
+                }
                 continue;
             };
             match w.get_ref() {
@@ -573,7 +589,10 @@ pub(super) fn build_phases(
                         missing[0]
                     ),
                 ));
-            } else if missing.is_empty() && errs.len() == before && weights.iter().all(|&w| w == 0)
+            } else if missing.is_empty()
+                && !unknown
+                && errs.len() == before
+                && weights.iter().all(|&w| w == 0)
             {
                 errs.push(src.error(
                     p.weights.span(),
@@ -598,6 +617,25 @@ pub(super) fn build_phases(
             hold,
             ttl,
         });
+    }
+    for (pool, (span, key, lines)) in unknown_pools {
+        let also = match lines.as_slice() {
+            [] => String::new(),
+            [l] => format!("; also weighted at line {l}"),
+            ls => format!(
+                "; also weighted at lines {}",
+                ls.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errs.push(src.error(
+            span,
+            &key,
+            format!("no pool named {pool:?} (pools: {}){also}", pools.join(", ")),
+        ));
+        missing_pools.insert(pool);
     }
     phases
 }

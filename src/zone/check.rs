@@ -35,7 +35,6 @@ pub fn default_timeout(interval: Duration) -> Duration {
 /// Health-check keys as written; every level (service, pool, endpoint) may
 /// set any of them.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct HealthSpec {
     kind: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
