@@ -14,7 +14,9 @@ mod args;
 mod client;
 mod import;
 pub mod render;
-pub use args::{Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs};
+pub use args::{
+    AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
+};
 pub use render::{render_history, render_status};
 
 /// Runs every command but `serve`; the binary passes what it parsed.
@@ -79,11 +81,11 @@ impl Failure {
 
 fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
     let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
-    let path = path.unwrap_or(&config.zones_dir);
-    let zones = if path.is_dir() {
-        zone::load_dir(path)
-    } else {
-        zone::load_file(path).map(|z| vec![z])
+    // The configured zones directory is a directory even when missing, so
+    // that the error says so.
+    let zones = match path {
+        Some(file) if !file.is_dir() => zone::load_file(file).map(|z| vec![z]),
+        dir => zone::load_dir(dir.unwrap_or(&config.zones_dir)),
     };
     let zones = match zones {
         Ok(z) => z,

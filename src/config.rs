@@ -161,14 +161,15 @@ pub const DEFAULT_UDP_RCVBUF: usize = 4 << 20;
 pub const MAX_UDP_WORKERS: i64 = 256;
 
 impl Config {
-    /// Defaults, relative to the working directory.
+    /// Defaults, relative to the working directory (no config file).
     pub fn defaults() -> Config {
         // An empty spec sets nothing, so nothing can be rejected.
         Self::from_spec(None, ConfigSpec::default()).unwrap_or_else(|_| unreachable!())
     }
 
-    /// Reads a config file. Relative directories are taken relative to the
-    /// working directory, like command-line paths.
+    /// Reads a config file. Relative paths in it (`zones_dir`, `state_dir`,
+    /// `control_token_file`) and the default directories are taken from the
+    /// file's directory; command-line paths from the working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = Source::read(path)?;
         let spec: ConfigSpec = src.parse()?;
@@ -227,15 +228,8 @@ impl Config {
         let control_listen = match &spec.control_listen {
             Some(a) => {
                 let parsed = addr(a, "control_listen")?;
-                if !parsed.ip().is_loopback() && !allow_remote_control {
-                    return Err(err(
-                        a.span(),
-                        "control_listen",
-                        format!(
-                            "{parsed} is not a loopback address: the control API is plain HTTP with a bearer token, so it listens on 127.0.0.1 or [::1] (write \"127.0.0.1:5380\"), or set allow_remote_control = true to expose it on purpose"
-                        ),
-                    ));
-                }
+                check_control_addr(parsed, allow_remote_control)
+                    .map_err(|m| err(a.span(), "control_listen", m))?;
                 parsed
             }
             None => DEFAULT_CONTROL,
@@ -379,15 +373,20 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
         };
-        let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
+        // Relative paths, written or default, are taken from the config
+        // file's directory, so that the file means the same from any
+        // working directory; without a file, from the working directory.
+        let base = src.and_then(|s| s.path.parent()).unwrap_or(Path::new(""));
+        let path = |p: Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
+        let state_dir = path(spec.state_dir, "state");
         Ok(Config {
             file: src.map(|s| s.path.clone()),
             listen,
-            zones_dir: PathBuf::from(spec.zones_dir.unwrap_or_else(|| "zones".into())),
-            control_token_file: spec
-                .control_token_file
-                .map(PathBuf::from)
-                .unwrap_or_else(|| state_dir.join("control.token")),
+            zones_dir: path(spec.zones_dir, "zones"),
+            control_token_file: match spec.control_token_file {
+                Some(f) => base.join(f),
+                None => state_dir.join("control.token"),
+            },
             state_dir,
             control_listen,
             log_format,
@@ -403,6 +402,36 @@ impl Config {
             tcp_max_connections,
             rrl,
         })
+    }
+}
+
+/// The control API listens on loopback unless the operator allowed more.
+fn check_control_addr(addr: SocketAddr, allow_remote_control: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || allow_remote_control {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} is not a loopback address: the control API is plain HTTP with a bearer token, so it listens on 127.0.0.1 or [::1] (write \"127.0.0.1:5380\"), or set allow_remote_control = true to expose it on purpose"
+    ))
+}
+
+impl Config {
+    /// `serve --control URL`: listen for control where the CLI is told to
+    /// connect (`http://ADDR:PORT`), instead of `control_listen`.
+    pub fn set_control_url(&mut self, url: &str) -> Result<(), String> {
+        let addr = url
+            .strip_prefix("http://")
+            .map(|a| a.trim_end_matches('/'))
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "--control {url:?}: serve listens on an address and port, written as a URL: http://127.0.0.1:5380 or http://[::1]:5380"
+                )
+            })?;
+        check_control_addr(addr, self.allow_remote_control)
+            .map_err(|m| format!("--control: {m}"))?;
+        self.control_listen = addr;
+        Ok(())
     }
 }
 

@@ -345,3 +345,96 @@ fn human_logs_to_a_pipe_carry_no_colour() {
         "escape sequences in a piped log: {lines:?}"
     );
 }
+
+#[test]
+fn serve_listens_and_keeps_its_token_where_control_and_token_file_say() {
+    let setup = Setup::new(&[("shift.test.toml", &zone())], "");
+    let port = closed_port("127.0.0.1");
+    let url = format!("http://127.0.0.1:{port}");
+    let token = setup.dir.path().join("elsewhere.token");
+    let token_arg = token.to_str().unwrap().to_string();
+    let config = setup.config();
+    let server = Server::spawn(setup.dir, &["--control", &url, "--token-file", &token_arg]);
+    assert_eq!(
+        server.control,
+        Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        "the config's control_listen (port 0) was used"
+    );
+    assert!(token.is_file(), "no token at --token-file");
+    assert!(!server.path().join("state/control.token").exists());
+    // A command given the same flags reaches it.
+    let out = run(
+        server.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--control",
+            &url,
+            "--token-file",
+            &token_arg,
+            "status",
+            "www",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A URL serve cannot listen on is a usage error that names the flag.
+    let bad = Setup::new(&[("shift.test.toml", &zone())], "");
+    let log = Serve::new(bad.dir.path())
+        .args(&["--control", "http://localhost:5380"])
+        .must_fail();
+    assert!(
+        log.contains(
+            "dnsshift: --control \"http://localhost:5380\": serve listens on an address and port"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn relative_paths_in_the_config_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("zones")).unwrap();
+    std::fs::write(etc.join("zones/shift.test.toml"), zone()).unwrap();
+    std::fs::write(
+        etc.join("dnsshift.toml"),
+        "zones_dir = \"zones\"\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    // Run from the directory above: "zones" is etc/zones, not ./zones.
+    let out = run(dir.path(), &["--config", "etc/dnsshift.toml", "check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 zone(s), 2 service(s)"),
+        "{out:?}"
+    );
+    // A missing zones directory is called a directory, at its resolved path.
+    std::fs::write(etc.join("missing.toml"), "zones_dir = \"nozones\"\n").unwrap();
+    let out = run(dir.path(), &["--config", "etc/missing.toml", "check"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "etc/nozones: cannot read zones directory: No such file or directory (os error 2)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn rollback_help_says_what_it_refuses_and_has_no_force() {
+    let out = run(Path::new("."), &["rollback", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(
+            "refused only in the first phase and into a phase that weights a decommissioned pool"
+        ),
+        "{help}"
+    );
+    assert!(!help.contains("always allowed"), "{help}");
+    assert!(!help.contains("--force"), "{help}");
+    let out = run(Path::new("."), &["advance", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
+}

@@ -292,6 +292,12 @@ fn full_migration_rollback_and_to_through_the_cli() {
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["from"], "separate-domain");
     assert_eq!(r["to"], "cutover");
+    assert_eq!(
+        r["warnings"],
+        serde_json::json!([
+            "skips phases \"ten\", \"half\": their weights are never served on the way"
+        ])
+    );
     assert_eq!(r["applied"], true);
     assert_eq!(r["ttl"], 30);
     assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
@@ -427,9 +433,16 @@ fn advance_refused_before_the_hold_has_passed_unless_forced() {
         history(&server).last().unwrap(),
         &ev("advance", Some("half"), "cutover", Some("approved"), true)
     );
-    // Rolling back into the held phase is not held up; --force means
-    // nothing for a rollback and is not recorded as forced.
-    let (ok, _, err) = server.cli(&["rollback", "www", "--force"]);
+    // Rolling back into the held phase is not held up: there is nothing to
+    // force, so rollback has no --force (a usage error, exit 2).
+    let out = server.cli_command(&["rollback", "www", "--force"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--force'"),
+        "{out:?}"
+    );
+    assert_eq!(phase(&server), "cutover");
+    let (ok, _, err) = server.cli(&["rollback", "www"]);
     assert!(ok && !err.contains("forced"), "{err}");
     assert_eq!(phase(&server), "half");
     assert_eq!(

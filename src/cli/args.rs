@@ -33,10 +33,12 @@ pub struct Args {
     /// else /etc/dnsshift/dnsshift.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Control API URL (default: from the config's control_listen).
+    /// Control API URL: where commands connect, and where `serve` listens
+    /// (http://ADDR:PORT; default: from the config's control_listen).
     #[arg(long, global = true, env = "DNSSHIFT_CONTROL", value_name = "URL")]
     pub control: Option<String>,
-    /// Control token file (default: from the config).
+    /// Control token file: the one commands send, and the one `serve`
+    /// creates or reads (default: from the config).
     #[arg(long, global = true, env = "DNSSHIFT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -70,9 +72,15 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
-    /// Move a service to its next phase (or --to a later one).
-    Advance(TransitionArgs),
-    /// Move a service back to its previous phase (or --to an earlier one); always allowed.
+    /// Move a service to its next phase (or --to a later one, naming the
+    /// phases it skips); refused before the current phase's hold has passed
+    /// or when a pool the target phase weights has no healthy endpoint,
+    /// unless --force.
+    Advance(AdvanceArgs),
+    /// Move a service back to its previous phase (or --to an earlier one),
+    /// whatever the hold and health; refused only in the first phase and
+    /// into a phase that weights a decommissioned pool (recommission it
+    /// first).
     Rollback(TransitionArgs),
     /// Take one endpoint out of the answers by hand, or put it back.
     Endpoint {
@@ -148,6 +156,16 @@ fn watch_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Arguments of `advance`: those of every transition, and `--force`.
+#[derive(clap::Args, Debug)]
+pub struct AdvanceArgs {
+    #[command(flatten)]
+    pub transition: TransitionArgs,
+    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Arguments of `advance` and `rollback`.
 #[derive(clap::Args, Debug)]
 pub struct TransitionArgs {
@@ -156,9 +174,6 @@ pub struct TransitionArgs {
     /// Target phase.
     #[arg(long)]
     pub to: Option<String>,
-    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
-    #[arg(long)]
-    pub force: bool,
     /// Show what would be served, change nothing.
     #[arg(long)]
     pub dry_run: bool,

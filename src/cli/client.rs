@@ -153,8 +153,8 @@ impl Client {
                     Ok(())
                 }
             }
-            Command::Advance(a) => self.transition("advance", a).await,
-            Command::Rollback(a) => self.transition("rollback", a).await,
+            Command::Advance(a) => self.transition("advance", a.transition, a.force).await,
+            Command::Rollback(a) => self.transition("rollback", a, false).await,
             Command::Endpoint { action } => {
                 let (service, endpoint, reason, force, verb) = match action {
                     EndpointAction::Disable {
@@ -279,10 +279,10 @@ impl Client {
         Ok(())
     }
 
-    async fn transition(&self, verb: &str, a: TransitionArgs) -> Result<(), Failure> {
+    async fn transition(&self, verb: &str, a: TransitionArgs, force: bool) -> Result<(), Failure> {
         let body = TransitionRequest {
             to: a.to,
-            force: a.force,
+            force,
             dry_run: a.dry_run,
             reason: a.reason,
         };
