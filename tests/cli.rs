@@ -9,6 +9,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -437,4 +438,52 @@ fn rollback_help_says_what_it_refuses_and_has_no_force() {
     assert!(!help.contains("--force"), "{help}");
     let out = run(Path::new("."), &["advance", "--help"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
+}
+
+/// `www`: a TCP check on `port` of loopback, one-second TTL, classic phases.
+fn tcp_checked(port: u16) -> String {
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .ttl("1s")
+                .pool("old", &["127.0.0.1"])
+                .pool("new", &["127.0.0.3"])
+                .health("kind", "\"tcp\"")
+                .health("port", port.to_string())
+                .timing("500ms", "250ms")
+                .rise_fall(1, 1),
+        )
+        .to_toml()
+}
+
+#[test]
+fn status_does_not_retire_a_waiting_pool_and_keeps_sub_ms_check_times() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let server = Setup::new(&[("shift.test.toml", &tcp_checked(port))], "").start();
+    let status_json = || -> serde_json::Value {
+        serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap()
+    };
+    // The unweighted new pool of the first phase drains (its start-up
+    // TTL of 1s) but is waiting for a later phase, not being retired.
+    let st = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        let st = status_json();
+        let s = &st["services"][0];
+        let drained = s["pools"][1]["drained"] == true;
+        let checked = !s["pools"][0]["endpoints"][0]["last_check"].is_null();
+        (drained && checked).then_some(st)
+    })
+    .expect("new never drained, or old never checked");
+    let human = server.cli_ok(&["status", "www"]);
+    let new_line = human
+        .lines()
+        .find(|l| l.trim_start().starts_with("new "))
+        .unwrap();
+    assert!(new_line.contains("standby"), "{human}");
+    assert!(!new_line.contains("decommission"), "{human}");
+    // A TCP connect on loopback takes well under a millisecond: the
+    // duration is not rounded to whole milliseconds (0 ms).
+    let probe = &st["services"][0]["pools"][0]["endpoints"][0]["last_check"];
+    assert!(probe["duration_ms"].is_f64(), "{probe}");
+    assert!(probe["duration_ms"].as_f64().unwrap() > 0.0, "{probe}");
 }

@@ -170,6 +170,8 @@ fn history(server: &Server) -> Vec<Ev> {
         .map(|e| {
             assert_eq!(e["service"], WWW);
             assert!(e["at"].as_u64().unwrap() > 0);
+            // In Unix milliseconds too, the unit of the times in status.
+            assert_eq!(e["at_ms"].as_u64(), e["at"].as_u64().map(|s| s * 1000));
             (
                 e["action"].as_str().unwrap().to_string(),
                 s(&e["from"]),
@@ -1273,8 +1275,9 @@ fn status_shows_the_hold_left_and_pools_in_configuration_order() {
 }
 
 #[test]
-fn status_watch_redraws_in_place_until_its_count() {
+fn status_watch_redraws_in_place_on_a_terminal_until_its_count() {
     let server = start(&zone_of([www()]));
+    // Into a pipe: one redraw after the other, without escape sequences.
     let out = server.cli_ok(&[
         "status",
         "www",
@@ -1284,12 +1287,31 @@ fn status_watch_redraws_in_place_until_its_count() {
         "--count",
         "3",
     ]);
-    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 3, "{out:?}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert_eq!(
+        out.matches("every 200ms, Ctrl-C to stop").count(),
+        3,
+        "{out}"
+    );
     assert_eq!(
         out.matches("  phase    separate-domain").count(),
         3,
         "{out}"
     );
+    // On a terminal (script(1) gives it one): each redraw clears the screen.
+    let command = format!(
+        "{} --config {} --control http://{} status www --watch --interval 200ms --count 3",
+        bin(),
+        server.path().join("dnsshift.toml").display(),
+        server.control.unwrap()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(tty.status.success(), "{tty:?}");
+    let out = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 3, "{out:?}");
     assert!(out.starts_with("\x1b[H\x1b[2J"), "{out:?}");
     let (ok, _, err) = server.cli(&["status", "--watch", "--interval", "10ms", "--count", "1"]);
     assert!(!ok && err.contains("at least 200ms"), "{err}");

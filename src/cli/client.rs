@@ -243,7 +243,7 @@ impl Client {
         Ok(())
     }
 
-    /// `status --watch`: clears the screen and redraws every `interval`,
+    /// `status --watch`: clears the screen (on a terminal) and redraws every `interval`,
     /// `count` times or until Ctrl-C (at most [`WATCH_LIMIT`]). A failed
     /// request is shown in place and retried at the next redraw.
     async fn watch(
@@ -252,7 +252,7 @@ impl Client {
         interval: std::time::Duration,
         count: Option<u64>,
     ) -> Result<(), Failure> {
-        use std::io::Write;
+        use std::io::{IsTerminal, Write};
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,9 +267,12 @@ impl Client {
                 Err(e) => format!("dnsshift: {}\n", e.message().unwrap_or("request failed")),
             };
             let mut out = std::io::stdout().lock();
+            // Redrawn in place on a terminal; a pipe or file gets each
+            // redraw after the last, without escape sequences.
+            let clear = if out.is_terminal() { CLEAR_SCREEN } else { "" };
             write!(
                 out,
-                "{CLEAR_SCREEN}every {}, Ctrl-C to stop\n\n{body}",
+                "{clear}every {}, Ctrl-C to stop\n\n{body}",
                 humantime::format_duration(interval)
             )
             .and_then(|()| out.flush())

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
+    EndpointStatus, HistoryEntry, HistoryResponse, HostStatus, NotFound, PoolStatus, ServiceStatus,
     StatusResponse,
 };
 use crate::health::Status;
@@ -32,6 +32,7 @@ impl Operator {
                 .iter()
                 .filter(|e| key.as_ref().is_none_or(|k| e.service == *k))
                 .cloned()
+                .map(HistoryEntry::from)
                 .collect(),
             service: key,
         })
