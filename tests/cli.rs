@@ -487,3 +487,50 @@ fn status_does_not_retire_a_waiting_pool_and_keeps_sub_ms_check_times() {
     assert!(probe["duration_ms"].is_f64(), "{probe}");
     assert!(probe["duration_ms"].as_f64().unwrap() > 0.0, "{probe}");
 }
+
+/// The README's command table: a row for every subcommand, naming every
+/// flag it takes, and the global flags said once below it.
+#[test]
+fn the_readme_command_table_lists_every_flag() {
+    use clap::CommandFactory;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `dnsshift "))
+        .collect();
+    fn walk(cmd: &clap::Command, path: &str, rows: &[&str], missing: &mut Vec<String>) {
+        if cmd.has_subcommands() {
+            for sub in cmd.get_subcommands() {
+                let name = sub.get_name();
+                if name != "help" {
+                    walk(sub, format!("{path} {name}").trim_start(), rows, missing);
+                }
+            }
+            return;
+        }
+        let prefix = format!("| `dnsshift {path}");
+        let mine: Vec<&str> = rows
+            .iter()
+            .copied()
+            .filter(|r| r[prefix.len()..].starts_with([' ', '`']) && r.starts_with(&prefix))
+            .collect();
+        if mine.is_empty() {
+            missing.push(format!("no row for `dnsshift {path}`"));
+        }
+        for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+            if long != "help" && !mine.iter().any(|r| r.contains(&format!("--{long}"))) {
+                missing.push(format!("`dnsshift {path}` row lacks --{long}"));
+            }
+        }
+    }
+    let cmd = dnsshift::cli::Args::command();
+    let mut missing = Vec::new();
+    walk(&cmd, "", &rows, &mut missing);
+    for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+        if long != "help" && !readme.contains(&format!("`--{long}")) {
+            missing.push(format!("global --{long} not in the README"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}

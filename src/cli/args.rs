@@ -172,7 +172,7 @@ pub struct TransitionArgs {
     /// Service: its name ("www") or fully qualified name.
     pub service: String,
     /// Target phase.
-    #[arg(long)]
+    #[arg(long, value_name = "PHASE")]
     pub to: Option<String>,
     /// Show what would be served, change nothing.
     #[arg(long)]
