@@ -36,6 +36,20 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// How an unknown key's message starts ([`Source::unknown_keys`]).
+const UNKNOWN_KEY: &str = "unknown key";
+
+impl ConfigError {
+    /// Whether this reports an unknown key of the table at key path
+    /// `table`. Such a key is most often a misspelling: what its table then
+    /// lacks (a required key, a setting a combination check needs) follows
+    /// from it and is not reported again.
+    pub fn is_unknown_key_in(&self, table: &str) -> bool {
+        self.message.starts_with(UNKNOWN_KEY)
+            && self.key.rsplit_once('.').is_some_and(|(t, _)| t == table)
+    }
+}
+
 /// A list of config errors, shown one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -158,7 +172,7 @@ impl Source {
             errs.push(self.error(
                 k.span(),
                 &join_key(prefix, name),
-                format!("unknown key, expected one of {expected}"),
+                format!("{UNKNOWN_KEY}, expected one of {expected}"),
             ));
         }
     }

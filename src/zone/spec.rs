@@ -17,8 +17,11 @@ pub(super) struct FileSpec {
 
 #[derive(Deserialize)]
 pub(super) struct ZoneSpec {
+    #[serde(default = "absent")]
     pub(super) origin: Spanned<String>,
+    #[serde(default = "absent")]
     pub(super) nameservers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "absent")]
     pub(super) hostmaster: Spanned<String>,
     pub(super) ttl: Option<Spanned<DurationSpec>>,
     pub(super) negative_ttl: Option<Spanned<DurationSpec>>,
@@ -31,6 +34,7 @@ pub(super) struct ZoneSpec {
 
 #[derive(Deserialize)]
 pub(super) struct ServiceSpec {
+    #[serde(default = "absent")]
     pub(super) name: Spanned<String>,
     pub(super) staging: Option<Spanned<String>>,
     pub(super) staging_pool: Option<Spanned<String>>,
@@ -39,6 +43,7 @@ pub(super) struct ServiceSpec {
     pub(super) on_all_down: Option<Spanned<String>>,
     pub(super) drain_grace: Option<Spanned<DurationSpec>>,
     pub(super) initial_phase: Option<Spanned<String>>,
+    #[serde(default = "absent")]
     pub(super) pools: Spanned<BTreeMap<String, Spanned<PoolSpec>>>,
     pub(super) health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
@@ -47,10 +52,26 @@ pub(super) struct ServiceSpec {
 
 #[derive(Deserialize)]
 pub(super) struct PhaseSpec {
+    #[serde(default = "absent")]
     pub(super) name: Spanned<String>,
+    #[serde(default = "absent")]
     pub(super) weights: Spanned<BTreeMap<String, Spanned<Value>>>,
     pub(super) hold: Option<Spanned<DurationSpec>>,
     pub(super) ttl: Option<Spanned<DurationSpec>>,
+}
+
+/// A required key that is not written: an empty value at the empty span
+/// 0..0, which [`is_absent`] tells from any written value. Serde's own
+/// "missing field" would stop the whole file there, without a key; build
+/// reports it with its table's line and key instead ([`super::build::missing`]),
+/// and not at all when it follows from a misspelt key.
+fn absent<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+
+/// Whether a required key was left out ([`absent`]).
+pub(super) fn is_absent<T>(v: &Spanned<T>) -> bool {
+    v.span().is_empty()
 }
 
 /// A pool as written: one host name (or address), a list of endpoints, or a
@@ -64,6 +85,7 @@ pub(super) enum PoolSpec {
 
 #[derive(Deserialize)]
 pub(super) struct PoolTableSpec {
+    #[serde(default)]
     pub(super) endpoints: Vec<Spanned<EndpointSpec>>,
     pub(super) health: Option<Box<HealthSpec>>,
 }
@@ -76,7 +98,7 @@ pub(super) enum EndpointSpec {
 
 #[derive(Deserialize)]
 pub(super) struct EndpointTableSpec {
-    pub(super) address: String,
+    pub(super) address: Option<String>,
     pub(super) check_address: Option<Spanned<String>>,
     pub(super) health: Option<Box<HealthSpec>>,
 }
@@ -164,9 +186,12 @@ pub(super) fn unknown_keys(src: &Source, errs: &mut Vec<ConfigError>) {
                 _ => endpoint_keys(src, Some(pool), &key, errs),
             }
         }
-        for p in tables(s, "phase") {
-            let name = p.get("name").and_then(|n| n.get_ref().as_str());
-            let key = format!("{prefix}.phase.{}", name.unwrap_or("").trim());
+        for (j, p) in tables(s, "phase").enumerate() {
+            // Named as build.rs names the phase's keys.
+            let key = match p.get("name").and_then(|n| n.get_ref().as_str()) {
+                Some(n) if !n.trim().is_empty() => format!("{prefix}.phase.{}", n.trim()),
+                _ => format!("{prefix}.phase[{j}]"),
+            };
             src.unknown_keys(p, &key, fields::<PhaseSpec>(), errs);
         }
     }
