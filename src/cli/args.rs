@@ -29,8 +29,9 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "dnsshift", version = VERSION, about, after_help = EXIT_CODES_HELP)]
 pub struct Args {
-    /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml,
-    /// else /etc/dnsshift/dnsshift.toml, else built-in defaults).
+    /// Server config file; relative paths in it are taken from its
+    /// directory (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml, else
+    /// /etc/dnsshift/dnsshift.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Control API URL: where commands connect, and where `serve` listens
