@@ -36,12 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=src/config/log_format.rs");
 
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let version = format!(
-        "{} (commit {})",
-        std::env::var("CARGO_PKG_VERSION")?,
-        git_commit(&manifest).unwrap_or_else(|| "unknown".into())
-    );
+    let commit = git_commit(&manifest).unwrap_or_else(|| "unknown".into());
+    let version = format!("{} (commit {commit})", std::env::var("CARGO_PKG_VERSION")?);
     println!("cargo:rustc-env=DNSSHIFT_VERSION={version}");
+    // The same commit for `dnsshift_build_info`.
+    println!("cargo:rustc-env=DNSSHIFT_COMMIT={commit}");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // OUT_DIR is <profile dir>/build/<pkg>-<hash>/out.

@@ -358,7 +358,29 @@ pub struct HistoryResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// Oldest first (newest last).
-    pub events: Vec<Event>,
+    pub events: Vec<HistoryEntry>,
+}
+
+/// One history event as `history` sends it: the recorded event, with its
+/// time also in Unix milliseconds (`at_ms`), the unit of every time in
+/// `status`. The event's own `at` (Unix seconds, as the state file keeps
+/// it) stays for the scripts that read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The event as recorded.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl From<Event> for HistoryEntry {
+    fn from(event: Event) -> Self {
+        HistoryEntry {
+            at_ms: event.at.saturating_mul(1000),
+            event,
+        }
+    }
 }
 
 /// Result of a reload.

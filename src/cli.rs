@@ -14,7 +14,9 @@ mod args;
 mod client;
 mod import;
 pub mod render;
-pub use args::{Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs};
+pub use args::{
+    AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
+};
 pub use render::{render_history, render_status};
 
 /// Runs every command but `serve`; the binary passes what it parsed.
@@ -80,22 +82,14 @@ impl Failure {
 }
 
 fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
-    let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
-    let path = path.unwrap_or(&config.zones_dir);
-    let zones = if path.is_dir() {
-        zone::load_dir(path)
-    } else {
-        zone::load_file(path).map(|z| vec![z])
+    let config = Config::discover(config).map_err(report)?;
+    // The configured zones directory is a directory even when missing, so
+    // that the error says so.
+    let zones = match path {
+        Some(file) if !file.is_dir() => zone::load_file(file).map(|z| vec![z]),
+        dir => zone::load_dir(dir.unwrap_or(&config.zones_dir)),
     };
-    let zones = match zones {
-        Ok(z) => z,
-        Err(ConfigErrors(errs)) => {
-            for e in &errs {
-                eprintln!("{e}");
-            }
-            return Err(Failure::Usage(format!("{} error(s)", errs.len())));
-        }
-    };
+    let zones = zones.map_err(report)?;
     // Phases whose weighted pools differ in address families.
     for z in &zones {
         for s in &z.services {
@@ -128,4 +122,12 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
     let services: usize = zones.iter().map(|z| z.services.len()).sum();
     println!("ok: {} zone(s), {services} service(s)", zones.len());
     Ok(())
+}
+
+/// `check`'s report of config or zone errors: one per line, then the count.
+fn report(ConfigErrors(errs): ConfigErrors) -> Failure {
+    for e in &errs {
+        eprintln!("{e}");
+    }
+    Failure::Usage(format!("{} error(s)", errs.len()))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::source::{ConfigError, DurationSpec, Source};
+use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source, fields, sub_table};
 
 pub mod cluster;
 mod log_format;
@@ -56,8 +56,8 @@ pub fn find(
         .or_else(|| candidates.iter().find(|p| p.exists()).cloned())
 }
 
+/// As written; keys it does not read are reported by [`Config::load`].
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct ConfigSpec {
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     zones_dir: Option<String>,
@@ -82,7 +82,6 @@ struct ConfigSpec {
 
 /// `[rrl]`: response rate limiting.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RrlSpec {
     enabled: Option<bool>,
     responses_per_second: Option<Spanned<i64>>,
@@ -161,23 +160,51 @@ pub const DEFAULT_UDP_RCVBUF: usize = 4 << 20;
 pub const MAX_UDP_WORKERS: i64 = 256;
 
 impl Config {
-    /// Defaults, relative to the working directory.
+    /// Defaults, relative to the working directory (no config file).
     pub fn defaults() -> Config {
         // An empty spec sets nothing, so nothing can be rejected.
         Self::from_spec(None, ConfigSpec::default()).unwrap_or_else(|_| unreachable!())
     }
 
-    /// Reads a config file. Relative directories are taken relative to the
-    /// working directory, like command-line paths.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = Source::read(path)?;
-        let spec: ConfigSpec = src.parse()?;
-        Self::from_spec(Some(&src), spec)
+    /// Reads a config file. Relative paths in it (`zones_dir`, `state_dir`,
+    /// `control_token_file`) and the default directories are taken from the
+    /// file's directory; command-line paths from the working directory.
+    /// Every unknown key is an error at its line; serde skips them, so the
+    /// rest is validated too (up to its first problem).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::parse(&Source::read(path)?)
+    }
+
+    fn parse(src: &Source) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        if let Some(doc) = src.keys() {
+            src.unknown_keys(&doc, "", fields::<ConfigSpec>(), &mut errs);
+            for (table, known) in [
+                ("rrl", fields::<RrlSpec>()),
+                ("cluster", fields::<cluster::ClusterSpec>()),
+            ] {
+                if let Some(t) = sub_table(&doc, table) {
+                    src.unknown_keys(t, table, known, &mut errs);
+                }
+            }
+        }
+        match src
+            .parse::<ConfigSpec>()
+            .and_then(|spec| Self::from_spec(Some(src), spec))
+        {
+            Ok(config) if errs.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(errs)),
+            Err(e) => {
+                errs.push(e);
+                errs.sort_by_key(|e| e.line);
+                Err(ConfigErrors(errs))
+            }
+        }
     }
 
     /// The config from `--config`, else `$DNSSHIFT_CONFIG`, else the first
     /// of [`SEARCH_PATH`] that exists, else defaults.
-    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
         let env = std::env::var_os("DNSSHIFT_CONFIG").map(PathBuf::from);
         match find(explicit, env, &SEARCH_PATH.map(PathBuf::from)) {
             Some(p) => Self::load(&p),
@@ -227,15 +254,8 @@ impl Config {
         let control_listen = match &spec.control_listen {
             Some(a) => {
                 let parsed = addr(a, "control_listen")?;
-                if !parsed.ip().is_loopback() && !allow_remote_control {
-                    return Err(err(
-                        a.span(),
-                        "control_listen",
-                        format!(
-                            "{parsed} is not a loopback address: the control API is plain HTTP with a bearer token, so it listens on 127.0.0.1 or [::1] (write \"127.0.0.1:5380\"), or set allow_remote_control = true to expose it on purpose"
-                        ),
-                    ));
-                }
+                check_control_addr(parsed, allow_remote_control)
+                    .map_err(|m| err(a.span(), "control_listen", m))?;
                 parsed
             }
             None => DEFAULT_CONTROL,
@@ -379,15 +399,20 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
         };
-        let state_dir = PathBuf::from(spec.state_dir.unwrap_or_else(|| "state".into()));
+        // Relative paths, written or default, are taken from the config
+        // file's directory, so that the file means the same from any
+        // working directory; without a file, from the working directory.
+        let base = src.and_then(|s| s.path.parent()).unwrap_or(Path::new(""));
+        let path = |p: Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
+        let state_dir = path(spec.state_dir, "state");
         Ok(Config {
             file: src.map(|s| s.path.clone()),
             listen,
-            zones_dir: PathBuf::from(spec.zones_dir.unwrap_or_else(|| "zones".into())),
-            control_token_file: spec
-                .control_token_file
-                .map(PathBuf::from)
-                .unwrap_or_else(|| state_dir.join("control.token")),
+            zones_dir: path(spec.zones_dir, "zones"),
+            control_token_file: match spec.control_token_file {
+                Some(f) => base.join(f),
+                None => state_dir.join("control.token"),
+            },
             state_dir,
             control_listen,
             log_format,
@@ -403,6 +428,36 @@ impl Config {
             tcp_max_connections,
             rrl,
         })
+    }
+}
+
+/// The control API listens on loopback unless the operator allowed more.
+fn check_control_addr(addr: SocketAddr, allow_remote_control: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || allow_remote_control {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} is not a loopback address: the control API is plain HTTP with a bearer token, so it listens on 127.0.0.1 or [::1] (write \"127.0.0.1:5380\"), or set allow_remote_control = true to expose it on purpose"
+    ))
+}
+
+impl Config {
+    /// `serve --control URL`: listen for control where the CLI is told to
+    /// connect (`http://ADDR:PORT`), instead of `control_listen`.
+    pub fn set_control_url(&mut self, url: &str) -> Result<(), String> {
+        let addr = url
+            .strip_prefix("http://")
+            .map(|a| a.trim_end_matches('/'))
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "--control {url:?}: serve listens on an address and port, written as a URL: http://127.0.0.1:5380 or http://[::1]:5380"
+                )
+            })?;
+        check_control_addr(addr, self.allow_remote_control)
+            .map_err(|m| format!("--control: {m}"))?;
+        self.control_listen = addr;
+        Ok(())
     }
 }
 
@@ -436,13 +491,44 @@ fn default_server_id() -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        let src = Source {
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(&Source {
             path: "dnsshift.toml".into(),
             text: text.into(),
-        };
-        let spec: ConfigSpec = src.parse()?;
-        Config::from_spec(Some(&src), spec)
+        })
+    }
+
+    #[test]
+    fn unknown_keys_are_each_reported_with_their_key_and_hide_nothing() {
+        let e = parse(
+            "listen = [\"127.0.0.1:53\"]\nzone_dir = \"z\"\n[rrl]\nslip = 2\nrate = 5\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnodes = \"a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with(
+                "dnsshift.toml:2: zone_dir: unknown key, expected one of `listen`, `zones_dir`,"
+            ),
+            "{e}"
+        );
+        assert!(
+            lines[1]
+                .starts_with("dnsshift.toml:5: rrl.rate: unknown key, expected one of `enabled`,"),
+            "{e}"
+        );
+        assert!(lines[2].starts_with("dnsshift.toml:8: cluster.nodes: unknown key, expected one of `etcd`, `prefix`, `node`,"), "{e}");
+        // An unknown key beside a bad value: both.
+        let e = parse("log_formt = \"json\"\nlog_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.lines().count(), 2, "{e}");
+        assert!(e.contains("dnsshift.toml:1: log_formt: unknown key"), "{e}");
+        assert!(
+            e.contains("dnsshift.toml:2: log_format: unknown log format \"xml\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -517,7 +603,10 @@ mod tests {
                 "\n\nlog_format = \"xml\"",
                 "dnsshift.toml:3: log_format: unknown log format \"xml\"",
             ),
-            ("colour = true", "dnsshift.toml:1: unknown field `colour`"),
+            (
+                "colour = true",
+                "dnsshift.toml:1: colour: unknown key, expected one of `listen`,",
+            ),
             (
                 "\nserver_id = \"a\\nb\"",
                 "dnsshift.toml:2: server_id: \"a\\nb\" must be at most 255 bytes",

@@ -82,8 +82,9 @@ impl FailKind {
 pub struct Probe {
     /// Unix milliseconds when the probe finished.
     pub at_ms: u64,
-    /// How long it took.
-    pub duration_ms: u64,
+    /// How long it took, in milliseconds to the microsecond: a TCP
+    /// connect on a local network takes well under one.
+    pub duration_ms: f64,
     /// `None` on success.
     pub failure: Option<FailKind>,
     /// Human-readable outcome ("status 200", "timeout after 2s", ...).
@@ -166,7 +167,7 @@ impl Table {
     fn record(&self, key: &EndpointKey, check: &Check, probe: Probe) -> Option<bool> {
         self.check_duration
             .get_or_create(&key.labels())
-            .observe(probe.duration_ms as f64 / 1000.0);
+            .observe(probe.duration_ms / 1000.0);
         if let Some(k) = probe.failure {
             let mut labels = key.labels();
             labels.push(("reason", k.label().to_string()));

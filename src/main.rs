@@ -2,7 +2,7 @@
 //! runtime, installs the signal handlers and dispatches: `serve` runs the
 //! daemon, every other command goes to the CLI ([`dnsshift::cli`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,7 +14,7 @@ use dnsshift::config::{Config, LogFormat};
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Command::Serve(s) => serve(args.config.as_deref(), s),
+        Command::Serve(s) => serve(args.config.as_deref(), args.control, args.token_file, s),
         command => dnsshift::cli::run(
             args.config.as_deref(),
             args.control,
@@ -26,8 +26,22 @@ fn main() -> ExitCode {
     dnsshift::cli::exit(result)
 }
 
-fn serve(config: Option<&Path>, args: ServeArgs) -> Result<(), Failure> {
+/// `serve`: the config, with the command line's overrides (the global
+/// `--control` and `--token-file` included: the daemon listens and keeps
+/// its token where the CLI is told to look), then the daemon.
+fn serve(
+    config: Option<&Path>,
+    control: Option<String>,
+    token_file: Option<PathBuf>,
+    args: ServeArgs,
+) -> Result<(), Failure> {
     let mut config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(url) = control {
+        config.set_control_url(&url).map_err(Failure::Usage)?;
+    }
+    if let Some(f) = token_file {
+        config.control_token_file = f;
+    }
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }

@@ -49,8 +49,11 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
 
     reg.register(
         "build",
-        "Version of the running binary",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        "Version of the running binary and the git commit it was built from",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("DNSSHIFT_COMMIT")),
+        ]),
     );
 
     let queries = Counters::default();

@@ -626,6 +626,19 @@ impl Operator {
             // Rollbacks too: a rollback into such a phase splits the
             // families the same way.
             warnings.extend(answer::family_warning(svc, target));
+            // `advance --to` a later phase: say which steps are left out.
+            if direction == Direction::Advance && target > current + 1 {
+                let skipped = &svc.phases[current + 1..target];
+                warnings.push(format!(
+                    "skips phase{} {}: their weights are never served on the way",
+                    if skipped.len() == 1 { "" } else { "s" },
+                    skipped
+                        .iter()
+                        .map(|p| format!("{:?}", p.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             if force {
                 warnings.push("forced: health and hold checks were skipped".into());
             }

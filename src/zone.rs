@@ -199,13 +199,23 @@ pub fn load_file(path: &Path) -> Result<Zone, ConfigErrors> {
 
 /// Validates a zone file's text.
 pub fn parse(src: &Source) -> Result<Zone, ConfigErrors> {
-    let spec: FileSpec = src.parse()?;
+    // Unknown keys first, each at its line; serde skips them, so the rest
+    // of the file is validated too.
     let mut errs = Vec::new();
-    let zone = build_zone(src, spec, &mut errs);
+    unknown_keys(src, &mut errs);
+    let zone = match src.parse::<FileSpec>() {
+        Ok(spec) => build_zone(src, spec, &mut errs),
+        Err(e) => {
+            errs.push(e);
+            None
+        }
+    };
     // One mistake, one error: endpoints that inherit the same broken
     // combination of keys would otherwise each report it.
     let mut seen = HashSet::new();
     errs.retain(|e| seen.insert(e.clone()));
+    // In the order of the file, as a person fixes them.
+    errs.sort_by_key(|e| e.line);
     match zone {
         Some(z) if errs.is_empty() => Ok(z),
         _ => Err(ConfigErrors(errs)),
@@ -259,7 +269,7 @@ ns1 IN A 203.0.113.53
             ),
             (
                 "[[service]]\nname = \"www\"\nbogus = 1\n[service.pools]\nold = [\"192.0.2.1\"]\n",
-                "t.toml:11: unknown field `bogus`",
+                "t.toml:11: service.www.bogus: unknown key, expected one of `name`,",
             ),
             (
                 "[[service]]\nname = \"www\"\n[service.pools]\nold = [\"192.0.2.1\"]\nnew = [\"192.0.2.2\"]\n[[service.phase]]\nname = \"a\"\nweights = { old = -1, new = 1 }\n",

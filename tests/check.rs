@@ -1,9 +1,11 @@
 //! `dnsshift check` and start-up validation: every fixture in
-//! tests/fixtures/invalid fails with exactly one error, the one its first
-//! line announces (`# expect: <file>:<line>: <key>: <message>`, `{dir}`
-//! standing for the fixture's directory), the shipped zones pass, `serve`
-//! refuses an invalid zone with the same message, and `reload` rejects one
-//! while the running configuration keeps serving.
+//! tests/fixtures/invalid fails with exactly the errors its first lines
+//! announce, in order (`# expect: <file>:<line>: <key>: <message>`, one
+//! line per error, `{dir}` standing for the fixture's directory): one error
+//! per independent mistake, at its own line, none for what follows from
+//! another. The shipped zones pass, `serve` refuses an invalid zone with the
+//! same message, and `reload` rejects one while the running configuration
+//! keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,21 +22,26 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn fixtures() -> Vec<(PathBuf, String)> {
+/// Each fixture with the errors it expects, in order.
+fn fixtures() -> Vec<(PathBuf, Vec<String>)> {
     let dir = manifest_dir().join("tests/fixtures/invalid");
-    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+    let mut out: Vec<(PathBuf, Vec<String>)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
-            let first = text.lines().next().unwrap_or("");
             let dir = p.parent().unwrap().display().to_string();
-            let expect = first
-                .strip_prefix("# expect: ")
-                .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", p.display()))
-                .trim()
-                .replace("{dir}", &dir);
+            let expect: Vec<String> = text
+                .lines()
+                .map_while(|l| l.strip_prefix("# expect: "))
+                .map(|e| e.trim().replace("{dir}", &dir))
+                .collect();
+            assert!(
+                !expect.is_empty(),
+                "{}: first line must be `# expect: ...`",
+                p.display()
+            );
             (p, expect)
         })
         .collect();
@@ -62,17 +69,21 @@ fn error_lines<'a>(stderr: &'a str, file: &Path) -> Vec<&'a str> {
 }
 
 #[test]
-fn every_invalid_fixture_fails_check_with_its_message() {
+fn every_invalid_fixture_fails_check_with_its_messages() {
     let all = fixtures();
     assert!(all.len() >= 15, "only {} fixtures", all.len());
+    assert!(
+        all.iter().filter(|(_, e)| e.len() > 1).count() >= 3,
+        "fewer than 3 fixtures with several mistakes"
+    );
     let mut failures = Vec::new();
     for (path, expect) in &all {
         let out = check(path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let name = path.file_name().unwrap().to_string_lossy();
-        if !expect.starts_with(&format!("{name}:")) {
+        if let Some(e) = expect.iter().find(|e| !e.starts_with(&format!("{name}:"))) {
             failures.push(format!(
-                "{name}: the expectation must start with the file name and line: {expect}"
+                "{name}: an expectation must start with the file name and line: {e}"
             ));
             continue;
         }
@@ -80,21 +91,19 @@ fn every_invalid_fixture_fails_check_with_its_message() {
             failures.push(format!("{name}: check exited 0"));
             continue;
         }
-        // The full path, then ":<line>: <key>: <message>".
+        // The full path, then ":<line>: <key>: <message>"; exactly these,
+        // in this order: nothing else cascades from them.
         let dir = path.parent().unwrap().display();
-        let lines = error_lines(&stderr, path);
-        if !lines
-            .iter()
-            .any(|l| l.trim_end() == format!("{dir}/{expect}"))
-        {
+        let want: Vec<String> = expect.iter().map(|e| format!("{dir}/{e}")).collect();
+        let got: Vec<&str> = error_lines(&stderr, path)
+            .into_iter()
+            .map(str::trim_end)
+            .collect();
+        if got != want {
             failures.push(format!(
-                "{name}: expected {expect:?}\n  got stderr:\n{stderr}"
+                "{name}: expected\n  {}\ngot stderr:\n{stderr}",
+                want.join("\n  ")
             ));
-            continue;
-        }
-        // One problem per fixture: nothing else cascades from it.
-        if lines.len() != 1 {
-            failures.push(format!("{name}: {} errors, want 1:\n{stderr}", lines.len()));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -107,8 +116,10 @@ fn check_of_the_fixture_folder_reports_every_file() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for (path, expect) in fixtures() {
-        let full = format!("{}/{expect}", path.parent().unwrap().display());
-        assert!(stderr.contains(&full), "missing {expect:?} in:\n{stderr}");
+        for e in expect {
+            let full = format!("{}/{e}", path.parent().unwrap().display());
+            assert!(stderr.contains(&full), "missing {e:?} in:\n{stderr}");
+        }
     }
 }
 
@@ -190,6 +201,7 @@ fn serve_refuses_an_invalid_zone_with_the_check_message() {
         .into_iter()
         .find(|(p, _)| p.ends_with("negative-weight.toml"))
         .expect("fixture negative-weight.toml");
+    let expect = &expect[0];
     let bad = std::fs::read_to_string(&path).unwrap();
     // One valid zone beside the bad one: a single bad file blocks the start.
     let setup = Setup::new(
@@ -273,22 +285,29 @@ fn reload_rejects_every_invalid_fixture_and_keeps_serving() {
         let (ok, _, stderr) = server.cli(&["reload"]);
         std::fs::remove_file(&bad).unwrap();
         // Fixtures name their own directory as {dir}; here it is zones/.
-        let expect = expect.replace(
-            &fixture_dir.display().to_string(),
-            &zones.display().to_string(),
-        );
-        let want = format!("{}/{expect}", zones.display());
-        let lines: Vec<&str> = stderr
+        let want: Vec<String> = expect
+            .iter()
+            .map(|e| {
+                let e = e.replace(
+                    &fixture_dir.display().to_string(),
+                    &zones.display().to_string(),
+                );
+                format!("{}/{e}", zones.display())
+            })
+            .collect();
+        let got: Vec<&str> = stderr
             .lines()
             .filter(|l| l.starts_with(&zones.display().to_string()))
+            // The CLI ends the daemon's message with the HTTP status.
+            .map(|l| l.trim_end().trim_end_matches(" (400 Bad Request)"))
             .collect();
         if ok {
             failures.push(format!("{name:?}: reload succeeded"));
-        } else if lines.len() != 1
-            // The CLI ends the daemon's message with the HTTP status.
-            || lines[0].trim_end().trim_end_matches(" (400 Bad Request)") != want
-        {
-            failures.push(format!("{name:?}: want exactly\n  {want}\ngot:\n{stderr}"));
+        } else if got != want {
+            failures.push(format!(
+                "{name:?}: want exactly\n  {}\ngot:\n{stderr}",
+                want.join("\n  ")
+            ));
         }
         serving();
     }

@@ -9,6 +9,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -344,4 +345,192 @@ fn human_logs_to_a_pipe_carry_no_colour() {
         !lines.iter().any(|l| l.contains('\u{1b}')),
         "escape sequences in a piped log: {lines:?}"
     );
+}
+
+#[test]
+fn serve_listens_and_keeps_its_token_where_control_and_token_file_say() {
+    let setup = Setup::new(&[("shift.test.toml", &zone())], "");
+    let port = closed_port("127.0.0.1");
+    let url = format!("http://127.0.0.1:{port}");
+    let token = setup.dir.path().join("elsewhere.token");
+    let token_arg = token.to_str().unwrap().to_string();
+    let config = setup.config();
+    let server = Server::spawn(setup.dir, &["--control", &url, "--token-file", &token_arg]);
+    assert_eq!(
+        server.control,
+        Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        "the config's control_listen (port 0) was used"
+    );
+    assert!(token.is_file(), "no token at --token-file");
+    assert!(!server.path().join("state/control.token").exists());
+    // A command given the same flags reaches it.
+    let out = run(
+        server.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--control",
+            &url,
+            "--token-file",
+            &token_arg,
+            "status",
+            "www",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A URL serve cannot listen on is a usage error that names the flag.
+    let bad = Setup::new(&[("shift.test.toml", &zone())], "");
+    let log = Serve::new(bad.dir.path())
+        .args(&["--control", "http://localhost:5380"])
+        .must_fail();
+    assert!(
+        log.contains(
+            "dnsshift: --control \"http://localhost:5380\": serve listens on an address and port"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn relative_paths_in_the_config_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("zones")).unwrap();
+    std::fs::write(etc.join("zones/shift.test.toml"), zone()).unwrap();
+    std::fs::write(
+        etc.join("dnsshift.toml"),
+        "zones_dir = \"zones\"\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    // Run from the directory above: "zones" is etc/zones, not ./zones.
+    let out = run(dir.path(), &["--config", "etc/dnsshift.toml", "check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 zone(s), 2 service(s)"),
+        "{out:?}"
+    );
+    // A missing zones directory is called a directory, at its resolved path.
+    std::fs::write(etc.join("missing.toml"), "zones_dir = \"nozones\"\n").unwrap();
+    let out = run(dir.path(), &["--config", "etc/missing.toml", "check"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "etc/nozones: cannot read zones directory: No such file or directory (os error 2)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn rollback_help_says_what_it_refuses_and_has_no_force() {
+    let out = run(Path::new("."), &["rollback", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(
+            "refused only in the first phase and into a phase that weights a decommissioned pool"
+        ),
+        "{help}"
+    );
+    assert!(!help.contains("always allowed"), "{help}");
+    assert!(!help.contains("--force"), "{help}");
+    let out = run(Path::new("."), &["advance", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
+}
+
+/// `www`: a TCP check on `port` of loopback, one-second TTL, classic phases.
+fn tcp_checked(port: u16) -> String {
+    ZoneBuilder::new("shift.test.")
+        .service(
+            ServiceBuilder::new("www")
+                .ttl("1s")
+                .pool("old", &["127.0.0.1"])
+                .pool("new", &["127.0.0.3"])
+                .health("kind", "\"tcp\"")
+                .health("port", port.to_string())
+                .timing("500ms", "250ms")
+                .rise_fall(1, 1),
+        )
+        .to_toml()
+}
+
+#[test]
+fn status_does_not_retire_a_waiting_pool_and_keeps_sub_ms_check_times() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let server = Setup::new(&[("shift.test.toml", &tcp_checked(port))], "").start();
+    let status_json = || -> serde_json::Value {
+        serde_json::from_str(&server.cli_ok(&["status", "www", "--json"])).unwrap()
+    };
+    // The unweighted new pool of the first phase drains (its start-up
+    // TTL of 1s) but is waiting for a later phase, not being retired.
+    let st = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        let st = status_json();
+        let s = &st["services"][0];
+        let drained = s["pools"][1]["drained"] == true;
+        let checked = !s["pools"][0]["endpoints"][0]["last_check"].is_null();
+        (drained && checked).then_some(st)
+    })
+    .expect("new never drained, or old never checked");
+    let human = server.cli_ok(&["status", "www"]);
+    let new_line = human
+        .lines()
+        .find(|l| l.trim_start().starts_with("new "))
+        .unwrap();
+    assert!(new_line.contains("standby"), "{human}");
+    assert!(!new_line.contains("decommission"), "{human}");
+    // A TCP connect on loopback takes well under a millisecond: the
+    // duration is not rounded to whole milliseconds (0 ms).
+    let probe = &st["services"][0]["pools"][0]["endpoints"][0]["last_check"];
+    assert!(probe["duration_ms"].is_f64(), "{probe}");
+    assert!(probe["duration_ms"].as_f64().unwrap() > 0.0, "{probe}");
+}
+
+/// The README's command table: a row for every subcommand, naming every
+/// flag it takes, and the global flags said once below it.
+#[test]
+fn the_readme_command_table_lists_every_flag() {
+    use clap::CommandFactory;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `dnsshift "))
+        .collect();
+    fn walk(cmd: &clap::Command, path: &str, rows: &[&str], missing: &mut Vec<String>) {
+        if cmd.has_subcommands() {
+            for sub in cmd.get_subcommands() {
+                let name = sub.get_name();
+                if name != "help" {
+                    walk(sub, format!("{path} {name}").trim_start(), rows, missing);
+                }
+            }
+            return;
+        }
+        let prefix = format!("| `dnsshift {path}");
+        let mine: Vec<&str> = rows
+            .iter()
+            .copied()
+            .filter(|r| r[prefix.len()..].starts_with([' ', '`']) && r.starts_with(&prefix))
+            .collect();
+        if mine.is_empty() {
+            missing.push(format!("no row for `dnsshift {path}`"));
+        }
+        for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+            if long != "help" && !mine.iter().any(|r| r.contains(&format!("--{long}"))) {
+                missing.push(format!("`dnsshift {path}` row lacks --{long}"));
+            }
+        }
+    }
+    let cmd = dnsshift::cli::Args::command();
+    let mut missing = Vec::new();
+    walk(&cmd, "", &rows, &mut missing);
+    for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+        if long != "help" && !readme.contains(&format!("`--{long}")) {
+            missing.push(format!("global --{long} not in the README"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }

@@ -170,6 +170,8 @@ fn history(server: &Server) -> Vec<Ev> {
         .map(|e| {
             assert_eq!(e["service"], WWW);
             assert!(e["at"].as_u64().unwrap() > 0);
+            // In Unix milliseconds too, the unit of the times in status.
+            assert_eq!(e["at_ms"].as_u64(), e["at"].as_u64().map(|s| s * 1000));
             (
                 e["action"].as_str().unwrap().to_string(),
                 s(&e["from"]),
@@ -292,6 +294,12 @@ fn full_migration_rollback_and_to_through_the_cli() {
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["from"], "separate-domain");
     assert_eq!(r["to"], "cutover");
+    assert_eq!(
+        r["warnings"],
+        serde_json::json!([
+            "skips phases \"ten\", \"half\": their weights are never served on the way"
+        ])
+    );
     assert_eq!(r["applied"], true);
     assert_eq!(r["ttl"], 30);
     assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
@@ -427,9 +435,16 @@ fn advance_refused_before_the_hold_has_passed_unless_forced() {
         history(&server).last().unwrap(),
         &ev("advance", Some("half"), "cutover", Some("approved"), true)
     );
-    // Rolling back into the held phase is not held up; --force means
-    // nothing for a rollback and is not recorded as forced.
-    let (ok, _, err) = server.cli(&["rollback", "www", "--force"]);
+    // Rolling back into the held phase is not held up: there is nothing to
+    // force, so rollback has no --force (a usage error, exit 2).
+    let out = server.cli_command(&["rollback", "www", "--force"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--force'"),
+        "{out:?}"
+    );
+    assert_eq!(phase(&server), "cutover");
+    let (ok, _, err) = server.cli(&["rollback", "www"]);
     assert!(ok && !err.contains("forced"), "{err}");
     assert_eq!(phase(&server), "half");
     assert_eq!(
@@ -1537,8 +1552,9 @@ fn status_shows_the_hold_left_and_pools_in_configuration_order() {
 }
 
 #[test]
-fn status_watch_redraws_in_place_until_its_count() {
+fn status_watch_redraws_in_place_on_a_terminal_until_its_count() {
     let server = start(&zone_of([www()]));
+    // Into a pipe: one redraw after the other, without escape sequences.
     let out = server.cli_ok(&[
         "status",
         "www",
@@ -1548,12 +1564,31 @@ fn status_watch_redraws_in_place_until_its_count() {
         "--count",
         "3",
     ]);
-    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 3, "{out:?}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert_eq!(
+        out.matches("every 200ms, Ctrl-C to stop").count(),
+        3,
+        "{out}"
+    );
     assert_eq!(
         out.matches("  phase    separate-domain").count(),
         3,
         "{out}"
     );
+    // On a terminal (script(1) gives it one): each redraw clears the screen.
+    let command = format!(
+        "{} --config {} --control http://{} status www --watch --interval 200ms --count 3",
+        bin(),
+        server.path().join("dnsshift.toml").display(),
+        server.control.unwrap()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(tty.status.success(), "{tty:?}");
+    let out = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 3, "{out:?}");
     assert!(out.starts_with("\x1b[H\x1b[2J"), "{out:?}");
     let (ok, _, err) = server.cli(&["status", "--watch", "--interval", "10ms", "--count", "1"]);
     assert!(!ok && err.contains("at least 200ms"), "{err}");

@@ -355,7 +355,21 @@ fn metrics_follow_queries_health_and_phase() {
         1.0
     );
     assert_eq!(metric(&m, "dnsshift_pool_weight", &[("pool", "new")]), 50.0);
-    assert_eq!(metric(&m, "dnsshift_build_info", &[]), 1.0);
+    // build_info carries the version and the commit `--version` names.
+    let version = Command::new(bin()).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let commit = version
+        .split_once("(commit ")
+        .and_then(|(_, c)| c.trim_end().strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no commit in --version: {version}"));
+    assert_eq!(
+        metric(
+            &m,
+            "dnsshift_build_info",
+            &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)]
+        ),
+        1.0
+    );
     assert!(
         body.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"

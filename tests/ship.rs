@@ -193,44 +193,10 @@ fn the_harness_refuses_a_zone_that_checks_beyond_this_host() {
 
 // ------------------------------------------------------------------ the README's try-out
 
-/// The demo backend example, built by cargo like the README's
-/// `cargo run --example demo-backend` does.
+/// The demo backend the README runs with `cargo run --bin demo-backend`:
+/// a binary of the package, built with the tests.
 fn demo_backend() -> PathBuf {
-    let bin = Path::new(bin());
-    let profile_dir = bin.parent().unwrap();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", "demo-backend"])
-        .current_dir(manifest_dir());
-    // The variables cargo sets for this test would reach the build scripts
-    // of dependencies (ring's reads CARGO_PKG_*), which would then be
-    // rebuilt here and again by the next `cargo test`.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|p| k.starts_with(p))
-            || k == "CARGO_TARGET_TMPDIR"
-            || k == "OUT_DIR"
-        {
-            cmd.env_remove(&*k);
-        }
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = output_within(&mut cmd, Duration::from_secs(600));
-    assert!(
-        out.status.success(),
-        "cargo build --example demo-backend:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("examples/demo-backend")
+    PathBuf::from(env!("CARGO_BIN_EXE_demo-backend"))
 }
 
 /// The running demo backend; killed when dropped.
@@ -346,7 +312,7 @@ fn the_readme_try_out_runs_to_its_end() {
 
     let mut ran = Vec::new();
     for command in &commands {
-        if command.starts_with("cargo run --example demo-backend") {
+        if command.starts_with("cargo run --bin demo-backend") {
             ran.push("demo-backend");
             continue;
         }

@@ -29,14 +29,17 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "dnsshift", version = VERSION, about, after_help = EXIT_CODES_HELP)]
 pub struct Args {
-    /// Server config file (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml,
-    /// else /etc/dnsshift/dnsshift.toml, else built-in defaults).
+    /// Server config file; relative paths in it are taken from its
+    /// directory (default: $DNSSHIFT_CONFIG, else ./dnsshift.toml, else
+    /// /etc/dnsshift/dnsshift.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Control API URL (default: from the config's control_listen).
+    /// Control API URL: where commands connect, and where `serve` listens
+    /// (http://ADDR:PORT; default: from the config's control_listen).
     #[arg(long, global = true, env = "DNSSHIFT_CONTROL", value_name = "URL")]
     pub control: Option<String>,
-    /// Control token file (default: from the config).
+    /// Control token file: the one commands send, and the one `serve`
+    /// creates or reads (default: from the config).
     #[arg(long, global = true, env = "DNSSHIFT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Who runs a command, recorded in history with the host that executed
@@ -74,9 +77,15 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
-    /// Move a service to its next phase (or --to a later one).
-    Advance(TransitionArgs),
-    /// Move a service back to its previous phase (or --to an earlier one); always allowed.
+    /// Move a service to its next phase (or --to a later one, naming the
+    /// phases it skips); refused before the current phase's hold has passed
+    /// or when a pool the target phase weights has no healthy endpoint,
+    /// unless --force.
+    Advance(AdvanceArgs),
+    /// Move a service back to its previous phase (or --to an earlier one),
+    /// whatever the hold and health; refused only in the first phase and
+    /// into a phase that weights a decommissioned pool (recommission it
+    /// first).
     Rollback(TransitionArgs),
     /// Take one endpoint out of the answers by hand, or put it back.
     Endpoint {
@@ -158,17 +167,24 @@ fn watch_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Arguments of `advance`: those of every transition, and `--force`.
+#[derive(clap::Args, Debug)]
+pub struct AdvanceArgs {
+    #[command(flatten)]
+    pub transition: TransitionArgs,
+    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Arguments of `advance` and `rollback`.
 #[derive(clap::Args, Debug)]
 pub struct TransitionArgs {
     /// Service: its name ("www") or fully qualified name.
     pub service: String,
     /// Target phase.
-    #[arg(long)]
+    #[arg(long, value_name = "PHASE")]
     pub to: Option<String>,
-    /// Advance even if a target pool has no healthy endpoint or the hold has not passed.
-    #[arg(long)]
-    pub force: bool,
     /// Show what would be served, change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -154,8 +154,11 @@ impl Client {
                     Ok(())
                 }
             }
-            Command::Advance(a) => self.transition("advance", a, actor).await,
-            Command::Rollback(a) => self.transition("rollback", a, actor).await,
+            Command::Advance(a) => {
+                self.transition("advance", a.transition, a.force, actor)
+                    .await
+            }
+            Command::Rollback(a) => self.transition("rollback", a, false, actor).await,
             Command::Endpoint { action } => {
                 let (service, endpoint, reason, force, json, verb) = match action {
                     EndpointAction::Disable {
@@ -258,7 +261,7 @@ impl Client {
         print_ok(&ok, json)
     }
 
-    /// `status --watch`: clears the screen and redraws every `interval`,
+    /// `status --watch`: clears the screen (on a terminal) and redraws every `interval`,
     /// `count` times or until Ctrl-C (at most [`WATCH_LIMIT`]). A failed
     /// request is shown in place and retried at the next redraw.
     async fn watch(
@@ -267,7 +270,7 @@ impl Client {
         interval: std::time::Duration,
         count: Option<u64>,
     ) -> Result<(), Failure> {
-        use std::io::Write;
+        use std::io::{IsTerminal, Write};
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,9 +285,12 @@ impl Client {
                 Err(e) => format!("dnsshift: {}\n", e.message().unwrap_or("request failed")),
             };
             let mut out = std::io::stdout().lock();
+            // Redrawn in place on a terminal; a pipe or file gets each
+            // redraw after the last, without escape sequences.
+            let clear = if out.is_terminal() { CLEAR_SCREEN } else { "" };
             write!(
                 out,
-                "{CLEAR_SCREEN}every {}, Ctrl-C to stop\n\n{body}",
+                "{clear}every {}, Ctrl-C to stop\n\n{body}",
                 humantime::format_duration(interval)
             )
             .and_then(|()| out.flush())
@@ -298,11 +304,12 @@ impl Client {
         &self,
         verb: &str,
         a: TransitionArgs,
+        force: bool,
         actor: Option<String>,
     ) -> Result<(), Failure> {
         let body = TransitionRequest {
             to: a.to,
-            force: a.force,
+            force,
             dry_run: a.dry_run,
             reason: a.reason,
             actor,

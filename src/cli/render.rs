@@ -53,11 +53,12 @@ pub fn render_history(h: &HistoryResponse) -> String {
         "BY",
         "ON"
     );
-    for e in &h.events {
+    for entry in &h.events {
+        let e = &entry.event;
         let _ = writeln!(
             o,
             "{:<22} {}{:<13} {:<18} {:<18} {:<6} {:<16} {:<16} {}",
-            crate::clock::format_ms(e.at * 1000),
+            crate::clock::format_ms(entry.at_ms),
             service_col(&e.service),
             e.change.action(),
             e.change.from().unwrap_or("-"),
@@ -135,7 +136,7 @@ pub fn render_status(st: &StatusResponse) -> String {
         if s.fail_open {
             let _ = writeln!(
                 o,
-                "  FAIL-OPEN  no endpoint is usable: answering them all as if they were"
+                "  FAIL-OPEN  no endpoint is usable, so all of them are answered as if they were healthy"
             );
         }
         if s.servfail {
@@ -148,7 +149,7 @@ pub fn render_status(st: &StatusResponse) -> String {
             let mark = if answers_nothing(&s.staging_shares) {
                 "  ANSWERS NOTHING: its pool is decommissioned (empty NOERROR, cached by resolvers)"
             } else if s.staging_fail_open {
-                "  FAIL-OPEN: no usable endpoint, answering them all"
+                "  FAIL-OPEN: no endpoint is usable, so all of them are answered as if they were healthy"
             } else {
                 ""
             };
@@ -214,12 +215,20 @@ pub fn render_status(st: &StatusResponse) -> String {
                     .collect::<Vec<_>>()
                     .join("; "),
             };
+            // A pool without weight in the first phase waits for a later
+            // phase: it is not being retired, so nothing here suggests
+            // decommissioning it.
+            let waiting = p.weight == 0 && s.phases.first() == Some(&s.phase);
             let state = match (
                 p.decommissioned,
                 p.drained_at_ms,
                 p.safe_to_decommission_after_ms,
             ) {
                 (true, _, _) | (_, None, _) => role,
+                (false, Some(_), _) if waiting && p.last_answered_ms.is_none() => role,
+                (false, Some(d), _) if waiting && p.drained => {
+                    format!("{role}, drained at {}", fmt(d))
+                }
                 (false, Some(d), Some(safe)) if p.drained => format!(
                     "{role}, drained at {}; safe to decommission after {}",
                     fmt(d),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
+use toml::de::DeTable;
 
 /// One problem in one config file, pointing at the line and key to fix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
@@ -32,6 +33,20 @@ impl fmt::Display for ConfigError {
             write!(f, ": {}", self.key)?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+/// How an unknown key's message starts ([`Source::unknown_keys`]).
+const UNKNOWN_KEY: &str = "unknown key";
+
+impl ConfigError {
+    /// Whether this reports an unknown key of the table at key path
+    /// `table`. Such a key is most often a misspelling: what its table then
+    /// lacks (a required key, a setting a combination check needs) follows
+    /// from it and is not reported again.
+    pub fn is_unknown_key_in(&self, table: &str) -> bool {
+        self.message.starts_with(UNKNOWN_KEY)
+            && self.key.rsplit_once('.').is_some_and(|(t, _)| t == table)
     }
 }
 
@@ -127,6 +142,41 @@ impl Source {
         })
     }
 
+    /// The file as a table whose keys keep their spans, for finding keys
+    /// that no spec reads ([`Source::unknown_keys`]). None on a syntax error,
+    /// which [`Source::parse`] reports.
+    pub fn keys(&self) -> Option<DeTable<'_>> {
+        DeTable::parse(&self.text).ok().map(Spanned::into_inner)
+    }
+
+    /// One error for each key of `table` that is not in `known`, at the
+    /// key's line; `prefix` is the table's key path ("" at the top). The
+    /// caller goes on validating: an unknown key hides no other mistake.
+    pub fn unknown_keys(
+        &self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        known: &[&str],
+        errs: &mut Vec<ConfigError>,
+    ) {
+        for k in table.keys() {
+            let name = k.get_ref().as_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let expected = known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            errs.push(self.error(
+                k.span(),
+                &join_key(prefix, name),
+                format!("{UNKNOWN_KEY}, expected one of {expected}"),
+            ));
+        }
+    }
+
     /// Parses a duration: humantime text ("30s", "2h 30m") or a bare
     /// integer of seconds (`ttl = 30`, as BIND and Knot users write it).
     pub fn duration(
@@ -157,6 +207,64 @@ impl Source {
                 )
             })
     }
+}
+
+/// `prefix.name`, or `name` at the top level.
+pub fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A table of `table` by key, if it is one.
+pub fn sub_table<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a DeTable<'i>> {
+    table.get(key)?.get_ref().as_table()
+}
+
+/// The keys a struct with derived `Deserialize` reads: the field list the
+/// derive hands to `deserialize_struct`. Keeps the list of known keys in
+/// one place, the spec type itself.
+pub fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    /// A deserializer that only records the field list it is asked for.
+    struct Fields(&'static [&'static str]);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("field list recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut f = Fields(&[]);
+    let _ = T::deserialize(&mut f);
+    f.0
 }
 
 /// Reads a regular file as UTF-8 text. Anything else (a FIFO, a device, a

@@ -56,7 +56,7 @@ impl Checker {
         };
         Probe {
             at_ms: unix_ms(),
-            duration_ms: start.elapsed().as_millis() as u64,
+            duration_ms: start.elapsed().as_micros() as f64 / 1000.0,
             failure,
             detail,
         }

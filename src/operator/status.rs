@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, EtcdStatus, FamilyShares, HistoryResponse, HostStatus, NotFound, PoolShare,
-    PoolStatus, ServiceStatus, StatusResponse,
+    EndpointStatus, EtcdStatus, FamilyShares, HistoryEntry, HistoryResponse, HostStatus, NotFound,
+    PoolShare, PoolStatus, ServiceStatus, StatusResponse,
 };
 use crate::health::Status;
 use crate::pool::EndpointKey;
@@ -32,6 +32,7 @@ impl Operator {
                 .iter()
                 .filter(|e| key.as_ref().is_none_or(|k| e.service == *k))
                 .cloned()
+                .map(HistoryEntry::from)
                 .collect(),
             service: key,
         })

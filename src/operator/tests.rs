@@ -426,7 +426,7 @@ fn history_records_the_host_and_the_actor() {
     let who: Vec<(Option<&str>, Option<&str>)> = h
         .events
         .iter()
-        .map(|e| (e.node.as_deref(), e.actor.as_deref()))
+        .map(|e| (e.event.node.as_deref(), e.event.actor.as_deref()))
         .collect();
     assert_eq!(
         who,

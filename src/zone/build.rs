@@ -8,7 +8,14 @@ pub(super) fn build_zone(
     spec: FileSpec,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Zone> {
+    let zspan = spec.zone.span();
     let zs = spec.zone.into_inner();
+    let required = |v_absent: bool, key: &str, errs: &mut Vec<ConfigError>| {
+        missing(src, v_absent, zspan.clone(), "zone", key, errs)
+    };
+    if required(is_absent(&zs.origin), "origin", errs) {
+        return None;
+    }
     let origin = fqdn(src, &zs.origin, "zone.origin", None)
         .map_err(|e| errs.push(e))
         .ok()?;
@@ -19,16 +26,22 @@ pub(super) fn build_zone(
             Err(e) => errs.push(e),
         }
     }
-    if zs.nameservers.get_ref().is_empty() {
+    if !required(is_absent(&zs.nameservers), "nameservers", errs)
+        && zs.nameservers.get_ref().is_empty()
+    {
         errs.push(src.error(
             zs.nameservers.span(),
             "zone.nameservers",
             "at least one nameserver is required",
         ));
     }
-    let hostmaster = fqdn(src, &zs.hostmaster, "zone.hostmaster", None)
-        .map_err(|e| errs.push(e))
-        .ok();
+    let hostmaster = if required(is_absent(&zs.hostmaster), "hostmaster", errs) {
+        None
+    } else {
+        fqdn(src, &zs.hostmaster, "zone.hostmaster", None)
+            .map_err(|e| errs.push(e))
+            .ok()
+    };
     let ttl_or =
         |v: &Option<Spanned<DurationSpec>>, key: &str, default: u32, errs: &mut Vec<_>| match v {
             Some(v) => src.ttl(v, key).unwrap_or_else(|e| {
@@ -99,6 +112,33 @@ pub(super) fn build_zone(
     })
 }
 
+/// A required key left out of the table at key path `table` (written at
+/// `table_span`): one error at the table's line, unless the table has an
+/// unknown key, which is then taken for its misspelling (reported already).
+/// Returns `absent`.
+pub(super) fn missing(
+    src: &Source,
+    absent: bool,
+    table_span: Range<usize>,
+    table: &str,
+    key: &str,
+    errs: &mut Vec<ConfigError>,
+) -> bool {
+    if absent && !has_unknown_key(errs, table) {
+        errs.push(src.error(
+            table_span,
+            &format!("{table}.{key}"),
+            format!("`{key}` is required here"),
+        ));
+    }
+    absent
+}
+
+/// Whether the table at key path `table` has an unknown key (reported).
+pub(super) fn has_unknown_key(errs: &[ConfigError], table: &str) -> bool {
+    errs.iter().any(|e| e.is_unknown_key_in(table))
+}
+
 /// Parses a name; relative names are taken relative to `origin` when given.
 pub(super) fn fqdn(
     src: &Source,
@@ -141,9 +181,20 @@ pub(super) fn build_service(
         }
     };
     let n_errs = errs.len();
-    let name = service_name(src, &s.name, &k("name"), origin)
-        .map_err(|e| errs.push(e))
-        .ok();
+    // The service's own key path, as `k` names its keys.
+    let table = if short.is_empty() {
+        format!("service[{index}]")
+    } else {
+        format!("service.{short}")
+    };
+    let table = table.as_str();
+    let name = if missing(src, is_absent(&s.name), span.clone(), table, "name", errs) {
+        None
+    } else {
+        service_name(src, &s.name, &k("name"), origin)
+            .map_err(|e| errs.push(e))
+            .ok()
+    };
     let staging = s.staging.as_ref().and_then(|v| {
         service_name(src, v, &k("staging"), origin)
             .map_err(|e| errs.push(e))
@@ -230,7 +281,9 @@ pub(super) fn build_service(
             pools.push(pool);
         }
     }
-    if s.pools.get_ref().is_empty() {
+    if !missing(src, is_absent(&s.pools), span.clone(), table, "pools", errs)
+        && s.pools.get_ref().is_empty()
+    {
         errs.push(src.error(
             s.pools.span(),
             &k("pools"),
@@ -238,6 +291,9 @@ pub(super) fn build_service(
         ));
     }
 
+    // Pool names the phases use that no pool has, each reported once
+    // already: the staging name's missing pool is then not reported again.
+    let mut missing_pools = HashSet::new();
     let phases = if s.phase.is_empty() {
         match (
             pool_names.iter().position(|&p| p == "old"),
@@ -245,6 +301,7 @@ pub(super) fn build_service(
         ) {
             (Some(o), Some(n)) => phase::classic(o, n, pool_names.len()),
             _ => {
+                missing_pools.extend(["old", "new"].map(String::from));
                 if !pool_names.is_empty() {
                     errs.push(src.error(
                         s.pools.span(),
@@ -256,7 +313,7 @@ pub(super) fn build_service(
             }
         }
     } else {
-        build_phases(src, &s.phase, &pool_names, &k, errs)
+        build_phases(src, &s.phase, &pool_names, &k, &mut missing_pools, errs)
     };
 
     let staging_pool_name = s
@@ -267,18 +324,28 @@ pub(super) fn build_service(
     let staging_pool = match pool_names.iter().position(|&p| p == staging_pool_name) {
         Some(i) => i,
         None => {
-            if staging.is_some() || s.staging_pool.is_some() {
-                let sp = s
-                    .staging_pool
-                    .as_ref()
-                    .or(s.staging.as_ref())
-                    .map(|v| v.span())
-                    .unwrap_or(span.clone());
+            // At the key that names the pool: `staging_pool`, or else
+            // `staging`, which answers the pool `new` by default.
+            let written = match (&s.staging_pool, &s.staging) {
+                (Some(v), _) => Some((v.span(), k("staging_pool"), "")),
+                (None, Some(v)) => Some((
+                    v.span(),
+                    k("staging"),
+                    " (set staging_pool to answer another)",
+                )),
+                (None, None) => None,
+            };
+            // Without pools (reported), the staging pool would only
+            // report that again.
+            if let Some((sp, key, hint)) = written
+                && !pool_names.is_empty()
+                && (s.staging_pool.is_some() || !missing_pools.contains(staging_pool_name))
+            {
                 errs.push(src.error(
                     sp,
-                    &k("staging_pool"),
+                    &key,
                     format!(
-                        "the staging name answers pool {staging_pool_name:?}, which does not exist"
+                        "the staging name answers pool {staging_pool_name:?}{hint}, which does not exist"
                     ),
                 ));
             }
@@ -387,7 +454,13 @@ pub(super) fn build_pool(
     for (item, span, ekey) in items {
         let (address, check_address, ep_health) = match item {
             EndpointSpec::Address(a) => (a, None, None),
-            EndpointSpec::Table(t) => (&t.address, t.check_address.as_ref(), t.health.as_deref()),
+            EndpointSpec::Table(t) => match &t.address {
+                Some(a) => (a, t.check_address.as_ref(), t.health.as_deref()),
+                None => {
+                    missing(src, true, span, &ekey, "address", errs);
+                    continue;
+                }
+            },
         };
         let target = match parse_target(address) {
             Ok(t) => t,
@@ -432,7 +505,8 @@ pub(super) fn build_pool(
             Err(e) => errs.push(e),
         }
     }
-    if written == 0 {
+    // No `endpoints` in a pool table with an unknown key: its misspelling.
+    if written == 0 && !has_unknown_key(errs, key) {
         errs.push(src.error(value.span(), key, "a pool needs at least one endpoint"));
     }
     // An endpoint left out was reported here, or its inherited health keys
@@ -497,14 +571,27 @@ pub(super) fn build_phases(
     specs: &[Spanned<PhaseSpec>],
     pools: &[&str],
     k: &dyn Fn(&str) -> String,
+    missing_pools: &mut HashSet<String>,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<Phase> {
     let mut phases = Vec::new();
     let mut names = HashSet::new();
-    for p in specs {
+    // A pool name no pool has, by name: where it is first used (span, key)
+    // and the lines of its other uses. A removed or renamed pool is one
+    // mistake, reported once, however many phases weight it.
+    let mut unknown_pools: BTreeMap<String, (Range<usize>, String, Vec<usize>)> = BTreeMap::new();
+    for (i, p) in specs.iter().enumerate() {
+        let span = p.span();
         let p = p.get_ref();
         let pname = p.name.get_ref().trim().to_string();
-        let key = k(&format!("phase.{pname}"));
+        let key = if pname.is_empty() {
+            k(&format!("phase[{i}]"))
+        } else {
+            k(&format!("phase.{pname}"))
+        };
+        if missing(src, is_absent(&p.name), span.clone(), &key, "name", errs) {
+            continue;
+        }
         if pname.is_empty() {
             errs.push(src.error(p.name.span(), &key, "a phase needs a name"));
             continue;
@@ -526,11 +613,16 @@ pub(super) fn build_phases(
             let wkey = format!("{wkey}.{pool}");
             let Some(i) = pools.iter().position(|x| x == pool) else {
                 unknown = true;
-                errs.push(src.error(
-                    w.span(),
-                    &wkey,
-                    format!("no pool named {pool:?} (pools: {})", pools.join(", ")),
-                ));
+                // Without pools (reported), every name would be unknown.
+                if pools.is_empty() {
+                    continue;
+                }
+                match unknown_pools.get_mut(pool) {
+                    Some((_, _, lines)) => lines.push(src.line_of(w.span().start)),
+                    None => {
+                        unknown_pools.insert(pool.clone(), (w.span(), wkey, Vec::new()));
+                    }
+                }
                 continue;
             };
             match w.get_ref() {
@@ -550,7 +642,10 @@ pub(super) fn build_phases(
                 )),
             }
         }
-        if p.weights.get_ref().is_empty() {
+        let no_weights = missing(src, is_absent(&p.weights), span, &key, "weights", errs);
+        if no_weights {
+            // Reported; the phase is kept so that nothing names it missing.
+        } else if p.weights.get_ref().is_empty() {
             errs.push(src.error(p.weights.span(), &wkey, "no weights given"));
         } else {
             let missing: Vec<&str> = pools
@@ -573,7 +668,11 @@ pub(super) fn build_phases(
                         missing[0]
                     ),
                 ));
-            } else if missing.is_empty() && errs.len() == before && weights.iter().all(|&w| w == 0)
+            } else if missing.is_empty()
+                && !unknown
+                && !pools.is_empty()
+                && errs.len() == before
+                && weights.iter().all(|&w| w == 0)
             {
                 errs.push(src.error(
                     p.weights.span(),
@@ -598,6 +697,25 @@ pub(super) fn build_phases(
             hold,
             ttl,
         });
+    }
+    for (pool, (span, key, lines)) in unknown_pools {
+        let also = match lines.as_slice() {
+            [] => String::new(),
+            [l] => format!("; also weighted at line {l}"),
+            ls => format!(
+                "; also weighted at lines {}",
+                ls.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errs.push(src.error(
+            span,
+            &key,
+            format!("no pool named {pool:?} (pools: {}){also}", pools.join(", ")),
+        ));
+        missing_pools.insert(pool);
     }
     phases
 }

@@ -35,7 +35,6 @@ pub fn default_timeout(interval: Duration) -> Duration {
 /// Health-check keys as written; every level (service, pool, endpoint) may
 /// set any of them.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct HealthSpec {
     kind: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
@@ -119,7 +118,7 @@ fn key<T, U>(
 impl HealthLayer {
     /// Validates each key of one level on its own; `prefix` is the level's
     /// key path ("service.www.health"). None (errors recorded) if any key is
-    /// wrong, so that nothing built on this level reports it again.
+    /// wrong or unknown, so that nothing built on this level reports it again.
     pub(super) fn new(
         src: &Source,
         spec: Option<&HealthSpec>,
@@ -172,7 +171,9 @@ impl HealthLayer {
                 read_ca_file(&src.path, f)
             }),
         };
-        (errs.len() == before).then_some(layer)
+        // A misspelt key leaves its intended value out: a check of the
+        // combination would report what follows from it.
+        (errs.len() == before && !super::build::has_unknown_key(errs, prefix)).then_some(layer)
     }
 
     /// Fields set here win over `base`.

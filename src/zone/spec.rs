@@ -1,10 +1,14 @@
 //! Raw zone-file types, as serde reads them: every value still carries its
 //! span, for errors that name the line. [`super::build`] validates them.
+//! Serde skips keys these types do not read; [`unknown_keys`] reports each
+//! of them at its own line, so that one misspelt key does not hide the
+//! rest of the file's mistakes.
 
 use super::*;
+use crate::config::source::{fields, sub_table};
+use toml::de::{DeTable, DeValue};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct FileSpec {
     pub(super) zone: Spanned<ZoneSpec>,
     #[serde(default)]
@@ -12,10 +16,12 @@ pub(super) struct FileSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct ZoneSpec {
+    #[serde(default = "absent")]
     pub(super) origin: Spanned<String>,
+    #[serde(default = "absent")]
     pub(super) nameservers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "absent")]
     pub(super) hostmaster: Spanned<String>,
     pub(super) ttl: Option<Spanned<DurationSpec>>,
     pub(super) negative_ttl: Option<Spanned<DurationSpec>>,
@@ -27,8 +33,8 @@ pub(super) struct ZoneSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct ServiceSpec {
+    #[serde(default = "absent")]
     pub(super) name: Spanned<String>,
     pub(super) staging: Option<Spanned<String>>,
     pub(super) staging_pool: Option<Spanned<String>>,
@@ -37,6 +43,7 @@ pub(super) struct ServiceSpec {
     pub(super) on_all_down: Option<Spanned<String>>,
     pub(super) drain_grace: Option<Spanned<DurationSpec>>,
     pub(super) initial_phase: Option<Spanned<String>>,
+    #[serde(default = "absent")]
     pub(super) pools: Spanned<BTreeMap<String, Spanned<PoolSpec>>>,
     pub(super) health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
@@ -44,12 +51,27 @@ pub(super) struct ServiceSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct PhaseSpec {
+    #[serde(default = "absent")]
     pub(super) name: Spanned<String>,
+    #[serde(default = "absent")]
     pub(super) weights: Spanned<BTreeMap<String, Spanned<Value>>>,
     pub(super) hold: Option<Spanned<DurationSpec>>,
     pub(super) ttl: Option<Spanned<DurationSpec>>,
+}
+
+/// A required key that is not written: an empty value at the empty span
+/// 0..0, which [`is_absent`] tells from any written value. Serde's own
+/// "missing field" would stop the whole file there, without a key; build
+/// reports it with its table's line and key instead ([`super::build::missing`]),
+/// and not at all when it follows from a misspelt key.
+fn absent<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+
+/// Whether a required key was left out ([`absent`]).
+pub(super) fn is_absent<T>(v: &Spanned<T>) -> bool {
+    v.span().is_empty()
 }
 
 /// A pool as written: one host name (or address), a list of endpoints, or a
@@ -62,8 +84,8 @@ pub(super) enum PoolSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct PoolTableSpec {
+    #[serde(default)]
     pub(super) endpoints: Vec<Spanned<EndpointSpec>>,
     pub(super) health: Option<Box<HealthSpec>>,
 }
@@ -75,9 +97,8 @@ pub(super) enum EndpointSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct EndpointTableSpec {
-    pub(super) address: String,
+    pub(super) address: Option<String>,
     pub(super) check_address: Option<Spanned<String>>,
     pub(super) health: Option<Box<HealthSpec>>,
 }
@@ -132,5 +153,85 @@ impl<'de> Deserialize<'de> for EndpointSpec {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// Every key of the file that no spec type reads, one error each at its
+/// line, with its key path. A file that is not valid TOML yields nothing
+/// here: [`Source::parse`] reports its syntax error.
+pub(super) fn unknown_keys(src: &Source, errs: &mut Vec<ConfigError>) {
+    let Some(doc) = src.keys() else {
+        return;
+    };
+    src.unknown_keys(&doc, "", fields::<FileSpec>(), errs);
+    if let Some(zone) = sub_table(&doc, "zone") {
+        src.unknown_keys(zone, "zone", fields::<ZoneSpec>(), errs);
+    }
+    for (i, s) in tables(&doc, "service").enumerate() {
+        // Named as build.rs names the service's keys.
+        let prefix = match s.get("name").and_then(|n| n.get_ref().as_str()) {
+            Some(n) if !n.trim().is_empty() => format!("service.{}", n.trim()),
+            _ => format!("service[{i}]"),
+        };
+        src.unknown_keys(s, &prefix, fields::<ServiceSpec>(), errs);
+        health_keys(src, s, &prefix, errs);
+        for (name, pool) in sub_table(s, "pools").into_iter().flatten() {
+            let key = format!("{prefix}.pools.{}", name.get_ref());
+            match pool.get_ref() {
+                DeValue::Table(t) => {
+                    src.unknown_keys(t, &key, fields::<PoolTableSpec>(), errs);
+                    health_keys(src, t, &key, errs);
+                    endpoint_keys(src, t.get("endpoints"), &format!("{key}.endpoints"), errs);
+                }
+                _ => endpoint_keys(src, Some(pool), &key, errs),
+            }
+        }
+        for (j, p) in tables(s, "phase").enumerate() {
+            // Named as build.rs names the phase's keys.
+            let key = match p.get("name").and_then(|n| n.get_ref().as_str()) {
+                Some(n) if !n.trim().is_empty() => format!("{prefix}.phase.{}", n.trim()),
+                _ => format!("{prefix}.phase[{j}]"),
+            };
+            src.unknown_keys(p, &key, fields::<PhaseSpec>(), errs);
+        }
+    }
+}
+
+/// The tables in the array `key` of `table` (`[[service]]`, `[[service.phase]]`).
+fn tables<'a, 'i>(
+    table: &'a DeTable<'i>,
+    key: &str,
+) -> impl Iterator<Item = &'a DeTable<'i>> + use<'a, 'i> {
+    table
+        .get(key)
+        .and_then(|v| v.get_ref().as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get_ref().as_table())
+}
+
+/// Unknown keys of the `health` table of `table`, if it has one.
+fn health_keys(src: &Source, table: &DeTable<'_>, prefix: &str, errs: &mut Vec<ConfigError>) {
+    if let Some(h) = sub_table(table, "health") {
+        src.unknown_keys(h, &format!("{prefix}.health"), fields::<HealthSpec>(), errs);
+    }
+}
+
+/// Unknown keys of the endpoints written as tables in a list of endpoints.
+fn endpoint_keys(
+    src: &Source,
+    list: Option<&Spanned<DeValue<'_>>>,
+    prefix: &str,
+    errs: &mut Vec<ConfigError>,
+) {
+    let Some(list) = list.and_then(|l| l.get_ref().as_array()) else {
+        return;
+    };
+    for (i, e) in list.into_iter().enumerate() {
+        if let Some(t) = e.get_ref().as_table() {
+            let key = format!("{prefix}[{i}]");
+            src.unknown_keys(t, &key, fields::<EndpointTableSpec>(), errs);
+            health_keys(src, t, &key, errs);
+        }
     }
 }

@@ -185,9 +185,13 @@ impl Serve {
             .arg(self.dir.join("dnsshift.toml"))
             .arg("serve")
             .args(&self.args);
+        // The control flags' variables would move the daemon's control
+        // address and token (serve honours --control and --token-file).
         cmd.current_dir(&self.dir)
             .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET");
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("DNSSHIFT_CONTROL")
+            .env_remove("DNSSHIFT_TOKEN_FILE");
         for (k, v) in &self.env {
             match v {
                 Some(v) => cmd.env(k, v),
@@ -449,7 +453,17 @@ impl Server {
 
     /// Runs a CLI subcommand against this server's config; returns (exit ok, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(bin())
+        let out = self.cli_command(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a CLI subcommand against this server's config; its exit status and output.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
             .arg("--config")
             .arg(self.path().join("dnsshift.toml"))
             .args(args)
@@ -459,12 +473,7 @@ impl Server {
                 format!("http://{}", self.control.expect("control address")),
             )
             .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .unwrap()
     }
 
     /// Runs a CLI subcommand that must succeed; returns stdout.

@@ -4,14 +4,16 @@
 //! healthy and `advance` has somewhere to shift to. Ctrl-C stops it.
 //!
 //! ```console
-//! $ cargo run --example demo-backend                 # the targets of zones/*.toml
-//! $ cargo run --example demo-backend -- --zones DIR --port 0
+//! $ cargo run --bin demo-backend                 # the targets of zones/*.toml
+//! $ cargo run --bin demo-backend -- --zones DIR --port 0
 //! ```
 //!
 //! `--port` serves every address on that port instead of the checks' own
 //! (0: one free port, printed as `port N`, for tests). It refuses to serve a
 //! target that is not a loopback address: it only ever plays local load
-//! balancers. It is an example, not part of the `dnsshift` binary.
+//! balancers. A binary of its own, not an example, so that running it
+//! builds none of the dev-dependencies (criterion, rcgen, rustls) that
+//! cargo builds for every example; the Debian package leaves it out.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
