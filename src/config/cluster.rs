@@ -197,9 +197,13 @@ impl ClusterConfig {
                     )
                 })?,
         };
+        // Relative file names are taken from the config file's directory,
+        // like the config's other paths.
+        let base = src.path.parent().unwrap_or(std::path::Path::new(""));
+        let file = |f: &str| base.join(f);
         let client_cert = match (&spec.cert_file, &spec.key_file) {
             (None, None) => None,
-            (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
+            (Some(c), Some(k)) => Some((file(c.get_ref()), file(k.get_ref()))),
             (Some(s), None) | (None, Some(s)) => {
                 return Err(src.error(
                     s.span(),
@@ -213,10 +217,9 @@ impl ClusterConfig {
             (Some(u), Some(p), None) => {
                 Some((u.get_ref().clone(), Password::Inline(p.get_ref().clone())))
             }
-            (Some(u), None, Some(f)) => Some((
-                u.get_ref().clone(),
-                Password::File(PathBuf::from(f.get_ref())),
-            )),
+            (Some(u), None, Some(f)) => {
+                Some((u.get_ref().clone(), Password::File(file(f.get_ref()))))
+            }
             (Some(u), None, None) => {
                 return Err(src.error(
                     u.span(),
@@ -249,7 +252,7 @@ impl ClusterConfig {
             endpoints,
             prefix,
             node,
-            ca_file: spec.ca_file.map(PathBuf::from),
+            ca_file: spec.ca_file.as_deref().map(file),
             client_cert,
             user,
             request_timeout,
@@ -359,6 +362,27 @@ mod tests {
         let d = parse("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n").unwrap();
         assert_eq!(d.prefix, "/dnsshift");
         assert!(!d.node.is_empty(), "defaults to the host name");
+    }
+
+    #[test]
+    fn relative_files_are_taken_from_the_config_files_directory() {
+        let src = Source {
+            path: "/etc/dnsshift/dnsshift.toml".into(),
+            text: "[cluster]\netcd = [\"https://127.0.0.1:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"/abs/c.pem\"\nkey_file = \"k.pem\"\nuser = \"u\"\npassword_file = \"pw\"\n".into(),
+        };
+        let f: File = src.parse().unwrap();
+        let c = ClusterConfig::from_spec(&src, f.cluster).unwrap();
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/dnsshift/ca.pem")));
+        assert_eq!(
+            c.client_cert,
+            Some((
+                PathBuf::from("/abs/c.pem"),
+                PathBuf::from("/etc/dnsshift/k.pem")
+            ))
+        );
+        assert!(
+            matches!(&c.user, Some((_, Password::File(f))) if f == &PathBuf::from("/etc/dnsshift/pw"))
+        );
     }
 
     #[test]
