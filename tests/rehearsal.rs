@@ -76,8 +76,11 @@ fn migration_rehearsal_through_a_real_resolver_has_zero_failed_requests() {
     let half2 = mark();
     pause(Duration::from_secs(24) - settle);
     let half2_end = mark();
-    let t_cutover = Instant::now();
     op(&server, &tl, &["advance", "www", "--reason", "cutover"]);
+    // From the command's return, as every other phase's window: an answer
+    // given just before it may be cached for the TTL plus up to a second
+    // (resolvers count whole seconds), which is what `settle` covers.
+    let t_cutover = Instant::now();
 
     // Drain: wait until status says old is drained plus grace.
     let st = await_old_drained(|| {

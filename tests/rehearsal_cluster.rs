@@ -107,7 +107,6 @@ fn two_nameserver_rehearsal_through_real_resolvers_has_zero_failed_requests() {
         "rr-50-50",
     );
     pause(Duration::from_secs(5));
-    let t_cutover = Instant::now();
     op_on(
         &a,
         &hosts,
@@ -115,6 +114,9 @@ fn two_nameserver_rehearsal_through_real_resolvers_has_zero_failed_requests() {
         &["advance", "www", "--reason", "cutover"],
         "cutover",
     );
+    // From the command's return, as every other phase's window (see
+    // tests/rehearsal.rs).
+    let t_cutover = Instant::now();
 
     // Drain: wait on ns1's status; ns2 must print the same deadline, and
     // the decommissioning is done on ns2.
