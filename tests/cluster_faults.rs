@@ -211,7 +211,15 @@ fn status_and_metrics_say_when_etcd_is_unreachable() {
     await_agreement(&[&a, &b], "www", "separate-domain", "start");
     let control = a.server().control.unwrap();
     assert_eq!(metric(control, "dnsshift_etcd_reachable"), Some(1));
-    let st = a.status();
+    // ns1 must have read ns2's report before etcd goes: the watch delivers
+    // it a moment after both hosts are up.
+    let st = poll(NOTICE_OUTAGE, Duration::from_millis(100), || {
+        let st = a.status();
+        host_entry(&st, "ns2")
+            .is_some_and(|h| h["live"] == true)
+            .then_some(st)
+    })
+    .unwrap_or_else(|| panic!("ns1 never saw ns2 live: {}", a.status()));
     assert_eq!(st["etcd"]["reachable"], true, "{st}");
     assert!(st["etcd"].get("unreachable_since_ms").is_none(), "{st}");
 
