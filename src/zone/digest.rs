@@ -58,14 +58,17 @@ fn canonical(zones: &[Zone]) -> String {
         for r in records {
             let _ = writeln!(o, "{r}");
         }
+        let dir = z.file.parent().unwrap_or(std::path::Path::new(""));
         for s in &z.services {
-            service(&mut o, s);
+            service(&mut o, s, dir);
         }
     }
     o
 }
 
-fn service(o: &mut String, s: &Service) {
+/// One service; `dir` is its zone file's directory, from which a `ca_file`
+/// is named (hosts keep their zone files in different places).
+fn service(o: &mut String, s: &Service, dir: &std::path::Path) {
     let _ = writeln!(
         o,
         "service {} short {} staging {:?} staging_pool {} ttl {} max_answers {} initial {} on_all_down {:?} drain_grace_ms {}",
@@ -104,6 +107,8 @@ fn service(o: &mut String, s: &Service) {
                     c.expect_body,
                     c.insecure,
                     c.ca_file
+                        .as_deref()
+                        .map(|f| f.strip_prefix(dir).unwrap_or(f))
                 );
             }
         }
@@ -176,6 +181,31 @@ weights = { old = 0, new = 100 }
             digest(&load(&[("1.toml", ZONE), ("2.toml", &second)])),
             digest(&load(&[("1.toml", &second), ("2.toml", ZONE)]))
         );
+    }
+
+    #[test]
+    fn hosts_keeping_the_same_zones_in_different_directories_agree() {
+        // A `ca_file` is named from its zone file's directory, not by the
+        // absolute path each host resolved it to.
+        let pem = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        let zone = ZONE.replacen(
+            "[[service.phase]]",
+            "[service.health]\nurl = \"https://{endpoint}/\"\nca_file = \"ca.pem\"\n\n[[service.phase]]",
+            1,
+        );
+        let digests: Vec<String> = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("ca.pem"), &pem).unwrap();
+                std::fs::write(dir.path().join("a.toml"), &zone).unwrap();
+                digest(&crate::zone::load_dir(dir.path()).unwrap())
+            })
+            .collect();
+        assert_eq!(digests[0], digests[1]);
+        assert_ne!(digests[0], digest(&load(&[("a.toml", ZONE)])));
     }
 
     #[test]
