@@ -33,7 +33,16 @@ pub fn run(
             action: ClusterAction::Import { state_file, force },
         } => import::import(config, state_file.as_deref(), force),
         command => client::Client::new(config, control, token_file)
-            .and_then(|c| c.run(command, actor.or_else(client::login_name))),
+            // A login name the daemon would refuse (a directory user's
+            // "John Smith") is left out rather than blocking every command;
+            // an --actor given by hand is sent as given, to be refused.
+            .and_then(|c| {
+                let login = || {
+                    client::login_name()
+                        .filter(|n| crate::api::BadActor::check(&Some(n.clone())).is_ok())
+                };
+                c.run(command, actor.or_else(login))
+            }),
     }
 }
 

@@ -261,4 +261,24 @@ fn history_says_which_host_ran_a_command_and_who_asked() {
     let bad = a.run(&["rollback", "www", "--actor", "two words"]);
     assert_eq!(bad.code, Some(2), "{bad}");
     assert!(bad.stderr.contains("--actor"), "{bad}");
+    // A login name the daemon would refuse is left out, not a refusal.
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(b.dir().join("dnsshift.toml"))
+        .env(
+            "DNSSHIFT_CONTROL",
+            format!("http://{}", b.server().control.unwrap()),
+        )
+        .env_remove("SUDO_USER")
+        .env_remove("DNSSHIFT_ACTOR")
+        .env_remove("USER")
+        .env("LOGNAME", "John Smith")
+        .current_dir(b.dir());
+    let args = ["rollback", "www", "--reason", "third"];
+    let run = run_command(cmd.args(args), &args);
+    assert_eq!(run.code, Some(0), "{run}");
+    let events = a.history("www");
+    let last = events.last().unwrap();
+    assert_eq!(last["node"], "ns2", "{events:?}");
+    assert!(last.get("actor").is_none_or(|a| a.is_null()), "{events:?}");
 }

@@ -148,7 +148,7 @@ impl Operator {
             .collect();
         let others = match rest.first() {
             Some(d) => format!("unlike the other live hosts (zones={d})"),
-            None => "and no two live hosts agree".to_string(),
+            None => "and no zones digest is served by more live hosts than another".to_string(),
         };
         Some(format!(
             "hosts serve different zones: {} {others}; they may answer the same query differently: give every host the same zone files and reload",

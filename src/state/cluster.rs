@@ -475,6 +475,17 @@ impl Cluster {
             }
             revision = self.etcd.put_all(&put).await?;
         }
+        if revision < floor {
+            // Still below what the host served: keep the zones pending
+            // (the caller retries) rather than let its serial go back.
+            return Err(EtcdError::Protocol {
+                endpoint: String::new(),
+                call: "/v3/kv/put",
+                detail: format!(
+                    "zone generation {revision} still below {floor} after {MAX_GENERATION_WRITES} writes"
+                ),
+            });
+        }
         Ok(revision)
     }
 
