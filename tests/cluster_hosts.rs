@@ -220,19 +220,7 @@ fn history_says_which_host_ran_a_command_and_who_asked() {
     a.ok(&["advance", "www", "--actor", "alice", "--reason", "first"]);
     await_agreement(&[&a, &b], "www", "mix", "advance on ns1");
     // Without --actor the CLI sends the login name.
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--config")
-        .arg(b.dir().join("dnsshift.toml"))
-        .env(
-            "DNSSHIFT_CONTROL",
-            format!("http://{}", b.server().control.unwrap()),
-        )
-        .env_remove("SUDO_USER")
-        .env_remove("DNSSHIFT_ACTOR")
-        .env("LOGNAME", "dave")
-        .current_dir(b.dir());
-    let args = ["advance", "www", "--reason", "second"];
-    let run = run_command(cmd.args(args), &args);
+    let run = as_login(&b, "dave", &["advance", "www", "--reason", "second"]);
     assert_eq!(run.code, Some(0), "{run}");
     await_agreement(&[&a, &b], "www", "new", "advance on ns2");
 
@@ -262,23 +250,28 @@ fn history_says_which_host_ran_a_command_and_who_asked() {
     assert_eq!(bad.code, Some(2), "{bad}");
     assert!(bad.stderr.contains("--actor"), "{bad}");
     // A login name the daemon would refuse is left out, not a refusal.
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--config")
-        .arg(b.dir().join("dnsshift.toml"))
-        .env(
-            "DNSSHIFT_CONTROL",
-            format!("http://{}", b.server().control.unwrap()),
-        )
-        .env_remove("SUDO_USER")
-        .env_remove("DNSSHIFT_ACTOR")
-        .env_remove("USER")
-        .env("LOGNAME", "John Smith")
-        .current_dir(b.dir());
-    let args = ["rollback", "www", "--reason", "third"];
-    let run = run_command(cmd.args(args), &args);
+    let run = as_login(&b, "John Smith", &["rollback", "www", "--reason", "third"]);
     assert_eq!(run.code, Some(0), "{run}");
     let events = a.history("www");
     let last = events.last().unwrap();
     assert_eq!(last["node"], "ns2", "{events:?}");
     assert!(last.get("actor").is_none_or(|a| a.is_null()), "{events:?}");
+}
+
+/// Runs the CLI against `host` as a user whose login name is `login` (no
+/// `--actor`, no `sudo`).
+fn as_login(host: &Host, login: &str, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(host.dir().join("dnsshift.toml"))
+        .env(
+            "DNSSHIFT_CONTROL",
+            format!("http://{}", host.server().control.unwrap()),
+        )
+        .env_remove("SUDO_USER")
+        .env_remove("DNSSHIFT_ACTOR")
+        .env_remove("USER")
+        .env("LOGNAME", login)
+        .current_dir(host.dir());
+    run_command(cmd.args(args), args)
 }
