@@ -213,13 +213,7 @@ fn status_and_metrics_say_when_etcd_is_unreachable() {
     assert_eq!(metric(control, "dnsshift_etcd_reachable"), Some(1));
     // ns1 must have read ns2's report before etcd goes: the watch delivers
     // it a moment after both hosts are up.
-    let st = poll(NOTICE_OUTAGE, Duration::from_millis(100), || {
-        let st = a.status();
-        host_entry(&st, "ns2")
-            .is_some_and(|h| h["live"] == true)
-            .then_some(st)
-    })
-    .unwrap_or_else(|| panic!("ns1 never saw ns2 live: {}", a.status()));
+    let st = a.await_live("ns2");
     assert_eq!(st["etcd"]["reachable"], true, "{st}");
     assert!(st["etcd"].get("unreachable_since_ms").is_none(), "{st}");
 
@@ -281,6 +275,8 @@ fn every_command_waits_for_the_other_hosts_and_answers_its_epoch() {
     let etcd = EtcdCluster::start(3);
     let (a, b) = two_hosts(&etcd);
     await_agreement(&[&a, &b], "www", "separate-domain", "start");
+    // A host waits only for the hosts whose reports it has read.
+    a.await_live("ns2");
     let json = |args: &[&str]| -> serde_json::Value {
         let out = a.ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} --json: {e}: {out}"))
@@ -299,6 +295,10 @@ fn every_command_waits_for_the_other_hosts_and_answers_its_epoch() {
             .as_u64()
             .unwrap_or_else(|| panic!("{args:?}: no epoch in {r}"));
         assert!(epoch > last, "{args:?}: epoch {epoch} after {last}");
+        assert!(
+            !r["warnings"].to_string().contains("older state"),
+            "{args:?}: {r}"
+        );
         last = epoch;
         // Returned only once the other host serves it.
         assert_eq!(

@@ -79,10 +79,7 @@ fn a_stopped_host_is_shown_gone_in_status_and_its_drain_still_counts() {
     let a = host(&etcd, "ns1", "127.0.0.2", &z);
     let mut b = host(&etcd, "ns2", "127.0.0.3", &z);
     await_agreement(&[&a, &b], "www", "old", "start");
-    poll(AGREE_TIMEOUT, Duration::from_millis(20), || {
-        host_entry(&a.status(), "ns2").filter(|h| h["live"] == true)
-    })
-    .expect("ns1 sees ns2 live once it published");
+    a.await_live("ns2");
     b.a("www.shift.test.");
     let answered = now_ms();
     b.kill9();

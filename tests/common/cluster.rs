@@ -167,6 +167,20 @@ impl Host {
         Marker::parse(&m).map_err(|e| format!("{} {qname} TXT: {e}", self.node))
     }
 
+    /// Waits until this host's status lists `node` as live: its report has
+    /// reached this host, so a command here waits for it. Two hosts can
+    /// serve the same epoch a moment before each has read the other's
+    /// report.
+    pub fn await_live(&self, node: &str) -> Value {
+        poll(AGREE_TIMEOUT, Duration::from_millis(20), || {
+            let st = self.status();
+            host_entry(&st, node)
+                .is_some_and(|h| h["live"] == true)
+                .then_some(st)
+        })
+        .unwrap_or_else(|| panic!("{} never saw {node} live: {}", self.node, self.status()))
+    }
+
     /// The zone's SOA serial as this host answers it.
     pub fn serial(&self) -> u32 {
         let m = self.server().query(&self.origin, RecordType::SOA);
