@@ -465,6 +465,7 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
                     serial: op.plan.load().serial,
                     datapath: &datapath,
                     etcd_reachable: op.etcd_status().map(|e| e.reachable),
+                    epoch: op.etcd_status().map(|_| op.applied_epoch()),
                 })
             };
             match tokio::task::spawn_blocking(render).await {

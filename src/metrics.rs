@@ -41,6 +41,9 @@ pub struct Sources<'a> {
     pub datapath: &'a DataPath,
     /// Whether this host reaches etcd (`[cluster]`); `None` for a single host.
     pub etcd_reachable: Option<bool>,
+    /// The shared state's epoch this host serves (`[cluster]`); `None` for a
+    /// single host.
+    pub epoch: Option<i64>,
 }
 
 /// Renders every metric in the OpenMetrics text format.
@@ -242,6 +245,16 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
         reg.register(
             "etcd_reachable",
             "1 while this host reads and watches etcd; 0 while it cannot (it serves the last applied state, commands fail)",
+            g,
+        );
+    }
+
+    if let Some(epoch) = src.epoch {
+        let g = Gauge::<i64>::default();
+        g.set(epoch);
+        reg.register(
+            "state_epoch",
+            "The shared state's epoch this host serves; a host below the others' maximum lags the cluster",
             g,
         );
     }

@@ -578,19 +578,25 @@ pub fn answers(m: &Message) -> Vec<String> {
 /// The value of one sample of dnsshift's /metrics: the line that starts
 /// with `sample` (name and labels), or None if there is none.
 pub fn metric(control: SocketAddr, sample: &str) -> Option<u64> {
-    let mut s = TcpStream::connect_timeout(&control, QUERY_TIMEOUT).unwrap();
-    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines().find_map(|l| {
+    metrics_page(control).lines().find_map(|l| {
         l.strip_prefix(sample)?
             .strip_prefix(' ')?
             .trim()
             .parse()
             .ok()
     })
+}
+
+/// The daemon's `/metrics` page (headers included), from its control
+/// address.
+pub fn metrics_page(control: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&control, QUERY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// Polls `f` every `every` until it returns Some, for at most `timeout`.
