@@ -13,6 +13,7 @@ use crate::zone;
 mod args;
 mod client;
 mod import;
+mod problems;
 pub mod render;
 pub use args::{
     AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,

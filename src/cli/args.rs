@@ -67,6 +67,12 @@ pub enum Command {
         /// Machine-readable output (see the README for the format).
         #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Print one line per problem (fail-open, an endpoint down, a weighted
+        /// pool unusable, a lagging or gone host, etcd unreachable) and exit
+        /// 1 if there is any, 0 if every service is answered normally and
+        /// every host is in sync.
+        #[arg(long, conflicts_with_all = ["watch", "json"])]
+        check: bool,
         /// Redraw in place every --interval until Ctrl-C (at most a day).
         #[arg(long)]
         watch: bool,

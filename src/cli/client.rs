@@ -135,6 +135,7 @@ impl Client {
             Command::Status {
                 service,
                 json,
+                check,
                 watch,
                 interval,
                 count,
@@ -147,6 +148,9 @@ impl Client {
                     return self.watch(&path, interval, count).await;
                 }
                 let st: StatusResponse = self.call(Method::GET, &path, NO_BODY).await?;
+                if check {
+                    return check_status(&st);
+                }
                 if json {
                     print_json(&st)
                 } else {
@@ -424,4 +428,24 @@ fn percent(s: &str) -> String {
         }
     }
     out
+}
+
+/// `status --check`: one line per problem on stdout; exit 1 if any.
+fn check_status(st: &StatusResponse) -> Result<(), Failure> {
+    let problems = super::problems::problems(st);
+    if problems.is_empty() {
+        println!(
+            "OK: {} service(s) answered normally{}",
+            st.services.len(),
+            match st.hosts.len() {
+                0 => String::new(),
+                n => format!(", {n} host(s) in sync"),
+            }
+        );
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    Err(Failure::Refused(String::new()))
 }
