@@ -395,6 +395,14 @@ pub struct ReloadResponse {
     /// Things the operator should know (hosts serving different zones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What changed against the zones served before (or, for a dry run,
+    /// what would), one line each.
+    #[serde(default)]
+    pub changes: Vec<String>,
+    /// Nothing was applied: the zones and serial are what a reload would
+    /// serve and what is served now.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// An error from the daemon, as it travels: the typed error's message and

@@ -927,6 +927,45 @@ fn a_of(server: &Server, name: &str) -> Vec<String> {
 }
 
 #[test]
+fn reload_dry_run_says_what_would_change_and_applies_nothing() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zones = server.path().join("zones");
+    let out = server.cli_ok(&["reload", "--dry-run"]);
+    assert!(
+        out.contains("valid: 1 zone(s), 1 service(s); nothing applied")
+            && out.contains("no changes: a reload would serve what is served now"),
+        "{out}"
+    );
+    std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.99")).unwrap();
+    let out = server.cli_ok(&["reload", "--dry-run"]);
+    assert_eq!(
+        out.lines().skip(1).collect::<Vec<_>>(),
+        [
+            "would change:",
+            "  service www.shift.test.: pool old: endpoint 192.0.2.99 added",
+            "  service www.shift.test.: pool old: endpoint 192.0.2.10 removed",
+        ],
+        "{out}"
+    );
+    // Nothing applied: the old address is still answered, and no reload
+    // was logged.
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.10"]);
+    assert!(!server.log.lines().iter().any(|l| is_msg(l, "reloaded")));
+    // A broken zone fails the dry run as it would fail the reload.
+    std::fs::write(zones.join("broken.toml"), "[zone]\nttl = 3\n").unwrap();
+    let err = cli_err(&server, &["reload", "--dry-run"]);
+    assert!(err.contains("broken.toml:"), "{err}");
+    std::fs::remove_file(zones.join("broken.toml")).unwrap();
+    // The real reload then says what changed.
+    let out = server.cli_ok(&["reload"]);
+    assert!(
+        out.contains("changed:\n  service www.shift.test.: pool old: endpoint 192.0.2.99 added"),
+        "{out}"
+    );
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.99"]);
+}
+
+#[test]
 fn reload_rejects_a_broken_zone_whole_and_accepts_a_good_one() {
     let server = start(&reload_zone("192.0.2.10"));
     let zones = server.path().join("zones");

@@ -136,7 +136,12 @@ pub enum Command {
         json: bool,
     },
     /// Re-read zones; a config with any error is rejected whole.
-    Reload,
+    Reload {
+        /// Validate as a reload does and print what would change (services,
+        /// pools, endpoints, phases, TTLs, static records); apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Several nameservers sharing one state on etcd (`[cluster]`).
     Cluster {
         #[command(subcommand)]
