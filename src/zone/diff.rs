@@ -206,13 +206,13 @@ fn endpoints(p: &Pool) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn load(text: &str) -> Vec<Zone> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("z.toml");
-        std::fs::write(&file, text).unwrap();
-        vec![super::super::load_file(Path::new(&file)).unwrap()]
+        let src = crate::config::source::Source {
+            path: "z.toml".into(),
+            text: text.into(),
+        };
+        vec![super::super::parse(&src).unwrap()]
     }
 
     const BASE: &str = r#"
