@@ -1,7 +1,7 @@
 //! `dnsshift status --check` (issue 21): one line per problem and exit 1,
 //! or "OK" and exit 0, against a real daemon whose endpoints a real HTTP
 //! backend makes healthy or not, and a real two-host cluster on etcd whose
-//! second host is killed.
+//! second host is killed, then forgotten (`cluster forget`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::backend::{Backend, Behaviour};
-use common::cluster::Host;
+use common::cluster::{Host, host_entry};
 use common::etcd::EtcdCluster;
 use common::*;
 
@@ -126,4 +126,33 @@ fn check_names_a_gone_host() {
     let (_, out) = check_until(a.server(), |ok, out| !ok && out.contains("host ns2: gone"));
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("host ns2: gone (last seen "), "{out}");
+
+    // `cluster forget`: refused for a live host (exit 1), a usage error for
+    // an unknown one (exit 2) naming the known ones; then ns2 is forgotten
+    // and everything is well again.
+    let live = a.run(&["cluster", "forget", "ns1"]);
+    assert_eq!(live.code, Some(1), "{live}");
+    assert!(live.stderr.contains("host ns1 is alive"), "{live}");
+    let unknown = a.run(&["cluster", "forget", "ns9"]);
+    assert_eq!(unknown.code, Some(2), "{unknown}");
+    assert!(
+        unknown
+            .stderr
+            .contains("no host \"ns9\"; it knows: ns1, ns2"),
+        "{unknown}"
+    );
+    let forgot = a.run(&["cluster", "forget", "ns2"]);
+    assert_eq!(forgot.code, Some(0), "{forgot}");
+    assert!(
+        forgot.stdout.starts_with("forgot host ns2 (last seen "),
+        "{forgot}"
+    );
+    let (ok, out) = check_until(a.server(), |ok, _| ok);
+    assert!(ok);
+    assert_eq!(
+        out.trim(),
+        "OK: 1 service(s) answered normally, 1 host(s) in sync",
+        "{out}"
+    );
+    assert!(host_entry(&a.status(), "ns2").is_none(), "{}", a.status());
 }

@@ -162,6 +162,13 @@ pub enum ClusterAction {
         #[arg(long)]
         force: bool,
     },
+    /// Remove a host gone for good (decommissioned, renamed) from the
+    /// cluster's records: it no longer shows in status nor counts for drain
+    /// deadlines. Talks to etcd directly; refused while the host is alive.
+    Forget {
+        /// The host's node id, as `status` lists it.
+        node: String,
+    },
 }
 
 /// Shortest `status --watch` interval: a watch is a person looking, not a poller.
