@@ -326,6 +326,11 @@ pub struct PoolStatus {
     /// For a pool the main name does not answer now: last answer + its
     /// TTL; no resolver that honours TTLs holds the pool after this.
     pub drained_at_ms: Option<u64>,
+    /// The vanished host (no live lease) whose last answers set
+    /// `drained_at_ms`, later than any live host's: it holds up the drain.
+    /// `dnsshift cluster forget NODE` once it has left for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_held_by: Option<String>,
     /// `drained_at_ms` has passed.
     pub drained: bool,
     /// `drained_at_ms` plus the service's drain grace.
