@@ -56,8 +56,8 @@ pub struct TransitionResponse {
     pub to: String,
     /// False for a dry run.
     pub applied: bool,
-    /// Weights of the target phase by pool.
-    pub weights: BTreeMap<String, u32>,
+    /// Weights of the target phase by pool, in configuration order.
+    pub weights: indexmap::IndexMap<String, u32>,
     /// TTL answered in the target phase.
     pub ttl: u32,
     /// Things the operator should know (longer TTL, forced, ...).

@@ -255,7 +255,8 @@ fn full_migration_rollback_and_to_through_the_cli() {
 
     let out = server.cli_ok(&["advance", "www", "--reason", "start with 10%"]);
     assert!(out.contains("separate-domain -> ten"), "{out}");
-    assert!(out.contains("new=10") && out.contains("old=90"), "{out}");
+    // Pools in configuration order (old, then new), not alphabetical.
+    assert!(out.contains("(weights old=90 new=10, ttl 30s)"), "{out}");
     assert_mixed(&server, 30);
     let s = split(&server, MIX_QUERIES, 30);
     assert!(s["old"] > s["new"], "90/10 should favour old: {s:?}");
@@ -479,6 +480,10 @@ fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
     assert!(out.contains("ttl 30s"), "{out}");
     let out = server.cli_ok(&["advance", "www", "--to", "cutover", "--dry-run", "--json"]);
     let r: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        out.find("\"old\"").unwrap() < out.find("\"new\"").unwrap(),
+        "weights in configuration order: {out}"
+    );
     assert_eq!(r["applied"], false);
     assert_eq!(r["to"], "cutover");
     assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
