@@ -269,6 +269,13 @@ fn register_datapath(reg: &mut Registry, c: &DataPath) {
     let gauge = Gauge::<i64>::default();
     gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
     reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);
+    let cap = Gauge::<i64>::default();
+    cap.set(c.tcp_max_connections.load(Ordering::Relaxed) as i64);
+    reg.register(
+        "dns_tcp_max_connections",
+        "DNS TCP connections allowed at once per listen address: tcp_max_connections, or fewer when the descriptor limit leaves fewer",
+        cap,
+    );
     for (name, help, v) in [
         (
             "dns_tcp_evicted",
