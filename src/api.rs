@@ -56,8 +56,8 @@ pub struct TransitionResponse {
     pub to: String,
     /// False for a dry run.
     pub applied: bool,
-    /// Weights of the target phase by pool.
-    pub weights: BTreeMap<String, u32>,
+    /// Weights of the target phase by pool, in configuration order.
+    pub weights: indexmap::IndexMap<String, u32>,
     /// TTL answered in the target phase.
     pub ttl: u32,
     /// Things the operator should know (longer TTL, forced, ...).
@@ -326,6 +326,11 @@ pub struct PoolStatus {
     /// For a pool the main name does not answer now: last answer + its
     /// TTL; no resolver that honours TTLs holds the pool after this.
     pub drained_at_ms: Option<u64>,
+    /// The vanished host (no live lease) whose last answers set
+    /// `drained_at_ms`, later than any live host's: it holds up the drain.
+    /// `dnsshift cluster forget NODE` once it has left for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_held_by: Option<String>,
     /// `drained_at_ms` has passed.
     pub drained: bool,
     /// `drained_at_ms` plus the service's drain grace.
@@ -395,6 +400,14 @@ pub struct ReloadResponse {
     /// Things the operator should know (hosts serving different zones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What changed against the zones served before (or, for a dry run,
+    /// what would), one line each.
+    #[serde(default)]
+    pub changes: Vec<String>,
+    /// Nothing was applied: the zones and serial are what a reload would
+    /// serve and what is served now.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// An error from the daemon, as it travels: the typed error's message and

@@ -13,6 +13,7 @@ use crate::zone;
 mod args;
 mod client;
 mod import;
+mod problems;
 pub mod render;
 pub use args::{
     AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
@@ -32,6 +33,9 @@ pub fn run(
         Command::Cluster {
             action: ClusterAction::Import { state_file, force },
         } => import::import(config, state_file.as_deref(), force),
+        Command::Cluster {
+            action: ClusterAction::Forget { node },
+        } => import::forget(config, &node),
         command => client::Client::new(config, control, token_file)
             // A login name the daemon would refuse (a directory user's
             // "John Smith") is left out rather than blocking every command;

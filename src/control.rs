@@ -17,6 +17,7 @@
 //! | GET  | /v1/services/{S}/history | | [`HistoryResponse`] |
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
+//! | POST | /v1/reload/dry-run | | [`ReloadResponse`]: what would change, nothing applied |
 //! | GET  | /metrics | | Prometheus text |
 //!
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
@@ -281,6 +282,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
+        .route("/v1/reload/dry-run", post(reload_dry_run))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     // /metrics never reads a body: hyper closes a connection whose request
@@ -465,6 +467,7 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
                     serial: op.plan.load().serial,
                     datapath: &datapath,
                     etcd_reachable: op.etcd_status().map(|e| e.reachable),
+                    epoch: op.etcd_status().map(|_| op.applied_epoch()),
                 })
             };
             match tokio::task::spawn_blocking(render).await {
@@ -598,6 +601,10 @@ async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     blocking(&ctx, Operator::reload).await
+}
+
+async fn reload_dry_run(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
+    blocking(&ctx, Operator::reload_dry_run).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! command and status lives in [`crate::operator`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -230,9 +231,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         tokio::runtime::Handle::current(),
     );
     let tcp_limits = dns::tcp::Limits {
-        max_connections: config.tcp_max_connections,
+        max_connections: tcp_cap(&config, endpoints, listeners.len()),
         idle_timeout: config.tcp_idle_timeout,
     };
+    datapath
+        .tcp_max_connections
+        .store(tcp_limits.max_connections as u64, Ordering::Relaxed);
     for Listener { udp, tcp, .. } in listeners {
         if config.udp_fast_path {
             let threads = dns::udp::spawn(udp, op.plan.clone(), fallback.clone(), shutdown.clone())
@@ -299,6 +303,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // could race an operation still finishing and store an older state.
     info!("stopped");
     Ok(())
+}
+
+/// The DNS TCP connection cap per listen address: the configured one, or
+/// what the descriptor limit leaves after the descriptors open now and a
+/// reserve for the control server's connections and one per health-checked
+/// endpoint (logged either way).
+fn tcp_cap(config: &Config, checked_endpoints: usize, listeners: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let configured = config.tcp_max_connections;
+    let Ok((nofile, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return configured;
+    };
+    let open = dns::tcp::open_descriptors();
+    let reserved = (config.control_limits.max_connections + checked_endpoints) as u64;
+    let cap = dns::tcp::effective_cap(configured, nofile, open, reserved, listeners);
+    if cap < configured {
+        warn!(
+            configured,
+            cap,
+            nofile,
+            open,
+            reserved,
+            "the descriptor limit leaves room for fewer DNS TCP connections than tcp_max_connections: capped (raise LimitNOFILE= to lift it)"
+        );
+    } else {
+        info!(cap, nofile, open, reserved, "dns tcp connection cap");
+    }
+    cap
 }
 
 /// Raises the soft limit on open descriptors to the hard limit (systemd

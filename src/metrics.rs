@@ -41,6 +41,9 @@ pub struct Sources<'a> {
     pub datapath: &'a DataPath,
     /// Whether this host reaches etcd (`[cluster]`); `None` for a single host.
     pub etcd_reachable: Option<bool>,
+    /// The shared state's epoch this host serves (`[cluster]`); `None` for a
+    /// single host.
+    pub epoch: Option<i64>,
 }
 
 /// Renders every metric in the OpenMetrics text format.
@@ -246,6 +249,16 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
         );
     }
 
+    if let Some(epoch) = src.epoch {
+        let g = Gauge::<i64>::default();
+        g.set(epoch);
+        reg.register(
+            "state_epoch",
+            "The shared state's epoch this host serves; a host below the others' maximum lags the cluster",
+            g,
+        );
+    }
+
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
@@ -256,6 +269,13 @@ fn register_datapath(reg: &mut Registry, c: &DataPath) {
     let gauge = Gauge::<i64>::default();
     gauge.set(c.tcp_connections.load(Ordering::Relaxed) as i64);
     reg.register("dns_tcp_connections", "DNS TCP connections open now", gauge);
+    let cap = Gauge::<i64>::default();
+    cap.set(c.tcp_max_connections.load(Ordering::Relaxed) as i64);
+    reg.register(
+        "dns_tcp_max_connections",
+        "DNS TCP connections allowed at once per listen address: tcp_max_connections, or fewer when the descriptor limit leaves fewer",
+        cap,
+    );
     for (name, help, v) in [
         (
             "dns_tcp_evicted",

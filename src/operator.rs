@@ -317,6 +317,12 @@ impl Operator {
         lock(&self.state).0.clone()
     }
 
+    /// The epoch of the state this host serves (0 for a single host's file
+    /// store, whose changes have no epochs).
+    pub fn applied_epoch(&self) -> i64 {
+        lock(&self.state).1
+    }
+
     /// Starts (or restarts) the health checks of the current zones; the
     /// future completes when each endpoint has had its first probe.
     pub fn start_checks(&self) -> impl std::future::Future<Output = ()> + Send + use<> {

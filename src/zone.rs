@@ -19,6 +19,7 @@ use crate::pool::{Endpoint, Pool, Target};
 
 mod build;
 mod check;
+pub mod diff;
 pub mod digest;
 mod records;
 mod spec;

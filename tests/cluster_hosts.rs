@@ -104,6 +104,23 @@ fn a_stopped_host_is_shown_gone_in_status_and_its_drain_still_counts() {
         drained >= seen + 5000 + 5000,
         "drained_at_ms {drained} must count ns2 until its last report {seen} + lease 5 s + TTL 5 s: {st}"
     );
+    // Status says that the gone host holds up the drain, in JSON and text.
+    assert_eq!(pool(&st, "www", "old")["drain_held_by"], "ns2", "{st}");
+    let text = a.ok(&["status"]);
+    assert!(
+        text.contains("(set by GONE host ns2's last answers)"),
+        "{text}"
+    );
+    // Forgotten, it no longer counts: ns1's own answers set the deadline.
+    a.ok(&["cluster", "forget", "ns2"]);
+    let st = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let st = a.status();
+        host_entry(&st, "ns2").is_none().then_some(st)
+    })
+    .unwrap_or_else(|| panic!("ns2 still listed after forget: {}", a.status()));
+    let old = pool(&st, "www", "old");
+    assert!(old.get("drain_held_by").is_none(), "{st}");
+    assert!(old["drained_at_ms"].as_u64().unwrap() < drained, "{st}");
 }
 
 /// `www` (phases old, new) and one static record `static A <ip>`.

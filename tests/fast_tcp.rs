@@ -42,16 +42,9 @@ fn cpu_seconds(server: &Server) -> f64 {
     ticks / 100.0
 }
 
-#[test]
-fn a_tcp_query_is_answered_within_a_second_while_5000_idle_connections_are_held() {
-    let server = Setup::new(
-        &[("shift.test.toml", &zone())],
-        "tcp_idle_timeout = \"1h\"\n",
-    )
-    .start();
-    // Fewer descriptors than the flood: without a connection cap the server
-    // would run out, and its accept loop with it.
-    limit_descriptors(&server, 2048);
+/// Opens [`IDLE`] idle connections to `server`, then asserts that a TCP
+/// query is answered within a second; returns the idle connections.
+fn query_beside_idle_connections(server: &Server) -> Vec<TcpStream> {
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
         match TcpStream::connect_timeout(&server.dns, QUERY_TIMEOUT) {
@@ -67,15 +60,69 @@ fn a_tcp_query_is_answered_within_a_second_while_5000_idle_connections_are_held(
         &build_query("ns1.shift.test.", RecordType::A, None),
     );
     let took = t.elapsed();
+    eprintln!("answered in {took:?} beside {IDLE} idle connections");
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(answers(&m), ["127.0.0.53"]);
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    idle
+}
+
+#[test]
+fn a_tcp_query_is_answered_within_a_second_while_5000_idle_connections_are_held() {
+    let server = Setup::new(
+        &[("shift.test.toml", &zone())],
+        "tcp_idle_timeout = \"1h\"\n",
+    )
+    .start();
+    // Fewer descriptors than the flood: without a connection cap the server
+    // would run out, and its accept loop with it.
+    limit_descriptors(&server, 2048);
+    let idle = query_beside_idle_connections(&server);
     drop(idle);
     let (_, body) = http_get(server.control.unwrap(), "/metrics");
     assert!(
         !body.contains("dnsshift_dns_tcp_evicted_total 0"),
         "the cap never closed an idle connection"
     );
+}
+
+#[test]
+fn started_with_1024_descriptors_the_cap_fits_them_and_a_query_is_answered_within_a_second() {
+    // A container's typical limit, hard and soft: the configured cap (1000)
+    // plus everything else the daemon opens would exceed it, and accept
+    // would fail behind thousands of queued connections.
+    let setup = Setup::new(
+        &[("shift.test.toml", &zone())],
+        "tcp_idle_timeout = \"1h\"\n",
+    );
+    let server = Server::spawn_with(setup.dir, |s| s.nofile(1024));
+    let capped = server
+        .log
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("capped (raise LimitNOFILE= to lift it)"))
+        .expect("the capped cap is logged at start");
+    let cap: u64 = field(&capped, "cap").unwrap().parse().unwrap();
+    assert!(cap < 1000 && cap > 500, "{capped}");
+    assert_eq!(
+        field(&capped, "nofile").as_deref(),
+        Some("1024"),
+        "{capped}"
+    );
+    assert_eq!(
+        metric(server.control.unwrap(), "dnsshift_dns_tcp_max_connections"),
+        Some(cap)
+    );
+    let idle = query_beside_idle_connections(&server);
+    // Accept never ran out of descriptors.
+    assert_eq!(
+        metric(
+            server.control.unwrap(),
+            "dnsshift_dns_tcp_accept_errors_total"
+        ),
+        Some(0)
+    );
+    drop(idle);
 }
 
 #[test]

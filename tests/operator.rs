@@ -255,7 +255,8 @@ fn full_migration_rollback_and_to_through_the_cli() {
 
     let out = server.cli_ok(&["advance", "www", "--reason", "start with 10%"]);
     assert!(out.contains("separate-domain -> ten"), "{out}");
-    assert!(out.contains("new=10") && out.contains("old=90"), "{out}");
+    // Pools in configuration order (old, then new), not alphabetical.
+    assert!(out.contains("(weights old=90 new=10, ttl 30s)"), "{out}");
     assert_mixed(&server, 30);
     let s = split(&server, MIX_QUERIES, 30);
     assert!(s["old"] > s["new"], "90/10 should favour old: {s:?}");
@@ -479,6 +480,10 @@ fn dry_run_changes_nothing_and_prints_weights_and_ttl() {
     assert!(out.contains("ttl 30s"), "{out}");
     let out = server.cli_ok(&["advance", "www", "--to", "cutover", "--dry-run", "--json"]);
     let r: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        out.find("\"old\"").unwrap() < out.find("\"new\"").unwrap(),
+        "weights in configuration order: {out}"
+    );
     assert_eq!(r["applied"], false);
     assert_eq!(r["to"], "cutover");
     assert_eq!(r["weights"], serde_json::json!({"old": 0, "new": 100}));
@@ -924,6 +929,45 @@ fn reload_zone(old: &str) -> String {
 
 fn a_of(server: &Server, name: &str) -> Vec<String> {
     answers(&server.query(name, RecordType::A))
+}
+
+#[test]
+fn reload_dry_run_says_what_would_change_and_applies_nothing() {
+    let server = start(&reload_zone("192.0.2.10"));
+    let zones = server.path().join("zones");
+    let out = server.cli_ok(&["reload", "--dry-run"]);
+    assert!(
+        out.contains("valid: 1 zone(s), 1 service(s); nothing applied")
+            && out.contains("no changes: a reload would serve what is served now"),
+        "{out}"
+    );
+    std::fs::write(zones.join("shift.test.toml"), reload_zone("192.0.2.99")).unwrap();
+    let out = server.cli_ok(&["reload", "--dry-run"]);
+    assert_eq!(
+        out.lines().skip(1).collect::<Vec<_>>(),
+        [
+            "would change:",
+            "  service www.shift.test.: pool old: endpoint 192.0.2.99 added",
+            "  service www.shift.test.: pool old: endpoint 192.0.2.10 removed",
+        ],
+        "{out}"
+    );
+    // Nothing applied: the old address is still answered, and no reload
+    // was logged.
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.10"]);
+    assert!(!server.log.lines().iter().any(|l| is_msg(l, "reloaded")));
+    // A broken zone fails the dry run as it would fail the reload.
+    std::fs::write(zones.join("broken.toml"), "[zone]\nttl = 3\n").unwrap();
+    let err = cli_err(&server, &["reload", "--dry-run"]);
+    assert!(err.contains("broken.toml:"), "{err}");
+    std::fs::remove_file(zones.join("broken.toml")).unwrap();
+    // The real reload then says what changed.
+    let out = server.cli_ok(&["reload"]);
+    assert!(
+        out.contains("changed:\n  service www.shift.test.: pool old: endpoint 192.0.2.99 added"),
+        "{out}"
+    );
+    assert_eq!(a_of(&server, WWW), vec!["192.0.2.99"]);
 }
 
 #[test]

@@ -67,6 +67,12 @@ pub enum Command {
         /// Machine-readable output (see the README for the format).
         #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Print one line per problem (fail-open, an endpoint down, a weighted
+        /// pool unusable, a lagging or gone host, etcd unreachable) and exit
+        /// 1 if there is any, 0 if every service is answered normally and
+        /// every host is in sync.
+        #[arg(long, conflicts_with_all = ["watch", "json"])]
+        check: bool,
         /// Redraw in place every --interval until Ctrl-C (at most a day).
         #[arg(long)]
         watch: bool,
@@ -130,7 +136,12 @@ pub enum Command {
         json: bool,
     },
     /// Re-read zones; a config with any error is rejected whole.
-    Reload,
+    Reload {
+        /// Validate as a reload does and print what would change (services,
+        /// pools, endpoints, phases, TTLs, static records); apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Several nameservers sharing one state on etcd (`[cluster]`).
     Cluster {
         #[command(subcommand)]
@@ -150,6 +161,13 @@ pub enum ClusterAction {
         /// Replace the cluster's state of those services.
         #[arg(long)]
         force: bool,
+    },
+    /// Remove a host gone for good (decommissioned, renamed) from the
+    /// cluster's records: it no longer shows in status nor counts for drain
+    /// deadlines. Talks to etcd directly; refused while the host is alive.
+    Forget {
+        /// The host's node id, as `status` lists it.
+        node: String,
     },
 }
 

@@ -135,6 +135,7 @@ impl Client {
             Command::Status {
                 service,
                 json,
+                check,
                 watch,
                 interval,
                 count,
@@ -147,6 +148,9 @@ impl Client {
                     return self.watch(&path, interval, count).await;
                 }
                 let st: StatusResponse = self.call(Method::GET, &path, NO_BODY).await?;
+                if check {
+                    return check_status(&st);
+                }
                 if json {
                     print_json(&st)
                 } else {
@@ -229,15 +233,37 @@ impl Client {
                 self.pool_action(&service, &pool, "recommission", &body, json)
                     .await
             }
-            Command::Reload => {
-                let r: ReloadResponse = self.call(Method::POST, "/v1/reload", NO_BODY).await?;
+            Command::Reload { dry_run } => {
+                let path = if dry_run {
+                    "/v1/reload/dry-run"
+                } else {
+                    "/v1/reload"
+                };
+                let r: ReloadResponse = self.call(Method::POST, path, NO_BODY).await?;
                 for w in &r.warnings {
                     eprintln!("warning: {w}");
                 }
-                println!(
-                    "reloaded: {} zone(s), {} service(s), serial {}",
-                    r.zones, r.services, r.serial
-                );
+                if r.dry_run {
+                    println!(
+                        "valid: {} zone(s), {} service(s); nothing applied",
+                        r.zones, r.services
+                    );
+                } else {
+                    println!(
+                        "reloaded: {} zone(s), {} service(s), serial {}",
+                        r.zones, r.services, r.serial
+                    );
+                }
+                match (r.changes.is_empty(), r.dry_run) {
+                    (true, true) => println!("no changes: a reload would serve what is served now"),
+                    (true, false) => println!("no changes"),
+                    (false, _) => {
+                        println!("{}:", if r.dry_run { "would change" } else { "changed" });
+                        for c in &r.changes {
+                            println!("  {c}");
+                        }
+                    }
+                }
                 Ok(())
             }
         }
@@ -424,4 +450,24 @@ fn percent(s: &str) -> String {
         }
     }
     out
+}
+
+/// `status --check`: one line per problem on stdout; exit 1 if any.
+fn check_status(st: &StatusResponse) -> Result<(), Failure> {
+    let problems = super::problems::problems(st);
+    if problems.is_empty() {
+        println!(
+            "OK: {} service(s) answered normally{}",
+            st.services.len(),
+            match st.hosts.len() {
+                0 => String::new(),
+                n => format!(", {n} host(s) in sync"),
+            }
+        );
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    Err(Failure::Refused(String::new()))
 }

@@ -1,13 +1,15 @@
-//! `dnsshift cluster import [STATE_FILE] [--force]`: moves a single host's
-//! state file into etcd. Talks to etcd directly with the config's
-//! `[cluster]` table, not to a daemon, so it works before any host runs
-//! with `[cluster]`.
+//! The `dnsshift cluster` commands, which talk to etcd directly with the
+//! config's `[cluster]` table, not to a daemon: `import [STATE_FILE]
+//! [--force]` moves a single host's state file into etcd, so it works
+//! before any host runs with `[cluster]`; `forget NODE` removes a host
+//! gone for good.
 
 use std::path::Path;
 
 use super::Failure;
 use crate::config::Config;
-use crate::state::cluster::{Cluster, Commit, Layout};
+use crate::config::cluster::ClusterConfig;
+use crate::state::cluster::{Cluster, Commit, Layout, report};
 use crate::state::etcd::Etcd;
 use crate::state::shared::{EtcdStore, etcd_failure, shared_value};
 use crate::state::store::{CommitError, STATE_FILE, read_file};
@@ -24,15 +26,7 @@ pub fn import(
     force: bool,
 ) -> Result<(), Failure> {
     let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
-    let Some(cc) = config.cluster.clone() else {
-        return Err(Failure::Usage(format!(
-            "{}: no [cluster] table: nowhere to import to",
-            config
-                .file
-                .as_ref()
-                .map_or_else(|| "the config".to_string(), |f| f.display().to_string())
-        )));
-    };
+    let cc = cluster_table(&config, "nowhere to import to")?;
     let path = state_file.map_or_else(|| config.state_dir.join(STATE_FILE), Path::to_path_buf);
     if !path.is_file() {
         return Err(Failure::Usage(format!(
@@ -49,16 +43,7 @@ pub fn import(
     if !v.errors.is_empty() {
         return Err(Failure::Usage(v.errors.join("\n")));
     }
-    let opts = cc
-        .etcd_options()
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    let etcd = Etcd::new(opts).map_err(|e| Failure::Usage(e.to_string()))?;
-    let endpoints = etcd.endpoints().to_vec();
-    let cluster = Cluster::new(etcd, Layout::new(&cc.prefix), cc.node.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+    let (cluster, endpoints, runtime) = connect(&cc)?;
     runtime.block_on(async {
         let store = EtcdStore::new(
             cluster.clone(),
@@ -116,5 +101,76 @@ pub fn import(
                 .to_string(),
             )),
         }
+    })
+}
+
+/// The config's `[cluster]` table, or a usage error saying `why` it is needed.
+fn cluster_table(config: &Config, why: &str) -> Result<ClusterConfig, Failure> {
+    config.cluster.clone().ok_or_else(|| {
+        Failure::Usage(format!(
+            "{}: no [cluster] table: {why}",
+            config
+                .file
+                .as_ref()
+                .map_or_else(|| "the config".to_string(), |f| f.display().to_string())
+        ))
+    })
+}
+
+/// A client of the cluster's etcd, its endpoints (for messages) and a
+/// runtime to drive it.
+fn connect(cc: &ClusterConfig) -> Result<(Cluster, Vec<String>, tokio::runtime::Runtime), Failure> {
+    let opts = cc
+        .etcd_options()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let etcd = Etcd::new(opts).map_err(|e| Failure::Usage(e.to_string()))?;
+    let endpoints = etcd.endpoints().to_vec();
+    let cluster = Cluster::new(etcd, Layout::new(&cc.prefix), cc.node.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+    Ok((cluster, endpoints, runtime))
+}
+
+/// `dnsshift cluster forget NODE`: removes a host gone for good from the
+/// cluster's records, so that it no longer shows in `status` nor counts for
+/// drain deadlines. Refused while the host's lease holds (it is alive); a
+/// node the cluster has no record of is a usage error naming those it has.
+pub fn forget(config: Option<&Path>, node: &str) -> Result<(), Failure> {
+    let config = Config::discover(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let cc = cluster_table(&config, "no cluster to forget a host in")?;
+    let (cluster, endpoints, runtime) = connect(&cc)?;
+    let etcd = cluster.etcd();
+    let layout = cluster.layout();
+    let etcd_err = |e| Failure::Refused(etcd_failure(&endpoints, &e));
+    runtime.block_on(async {
+        if etcd.get(&layout.live(node)).await.map_err(etcd_err)?.0.is_some() {
+            return Err(Failure::Refused(format!(
+                "host {node} is alive (its lease in etcd holds): stop it first; once its lease has lapsed (status shows it gone), forget it"
+            )));
+        }
+        let Some(kv) = etcd.get(&layout.host(node)).await.map_err(etcd_err)?.0 else {
+            let known = etcd
+                .get_prefix(&layout.hosts_prefix())
+                .await
+                .map_err(etcd_err)?
+                .kvs
+                .iter()
+                .filter_map(|kv| kv.key.strip_prefix(&layout.hosts_prefix()).map(str::to_string))
+                .collect::<Vec<_>>();
+            return Err(Failure::Usage(format!(
+                "the cluster has no host {node:?}; it knows: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let seen = report(&kv)
+            .map(|r| format!(" (last seen {})", crate::clock::format_ms(r.published_ms)))
+            .unwrap_or_default();
+        etcd.delete(&layout.host(node)).await.map_err(etcd_err)?;
+        println!(
+            "forgot host {node}{seen}: it no longer shows in status nor counts for drain deadlines"
+        );
+        Ok(())
     })
 }

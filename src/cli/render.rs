@@ -235,8 +235,12 @@ pub fn render_status(st: &StatusResponse) -> String {
                     when(st.now_ms, safe)
                 ),
                 (false, Some(d), _) => format!(
-                    "{role}, draining: caches may hold it until {}",
-                    when(st.now_ms, d)
+                    "{role}, draining: caches may hold it until {}{}",
+                    when(st.now_ms, d),
+                    p.drain_held_by
+                        .as_ref()
+                        .map(|h| format!(" (set by GONE host {h}'s last answers)"))
+                        .unwrap_or_default()
                 ),
             };
             let served = format!(

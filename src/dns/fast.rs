@@ -87,6 +87,9 @@ pub fn formerr(req: &[u8], out: &mut [u8]) {
 pub struct Counters {
     /// DNS TCP connections open now.
     pub tcp_connections: AtomicU64,
+    /// The TCP connection cap in effect: the configured one, or less when
+    /// the descriptor limit leaves less ([`super::tcp::effective_cap`]).
+    pub tcp_max_connections: AtomicU64,
     /// Idle TCP connections closed to make room at the cap.
     pub tcp_evicted: AtomicU64,
     /// TCP connections refused at the cap (none idle to close).

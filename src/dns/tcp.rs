@@ -26,6 +26,35 @@ use crate::sync::lock;
 /// listen queue keeps the connection, and no core spins on it.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Descriptors kept back from DNS TCP for everything else the process
+/// opens while it runs: etcd and webhook connections, the state file and its
+/// directory, log and timer descriptors, the blocking pool's files.
+pub const FD_RESERVE: u64 = 64;
+
+/// The TCP connection cap per listen address that the descriptor limit
+/// allows: `configured`, or fewer when the soft limit `nofile` minus the
+/// descriptors `open` now and those `reserved` for the control server and
+/// health checks, shared by `listeners` addresses, leaves fewer; so that
+/// accept never fails for want of a descriptor (at the cap an idle
+/// connection makes room instead). At least 1.
+pub fn effective_cap(
+    configured: usize,
+    nofile: u64,
+    open: u64,
+    reserved: u64,
+    listeners: usize,
+) -> usize {
+    let room = nofile.saturating_sub(open + reserved + FD_RESERVE) / listeners.max(1) as u64;
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// Descriptors this process has open now (0 if /proc cannot tell).
+pub fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
 /// TCP limits from the config.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -35,32 +64,60 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// The open connections: when each became idle (`None`: busy with a
-/// request), and how to close it.
+/// How long the accept loop waits for evicted connections to release their
+/// descriptors before it goes on anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Idle connections closed at once when the cap is reached, so that a flood
+/// of new connections waits for closes once per batch, not once each.
+const EVICT_BATCH: usize = 32;
+
+/// One open connection: when it became idle (`None`: busy with a request),
+/// how to close it, and the signal that it has closed (its descriptor
+/// released).
+struct Conn {
+    idle_since: Option<Instant>,
+    close: CancellationToken,
+    closed: CancellationToken,
+}
+
+/// The open connections.
 #[derive(Default)]
 struct Table {
     next: u64,
-    open: HashMap<u64, (Option<Instant>, CancellationToken)>,
+    open: HashMap<u64, Conn>,
 }
 
 type Shared = Arc<Mutex<Table>>;
 
 impl Table {
-    /// Closes the connection idle the longest; false if none is idle.
-    fn close_idlest(&mut self) -> bool {
-        let victim = self
+    /// Closes the connection idle the longest; the signal that it has
+    /// released its descriptor, or None if none is idle.
+    fn close_idlest(&mut self) -> Option<CancellationToken> {
+        self.close_idlest_n(1).pop()
+    }
+
+    /// Closes the `n` connections idle the longest (fewer if fewer are
+    /// idle); the signals that they have released their descriptors.
+    fn close_idlest_n(&mut self, n: usize) -> Vec<CancellationToken> {
+        let mut idle: Vec<(Instant, u64)> = self
             .open
             .iter()
-            .filter_map(|(id, (since, _))| since.map(|s| (s, *id)))
-            .min()
-            .map(|(_, id)| id);
-        match victim.and_then(|id| self.open.remove(&id)) {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
+            .filter_map(|(id, c)| c.idle_since.map(|s| (s, *id)))
+            .collect();
+        let n = n.min(idle.len());
+        if n == 0 {
+            return Vec::new();
         }
+        idle.select_nth_unstable(n - 1);
+        idle[..n]
+            .iter()
+            .filter_map(|(_, id)| self.open.remove(id))
+            .map(|conn| {
+                conn.close.cancel();
+                conn.closed
+            })
+            .collect()
     }
 }
 
@@ -86,7 +143,7 @@ pub async fn serve(
                 // Out of descriptors (EMFILE, ENFILE) or memory: free one by
                 // closing an idle connection, log once, and wait a little
                 // rather than retry at once.
-                lock(&table).close_idlest();
+                let _ = lock(&table).close_idlest();
                 if !logged_exhaustion.swap(true, Ordering::Relaxed) {
                     warn!(%error, "dns tcp accept failed; backing off (logged once, counted in dnsshift_dns_tcp_accept_errors_total)");
                 }
@@ -96,27 +153,56 @@ pub async fn serve(
                 }
             }
         };
-        let token = {
+        // At the cap the idlest connections make room (a batch, for the
+        // connections that follow); the loop waits until they have released
+        // their descriptors, so that the connections open never outgrow the
+        // cap (and with it the descriptors the cap was sized for).
+        let evicted = {
             let mut t = lock(&table);
-            if t.open.len() >= limits.max_connections {
-                if t.close_idlest() {
-                    counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
-                } else {
+            if t.open.len() < limits.max_connections {
+                Vec::new()
+            } else {
+                let batch = EVICT_BATCH.min(limits.max_connections.div_ceil(4));
+                let closed = t.close_idlest_n(batch);
+                if closed.is_empty() {
                     // Every connection is busy with a request: refuse this one.
                     counters.tcp_refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                closed
             }
+        };
+        if !evicted.is_empty() {
+            counters
+                .tcp_evicted
+                .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+            let all_closed = async {
+                for c in &evicted {
+                    c.cancelled().await;
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, all_closed).await;
+        }
+        let conn = {
+            let mut t = lock(&table);
             t.next += 1;
             let id = t.next;
-            let token = shutdown.child_token();
-            t.open.insert(id, (Some(Instant::now()), token.clone()));
-            (id, token)
+            let (close, closed) = (shutdown.child_token(), CancellationToken::new());
+            t.open.insert(
+                id,
+                Conn {
+                    idle_since: Some(Instant::now()),
+                    close: close.clone(),
+                    closed: closed.clone(),
+                },
+            );
+            (id, close, closed)
         };
         counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
         let (handler, table, counters) = (handler.clone(), table.clone(), counters.clone());
         tokio::spawn(async move {
-            let (id, token) = token;
+            let (id, close, closed) = conn;
+            // The stream is dropped (its descriptor closed) when this returns.
             connection(
                 stream,
                 src,
@@ -124,11 +210,12 @@ pub async fn serve(
                 limits.idle_timeout,
                 id,
                 &table,
-                &token,
+                &close,
             )
             .await;
             lock(&table).open.remove(&id);
             counters.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+            closed.cancel();
         });
     }
 }
@@ -136,7 +223,7 @@ pub async fn serve(
 /// Marks connection `id` idle (since now) or busy.
 fn mark(table: &Shared, id: u64, idle: bool) {
     if let Some(entry) = lock(table).open.get_mut(&id) {
-        entry.0 = idle.then(Instant::now);
+        entry.idle_since = idle.then(Instant::now);
     }
 }
 
@@ -185,5 +272,25 @@ async fn connection(
         if !matches!(write, Ok(Ok(()))) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_the_reserve_under_the_descriptor_limit() {
+        // A container's 1024: 40 open, 64 control + 100 health checks.
+        assert_eq!(effective_cap(1000, 1024, 40, 164, 1), 1024 - 40 - 164 - 64);
+        // Two listen addresses share the room.
+        assert_eq!(
+            effective_cap(1000, 1024, 40, 164, 2),
+            (1024 - 40 - 164 - 64) / 2
+        );
+        // A generous limit: the configured cap.
+        assert_eq!(effective_cap(1000, 65536, 40, 164, 2), 1000);
+        // Nothing left: still one connection, never zero.
+        assert_eq!(effective_cap(1000, 100, 40, 164, 1), 1);
     }
 }

@@ -69,18 +69,9 @@ impl Operator {
             warn!(error = %e, "reload rejected; still serving the previous configuration");
             ReloadError(e.to_string())
         };
-        // The server config is re-read too, so that an error in it is
-        // reported now rather than at the next start. Its settings
-        // (addresses, directories, logging) take effect on restart.
-        // Files are read and parsed before the writer lock is taken, so
-        // that a slow or stuck file never holds up other commands; only the
-        // check against the current state and the swap happen under it.
-        if let Some(file) = &self.config_file
-            && let Err(e) = Config::load(file)
-        {
-            return Err(reject(&e));
-        }
-        let zones = zone::load_dir(&self.zones_dir).map_err(|e| reject(&e))?;
+        // Only the check against the current state and the swap happen
+        // under the writer lock.
+        let zones = self.read_zones().map_err(|e| reject(&e))?;
         let _writer = lock(&self.writer);
         let v = self.state().validate(&zones, &self.store.origin());
         if !v.errors.is_empty() {
@@ -89,6 +80,7 @@ impl Operator {
         for w in &v.warnings {
             warn!(warning = %w, "stale state entry");
         }
+        let changes = zone::diff::diff(&self.zones(), &zones);
         let services = zones.iter().map(|z| z.services.len()).sum();
         let n = zones.len();
         let digest = zone::digest(&zones);
@@ -115,6 +107,38 @@ impl Operator {
             services,
             serial,
             warnings: self.zones_warning().into_iter().collect(),
+            changes,
+            dry_run: false,
         })
+    }
+
+    /// `reload --dry-run`: reads and validates the config and zones exactly
+    /// as [`Operator::reload`] does, and says what would change, without
+    /// applying anything.
+    pub fn reload_dry_run(&self) -> Result<ReloadResponse, ReloadError> {
+        let zones = self.read_zones().map_err(|e| ReloadError(e.to_string()))?;
+        let v = self.state().validate(&zones, &self.store.origin());
+        if !v.errors.is_empty() {
+            return Err(ReloadError(v.errors.join("\n")));
+        }
+        Ok(ReloadResponse {
+            zones: zones.len(),
+            services: zones.iter().map(|z| z.services.len()).sum(),
+            serial: self.plan.load().serial,
+            warnings: v.warnings,
+            changes: zone::diff::diff(&self.zones(), &zones),
+            dry_run: true,
+        })
+    }
+
+    /// The server config (re-read too, so that an error in it is reported
+    /// now rather than at the next start; its settings take effect on
+    /// restart) and the zones, read and parsed before any lock is taken, so
+    /// that a slow or stuck file never holds up other commands.
+    fn read_zones(&self) -> Result<Vec<zone::Zone>, String> {
+        if let Some(file) = &self.config_file {
+            Config::load(file).map_err(|e| e.to_string())?;
+        }
+        zone::load_dir(&self.zones_dir).map_err(|e| e.to_string())
     }
 }

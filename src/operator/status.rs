@@ -13,7 +13,7 @@ use crate::api::{
 use crate::health::Status;
 use crate::pool::EndpointKey;
 use crate::state::State;
-use crate::state::cluster::{EndpointHealth, HostReport, HostView, PoolAnswers, drained_at};
+use crate::state::cluster::{EndpointHealth, HostReport, HostView, PoolAnswers, drain_holder};
 use crate::stats::PoolCounts;
 use crate::sync::lock;
 use crate::zone::Service;
@@ -253,10 +253,18 @@ impl Operator {
                 let last_ttl = ps.last_ttl.load(Ordering::Relaxed);
                 let ever = last > 0;
                 // Over every host: a resolver may hold any host's answer.
-                let drained_at = (!answered).then(|| {
+                // A vanished host that sets the deadline is named.
+                let (drained_at, drain_held_by) = if answered {
+                    (None, None)
+                } else {
                     let here = ps.expires_at_ms.load(Ordering::Relaxed);
-                    drained_at(&hosts, &key, &p.name).map_or(here, |d| d.max(here))
-                });
+                    match drain_holder(&hosts, &key, &p.name) {
+                        Some((d, h)) if d > here => {
+                            (Some(d), (!h.live).then(|| h.report.node.clone()))
+                        }
+                        _ => (Some(here), None),
+                    }
+                };
                 let count = window
                     .get(&(key.clone(), p.name.clone()))
                     .copied()
@@ -276,6 +284,7 @@ impl Operator {
                     last_answered_ms: ever.then_some(last),
                     last_ttl: ever.then_some(last_ttl),
                     drained_at_ms: drained_at,
+                    drain_held_by,
                     drained: drained_at.is_some_and(|d| d <= now_ms),
                     safe_to_decommission_after_ms: drained_at
                         .map(|d| d + s.drain_grace.as_millis() as u64),

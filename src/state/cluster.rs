@@ -237,6 +237,16 @@ pub struct HostView {
 /// until its lease expired, so it also counts with `published + lease TTL +
 /// its longest TTL for the service`.
 pub fn drained_at(hosts: &[HostView], service: &str, pool: &str) -> Option<u64> {
+    drain_holder(hosts, service, pool).map(|(at, _)| at)
+}
+
+/// [`drained_at`] and the host whose answers set it: the one that holds up
+/// the drain (the first such host when several tie).
+pub fn drain_holder<'a>(
+    hosts: &'a [HostView],
+    service: &str,
+    pool: &str,
+) -> Option<(u64, &'a HostView)> {
     hosts
         .iter()
         .filter_map(|h| {
@@ -250,7 +260,7 @@ pub fn drained_at(hosts: &[HostView], service: &str, pool: &str) -> Option<u64> 
                 .filter_map(|p| Some(p.last_answered_ms? + u64::from(p.ttl_s) * 1000))
                 .max();
             if h.live || answered.is_none() {
-                return answered;
+                return answered.map(|a| (a, h));
             }
             let longest = r
                 .pools
@@ -260,9 +270,12 @@ pub fn drained_at(hosts: &[HostView], service: &str, pool: &str) -> Option<u64> 
                 .max()
                 .unwrap_or(0);
             let gone = r.published_ms + (r.lease_ttl_s + longest) * 1000;
-            answered.map(|a| a.max(gone))
+            answered.map(|a| (a.max(gone), h))
         })
-        .max()
+        .fold(None, |best: Option<(u64, &HostView)>, (at, h)| match best {
+            Some((b, _)) if b >= at => best,
+            _ => Some((at, h)),
+        })
 }
 
 /// The shared state as read from etcd.

@@ -241,6 +241,12 @@ impl HealthLayer {
         };
         let target = match kind {
             CheckKind::Tcp => {
+                if let Some(f) = &self.fixed_target {
+                    return Err(f.error(
+                        src,
+                        "`fixed_target` is for http and https checks: a tcp check always connects to each endpoint's own address",
+                    ));
+                }
                 let Some(port) = &self.port else {
                     return Err(blame(
                         pos(&self.kind),

@@ -134,6 +134,7 @@ pub struct Serve {
     args: Vec<String>,
     env: Vec<(String, Option<String>)>,
     watchdog_pid: bool,
+    nofile: Option<u64>,
 }
 
 impl Serve {
@@ -143,7 +144,15 @@ impl Serve {
             args: Vec::new(),
             env: Vec::new(),
             watchdog_pid: false,
+            nofile: None,
         }
+    }
+
+    /// Runs the daemon with RLIMIT_NOFILE `n`:`n` (util-linux `prlimit`),
+    /// as a container's typical hard limit would start it.
+    pub fn nofile(mut self, n: u64) -> Serve {
+        self.nofile = Some(n);
+        self
     }
 
     /// Arguments after `serve`.
@@ -178,6 +187,10 @@ impl Serve {
                 .arg(r#"export WATCHDOG_PID=$$; exec "$0" "$@""#)
                 .arg(bin());
             sh
+        } else if let Some(n) = self.nofile {
+            let mut p = Command::new("prlimit");
+            p.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+            p
         } else {
             Command::new(bin())
         };
@@ -376,8 +389,13 @@ impl Server {
     /// Starts `dnsshift serve --config <dir>/dnsshift.toml` in `dir`.
     /// Panics if its zones health-check anything beyond this host.
     pub fn spawn(dir: tempfile::TempDir, extra_args: &[&str]) -> Server {
+        Server::spawn_with(dir, |s| s.args(extra_args))
+    }
+
+    /// [`Server::spawn`] with the [`Serve`] options `how` sets.
+    pub fn spawn_with(dir: tempfile::TempDir, how: impl FnOnce(Serve) -> Serve) -> Server {
         refuse_outside_checks(dir.path());
-        let (child, log) = Serve::new(dir.path()).args(extra_args).spawn();
+        let (child, log) = how(Serve::new(dir.path())).spawn();
         let mut server = Server {
             child: Some(child),
             dir,
@@ -578,19 +596,25 @@ pub fn answers(m: &Message) -> Vec<String> {
 /// The value of one sample of dnsshift's /metrics: the line that starts
 /// with `sample` (name and labels), or None if there is none.
 pub fn metric(control: SocketAddr, sample: &str) -> Option<u64> {
-    let mut s = TcpStream::connect_timeout(&control, QUERY_TIMEOUT).unwrap();
-    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines().find_map(|l| {
+    metrics_page(control).lines().find_map(|l| {
         l.strip_prefix(sample)?
             .strip_prefix(' ')?
             .trim()
             .parse()
             .ok()
     })
+}
+
+/// The daemon's `/metrics` page (headers included), from its control
+/// address.
+pub fn metrics_page(control: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&control, QUERY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(QUERY_TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// Polls `f` every `every` until it returns Some, for at most `timeout`.
