@@ -1,0 +1,5 @@
+//! Automatic progression (issue 17): metrics providers, checks, the
+//! evaluation state machine and the evaluator that advances or rolls back a
+//! service by itself.
+
+pub mod provider;
