@@ -2,4 +2,5 @@
 //! evaluation state machine and the evaluator that advances or rolls back a
 //! service by itself.
 
+pub mod machine;
 pub mod provider;

@@ -217,8 +217,14 @@ pub(super) fn build_analysis(
     let table = k("analysis");
     let span = spec.span();
     let a = spec.get_ref();
-    let provider = if missing(src, is_absent(&a.provider), span.clone(), &table, "provider", errs)
-    {
+    let provider = if missing(
+        src,
+        is_absent(&a.provider),
+        span.clone(),
+        &table,
+        "provider",
+        errs,
+    ) {
         None
     } else {
         match (a.provider.get_ref().as_str(), &a.path) {
@@ -282,7 +288,10 @@ pub(super) fn build_analysis(
             None
         }
     };
-    let dur = |v: &Option<Spanned<DurationSpec>>, key: &str, default: Duration, errs: &mut Vec<_>| {
+    let dur = |v: &Option<Spanned<DurationSpec>>,
+               key: &str,
+               default: Duration,
+               errs: &mut Vec<_>| {
         match v {
             Some(v) => src
                 .duration(v, &format!("{table}.{key}"))
@@ -317,7 +326,12 @@ pub(super) fn build_analysis(
         },
         None => default,
     };
-    let failure_limit = limit(&a.failure_limit, "failure_limit", DEFAULT_FAILURE_LIMIT, errs);
+    let failure_limit = limit(
+        &a.failure_limit,
+        "failure_limit",
+        DEFAULT_FAILURE_LIMIT,
+        errs,
+    );
     let error_limit = limit(&a.error_limit, "error_limit", DEFAULT_ERROR_LIMIT, errs);
     let inconclusive_limit = limit(
         &a.inconclusive_limit,
@@ -366,7 +380,9 @@ pub(super) fn build_analysis(
                     errs.push(src.error(
                         b.span(),
                         &bkey,
-                        format!("the baseline must be another pool than the measured {pool_name:?}"),
+                        format!(
+                            "the baseline must be another pool than the measured {pool_name:?}"
+                        ),
                     ));
                     None
                 }
@@ -413,12 +429,12 @@ pub(super) fn build_analysis(
                 format!("min {lo} is above max {hi}: no value could pass"),
             ));
         }
-        if let Some(v) = c.max_ratio.as_ref().filter(|_| max_ratio.is_some_and(|r| r <= 0.0)) {
-            errs.push(src.error(
-                v.span(),
-                &format!("{key}.max_ratio"),
-                "must be above 0",
-            ));
+        if let Some(v) = c
+            .max_ratio
+            .as_ref()
+            .filter(|_| max_ratio.is_some_and(|r| r <= 0.0))
+        {
+            errs.push(src.error(v.span(), &format!("{key}.max_ratio"), "must be above 0"));
         }
         match (&c.baseline, &c.max_ratio, &c.max_delta) {
             (None, Some(v), _) | (None, None, Some(v)) => errs.push(src.error(
@@ -573,7 +589,10 @@ fn http_url(
             errs.push(src.error(
                 v.span(),
                 key,
-                format!("{s:?} is not an http:// or https:// URL (scheme {:?})", u.scheme()),
+                format!(
+                    "{s:?} is not an http:// or https:// URL (scheme {:?})",
+                    u.scheme()
+                ),
             ));
             None
         }
@@ -625,10 +644,7 @@ pub(super) fn build_auto(
                     errs.push(src.error(
                         a.passes.span(),
                         &format!("{key}.passes"),
-                        format!(
-                            "must be a count of at least 1, not {}",
-                            a.passes.get_ref()
-                        ),
+                        format!("must be a count of at least 1, not {}", a.passes.get_ref()),
                     ));
                     None
                 }
