@@ -206,6 +206,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store_changes,
         shutdown.clone(),
     );
+    spawn_evaluator(&mut tasks, op.clone(), shutdown.clone());
     if let Some(shared) = shared {
         let first = publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
         // Known to the other hosts before ready, so that a command there
@@ -389,6 +390,32 @@ fn spawn_background(
                 }
             }
         }
+    });
+}
+
+/// The evaluator of automatic progression (issue 17) and its webhook
+/// sender, in `tasks`.
+fn spawn_evaluator(
+    tasks: &mut tokio::task::JoinSet<()>,
+    op: Arc<Operator>,
+    shutdown: CancellationToken,
+) {
+    use crate::analysis::runner;
+    let zones_of = op.clone();
+    let urls = Arc::new(move |service: &str| {
+        zones_of
+            .zones()
+            .iter()
+            .flat_map(|z| &z.services)
+            .find(|s| s.key() == service)
+            .and_then(|s| s.analysis.as_ref())
+            .map(|a| a.notify.clone())
+            .unwrap_or_default()
+    });
+    let board = op.board.clone();
+    tasks.spawn(async move {
+        let notifier = runner::Notifier::start(urls, shutdown.clone());
+        runner::run(op, board, Arc::new(SystemClock), notifier, shutdown).await;
     });
 }
 

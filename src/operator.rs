@@ -37,6 +37,7 @@ use crate::stats::{SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
+pub mod auto;
 mod load;
 pub mod status;
 
@@ -92,6 +93,8 @@ pub struct Operator {
     /// The epoch of every state applied here (a command or a change made
     /// elsewhere), for the host report.
     pub applied: tokio::sync::watch::Sender<Epoch>,
+    /// What the evaluator of automatic progression knows (issue 17).
+    pub board: Arc<crate::analysis::runner::Board>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -114,7 +117,9 @@ pub const HOSTS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// because another service changed meanwhile (a shared store).
 const MAX_RETRIES: usize = 3;
 
-/// What a command decided, once it has validated.
+/// What a command decided, once it has validated. Short-lived: the size
+/// of a change does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Decision<R> {
     /// Nothing changes (a dry run, or already so); answer `R`.
     Unchanged(R),
@@ -248,6 +253,7 @@ impl Operator {
             node: String::new(),
             shared: false,
             applied: tokio::sync::watch::Sender::new(epoch),
+            board: Arc::default(),
         }
     }
 
@@ -499,6 +505,7 @@ impl Operator {
                 Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
                 Change::Decommission { .. } => "pool decommissioned",
                 Change::Recommission { .. } => "pool recommissioned",
+                Change::Auto { .. } => "automation",
             };
             info!(
                 service = %event.service,
@@ -642,7 +649,7 @@ impl Operator {
             if force {
                 warnings.push("forced: health and hold checks were skipped".into());
             }
-            let response = TransitionResponse {
+            let mut response = TransitionResponse {
                 service: ctx.key.clone(),
                 from: from.name.clone(),
                 to: to.name.clone(),
@@ -660,11 +667,15 @@ impl Operator {
             if req.dry_run {
                 return Ok(Decision::Unchanged(response));
             }
-            let next = ServiceState {
+            let mut next = ServiceState {
                 phase: Some(to.name.clone()),
                 since: ctx.now_ms / 1000,
                 ..ctx.current.clone()
             };
+            if let Some(w) = auto::pause_for_manual(svc, current, direction, &req.actor, &mut next)
+            {
+                response.warnings.push(w);
+            }
             let (from, to) = (from.name.clone(), to.name.clone());
             Ok(Decision::Change {
                 next,

@@ -25,7 +25,9 @@ use std::time::Duration;
 use crate::zone::analysis::{Analysis, Auto, Check};
 
 /// What one check (or the whole evaluation) says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The rule holds.
@@ -80,6 +82,21 @@ pub struct Outcome {
     /// A critical check: one failure rolls back at once.
     #[serde(default)]
     pub critical: bool,
+}
+
+impl From<&Outcome> for crate::api::CheckStatus {
+    fn from(o: &Outcome) -> Self {
+        crate::api::CheckStatus {
+            name: o.name.clone(),
+            query: o.query.clone(),
+            value: o.value,
+            baseline: o.baseline,
+            rule: o.rule.clone(),
+            verdict: o.verdict.as_str().into(),
+            detail: o.detail.clone(),
+            critical: o.critical,
+        }
+    }
 }
 
 /// Judges a check: the measured pool's reading and, for a relative rule,
@@ -644,7 +661,9 @@ mod tests {
     #[test]
     fn verdict_sequences_lead_where_the_failure_table_says() {
         // (sequence, seconds driven, expected (second, action), evaluations asked)
-        let table: &[(&str, u64, Option<(u64, &str)>, usize)] = &[
+        /// (sequence, seconds driven, expected (second, action), evaluations asked)
+        type Row = (&'static str, u64, Option<(u64, &'static str)>, usize);
+        let table: &[Row] = &[
             // Settle 35 s + window 10 s: the first evaluation at 45 s; three
             // passes at 45, 55, 65 s; min time 60 s is then over: advance.
             ("ppp", 200, Some((65, "A")), 3),

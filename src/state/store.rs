@@ -297,6 +297,7 @@ mod tests {
                 since: 5,
                 disabled: ["old/192.0.2.1".to_string()].into(),
                 decommissioned: BTreeSet::new(),
+                auto: None,
             },
         );
         s.record(Event {
