@@ -47,13 +47,12 @@ pub(super) struct CheckSpec {
     pub(super) name: Spanned<String>,
     #[serde(default = "absent")]
     pub(super) query: Spanned<String>,
-    pub(super) min: Option<Spanned<f64>>,
-    pub(super) max: Option<Spanned<f64>>,
+    pub(super) min: Option<Spanned<Value>>,
+    pub(super) max: Option<Spanned<Value>>,
     pub(super) baseline: Option<Spanned<String>>,
-    pub(super) max_ratio: Option<Spanned<f64>>,
-    pub(super) max_delta: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub(super) critical: bool,
+    pub(super) max_ratio: Option<Spanned<Value>>,
+    pub(super) max_delta: Option<Spanned<Value>>,
+    pub(super) critical: Option<Spanned<Value>>,
     pub(super) missing: Option<Spanned<String>>,
 }
 
@@ -61,16 +60,16 @@ pub(super) struct CheckSpec {
 pub(super) struct VolumeSpec {
     #[serde(default = "absent")]
     pub(super) query: Spanned<String>,
-    #[serde(default = "absent")]
-    pub(super) min: Spanned<f64>,
+    #[serde(default = "absent_value")]
+    pub(super) min: Spanned<Value>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct ShareSpec {
     #[serde(default = "absent")]
     pub(super) query: Spanned<String>,
-    #[serde(default = "absent")]
-    pub(super) tolerance: Spanned<f64>,
+    #[serde(default = "absent_value")]
+    pub(super) tolerance: Spanned<Value>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +78,11 @@ pub(super) struct AutoSpec {
     pub(super) after: Spanned<DurationSpec>,
     #[serde(default = "absent")]
     pub(super) passes: Spanned<i64>,
+}
+
+/// A required number left out (see [`absent`]).
+fn absent_value() -> Spanned<Value> {
+    Spanned::new(0..0, Value::Integer(0))
 }
 
 impl Default for DurationSpec {
@@ -401,19 +405,9 @@ pub(super) fn build_analysis(
                 }
             }
         });
-        let number = |v: &Option<Spanned<f64>>, name: &str, errs: &mut Vec<_>| {
-            v.as_ref().and_then(|v| {
-                if v.get_ref().is_finite() {
-                    Some(*v.get_ref())
-                } else {
-                    errs.push(src.error(
-                        v.span(),
-                        &format!("{key}.{name}"),
-                        "must be a finite number",
-                    ));
-                    None
-                }
-            })
+        let number = |v: &Option<Spanned<Value>>, name: &str, errs: &mut Vec<_>| {
+            v.as_ref()
+                .and_then(|v| number(src, v, &format!("{key}.{name}"), errs))
         };
         let (min, max) = (number(&c.min, "min", errs), number(&c.max, "max", errs));
         let (max_ratio, max_delta) = (
@@ -456,6 +450,20 @@ pub(super) fn build_analysis(
                 "a check needs a rule: min and/or max, or a baseline with max_ratio and/or max_delta",
             ));
         }
+        let critical = match &c.critical {
+            None => false,
+            Some(v) => match v.get_ref() {
+                Value::Boolean(b) => *b,
+                other => {
+                    errs.push(src.error(
+                        v.span(),
+                        &format!("{key}.critical"),
+                        format!("must be true or false, not {other}"),
+                    ));
+                    false
+                }
+            },
+        };
         let missing_fails = match c.missing.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("inconclusive", _)) => false,
             Some(("fail", _)) => true,
@@ -479,7 +487,7 @@ pub(super) fn build_analysis(
                 baseline,
                 max_ratio,
                 max_delta,
-                critical: c.critical,
+                critical,
                 missing_fails,
             });
         }
@@ -489,17 +497,22 @@ pub(super) fn build_analysis(
         let vb = errs.len();
         let q = query(src, &v.get_ref().query, v.span(), &key, errs);
         let min = &v.get_ref().min;
-        let ok = min.get_ref().is_finite() && *min.get_ref() >= 0.0;
-        if !missing(src, is_absent(min), v.span(), &key, "min", errs) && !ok {
-            errs.push(src.error(
-                min.span(),
-                &format!("{key}.min"),
-                "must be a number of requests, 0 or more",
-            ));
+        let mut value = 0.0;
+        if !missing(src, is_absent(min), v.span(), &key, "min", errs)
+            && let Some(n) = number(src, min, &format!("{key}.min"), errs)
+        {
+            value = n;
+            if n < 0.0 {
+                errs.push(src.error(
+                    min.span(),
+                    &format!("{key}.min"),
+                    "must be a number of requests, 0 or more",
+                ));
+            }
         }
         (errs.len() == vb).then(|| Volume {
             query: q.unwrap_or_default(),
-            min: *min.get_ref(),
+            min: value,
         })
     });
     let share = a.share.as_ref().and_then(|s| {
@@ -507,20 +520,22 @@ pub(super) fn build_analysis(
         let sb = errs.len();
         let q = query(src, &s.get_ref().query, s.span(), &key, errs);
         let t = &s.get_ref().tolerance;
-        let ok = *t.get_ref() > 0.0 && *t.get_ref() < 1.0;
-        if !missing(src, is_absent(t), s.span(), &key, "tolerance", errs) && !ok {
-            errs.push(src.error(
-                t.span(),
-                &format!("{key}.tolerance"),
-                format!(
-                    "the tolerance is a share between 0 and 1 (0.05 = 5 points), not {}",
-                    t.get_ref()
-                ),
-            ));
+        let mut value = 0.0;
+        if !missing(src, is_absent(t), s.span(), &key, "tolerance", errs)
+            && let Some(n) = number(src, t, &format!("{key}.tolerance"), errs)
+        {
+            value = n;
+            if !(n > 0.0 && n < 1.0) {
+                errs.push(src.error(
+                    t.span(),
+                    &format!("{key}.tolerance"),
+                    format!("the tolerance is a share between 0 and 1 (0.05 = 5 points), not {n}"),
+                ));
+            }
         }
         (errs.len() == sb).then(|| Share {
             query: q.unwrap_or_default(),
-            tolerance: *t.get_ref(),
+            tolerance: value,
         })
     });
     if a.check.is_empty() && errs.len() == before {
@@ -547,6 +562,22 @@ pub(super) fn build_analysis(
         volume,
         share,
     })
+}
+
+/// A finite number, integer or float.
+fn number(src: &Source, v: &Spanned<Value>, key: &str, errs: &mut Vec<ConfigError>) -> Option<f64> {
+    match v.get_ref() {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Float(f) if f.is_finite() => Some(*f),
+        other => {
+            errs.push(src.error(
+                v.span(),
+                key,
+                format!("must be a finite number, not {other}"),
+            ));
+            None
+        }
+    }
 }
 
 /// A query template: required, and it must name `{pool}`, or every pool
@@ -618,6 +649,7 @@ pub(super) fn build_auto(
     errs: &mut Vec<ConfigError>,
 ) -> Vec<Option<Auto>> {
     let mut out = vec![None; phases.len()];
+    let mut unmeasured = Vec::new();
     for spec in specs {
         let p = spec.get_ref();
         let Some(auto) = &p.auto else { continue };
@@ -651,11 +683,7 @@ pub(super) fn build_auto(
             }
         };
         if !has_analysis {
-            errs.push(src.error(
-                auto.span(),
-                &key,
-                "an automatic phase needs [service.analysis] to measure it",
-            ));
+            unmeasured.push((auto.span(), key, name.to_string()));
             continue;
         }
         let (Some(after), Some(passes), Some(an)) = (after, passes, analysis) else {
@@ -696,6 +724,24 @@ pub(super) fn build_auto(
             continue;
         }
         out[i] = Some(Auto { after, passes });
+    }
+    // One mistake, however many phases are automatic: the missing table.
+    if let Some((span, key, _)) = unmeasured.first() {
+        let also = match &unmeasured[1..] {
+            [] => String::new(),
+            more => format!(
+                " (so do phases {})",
+                more.iter()
+                    .map(|(_, _, n)| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errs.push(src.error(
+            span.clone(),
+            key,
+            format!("an automatic phase needs [service.analysis] to measure it{also}"),
+        ));
     }
     out
 }
@@ -751,5 +797,42 @@ pub(super) fn unknown_auto_keys(
     use crate::config::source::{fields, sub_table};
     if let Some(t) = sub_table(phase, "auto") {
         src.unknown_keys(t, &format!("{key}.auto"), fields::<AutoSpec>(), errs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_analysis_table_builds_with_its_defaults_and_timing() {
+        let text = include_str!("../../tests/fixtures/analysis-zone.toml");
+        let z = crate::zone::parse(&Source {
+            path: "analysis-zone.toml".into(),
+            text: text.into(),
+        })
+        .unwrap();
+        let s = &z.services[0];
+        let a = s.analysis.as_ref().unwrap();
+        assert_eq!(a.provider, ProviderKind::Prometheus);
+        assert_eq!(s.pools[a.pool].name, "new");
+        assert_eq!(a.interval, Duration::from_secs(2));
+        assert_eq!(
+            (a.failure_limit, a.error_limit, a.inconclusive_limit),
+            (2, 3, 4)
+        );
+        assert_eq!(a.checks.len(), 2);
+        assert_eq!(a.checks[1].baseline, Some(0));
+        assert_eq!(a.checks[1].max_ratio, Some(1.5));
+        assert_eq!(a.volume.as_ref().unwrap().min, 10.0);
+        assert_eq!(a.share.as_ref().unwrap().tolerance, 0.1);
+        let auto: Vec<_> = s.auto.iter().map(|a| a.map(|a| a.passes)).collect();
+        assert_eq!(auto, [None, Some(2), Some(2), None]);
+        // TTL 2 s + skew 1 s + window 2 s + 1 more interval for 2 passes.
+        assert_eq!(a.least_time(2, 2), Duration::from_secs(7));
+        assert_eq!(
+            template(&a.checks[0].query, "www", "new", a.interval),
+            r#"sum(rate(lb_requests_total{pool="new",code=~"5.."}[2s])) / sum(rate(lb_requests_total{pool="new"}[2s]))"#
+        );
     }
 }
