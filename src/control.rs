@@ -470,6 +470,7 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
                     serial: op.plan.load().serial,
                     datapath: &datapath,
                     etcd_reachable: op.etcd_status().map(|e| e.reachable),
+                    checks: crate::analysis::runner::check_metrics(&op.board),
                 })
             };
             match tokio::task::spawn_blocking(render).await {

@@ -118,6 +118,34 @@ impl Board {
     }
 }
 
+/// Every check's last value and verdict counts, for `/metrics`.
+pub fn check_metrics(board: &Board) -> Vec<crate::metrics::CheckMetric> {
+    let mut out: Vec<crate::metrics::CheckMetric> = Vec::new();
+    for (service, e) in board.all() {
+        let mut names: Vec<&String> = e
+            .values
+            .keys()
+            .chain(e.verdicts.keys().map(|(n, _)| n))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            out.push(crate::metrics::CheckMetric {
+                service: service.clone(),
+                check: name.clone(),
+                value: e.values.get(name).copied(),
+                verdicts: e
+                    .verdicts
+                    .iter()
+                    .filter(|((n, _), _)| n == name)
+                    .map(|((_, v), c)| (v.as_str().to_string(), *c))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
 /// The provider a service's analysis asks.
 pub fn provider(a: &Analysis) -> Provider {
     match &a.provider {
