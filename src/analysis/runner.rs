@@ -353,8 +353,14 @@ async fn step_service(
                 "checks": machine.last,
                 "measurements": measurements(&machine.last),
             }));
-            // The next phase starts its counts again.
-            board.update(&key, |e| e.machine = Machine::default());
+            // Counts start again (in the next phase, or when resumed);
+            // the last evaluation stays on show.
+            board.update(&key, |e| {
+                e.machine = Machine {
+                    last: std::mem::take(&mut e.machine.last),
+                    ..Machine::default()
+                }
+            });
         }
         Ok(Err(why)) => {
             warn!(service = %key, event = step.event(), why = %why, "automatic step not taken");
