@@ -157,13 +157,7 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 self.dir.path().join("data").display()
             ))
-            .args([
-                "--storage.tsdb.retention.time=1d",
-                "--log.level=warn",
-                // Local consoles only: the packaged ones need /etc.
-                "--web.console.templates=/nonexistent",
-                "--web.console.libraries=/nonexistent",
-            ])
+            .args(["--storage.tsdb.retention.time=1d", "--log.level=warn"])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -576,12 +570,13 @@ impl Clients {
         let totals = Arc::new(Mutex::new(Totals::default()));
         let period = Duration::from_secs_f64(workers as f64 / per_second);
         let deadline = Instant::now() + max_duration;
+        let count = workers;
         let workers = (0..workers)
             .map(|w| {
                 let (stop, totals, name) = (stop.clone(), totals.clone(), name.to_string());
                 std::thread::spawn(move || {
-                    // Workers start spread over one period.
-                    let start = Instant::now() + period.mul_f64(w as f64 / 8.0).min(period);
+                    // Workers start spread evenly over one period.
+                    let start = Instant::now() + period.mul_f64(w as f64 / count as f64);
                     let mut i = 0u32;
                     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                         let due = start + period * i;
@@ -607,6 +602,11 @@ impl Clients {
     /// What the clients saw so far.
     pub fn snapshot(&self) -> Totals {
         self.totals.lock().unwrap().clone()
+    }
+
+    /// Whether every worker has ended (stopped, or past `max_duration`).
+    pub fn finished(&self) -> bool {
+        self.workers.iter().all(|w| w.is_finished())
     }
 
     /// Stops every worker, waits for them, and returns the totals.
