@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use common::prom::Hooks;
 use common::*;
 
 /// The analysed zone of the `check` fixtures: TTL 2 s, interval 2 s, skew
@@ -29,73 +28,6 @@ fn refused_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A webhook receiver: answers 200 to every POST and keeps the bodies.
-struct Receiver {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-/// Bound on the requests the receiver answers, and on reading one.
-const RECEIVER_MAX_REQUESTS: usize = 100;
-const RECEIVER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Receiver {
-    fn start() -> Receiver {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let b = bodies.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming().take(RECEIVER_MAX_REQUESTS) {
-                let Ok(mut s) = s else { continue };
-                s.set_read_timeout(Some(RECEIVER_READ_TIMEOUT)).unwrap();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Headers, then Content-Length bytes of body.
-                let body = loop {
-                    let Ok(n) = s.read(&mut chunk) else {
-                        break None;
-                    };
-                    if n == 0 {
-                        break None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break Some(buf[end + 4..end + 4 + len].to_vec());
-                    }
-                };
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-                if let Some(v) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
-                    b.lock().unwrap().push(v);
-                }
-            }
-        });
-        Receiver { addr, bodies }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn received(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().unwrap().clone()
-    }
 }
 
 /// The zone with the provider at `provider` and webhooks to `hook`.
@@ -128,7 +60,7 @@ fn history(server: &Server) -> Vec<serde_json::Value> {
 
 #[test]
 fn an_unreachable_provider_pauses_with_the_weights_unchanged() {
-    let hooks = Receiver::start();
+    let hooks = Hooks::start();
     let provider = format!("http://127.0.0.1:{}", refused_port());
     let server = Setup::new(&[("shift.toml", &zone(&provider, &hooks.url()))], "").start();
 
