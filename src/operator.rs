@@ -95,6 +95,8 @@ pub struct Operator {
     pub applied: tokio::sync::watch::Sender<Epoch>,
     /// What the evaluator of automatic progression knows (issue 17).
     pub board: Arc<crate::analysis::runner::Board>,
+    /// The election of evaluators (a shared store).
+    elector: Option<Arc<crate::state::elect::Elector>>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -254,6 +256,7 @@ impl Operator {
             shared: false,
             applied: tokio::sync::watch::Sender::new(epoch),
             board: Arc::default(),
+            elector: None,
         }
     }
 
@@ -274,6 +277,13 @@ impl Operator {
         let known = self.store.zone_generation(&digest).is_some();
         self.zones_pending
             .store(shared && !(same && known), Ordering::Relaxed);
+        self
+    }
+
+    /// Elects the evaluators of automatic progression with `elector` (a
+    /// shared store).
+    pub fn elected(mut self, elector: Arc<crate::state::elect::Elector>) -> Operator {
+        self.elector = Some(elector);
         self
     }
 
@@ -418,7 +428,22 @@ impl Operator {
     where
         E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
     {
-        let (mut response, epoch) = self.commit_change(service, who, decide)?;
+        self.apply_fenced(service, who, None, decide)
+    }
+
+    /// [`Operator::apply`], the commit fenced by an election key and lease
+    /// (an automatic change in a cluster): refused once the lease is lost.
+    fn apply_fenced<R: Applied, E>(
+        &self,
+        service: &str,
+        who: (&Option<String>, &Option<String>),
+        fence: Option<&(String, i64)>,
+        decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
+    ) -> Result<R, E>
+    where
+        E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
+    {
+        let (mut response, epoch) = self.commit_change(service, who, fence, decide)?;
         if let Some(w) = self.zones_warning() {
             response.warn(w);
         }
@@ -442,6 +467,7 @@ impl Operator {
         &self,
         service: &str,
         (reason, actor): (&Option<String>, &Option<String>),
+        fence: Option<&(String, i64)>,
         decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
     ) -> Result<(R, Option<Epoch>), E>
     where
@@ -487,7 +513,7 @@ impl Operator {
                 actor: actor.clone(),
             };
             new.record(event.clone());
-            let epoch = match self.store.commit(epoch, &new) {
+            let epoch = match self.store.commit_fenced(epoch, &new, fence) {
                 Ok(epoch) => epoch,
                 Err(CommitError::Conflict { expected, found }) if retries < MAX_RETRIES => {
                     retries += 1;

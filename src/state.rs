@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::zone::{Service, Zone};
 
 pub mod cluster;
+pub mod elect;
 pub mod etcd;
 pub mod event;
 pub mod shared;

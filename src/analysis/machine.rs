@@ -325,8 +325,10 @@ pub enum Action {
     Done,
 }
 
-/// The machine of one service while automation runs.
-#[derive(Debug, Clone, Default)]
+/// The machine of one service while automation runs. Serialized as the
+/// counts a cluster's next evaluator starts from.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Machine {
     /// The phase the counters belong to.
     pub phase: String,

@@ -41,6 +41,10 @@ pub trait Steer: Send + Sync + 'static {
     fn auto_step(&self, service: &str, from: &str, step: &Step) -> Result<String, String>;
     /// This host's name, for status and webhooks.
     fn node(&self) -> String;
+    /// The election of evaluators (a cluster), which also keeps the counts.
+    fn elector(&self) -> Option<Arc<crate::state::elect::Elector>> {
+        None
+    }
 }
 
 /// An automatic decision, carried out by [`Steer::auto_step`].
@@ -91,6 +95,9 @@ pub struct Entry {
     pub verdicts: BTreeMap<(String, Verdict), u64>,
     /// The last value per check name.
     pub values: BTreeMap<String, f64>,
+    /// This host evaluated the service at its last look (a cluster: it
+    /// holds the election), so `machine` is current.
+    pub elected: bool,
 }
 
 /// The evaluator's view of every service, by service key.
@@ -288,6 +295,8 @@ async fn step_service(
         return;
     };
     if !steer.evaluates(&key) {
+        // Whoever evaluates next here starts from the saved counts.
+        board.update(&key, |e| e.elected = false);
         return;
     }
     let phase = state.phase_of(svc);
@@ -302,7 +311,33 @@ async fn step_service(
         since_ms,
         settle,
     };
-    let mut machine = board.get(&key).map(|e| e.machine).unwrap_or_default();
+    let elector = steer.elector();
+    let mut machine = match board.get(&key) {
+        Some(e) if e.elected || elector.is_none() => e.machine,
+        // Newly elected: start from the counts the last evaluator saved.
+        _ => {
+            let saved = match &elector {
+                Some(el) => el.load_counters(&key).await,
+                None => Ok(None),
+            };
+            let m = match saved {
+                Ok(Some(bytes)) => serde_json::from_slice::<Machine>(&bytes)
+                    .ok()
+                    .filter(|m| m.phase == svc.phases[phase].name)
+                    .unwrap_or_default(),
+                Ok(None) => Machine::default(),
+                Err(e) => {
+                    warn!(service = %key, error = %e, "cannot read the saved counts; not evaluating yet");
+                    return;
+                }
+            };
+            if elector.is_some() {
+                info!(service = %key, passes = m.counters.passes, failures = m.counters.failures, phase = %m.phase, "evaluating from the saved counts");
+            }
+            board.update(&key, |e| e.elected = true);
+            m
+        }
+    };
     let now = clock.now_ms();
     let mut action = machine.next(&view, now);
     if action == Action::Evaluate {
@@ -317,6 +352,18 @@ async fn step_service(
             }
         });
         action = machine.record(&view, clock.now_ms(), outcomes);
+        if let Some(el) = &elector {
+            let bytes = serde_json::to_vec(&machine).unwrap_or_default();
+            match el.save_counters(&key, bytes).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Lost the election meanwhile: the next holder decides.
+                    board.update(&key, |e| e.elected = false);
+                    return;
+                }
+                Err(e) => warn!(service = %key, error = %e, "cannot save the counts"),
+            }
+        }
     }
     let why = match &action {
         Action::Wait { why } => why.clone(),

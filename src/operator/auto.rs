@@ -130,7 +130,16 @@ impl Operator {
     fn auto_apply(&self, service: &str, from: &str, step: &Step) -> Result<String, StepRefused> {
         let reason = Some(bounded(step.reason()));
         let actor = Some(AUTO_ACTOR.to_string());
-        let r = self.apply(service, (&reason, &actor), |ctx| {
+        let fence = match (&self.elector, self.shared) {
+            (_, false) => None,
+            (Some(e), true) => Some(e.fence(service).ok_or_else(|| {
+                StepRefused("this host no longer holds the service's evaluator lease".into())
+            })?),
+            (None, true) => {
+                return Err(StepRefused("no evaluator election on this host".into()));
+            }
+        };
+        let r = self.apply_fenced(service, (&reason, &actor), fence.as_ref(), |ctx| {
             let svc = ctx.service;
             let Some(rec) = ctx.current.auto.clone().filter(AutoRecord::running) else {
                 return Err(StepRefused("automation no longer runs".into()));
@@ -304,23 +313,25 @@ impl Operator {
             }
             if self.shared {
                 out.evaluator = self.evaluator(&key);
+                if let Some(o) = self.store.outage() {
+                    out.state = "holding".into();
+                    out.why = format!(
+                        "etcd unreachable since {}: no host evaluates, nothing is committed; DNS answers on",
+                        crate::clock::format_ms(o.since_ms)
+                    );
+                }
             }
         }
         out
     }
 
-    /// The host that evaluates `service` in a cluster: the live host with
-    /// the lowest node id; none while etcd is unreachable.
-    fn evaluator(&self, _service: &str) -> Option<String> {
+    /// The host that evaluates `service` in a cluster, as the election
+    /// was last read; none while etcd is unreachable.
+    fn evaluator(&self, service: &str) -> Option<String> {
         if self.store.outage().is_some() {
             return None;
         }
-        self.store
-            .hosts()
-            .into_iter()
-            .filter(|h| h.live)
-            .map(|h| h.report.node)
-            .min()
+        self.elector.as_ref()?.holder(service)
     }
 }
 
@@ -335,7 +346,14 @@ impl Steer for Operator {
         Operator::phase_since(self, since)
     }
     fn evaluates(&self, service: &str) -> bool {
-        !self.shared || self.evaluator(service).as_deref() == Some(self.node.as_str())
+        !self.shared
+            || self
+                .elector
+                .as_ref()
+                .is_some_and(|e| e.fence(service).is_some())
+    }
+    fn elector(&self) -> Option<Arc<crate::state::elect::Elector>> {
+        self.elector.clone()
     }
     fn auto_step(&self, service: &str, from: &str, step: &Step) -> Result<String, String> {
         self.auto_apply(service, from, step).map_err(|e| e.0)

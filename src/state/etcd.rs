@@ -461,6 +461,50 @@ impl Etcd {
         })
     }
 
+    /// [`Etcd::compare_and_swap`], and only while `fence` (a key and a
+    /// lease id) is still held: the key exists on that lease. A host whose
+    /// lease expired (say it was stopped past its TTL) cannot commit.
+    pub async fn compare_and_swap_fenced(
+        &self,
+        guard: &str,
+        expected: i64,
+        fence: (&str, i64),
+        puts: &[Put],
+    ) -> Result<CasOutcome, EtcdError> {
+        const CALL: &str = "/v3/kv/txn";
+        let req = json!({
+            "compare": [{
+                "key": b64(guard),
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": expected.to_string(),
+            }, {
+                "key": b64(fence.0),
+                "target": "LEASE",
+                "result": "EQUAL",
+                "lease": fence.1.to_string(),
+            }],
+            "success": puts.iter().map(|p| json!({ "request_put": put_body(p) })).collect::<Vec<_>>(),
+            "failure": [{ "request_range": { "key": b64(guard) } }],
+        });
+        let (endpoint, resp): (String, TxnResponse) = self.call(CALL, &req).await?;
+        if resp.succeeded {
+            return Ok(CasOutcome::Committed {
+                revision: resp.header.revision,
+            });
+        }
+        let kvs = resp
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|r| r.response_range)
+            .map(|r| r.kvs)
+            .unwrap_or_default();
+        Ok(CasOutcome::Conflict {
+            current: decode_kvs(&endpoint, CALL, kvs)?.into_iter().next(),
+        })
+    }
+
     /// Grants a lease; keys put with it vanish when it is not kept alive.
     pub async fn lease_grant(&self, ttl: Duration) -> Result<Lease, EtcdError> {
         let (_, resp): (String, LeaseResponse) = self
