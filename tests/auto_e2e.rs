@@ -6,88 +6,16 @@
 //! keep every run within tens of seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auto_kit;
 mod common;
 mod rehearsal_kit;
 
 use std::time::{Duration, Instant};
 
+use auto_kit::*;
 use common::prom::{Clients, Hooks, LoadBalancers, Prometheus};
 use common::*;
 use rehearsal_kit::{NAME, Unbound, start_unbound};
-
-const OLD_IP: &str = "127.0.9.1";
-const NEW_IP: &str = "127.0.9.2";
-/// The service's TTL, the evaluation interval, the skew, as the zone says.
-const TTL: Duration = Duration::from_secs(1);
-const INTERVAL: Duration = Duration::from_secs(2);
-const FAILURE_LIMIT: u32 = 2;
-/// Independent resolvers, each with its clients.
-const RESOLVERS: usize = 4;
-/// Client requests per second through each resolver.
-const RATE: f64 = 10.0;
-/// Bound on any run.
-const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// The zone: old > canary (20 %) > half > cutover; the first three advance
-/// by themselves. `canary` and `half` need 8 s and 2 passes; settle is
-/// TTL 1 s + skew 1 s, so the rule needs 2 + 2 + 2 = 6 s. The queries
-/// look 5 s back, so that a 1 s scrape always gives rate() its samples.
-fn zone(prometheus: &str, hook: &str) -> String {
-    format!(
-        r#"[zone]
-origin = "shift.example."
-nameservers = ["ns1.shift.example."]
-hostmaster = "hostmaster.shift.example."
-records = """
-ns1 IN A 127.0.0.53
-"""
-
-[[service]]
-name = "www"
-ttl = 1
-[service.pools]
-old = ["{OLD_IP}"]
-new = ["{NEW_IP}"]
-[service.health]
-kind = "none"
-
-[service.analysis]
-provider = "prometheus"
-url = "{prometheus}"
-interval = "2s"
-skew = "1s"
-failure_limit = {FAILURE_LIMIT}
-error_limit = 3
-inconclusive_limit = 4
-notify = ["{hook}"]
-
-[[service.analysis.check]]
-name = "error-ratio"
-query = 'sum(rate(lb_requests_total{{pool="{{pool}}",code=~"5.."}}[5s])) / sum(rate(lb_requests_total{{pool="{{pool}}"}}[5s]))'
-max = 0.05
-
-[service.analysis.volume]
-query = 'sum(increase(lb_requests_total{{pool="{{pool}}"}}[5s]))'
-min = 5
-
-[[service.phase]]
-name = "old"
-weights = {{ old = 100, new = 0 }}
-auto = {{ after = "4s", passes = 1 }}
-[[service.phase]]
-name = "canary"
-weights = {{ old = 80, new = 20 }}
-auto = {{ after = "8s", passes = 2 }}
-[[service.phase]]
-name = "half"
-weights = {{ old = 50, new = 50 }}
-auto = {{ after = "8s", passes = 2 }}
-[[service.phase]]
-name = "cutover"
-weights = {{ old = 0, new = 100 }}
-"#
-    )
-}
 
 /// Everything a run needs, stopped when dropped.
 struct Run {
@@ -161,21 +89,6 @@ impl Run {
     fn requests_to(&self, ip: &str) -> u64 {
         self.clients.iter().map(|c| c.snapshot().to(ip)).sum()
     }
-}
-
-/// The automatic transitions in history: (action, from, to, at).
-fn transitions(h: &[serde_json::Value]) -> Vec<(String, String, String, u64)> {
-    h.iter()
-        .filter(|e| e["actor"] == "auto" && (e["action"] == "advance" || e["action"] == "rollback"))
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap().to_string(),
-                e["from"].as_str().unwrap().to_string(),
-                e["to"].as_str().unwrap().to_string(),
-                e["at"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -318,7 +231,7 @@ fn no_traffic_to_new_holds_and_then_pauses() {
         s["auto"]["why"]
             .as_str()
             .unwrap()
-            .contains("4 consecutive inconclusive"),
+            .contains("6 consecutive inconclusive"),
         "{s}"
     );
     let t = transitions(&run.history());
