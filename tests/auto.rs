@@ -217,3 +217,32 @@ fn auto_commands_keep_the_exit_codes() {
     let out = server.cli_ok(&["auto", "start", "www.other.test"]);
     assert!(out.contains("already runs"), "{out}");
 }
+
+#[test]
+fn the_readme_example_passes_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Automatic progression").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    // The example's tables inside a service with pools `old` and `new`,
+    // between a first and a last phase.
+    let head = ZONE.split("[service.analysis]").next().unwrap();
+    let text = format!(
+        "{head}[[service.phase]]\nname = \"old\"\nweights = {{ old = 100, new = 0 }}\n{block}\n[[service.phase]]\nname = \"cutover\"\nweights = {{ old = 0, new = 100 }}\n"
+    )
+    .replace("ttl = 2\n", "ttl = 30\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
