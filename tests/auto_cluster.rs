@@ -89,6 +89,21 @@ fn evaluator(two: &Two) -> usize {
     .expect("no agreed evaluator")
 }
 
+/// Waits until `h`, the evaluator, is mid-step: in canary with a pass
+/// counted, not yet advanced.
+fn await_mid_step(h: &Host) {
+    await_on(h, "a pass in canary", RUN_LIMIT, |s| {
+        s["phase"] == "canary" && s["auto"]["passes"].as_u64() >= Some(1)
+    });
+}
+
+/// Waits until `h` says it evaluates.
+fn await_takeover(h: &Host) {
+    await_on(h, "taking over", Duration::from_secs(20), |s| {
+        s["auto"]["evaluator"] == h.node.as_str()
+    });
+}
+
 /// Every transition once, in order, whoever committed it.
 fn assert_once_each(history: &[Value]) {
     let steps: Vec<(String, String)> = transitions(history)
@@ -109,19 +124,10 @@ fn kill_9_of_the_evaluator_mid_step_the_other_continues_without_skip_or_repeat()
     two.hosts[0].ok(&["auto", "start", "www"]);
     let e = evaluator(&two);
     let other = 1 - e;
-    // Mid-step: in canary with a pass counted, not yet advanced.
-    await_on(&two.hosts[e], "a pass in canary", RUN_LIMIT, |s| {
-        s["phase"] == "canary" && s["auto"]["passes"].as_u64() >= Some(1)
-    });
+    await_mid_step(&two.hosts[e]);
     two.hosts[e].kill9();
     let killed = Instant::now();
-    let node = two.hosts[other].node.clone();
-    await_on(
-        &two.hosts[other],
-        "taking over",
-        Duration::from_secs(20),
-        |s| s["auto"]["evaluator"] == node.as_str(),
-    );
+    await_takeover(&two.hosts[other]);
     let took = killed.elapsed();
     // Lease TTL + one election round + one interval, plus a status poll.
     let bound = ELECTION_TTL + ROUND + INTERVAL + Duration::from_secs(1);
@@ -140,18 +146,10 @@ fn sigstop_past_the_lease_then_sigcont_commits_nothing() {
     two.hosts[0].ok(&["auto", "start", "www"]);
     let e = evaluator(&two);
     let other = 1 - e;
-    await_on(&two.hosts[e], "a pass in canary", RUN_LIMIT, |s| {
-        s["phase"] == "canary" && s["auto"]["passes"].as_u64() >= Some(1)
-    });
+    await_mid_step(&two.hosts[e]);
     let stopped_at = now_ms() / 1000;
     two.hosts[e].server().signal("STOP");
-    let node = two.hosts[other].node.clone();
-    await_on(
-        &two.hosts[other],
-        "taking over",
-        Duration::from_secs(20),
-        |s| s["auto"]["evaluator"] == node.as_str(),
-    );
+    await_takeover(&two.hosts[other]);
     // Past the lease, and with the other host moving on meanwhile.
     await_on(&two.hosts[other], "half", RUN_LIMIT, |s| {
         s["phase"] == "half"

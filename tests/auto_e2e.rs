@@ -79,6 +79,16 @@ impl Run {
         .unwrap_or_else(|| panic!("{what} not within {limit:?}: {}", self.service()))
     }
 
+    /// Waits until automation pauses, in canary (the weights unchanged),
+    /// saying `why`.
+    fn await_paused_in_canary(&self, why: &str) {
+        let s = self.await_status("paused", Duration::from_secs(30), |s| {
+            s["auto"]["state"] == "paused"
+        });
+        assert_eq!(s["phase"], "canary", "weights unchanged, never advanced");
+        assert!(s["auto"]["why"].as_str().unwrap().contains(why), "{s}");
+    }
+
     fn history(&self) -> Vec<serde_json::Value> {
         let out = self.server.cli_ok(&["history", "www", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -188,17 +198,7 @@ fn prometheus_stopped_mid_step_pauses_then_resumes_without_skip_or_repeat() {
     run.server.cli_ok(&["auto", "start", "www"]);
     run.await_status("canary", RUN_LIMIT, |s| s["phase"] == "canary");
     run.prometheus.stop();
-    let s = run.await_status("paused", Duration::from_secs(30), |s| {
-        s["auto"]["state"] == "paused"
-    });
-    assert_eq!(s["phase"], "canary", "weights unchanged");
-    assert!(
-        s["auto"]["why"]
-            .as_str()
-            .unwrap()
-            .contains("provider errors"),
-        "{s}"
-    );
+    run.await_paused_in_canary("provider errors");
     run.prometheus.restart();
     run.server.cli_ok(&["auto", "resume", "www"]);
     let s = run.await_status("done", RUN_LIMIT, |s| s["auto"]["state"] == "done");
@@ -223,17 +223,7 @@ fn no_traffic_to_new_holds_and_then_pauses() {
         s["auto"]["state"] == "holding" && s["auto"]["inconclusive"].as_u64() >= Some(1)
     });
     assert_eq!(s["phase"], "canary");
-    let s = run.await_status("paused", Duration::from_secs(30), |s| {
-        s["auto"]["state"] == "paused"
-    });
-    assert_eq!(s["phase"], "canary", "never advances on inconclusive");
-    assert!(
-        s["auto"]["why"]
-            .as_str()
-            .unwrap()
-            .contains("6 consecutive inconclusive"),
-        "{s}"
-    );
+    run.await_paused_in_canary("6 consecutive inconclusive");
     let t = transitions(&run.history());
     assert_eq!(t.len(), 1, "only old > canary: {t:?}");
 }

@@ -432,33 +432,7 @@ impl Etcd {
         expected: i64,
         puts: &[Put],
     ) -> Result<CasOutcome, EtcdError> {
-        const CALL: &str = "/v3/kv/txn";
-        let req = json!({
-            "compare": [{
-                "key": b64(guard),
-                "target": "MOD",
-                "result": "EQUAL",
-                "mod_revision": expected.to_string(),
-            }],
-            "success": puts.iter().map(|p| json!({ "request_put": put_body(p) })).collect::<Vec<_>>(),
-            "failure": [{ "request_range": { "key": b64(guard) } }],
-        });
-        let (endpoint, resp): (String, TxnResponse) = self.call(CALL, &req).await?;
-        if resp.succeeded {
-            return Ok(CasOutcome::Committed {
-                revision: resp.header.revision,
-            });
-        }
-        let kvs = resp
-            .responses
-            .into_iter()
-            .next()
-            .and_then(|r| r.response_range)
-            .map(|r| r.kvs)
-            .unwrap_or_default();
-        Ok(CasOutcome::Conflict {
-            current: decode_kvs(&endpoint, CALL, kvs)?.into_iter().next(),
-        })
+        self.txn(guard, expected, None, puts).await
     }
 
     /// [`Etcd::compare_and_swap`], and only while `fence` (a key and a
@@ -471,19 +445,33 @@ impl Etcd {
         fence: (&str, i64),
         puts: &[Put],
     ) -> Result<CasOutcome, EtcdError> {
+        self.txn(guard, expected, Some(fence), puts).await
+    }
+
+    async fn txn(
+        &self,
+        guard: &str,
+        expected: i64,
+        fence: Option<(&str, i64)>,
+        puts: &[Put],
+    ) -> Result<CasOutcome, EtcdError> {
         const CALL: &str = "/v3/kv/txn";
-        let req = json!({
-            "compare": [{
-                "key": b64(guard),
-                "target": "MOD",
-                "result": "EQUAL",
-                "mod_revision": expected.to_string(),
-            }, {
-                "key": b64(fence.0),
+        let mut compare = vec![json!({
+            "key": b64(guard),
+            "target": "MOD",
+            "result": "EQUAL",
+            "mod_revision": expected.to_string(),
+        })];
+        if let Some((key, lease)) = fence {
+            compare.push(json!({
+                "key": b64(key),
                 "target": "LEASE",
                 "result": "EQUAL",
-                "lease": fence.1.to_string(),
-            }],
+                "lease": lease.to_string(),
+            }));
+        }
+        let req = json!({
+            "compare": compare,
             "success": puts.iter().map(|p| json!({ "request_put": put_body(p) })).collect::<Vec<_>>(),
             "failure": [{ "request_range": { "key": b64(guard) } }],
         });
