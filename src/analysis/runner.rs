@@ -98,6 +98,11 @@ pub struct Entry {
     /// This host evaluated the service at its last look (a cluster: it
     /// holds the election), so `machine` is current.
     pub elected: bool,
+    /// A step the operator refused (hold, health, a conflict) is tried
+    /// again from this Unix ms, not at every tick.
+    pub retry_at_ms: u64,
+    /// Why the last step was refused, logged once.
+    pub refused: String,
 }
 
 /// The evaluator's view of every service, by service key.
@@ -339,6 +344,9 @@ async fn step_service(
         }
     };
     let now = clock.now_ms();
+    if board.get(&key).is_some_and(|e| now < e.retry_at_ms) {
+        return;
+    }
     let mut action = machine.next(&view, now);
     if action == Action::Evaluate {
         let at = UNIX_EPOCH + Duration::from_millis(now);
@@ -387,6 +395,7 @@ async fn step_service(
     let done = tokio::task::spawn_blocking(move || s.auto_step(&k, &f, &st2)).await;
     match done {
         Ok(Ok(what)) => {
+            board.update(&key, |e| e.refused.clear());
             info!(service = %key, event = step.event(), from = %from, reason = step.reason(), "{what}");
             notifier.send(serde_json::json!({
                 "service": key,
