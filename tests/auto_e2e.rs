@@ -134,12 +134,12 @@ fn a_healthy_run_reaches_cutover_by_itself_never_early() {
         assert!(reason.contains("error-ratio=0 (<= 0.05, pass)"), "{reason}");
     }
     // Webhooks: every advance and the completion.
-    let bodies = run.hooks.await_received(3, Duration::from_secs(10));
+    let bodies = run.hooks.await_received(4, Duration::from_secs(10));
     let events: Vec<&str> = bodies.iter().filter_map(|b| b["event"].as_str()).collect();
     assert_eq!(
-        events.iter().filter(|e| **e == "advance").count(),
-        3,
-        "{events:?}"
+        events,
+        ["advance", "advance", "advance", "done"],
+        "{bodies:?}"
     );
     // New answered real requests by the end.
     assert!(run.requests_to(NEW_IP) > 0);
@@ -185,6 +185,13 @@ fn errors_in_new_during_the_second_step_bring_every_resolver_back_to_old() {
         (Some("auto"), Some("half"), Some("old"))
     );
     let reason = rb["reason"].as_str().unwrap();
+    let bodies = run.hooks.await_received(4, Duration::from_secs(10));
+    let events: Vec<&str> = bodies.iter().filter_map(|b| b["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        ["advance", "advance", "rollback", "failed"],
+        "{bodies:?}"
+    );
     assert!(
         reason.contains("consecutive failures") && reason.contains("above the max 0.05"),
         "{reason}"

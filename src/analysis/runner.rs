@@ -397,18 +397,30 @@ async fn step_service(
         Ok(Ok(what)) => {
             board.update(&key, |e| e.refused.clear());
             info!(service = %key, event = step.event(), from = %from, reason = step.reason(), "{what}");
-            notifier.send(serde_json::json!({
-                "service": key,
-                "event": step.event(),
-                "from": from,
-                "result": what,
-                "reason": step.reason(),
-                "origin": rec.origin,
-                "node": steer.node(),
-                "at_ms": clock.now_ms(),
-                "checks": machine.last,
-                "measurements": measurements(&machine.last),
-            }));
+            let body = |event: &str, reason: &str| {
+                serde_json::json!({
+                    "service": key,
+                    "event": event,
+                    "from": from,
+                    "result": what,
+                    "reason": reason,
+                    "origin": rec.origin,
+                    "node": steer.node(),
+                    "at_ms": clock.now_ms(),
+                    "checks": machine.last,
+                    "measurements": measurements(&machine.last),
+                })
+            };
+            notifier.send(body(step.event(), step.reason()));
+            // The advance into the last phase completes the run; a
+            // rollback ends it failed: each has a body of its own.
+            match &step {
+                Step::Advance { .. } if phase + 2 == svc.phases.len() => {
+                    notifier.send(body("done", "the last phase is reached"));
+                }
+                Step::Rollback { reason } => notifier.send(body("failed", reason)),
+                _ => {}
+            }
             // Counts start again (in the next phase, or when resumed);
             // the last evaluation stays on show.
             board.update(&key, |e| {
@@ -474,16 +486,30 @@ impl Notifier {
                     return;
                 }
             };
+            // One worker per URL: its bodies arrive in order, and a dead
+            // receiver retrying delays nobody else.
+            let mut workers: HashMap<String, tokio::sync::mpsc::Sender<serde_json::Value>> =
+                HashMap::new();
             loop {
                 let (urls, body) = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     m = rx.recv() => match m { Some(m) => m, None => return },
                 };
                 for url in urls {
-                    let (http, body, shutdown) = (http.clone(), body.clone(), shutdown.clone());
-                    // Each delivery retries on its own: a dead receiver
-                    // delays nobody else.
-                    tokio::spawn(async move { deliver(&http, &url, &body, &shutdown).await });
+                    let worker = workers.entry(url.clone()).or_insert_with(|| {
+                        let (wtx, mut wrx) =
+                            tokio::sync::mpsc::channel::<serde_json::Value>(NOTIFY_QUEUE);
+                        let (http, shutdown) = (http.clone(), shutdown.clone());
+                        tokio::spawn(async move {
+                            while let Some(body) = wrx.recv().await {
+                                deliver(&http, &url, &body, &shutdown).await;
+                            }
+                        });
+                        wtx
+                    });
+                    if worker.try_send(body.clone()).is_err() {
+                        warn!("webhook queue of a receiver full; notification dropped");
+                    }
                 }
             }
         });
