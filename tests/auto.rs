@@ -3,7 +3,7 @@
 //! `error_limit` retries with the weights unchanged, never rolling back nor
 //! advancing; a person's rollback pauses it and says so; the commands keep
 //! the exit codes; history records the automatic changes with actor
-//! `auto`; webhooks receive them.
+//! `auto`; webhooks receive them, retried past failed deliveries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -60,7 +60,8 @@ fn history(server: &Server) -> Vec<serde_json::Value> {
 
 #[test]
 fn an_unreachable_provider_pauses_with_the_weights_unchanged() {
-    let hooks = Hooks::start();
+    // The first two deliveries fail (503): the pause still arrives.
+    let hooks = Hooks::failing_first(2);
     let provider = format!("http://127.0.0.1:{}", refused_port());
     let server = Setup::new(&[("shift.toml", &zone(&provider, &hooks.url()))], "").start();
 
@@ -104,6 +105,12 @@ fn an_unreachable_provider_pauses_with_the_weights_unchanged() {
     assert!(!checks.is_empty());
     assert!(checks.iter().all(|c| c["verdict"] == "error"), "{checks:?}");
 
+    // The human status says it too, with every check.
+    let human = server.cli_ok(&["status", "www"]);
+    assert!(human.contains("auto     PAUSED: 3 consecutive provider errors"), "{human}");
+    assert!(human.contains("a failure rolls back to \"old\""), "{human}");
+    assert!(human.contains("error-ratio  ERROR"), "{human}");
+
     // History: the start by a person, the advance, the pause by `auto`.
     let h = history(&server);
     let last = h.last().unwrap();
@@ -121,6 +128,7 @@ fn an_unreachable_provider_pauses_with_the_weights_unchanged() {
     })
     .expect("no pause webhook");
     assert_eq!(body["service"], "www.shift.test.");
+    assert!(hooks.attempts() >= 3, "delivered without retries?");
     assert_eq!(body["from"], "canary");
 
     // /metrics counts the errors per check.
