@@ -107,7 +107,10 @@ fn an_unreachable_provider_pauses_with_the_weights_unchanged() {
 
     // The human status says it too, with every check.
     let human = server.cli_ok(&["status", "www"]);
-    assert!(human.contains("auto     PAUSED: 3 consecutive provider errors"), "{human}");
+    assert!(
+        human.contains("auto     PAUSED: 3 consecutive provider errors"),
+        "{human}"
+    );
     assert!(human.contains("a failure rolls back to \"old\""), "{human}");
     assert!(human.contains("error-ratio  ERROR"), "{human}");
 
