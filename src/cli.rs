@@ -16,7 +16,8 @@ mod import;
 mod problems;
 pub mod render;
 pub use args::{
-    AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
+    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, EndpointAction, ServeArgs,
+    TransitionArgs,
 };
 pub use render::{render_history, render_status};
 

@@ -12,6 +12,8 @@
 //! daemon       wiring and lifecycle: bind, spawn, SIGHUP, drain
 //! control      HTTP routes -> Operator; token; typed error -> status; /metrics
 //! operator     every command and status; one apply() path for changes
+//! analysis/    issue 17: metrics providers, checks, the automation machine
+//!              and its evaluator, which changes state only through operator
 //! api          the operator protocol: requests, responses, typed errors
 //! metrics      Prometheus rendering from zones, state, health and stats
 //! dns/         the data path: sockets, UDP fast path, TCP, hickory handler
@@ -19,7 +21,8 @@
 //! stats        query, pool and endpoint counters; the one-minute window
 //! health       checker tasks, rise/fall, the health table
 //! state/       State, typed events, the StateStore trait, the state file;
-//!              the shared store on etcd (issue 11)
+//!              the shared store on etcd (issue 11); the election of
+//!              automation's evaluators (issue 17)
 //! zone/        zone files: raw specs, building, static records, checks;
 //!              the digest of loaded zones (issue 16)
 //! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
@@ -47,6 +50,7 @@
 //! resolve to. Operator commands change the state; either change rebuilds
 //! the plan.
 
+pub mod analysis;
 pub mod answer;
 pub mod api;
 pub mod cli;
