@@ -174,7 +174,7 @@ fn scraping_metrics_does_not_slow_dns() {
 }
 
 /// Attempts of the scraping measurement.
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: usize = 5;
 
 /// One measurement: (p99 ratio scraping the daemon / scraping the
 /// reference, summary).
