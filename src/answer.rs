@@ -23,6 +23,7 @@ use crate::zone::{OnAllDown, Service, Zone};
 
 mod build;
 mod role;
+pub mod sticky;
 pub mod wire;
 
 use build::*;
