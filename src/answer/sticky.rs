@@ -36,6 +36,7 @@
 //! [`HASH_VERSION`], never a silent change.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The version of the hashing scheme this module implements. Assignments
 /// are stable for a given (version, seed, key, pools); a change to any
@@ -48,31 +49,38 @@ const SEED_CONTEXT: &[u8] = b"dnsshift-sticky-1\0";
 pub const ECS_MAX_V4: u8 = 24;
 /// The longest ECS prefix used as a key, IPv6 (RFC 7871 §11.1: /56).
 pub const ECS_MAX_V6: u8 = 56;
-/// Default prefix of a resolver's address used as the key without ECS, IPv4.
-pub const DEFAULT_PREFIX_V4: u8 = 24;
-/// Default prefix of a resolver's address used as the key without ECS, IPv6.
-pub const DEFAULT_PREFIX_V6: u8 = 48;
+pub use crate::zone::{Assignment, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6};
 
-/// How a service picks a pool per query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Assignment {
-    /// Every query draws a pool at random by weight (Route 53, gdnsd).
-    #[default]
-    Random,
-    /// Every client network keeps its pool ([`Sticky`]).
-    Sticky,
+/// Sticky answers and ECS use since start, for `/metrics`: a process-wide
+/// tally (like [`crate::dns::BAD_PACKETS`]).
+#[derive(Debug)]
+pub struct Counts {
+    /// Sticky picks keyed on a query's ECS address.
+    pub by_ecs: AtomicU64,
+    /// Sticky picks keyed on the resolver's address.
+    pub by_resolver: AtomicU64,
+    /// Queries that carried a valid ECS option (any service, any mode).
+    pub ecs_queries: AtomicU64,
 }
 
-impl Assignment {
-    /// The value as written in a zone file and shown by `status`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Assignment::Random => "random",
-            Assignment::Sticky => "sticky",
-        }
+impl Counts {
+    /// Counts one sticky pick.
+    pub fn count(&self, from_ecs: bool) {
+        let c = if from_ecs {
+            &self.by_ecs
+        } else {
+            &self.by_resolver
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// The one tally of [`Counts`].
+pub static COUNTS: Counts = Counts {
+    by_ecs: AtomicU64::new(0),
+    by_resolver: AtomicU64::new(0),
+    ecs_queries: AtomicU64::new(0),
+};
 
 /// A service's sticky settings, from its zone file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,15 @@ pub struct StickyConfig {
 }
 
 impl StickyConfig {
+    /// The settings of a service's zone-file keys.
+    pub fn of(s: &crate::zone::Sticky) -> StickyConfig {
+        StickyConfig {
+            seed: Seed::new(&s.seed),
+            prefix_v4: s.prefix_v4,
+            prefix_v6: s.prefix_v6,
+        }
+    }
+
     /// The settings for a seed text with the default prefixes.
     pub fn with_seed(seed: &str) -> StickyConfig {
         StickyConfig {
