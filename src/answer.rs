@@ -27,11 +27,11 @@ pub mod sticky;
 pub mod wire;
 
 use build::*;
-use sticky::{Client, StickyConfig};
 pub use role::{
     ADDRESS_FAMILIES, Decision, Family, PoolDecision, Role, Shares, answered, decide, decisions,
     family_warning, name_params, percent, shares,
 };
+use sticky::{Client, StickyConfig};
 
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CHAIN: usize = 8;

@@ -121,7 +121,11 @@ impl RequestHandler for Handler {
         // The client subnet, read from the wire by the fast path's reader
         // so both paths accept the same options; a malformed one is
         // FORMERR (RFC 7871 §7.1.1).
-        let ecs = match request.edns.as_ref().map(|_| client_subnet(request.as_slice())) {
+        let ecs = match request
+            .edns
+            .as_ref()
+            .map(|_| client_subnet(request.as_slice()))
+        {
             Some(Err(())) => {
                 let mut e = Edns::new();
                 e.set_max_payload(MAX_UDP_PAYLOAD);
@@ -247,6 +251,7 @@ impl RequestHandler for Handler {
         let edns = match ecs {
             Some(e) if answer.scope > 0 => {
                 let mut with_scope = resp_edns.clone();
+                with_scope.options_mut().remove(EdnsCode::Subnet);
                 with_scope
                     .options_mut()
                     .insert(EdnsOption::Subnet(ClientSubnet::new(

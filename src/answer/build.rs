@@ -289,12 +289,17 @@ fn sticky_pick(s: &Service, answered: &[(usize, &PoolDecision)]) -> StickyPick {
             let pool = &s.pools[*i];
             p.answer
                 .iter()
-                .map(|&e| (seed.salt(&format!("{}/{}", pool.name, pool.endpoints[e].id)), 1))
+                .map(|&e| {
+                    (
+                        seed.salt(&format!("{}/{}", pool.name, pool.endpoints[e].id)),
+                        1,
+                    )
+                })
                 .collect()
         })
         .collect();
-    let depends = pools.iter().filter(|(_, w)| *w > 0).count() > 1
-        || endpoints.iter().any(|e| e.len() > 1);
+    let depends =
+        pools.iter().filter(|(_, w)| *w > 0).count() > 1 || endpoints.iter().any(|e| e.len() > 1);
     StickyPick {
         cfg,
         pools,

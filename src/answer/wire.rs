@@ -24,9 +24,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use std::net::IpAddr;
 
 use super::sticky::{Client, Ecs};
-use super::{
-    Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, StickyPick, ZonePlan,
-};
+use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, StickyPick, ZonePlan};
 use crate::stats::QueryCounters;
 
 /// DNS header length.

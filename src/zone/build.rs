@@ -400,7 +400,11 @@ fn sticky_keys(
     errs: &mut Vec<ConfigError>,
     name: Option<&Name>,
 ) -> (Assignment, Sticky) {
-    let assignment = match s.assignment.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+    let assignment = match s
+        .assignment
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
         None | Some(("random", _)) => Assignment::Random,
         Some(("sticky", _)) => Assignment::Sticky,
         Some((other, sp)) => {
@@ -418,7 +422,9 @@ fn sticky_keys(
             String::new()
         }
         Some(v) => v.get_ref().clone(),
-        None => name.map(|n| n.to_lowercase().to_string()).unwrap_or_default(),
+        None => name
+            .map(|n| n.to_lowercase().to_string())
+            .unwrap_or_default(),
     };
     let mut prefix = |v: &Option<Spanned<i64>>, key: &str, max: u8, default: u8| match v {
         Some(v) if !(0..=i64::from(max)).contains(v.get_ref()) => {
@@ -434,8 +440,18 @@ fn sticky_keys(
     };
     let sticky = Sticky {
         seed,
-        prefix_v4: prefix(&s.sticky_prefix_v4, "sticky_prefix_v4", 32, DEFAULT_PREFIX_V4),
-        prefix_v6: prefix(&s.sticky_prefix_v6, "sticky_prefix_v6", 128, DEFAULT_PREFIX_V6),
+        prefix_v4: prefix(
+            &s.sticky_prefix_v4,
+            "sticky_prefix_v4",
+            32,
+            DEFAULT_PREFIX_V4,
+        ),
+        prefix_v6: prefix(
+            &s.sticky_prefix_v6,
+            "sticky_prefix_v6",
+            128,
+            DEFAULT_PREFIX_V6,
+        ),
     };
     (assignment, sticky)
 }
