@@ -327,6 +327,13 @@ impl Operator {
                 Some(_) => family_shares(s, &answer::shares(s, &live, true)),
                 None => BTreeMap::new(),
             },
+            assignment: s.assignment.label().to_string(),
+            sticky_prefixes: match s.assignment {
+                crate::zone::Assignment::Sticky => {
+                    format!("/{} /{}", s.sticky.prefix_v4, s.sticky.prefix_v6)
+                }
+                crate::zone::Assignment::Random => String::new(),
+            },
         }
     }
 }
