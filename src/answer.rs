@@ -3,7 +3,8 @@
 //!
 //! The plan is built off the query path whenever an input changes and
 //! swapped in whole; a query only reads it. Per query the lookup draws one
-//! random number for the pool, one for the rotation, bumps a few atomic
+//! random number for the pool, one for the rotation (a sticky service
+//! hashes the client's key instead, [`sticky`]), bumps a few atomic
 //! counters, and collects references into the plan: no lock, no I/O, and
 //! allocation bounded by [`MAX_CHAIN`] and `max_answers`.
 
@@ -207,10 +208,10 @@ pub(crate) struct StickyPick {
     /// Per answered pool, in the order of the selection's pools: the
     /// salt of its name and its pick weight. The same for every record
     /// family of a name, so A and AAAA draw the same pool.
-    pools: Box<[(u64, u32)]>,
+    pools: Box<[sticky::Candidate]>,
     /// Per answered pool: the salts of its answered endpoints, in record
     /// order; the key's winner among them starts the rotation.
-    endpoints: Box<[Box<[(u64, u32)]>]>,
+    endpoints: Box<[Box<[sticky::Candidate]>]>,
     /// Whether the answer depends on the key at all (more than one pool,
     /// or a pool with more than one record): the ECS scope is the key's
     /// prefix then, else 0.

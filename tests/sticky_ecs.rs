@@ -11,6 +11,8 @@
 //! Run by hand (prints the figures):
 //!     cargo test --release --test sticky_ecs -- --nocapture
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Clients are compared by index across windows and record families.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 mod rehearsal_kit;

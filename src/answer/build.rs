@@ -279,11 +279,11 @@ pub(super) fn selection(
 fn sticky_pick(s: &Service, answered: &[(usize, &PoolDecision)]) -> StickyPick {
     let cfg = StickyConfig::of(&s.sticky);
     let seed = cfg.seed;
-    let pools: Box<[(u64, u32)]> = answered
+    let pools: Box<[sticky::Candidate]> = answered
         .iter()
         .map(|(i, p)| (seed.salt(&s.pools[*i].name), p.pick))
         .collect();
-    let endpoints: Box<[Box<[(u64, u32)]>]> = answered
+    let endpoints: Box<[Box<[sticky::Candidate]>]> = answered
         .iter()
         .map(|(i, p)| {
             let pool = &s.pools[*i];

@@ -51,6 +51,9 @@ pub const ECS_MAX_V4: u8 = 24;
 pub const ECS_MAX_V6: u8 = 56;
 pub use crate::zone::{Assignment, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6};
 
+/// A rendezvous candidate: the salt of its name and its weight.
+pub type Candidate = (u64, u32);
+
 /// Sticky answers and ECS use since start, for `/metrics`: a process-wide
 /// tally (like [`crate::dns::BAD_PACKETS`]).
 #[derive(Debug)]
@@ -155,7 +158,7 @@ impl Seed {
     ///
     /// Weights are divided by their greatest common divisor first, so that
     /// 90/10, 9/1 and 900/100 compute the very same floating-point scores.
-    pub fn rendezvous(&self, key: &ClientKey, candidates: &[(u64, u32)]) -> Option<usize> {
+    pub fn rendezvous(&self, key: &ClientKey, candidates: &[Candidate]) -> Option<usize> {
         let g = candidates.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
         let mut best: Option<(usize, f64)> = None;
         for (i, &(salt, weight)) in candidates.iter().enumerate() {
