@@ -279,10 +279,11 @@ pub(super) fn selection(
 fn sticky_pick(s: &Service, answered: &[(usize, &PoolDecision)]) -> StickyPick {
     let cfg = StickyConfig::of(&s.sticky);
     let seed = cfg.seed;
-    let pools: Box<[sticky::Candidate]> = answered
+    let mut pools: Box<[sticky::Candidate]> = answered
         .iter()
         .map(|(i, p)| (seed.salt(&s.pools[*i].name), p.pick))
         .collect();
+    sticky::reduce(&mut pools);
     let endpoints: Box<[Box<[sticky::Candidate]>]> = answered
         .iter()
         .map(|(i, p)| {

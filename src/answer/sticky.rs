@@ -156,16 +156,16 @@ impl Seed {
     /// with the highest score `weight / -ln(u)`; ties (never seen in
     /// practice) go to the first. `None` if no candidate has a weight.
     ///
-    /// Weights are divided by their greatest common divisor first, so that
-    /// 90/10, 9/1 and 900/100 compute the very same floating-point scores.
+    /// The weights must be [`reduce`]d (divided by their greatest common
+    /// divisor), so that 90/10, 9/1 and 900/100 compute the very same
+    /// floating-point scores; the plan reduces them once when it is built.
     pub fn rendezvous(&self, key: &ClientKey, candidates: &[Candidate]) -> Option<usize> {
-        let g = candidates.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
         let mut best: Option<(usize, f64)> = None;
         for (i, &(salt, weight)) in candidates.iter().enumerate() {
             if weight == 0 {
                 continue;
             }
-            let d = self.distance(key, salt, weight / g);
+            let d = self.distance(key, salt, weight);
             if best.is_none_or(|(_, b)| d < b) {
                 best = Some((i, d));
             }
@@ -198,11 +198,9 @@ impl ClientKey {
         let prefix = prefix.min(max);
         bytes[0] = family;
         bytes[1] = prefix;
-        for (i, b) in octets.iter().enumerate() {
-            let bits = usize::from(prefix).saturating_sub(i * 8).min(8);
-            let mask = if bits == 0 { 0 } else { 0xFFu8 << (8 - bits) };
-            bytes[2 + i] = b & mask;
-        }
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        let masked = u128::from_be_bytes(octets) & mask;
+        bytes[2..].copy_from_slice(&masked.to_be_bytes());
         ClientKey { bytes }
     }
 
@@ -340,6 +338,15 @@ impl Client {
             cfg.prefix_v6
         };
         Some((ClientKey::new(addr, prefix), false))
+    }
+}
+
+/// Divides the candidates' weights by their greatest common divisor, for
+/// [`Seed::rendezvous`].
+pub fn reduce(candidates: &mut [Candidate]) {
+    let g = candidates.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
+    for c in candidates {
+        c.1 /= g;
     }
 }
 

@@ -29,7 +29,8 @@ fn salts(seed: &Seed, names: &[&str]) -> Vec<u64> {
 /// Every key's pool for `weights` (indexes into `salts`), `usize::MAX`
 /// when none.
 fn assign(seed: &Seed, keys: &[ClientKey], salts: &[u64], weights: &[u32]) -> Vec<usize> {
-    let cands: Vec<(u64, u32)> = salts.iter().copied().zip(weights.iter().copied()).collect();
+    let mut cands: Vec<(u64, u32)> = salts.iter().copied().zip(weights.iter().copied()).collect();
+    reduce(&mut cands);
     keys.iter()
         .map(|k| seed.rendezvous(k, &cands).unwrap_or(usize::MAX))
         .collect()
@@ -278,7 +279,8 @@ fn golden_vectors_do_not_change() {
     for &(seed_text, addr, prefix, pools, want) in GOLDEN_VECTORS {
         let seed = Seed::new(seed_text);
         let key = ClientKey::new(addr.parse().unwrap(), prefix);
-        let cands: Vec<(u64, u32)> = pools.iter().map(|(n, w)| (seed.salt(n), *w)).collect();
+        let mut cands: Vec<(u64, u32)> = pools.iter().map(|(n, w)| (seed.salt(n), *w)).collect();
+        reduce(&mut cands);
         let got = seed.rendezvous(&key, &cands).map(|i| pools[i].0);
         assert_eq!(got, Some(want), "{seed_text} {addr}/{prefix} {pools:?}");
     }
@@ -370,7 +372,8 @@ fn golden_print() {
     for &(s, a, p, pools) in cases {
         let seed = Seed::new(s);
         let key = ClientKey::new(a.parse().unwrap(), p);
-        let cands: Vec<(u64, u32)> = pools.iter().map(|(n, w)| (seed.salt(n), *w)).collect();
+        let mut cands: Vec<(u64, u32)> = pools.iter().map(|(n, w)| (seed.salt(n), *w)).collect();
+        reduce(&mut cands);
         let got = pools[seed.rendezvous(&key, &cands).unwrap()].0;
         println!("    ({s:?}, {a:?}, {p}, &{pools:?}, {got:?}),");
     }
