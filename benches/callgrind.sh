@@ -5,6 +5,7 @@
 # kernel's share (recvmmsg/sendmmsg), which benches/peers.sh measures.
 #
 # Usage: benches/callgrind.sh [QUERIES]    (default 20000; needs valgrind)
+#        MODES="fast-from sticky" benches/callgrind.sh   (random vs sticky assignment)
 set -euo pipefail
 N=${1:-20000}
 [[ $N =~ ^[0-9]+$ ]] && ((N >= 1000 && N <= 10000000)) || { echo "QUERIES: 1000..10000000" >&2; exit 2; }
@@ -23,7 +24,7 @@ ir() {  # mode count -> total instructions
   awk '/^summary:/ { print $2 }' "$tmp/out"
 }
 printf '%-8s %14s\n' path "instr/query"
-for mode in fast hickory; do
+for mode in ${MODES:-fast hickory}; do
   a=$(ir "$mode" "$N"); b=$(ir "$mode" $((2 * N)))
   awk -v a="$a" -v b="$b" -v n="$N" -v m="$mode" 'BEGIN { printf "%-8s %14.0f\n", m, (b - a) / n }'
 done

@@ -8,6 +8,8 @@
 //!
 //!     cargo bench --bench instructions -- fast 100000
 //!     cargo bench --bench instructions -- hickory 100000
+//!     cargo bench --bench instructions -- fast-from 100000    (random, with a source address)
+//!     cargo bench --bench instructions -- sticky 100000       (`app` sticky, 256 client networks)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::fallback::handle;
-use dnsshift::dns::fast::respond;
+use dnsshift::dns::fast::{respond, respond_from};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
 use dnsshift::stats::Stats;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -32,8 +34,14 @@ fn main() {
     let mode = args.first().map_or("fast", String::as_str);
     let n: usize = args.get(1).map_or(10_000, |s| s.parse().unwrap());
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers");
-    let zone =
-        dnsshift::zone::load_file(&std::path::Path::new(dir).join("shift.test.toml")).unwrap();
+    let path = std::path::Path::new(dir).join("shift.test.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    if mode == "sticky" {
+        let anchor = "initial_phase = \"split\"\n";
+        assert!(text.contains(anchor), "bench zone changed");
+        text = text.replace(anchor, &format!("{anchor}assignment = \"sticky\"\n"));
+    }
+    let zone = dnsshift::zone::parse(&dnsshift::config::source::Source { path, text }).unwrap();
     let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
         &[zone],
         &ConfigOnly,
@@ -66,6 +74,19 @@ fn main() {
                 }
             }
         }
+        "fast-from" | "sticky" => {
+            // Every query from another client network (resolver address).
+            let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
+            for i in 0..n {
+                let q = &queries[i % queries.len()];
+                let src = std::net::IpAddr::from([10, 0, (i % 256) as u8, 1]);
+                if let dnsshift::dns::fast::Action::Send(len) =
+                    respond_from(&plan.load(), black_box(q), Some(src), &mut out)
+                {
+                    bytes += len;
+                }
+            }
+        }
         "hickory" => {
             // hickory's decoder, the handler and hickory's encoder, as
             // the fallback runs them.
@@ -80,7 +101,7 @@ fn main() {
                 bytes += out.map_or(0, |o| o.len());
             }
         }
-        other => panic!("mode {other:?}: want fast or hickory"),
+        other => panic!("mode {other:?}: want fast, fast-from, sticky or hickory"),
     }
     println!("{mode}: {n} queries, {bytes} response bytes");
 }

@@ -3,7 +3,8 @@
 //!
 //! The plan is built off the query path whenever an input changes and
 //! swapped in whole; a query only reads it. Per query the lookup draws one
-//! random number for the pool, one for the rotation, bumps a few atomic
+//! random number for the pool, one for the rotation (a sticky service
+//! hashes the client's key instead, [`sticky`]), bumps a few atomic
 //! counters, and collects references into the plan: no lock, no I/O, and
 //! allocation bounded by [`MAX_CHAIN`] and `max_answers`.
 
@@ -23,6 +24,7 @@ use crate::zone::{OnAllDown, Service, Zone};
 
 mod build;
 mod role;
+pub mod sticky;
 pub mod wire;
 
 use build::*;
@@ -30,6 +32,7 @@ pub use role::{
     ADDRESS_FAMILIES, Decision, Family, PoolDecision, Role, Shares, answered, decide, decisions,
     family_warning, name_params, percent, shares,
 };
+use sticky::{Client, StickyConfig};
 
 /// Longest CNAME chain followed inside a zone.
 pub const MAX_CHAIN: usize = 8;
@@ -192,7 +195,48 @@ enum Selection {
     Weighted {
         cumulative: Vec<u64>,
         pools: Vec<PoolAnswer>,
+        /// For a sticky service: how a client key picks among `pools`.
+        sticky: Option<StickyPick>,
     },
+}
+
+/// A sticky selection, prepared when the plan is built (issue 18): the
+/// rendezvous candidates, so that a query only hashes its key.
+#[derive(Debug, Clone)]
+pub(crate) struct StickyPick {
+    cfg: StickyConfig,
+    /// Per answered pool, in the order of the selection's pools: the
+    /// salt of its name and its pick weight. The same for every record
+    /// family of a name, so A and AAAA draw the same pool.
+    pools: Box<[sticky::Candidate]>,
+    /// Per answered pool: the salts of its answered endpoints, in record
+    /// order; the key's winner among them starts the rotation.
+    endpoints: Box<[Box<[sticky::Candidate]>]>,
+    /// Whether the answer depends on the key at all (more than one pool,
+    /// or a pool with more than one record): the ECS scope is the key's
+    /// prefix then, else 0.
+    depends: bool,
+}
+
+impl StickyPick {
+    /// The pool and rotation start for `client`, and the ECS scope the
+    /// answer depends on; `None` when the client is unknown (the draw is
+    /// random then).
+    pub(crate) fn choose(&self, client: &Client) -> Option<(usize, usize, u8)> {
+        let (key, from_ecs) = client.key(&self.cfg)?;
+        let i = self.cfg.seed.rendezvous(&key, &self.pools)?;
+        let start = match self.endpoints.get(i) {
+            Some(eps) if eps.len() > 1 => self.cfg.seed.rendezvous(&key, eps).unwrap_or(0),
+            _ => 0,
+        };
+        sticky::COUNTS.count(from_ecs);
+        let scope = if from_ecs && self.depends {
+            key.prefix()
+        } else {
+            0
+        };
+        Some((i, start, scope))
+    }
 }
 
 #[derive(Debug)]
@@ -278,6 +322,9 @@ pub struct Answer<'a> {
     pub soa: Option<&'a Record>,
     /// Additional section (glue).
     pub additionals: Vec<&'a Record>,
+    /// The ECS scope prefix (RFC 7871 §7.2.1) a reply to a query with ECS
+    /// carries: how much of the client's address the answer depended on.
+    pub scope: u8,
 }
 
 /// The outcome of looking a name up.
@@ -335,6 +382,19 @@ impl Plan {
         now_ms: u64,
         rng: &mut dyn Random,
     ) -> Lookup<'_> {
+        self.lookup_from(qname, qtype, now_ms, rng, &Client::default())
+    }
+
+    /// [`Plan::lookup`] for a query from `client`: a sticky service keys
+    /// its pick on it (and the answer says its ECS scope).
+    pub fn lookup_from(
+        &self,
+        qname: &LowerName,
+        qtype: RecordType,
+        now_ms: u64,
+        rng: &mut dyn Random,
+        client: &Client,
+    ) -> Lookup<'_> {
         let mut best: Option<&ZonePlan> = None;
         for z in &self.zones {
             if z.origin.zone_of(qname)
@@ -350,7 +410,14 @@ impl Plan {
             authoritative: true,
             ..Answer::default()
         };
-        zone.lookup(qname, qtype, &mut ans, 0, &mut Draw { now_ms, rng });
+        let mut draw = Draw {
+            now_ms,
+            rng,
+            client,
+            scope: 0,
+        };
+        zone.lookup(qname, qtype, &mut ans, 0, &mut draw);
+        ans.scope = draw.scope;
         Lookup::Zone(ans, &zone.counters)
     }
 }
@@ -375,13 +442,28 @@ pub fn next_serial(previous: u32, now_unix: u64) -> u32 {
 pub(crate) struct Draw<'r> {
     pub(crate) now_ms: u64,
     pub(crate) rng: &'r mut dyn Random,
+    /// Who asked, for sticky picks.
+    pub(crate) client: &'r Client,
+    /// The widest ECS scope a pick of this lookup depended on.
+    pub(crate) scope: u8,
 }
+
+/// The client of a template: unknown (templates are drawn for every client).
+static NO_CLIENT: Client = Client {
+    addr: None,
+    ecs: None,
+};
 
 impl<'r> Draw<'r> {
     /// For building templates of deterministic answers, which draw and
     /// count nothing.
     pub(crate) fn none(rng: &'r mut fastrand::Rng) -> Draw<'r> {
-        Draw { now_ms: 0, rng }
+        Draw {
+            now_ms: 0,
+            rng,
+            client: &NO_CLIENT,
+            scope: 0,
+        }
     }
 
     /// A weighted pick among `cumulative` weights, and the rotation start
@@ -389,8 +471,13 @@ impl<'r> Draw<'r> {
     pub(crate) fn pick(
         &mut self,
         cumulative: &[u64],
+        sticky: Option<&StickyPick>,
         n: impl Fn(usize) -> usize,
     ) -> Option<(usize, usize)> {
+        if let Some((i, start, scope)) = sticky.and_then(|s| s.choose(self.client)) {
+            self.scope = self.scope.max(scope);
+            return Some((i, start));
+        }
         let total = cumulative.last().copied().unwrap_or(0);
         let i = pick_weighted(cumulative, self.rng.below(total.max(1)))?;
         let n = n(i);
@@ -465,8 +552,14 @@ impl ZonePlan {
             Node::Service(svc) => match svc.selection(qtype) {
                 Selection::NoData => ans.soa = Some(&self.neg_soa),
                 Selection::ServFail => ans.rcode = ResponseCode::ServFail,
-                Selection::Weighted { cumulative, pools } => {
-                    let Some((i, start)) = draw.pick(cumulative, |i| pools[i].records.len()) else {
+                Selection::Weighted {
+                    cumulative,
+                    pools,
+                    sticky,
+                } => {
+                    let Some((i, start)) =
+                        draw.pick(cumulative, sticky.as_ref(), |i| pools[i].records.len())
+                    else {
                         ans.soa = Some(&self.neg_soa);
                         return;
                     };

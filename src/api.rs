@@ -274,6 +274,19 @@ pub struct ServiceStatus {
     /// Automatic progression (issue 17).
     #[serde(default)]
     pub auto: AutoStatus,
+    /// How a query picks among the pools: "random" (every query draws by
+    /// weight) or "sticky" (each client network keeps its pool; issue 18).
+    #[serde(default = "random_assignment")]
+    pub assignment: String,
+    /// For sticky assignment: the prefixes a resolver's address is keyed
+    /// on without ECS, as "/24 /48" (empty for random).
+    #[serde(default)]
+    pub sticky_prefixes: String,
+}
+
+/// `assignment` of a status from a host that predates it.
+fn random_assignment() -> String {
+    "random".into()
 }
 
 /// What one name answers for one record family, as shares of that

@@ -32,7 +32,7 @@ use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::rdata::TXT;
-use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -41,6 +41,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::answer::sticky::{COUNTS as STICKY_COUNTS, Client, Ecs};
 use crate::answer::{Lookup, Plan, ThreadRandom};
 use crate::clock::unix_ms;
 
@@ -117,6 +118,30 @@ impl RequestHandler for Handler {
         let tcp = request.protocol() != Protocol::Udp;
 
         let mut resp_edns = Edns::new();
+        // The client subnet, read from the wire by the fast path's reader
+        // so both paths accept the same options; a malformed one is
+        // FORMERR (RFC 7871 §7.1.1).
+        let ecs = match request
+            .edns
+            .as_ref()
+            .map(|_| client_subnet(request.as_slice()))
+        {
+            Some(Err(())) => {
+                let mut e = Edns::new();
+                e.set_max_payload(MAX_UDP_PAYLOAD);
+                return send_error(
+                    request,
+                    ResponseCode::FormErr,
+                    Some(&e),
+                    &plan,
+                    tcp,
+                    response_handle,
+                )
+                .await;
+            }
+            Some(Ok(ecs)) => ecs,
+            None => None,
+        };
         let edns = match &request.edns {
             Some(req) => {
                 // hickory drops options it cannot parse, logging each time;
@@ -149,6 +174,13 @@ impl RequestHandler for Handler {
                     resp_edns
                         .options_mut()
                         .insert(EdnsOption::NSID(id.nsid.clone()));
+                }
+                if let Some(e) = ecs {
+                    // Scope 0 until the lookup says what the answer
+                    // depended on.
+                    resp_edns
+                        .options_mut()
+                        .insert(EdnsOption::Subnet(ClientSubnet::new(e.addr, e.source, 0)));
                 }
                 Some(&resp_edns)
             }
@@ -190,7 +222,12 @@ impl RequestHandler for Handler {
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
         let in_zones = !matches!(qtype, RecordType::AXFR | RecordType::IXFR)
             && matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY);
-        let found = match in_zones.then(|| plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom))
+        let client = Client {
+            addr: Some(request.src().ip()),
+            ecs,
+        };
+        let found = match in_zones
+            .then(|| plan.lookup_from(qname, qtype, unix_ms(), &mut ThreadRandom, &client))
         {
             Some(Lookup::Zone(a, c)) => Some((a, c)),
             Some(Lookup::Refused) | None => None,
@@ -207,6 +244,26 @@ impl RequestHandler for Handler {
             .await;
         };
         counters.count(qtype, tcp, answer.rcode);
+        if ecs.is_some() {
+            STICKY_COUNTS.ecs_queries.fetch_add(1, Ordering::Relaxed);
+        }
+        let scoped;
+        let edns = match ecs {
+            Some(e) if answer.scope > 0 => {
+                let mut with_scope = resp_edns.clone();
+                with_scope.options_mut().remove(EdnsCode::Subnet);
+                with_scope
+                    .options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(
+                        e.addr,
+                        e.source,
+                        answer.scope,
+                    )));
+                scoped = with_scope;
+                Some(&scoped)
+            }
+            _ => edns,
+        };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = answer.authoritative;
@@ -394,6 +451,31 @@ fn opt_options_malformed(msg: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// The query's EDNS Client Subnet option: `Ok(None)` without one,
+/// `Err(())` when it is malformed or repeated.
+fn client_subnet(msg: &[u8]) -> Result<Option<Ecs>, ()> {
+    let Some(mut rest) = walk_to_opt(msg) else {
+        return Ok(None);
+    };
+    let mut found = None;
+    while rest.len() >= 4 {
+        let code = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let Some(data) = rest.get(4..4 + len) else {
+            // Options running past the record: counted and ignored above.
+            return Ok(found);
+        };
+        if code == u16::from(EdnsCode::Subnet) {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(Ecs::parse(data).map_err(|_| ())?);
+        }
+        rest = &rest[4 + len..];
+    }
+    Ok(found)
 }
 
 /// The RDATA of the first OPT record in the additional section.

@@ -16,8 +16,10 @@
 //!              and its evaluator, which changes state only through operator
 //! api          the operator protocol: requests, responses, typed errors
 //! metrics      Prometheus rendering from zones, state, health and stats
-//! dns/         the data path: sockets, UDP fast path, TCP, hickory handler
-//! answer/      the answer plan = f(zones, state, health), pure; the lookup
+//! dns/         the data path: sockets, UDP fast path (ECS read in place),
+//!              TCP, hickory handler
+//! answer/      the answer plan = f(zones, state, health), pure; the lookup;
+//!              sticky assignment by client network (issue 18)
 //! stats        query, pool and endpoint counters; the one-minute window
 //! health       checker tasks, rise/fall, the health table
 //! state/       State, typed events, the StateStore trait, the state file;

@@ -109,6 +109,26 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
         bad,
     );
 
+    let sticky = Counters::default();
+    let c = &crate::answer::sticky::COUNTS;
+    for (key, n) in [("ecs", &c.by_ecs), ("resolver", &c.by_resolver)] {
+        sticky
+            .get_or_create(&vec![("key", key.to_string())])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "sticky_answers",
+        "Sticky answers (assignment = \"sticky\"), by what keyed the pick: the query's client subnet (ecs) or the resolver's network (resolver)",
+        sticky,
+    );
+    let ecs = Counter::<u64>::default();
+    ecs.inc_by(c.ecs_queries.load(Ordering::Relaxed));
+    reg.register(
+        "ecs_queries",
+        "Queries answered that carried an EDNS Client Subnet option (RFC 7871), any service and mode",
+        ecs,
+    );
+
     let answers = Counters::default();
     for (key, s) in src.stats.endpoints() {
         for (name, v) in [("main", &s.main), ("staging", &s.staging)] {

@@ -59,6 +59,47 @@ pub enum OnAllDown {
     Servfail,
 }
 
+/// How a service picks a pool per query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Every query draws a pool at random by weight (Route 53, gdnsd).
+    #[default]
+    Random,
+    /// Every client network keeps its pool ([`Sticky`]).
+    Sticky,
+}
+
+impl Assignment {
+    /// The value as written in a zone file and shown by `status`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Assignment::Random => "random",
+            Assignment::Sticky => "sticky",
+        }
+    }
+}
+
+/// Default prefix of a resolver's address used as the sticky key without
+/// ECS, IPv4 (`sticky_prefix_v4`).
+pub const DEFAULT_PREFIX_V4: u8 = 24;
+/// Default prefix of a resolver's address used as the sticky key without
+/// ECS, IPv6 (`sticky_prefix_v6`).
+pub const DEFAULT_PREFIX_V6: u8 = 48;
+
+/// A service's sticky assignment keys as written (issue 18); see
+/// [`crate::answer::sticky`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// The seed text every host shares (`sticky_seed`; default: the
+    /// service's full name).
+    pub seed: String,
+    /// Prefix of a resolver's IPv4 address keyed on without ECS.
+    pub prefix_v4: u8,
+    /// Prefix of a resolver's IPv6 address keyed on without ECS.
+    pub prefix_v6: u8,
+}
+
 /// A shifted name: weighted answers between pools, moving through phases.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -88,6 +129,12 @@ pub struct Service {
     pub analysis: Option<Analysis>,
     /// Per phase (indexed like `phases`): whether it advances by itself.
     pub auto: Vec<Option<Auto>>,
+    /// How a query picks a pool: at random by weight, or sticky per client
+    /// network (issue 18).
+    pub assignment: Assignment,
+    /// Seed and key prefixes of sticky assignment (used when `assignment`
+    /// is sticky).
+    pub sticky: Sticky,
 }
 
 impl Service {

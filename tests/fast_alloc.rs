@@ -13,7 +13,7 @@ use std::path::Path;
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::MAX_UDP_PAYLOAD;
-use dnsshift::dns::fast::{Action, Counters, respond};
+use dnsshift::dns::fast::{Action, Counters, respond, respond_from};
 use dnsshift::dns::rrl::{Rrl, Settings, now_secs};
 use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -35,13 +35,61 @@ fn the_fast_path_allocates_nothing_per_query() {
     a_running_udp_worker_allocates_nothing();
 }
 
-fn answers_allocate_nothing() {
-    let zone = dnsshift::zone::load_file(Path::new(concat!(
+/// A sticky service (issue 18), beside the shipped example zone.
+const STICKY_ZONE: &str = r#"
+[zone]
+origin = "sticky.test."
+nameservers = ["ns1.sticky.test."]
+hostmaster = "h.sticky.test."
+records = """
+ns1 IN A 127.0.0.53
+"""
+[[service]]
+name = "app"
+assignment = "sticky"
+max_answers = 2
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+new = ["198.51.100.1", "198.51.100.2", "2001:db8::2"]
+[service.health]
+kind = "none"
+"#;
+
+/// The example zone and [`STICKY_ZONE`].
+fn zones() -> Vec<dnsshift::zone::Zone> {
+    let example = dnsshift::zone::load_file(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/zones/shift.example.com.toml"
     )))
     .unwrap();
-    let plan = ArcSwap::from_pointee(Plan::build(&[zone], &ConfigOnly, &Stats::default(), 1));
+    let sticky = dnsshift::zone::parse(&dnsshift::config::source::Source {
+        path: "sticky.toml".into(),
+        text: STICKY_ZONE.into(),
+    })
+    .unwrap();
+    vec![example, sticky]
+}
+
+/// A query for `app.sticky.test.` with EDNS and a client subnet option.
+fn ecs_query(t: RecordType, data: &[u8]) -> Vec<u8> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("app.sticky.test.").unwrap(),
+        t,
+    ));
+    m.set_edns(Edns::new());
+    let mut bytes = m.to_vec().unwrap();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&((4 + data.len()) as u16).to_be_bytes());
+    bytes.extend(8u16.to_be_bytes());
+    bytes.extend((data.len() as u16).to_be_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+fn answers_allocate_nothing() {
+    let plan = ArcSwap::from_pointee(Plan::build(&zones(), &ConfigOnly, &Stats::default(), 1));
     let queries: Vec<Vec<u8>> = [
         ("www.shift.example.com.", RecordType::A, false),
         ("WWW.shift.example.com.", RecordType::AAAA, true),
@@ -53,6 +101,8 @@ fn answers_allocate_nothing() {
         ("nope.shift.example.com.", RecordType::A, true),
         ("www.shift.example.com.", RecordType::TXT, false),
         ("example.org.", RecordType::A, false),
+        ("app.sticky.test.", RecordType::A, false),
+        ("app.sticky.test.", RecordType::AAAA, true),
     ]
     .iter()
     .map(|(name, t, edns)| {
@@ -63,6 +113,14 @@ fn answers_allocate_nothing() {
         }
         m.to_vec().unwrap()
     })
+    .chain([
+        ecs_query(RecordType::A, &[0, 1, 24, 0, 203, 0, 113]),
+        ecs_query(
+            RecordType::AAAA,
+            &[0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 1, 0x42],
+        ),
+        ecs_query(RecordType::A, &[0, 1, 0, 0]),
+    ])
     .collect();
     let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
     // Warm up once: thread-locals (the RNG, arc-swap's debt list) are set
@@ -86,9 +144,11 @@ fn answers_allocate_nothing() {
     let client: IpAddr = "192.0.2.1".parse().unwrap();
     let region = Region::new(GLOBAL);
     let mut answered = 0;
-    for _ in 0..ROUNDS {
+    for r in 0..ROUNDS {
+        // Sticky picks keyed on many resolver networks.
+        let src = IpAddr::from([10, (r >> 8) as u8, r as u8, 1]);
         for q in &queries {
-            if let Action::Send(n) = respond(&plan.load(), q, &mut out) {
+            if let Action::Send(n) = respond_from(&plan.load(), q, Some(src), &mut out) {
                 answered += n.min(1);
                 counters.limit(&rrl, client, &mut out, n, now_secs());
             }
@@ -109,13 +169,8 @@ fn a_running_udp_worker_allocates_nothing() {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let zone = dnsshift::zone::load_file(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/zones/shift.example.com.toml"
-    )))
-    .unwrap();
     let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
-        &[zone],
+        &zones(),
         &ConfigOnly,
         &Stats::default(),
         1,
@@ -157,12 +212,28 @@ fn a_running_udp_worker_allocates_nothing() {
         Name::from_ascii("www.shift.example.com.").unwrap(),
         RecordType::A,
     ));
-    let query = m.to_vec().unwrap();
+    // A random name, a sticky one keyed on the client's address, and a
+    // sticky one keyed on its client subnet.
+    let mut sticky = Message::new(9, MessageType::Query, OpCode::Query);
+    sticky.add_query(Query::query(
+        Name::from_ascii("app.sticky.test.").unwrap(),
+        RecordType::A,
+    ));
+    let queries = [
+        m.to_vec().unwrap(),
+        sticky.to_vec().unwrap(),
+        ecs_query(RecordType::A, &[0, 1, 24, 0, 203, 0, 113]),
+    ];
     let mut buf = [0u8; 2048];
+    let mut i = 0;
     let mut exchange = || {
-        client.send(&query).unwrap();
+        let query = &queries[i % queries.len()];
+        i += 1;
+        client.send(query).unwrap();
         let n = client.recv(&mut buf).unwrap();
         assert!(n > 12 && buf[..2] == query[..2]);
+        // Answered by the worker, not the fallback: AA and an answer.
+        assert!(buf[2] & 0x04 != 0 && buf[7] > 0, "{:?}", &buf[..n]);
     };
     for _ in 0..100 {
         exchange();

@@ -14,7 +14,7 @@ use dnsshift::answer::{ConfigOnly, Plan, ThreadRandom};
 use dnsshift::clock::unix_ms;
 use dnsshift::config::source::Source;
 use dnsshift::dns::fallback::handle;
-use dnsshift::dns::fast::{Action, respond};
+use dnsshift::dns::fast::{Action, respond, respond_from};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
 use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -81,6 +81,27 @@ new = ["2001:db8::50"]
 [service.health]
 kind = "none"
 
+# Sticky (issue 18): several pools and endpoints, and one pool alone.
+[[service]]
+name = "sticky"
+assignment = "sticky"
+max_answers = 2
+initial_phase = "round-robin"
+[service.pools]
+old = ["192.0.2.61", "192.0.2.62", "192.0.2.63", "2001:db8::61"]
+new = ["198.51.100.61", "2001:db8::62", "2001:db8::63"]
+[service.health]
+kind = "none"
+
+[[service]]
+name = "alone"
+assignment = "sticky"
+[service.pools]
+old = ["192.0.2.71"]
+new = ["198.51.100.71"]
+[service.health]
+kind = "none"
+
 [[service]]
 name = "edge"
 initial_phase = "round-robin"
@@ -115,6 +136,8 @@ fn corpus() -> Vec<Vec<u8>> {
         "api.z.test.",
         "edge.z.test.",
         "fam.z.test.",
+        "sticky.z.test.",
+        "alone.z.test.",
         "b.z.test.",
         "a.b.z.test.",
         "x.www.z.test.",
@@ -194,7 +217,7 @@ fn fast_path_answers_equal_the_hickory_handler() {
         for seed in [1, 2, 3] {
             let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
             fastrand::seed(seed);
-            let action = respond(&plan.load(), req, &mut out);
+            let action = respond_from(&plan.load(), req, Some(src.ip()), &mut out);
             let len = match action {
                 Action::Send(len) => len,
                 Action::Fallback => {
@@ -276,4 +299,178 @@ fn weighted_choices_follow_the_same_draws() {
     }
     // Both pools and several rotations were exercised.
     assert!(seen.len() >= 4, "{seen:?}");
+}
+
+/// A query for `name`/`t` with EDNS and, if given, this client subnet
+/// option data (family, source, scope, address) written raw.
+fn ecs_query(id: u16, name: &str, t: RecordType, ecs: Option<&[u8]>) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    m.set_edns(e);
+    let mut bytes = m.to_vec().unwrap();
+    if let Some(data) = ecs {
+        // The OPT record ends the message: append the option, fix RDLENGTH.
+        let n = bytes.len();
+        let opt_len = (4 + data.len()) as u16;
+        bytes[n - 2..].copy_from_slice(&opt_len.to_be_bytes());
+        bytes.extend(8u16.to_be_bytes());
+        bytes.extend((data.len() as u16).to_be_bytes());
+        bytes.extend(data);
+    }
+    bytes
+}
+
+/// The client subnet option of a response: (source, scope, address bytes).
+fn reply_ecs(msg: &Message) -> Option<(u8, u8, std::net::IpAddr)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match msg.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some((s.source_prefix(), s.scope_prefix(), s.addr())),
+        _ => None,
+    }
+}
+
+#[test]
+fn sticky_answers_and_ecs_scopes_are_the_same_on_both_paths() {
+    let plan = Arc::new(ArcSwap::from_pointee(plan()));
+    let handler = Handler::new(plan.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let names = [
+        "sticky.z.test.",
+        "alone.z.test.",
+        "www.z.test.",
+        "mail.z.test.",
+        "nope.z.test.",
+    ];
+    let mut pools_seen = std::collections::BTreeSet::new();
+    for c in 0u16..200 {
+        let (hi, lo) = ((c >> 8) as u8, c as u8);
+        let src: SocketAddr = format!("10.{hi}.{lo}.7:5353").parse().unwrap();
+        let v4_24 = [0, 1, 24, 0, 203, hi, lo];
+        let v4_32 = [0, 1, 32, 0, 203, hi, lo, 9];
+        let v4_20 = [0, 1, 20, 0, 100, 64, lo & 0xF0];
+        let v4_0 = [0, 1, 0, 0];
+        let v6_56 = [0, 2, 56, 0, 0x20, 1, 0x0d, 0xb8, hi, lo, 0x42];
+        let variants: [Option<&[u8]>; 6] = [
+            None,
+            Some(&v4_24),
+            Some(&v4_32),
+            Some(&v4_20),
+            Some(&v4_0),
+            Some(&v6_56),
+        ];
+        for name in names {
+            let mut first_pool: Vec<Option<String>> = Vec::new();
+            for t in [RecordType::A, RecordType::AAAA] {
+                for (v, ecs) in variants.iter().enumerate() {
+                    let req = ecs_query(c, name, t, *ecs);
+                    let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
+                    fastrand::seed(u64::from(c));
+                    let Action::Send(len) =
+                        respond_from(&plan.load(), &req, Some(src.ip()), &mut out)
+                    else {
+                        panic!("{name} {t} variant {v}: not answered on the fast path");
+                    };
+                    fastrand::seed(u64::from(c));
+                    let want = rt
+                        .block_on(handle(&handler, req.clone(), src, Protocol::Udp))
+                        .unwrap();
+                    let got = Message::from_vec(&out[..len]).unwrap();
+                    assert_eq!(got, Message::from_vec(&want).unwrap(), "{name} {t} {v}");
+                    // The scope: the key's prefix where the answer depends
+                    // on the client, else 0; source and address echoed.
+                    let Some(data) = ecs else {
+                        assert_eq!(reply_ecs(&got), None);
+                        continue;
+                    };
+                    let (source, scope, _) = reply_ecs(&got).expect("ECS echoed");
+                    assert_eq!(source, data[2], "{name} {t} {v}");
+                    let family_max = if data[1] == 1 { 24 } else { 56 };
+                    let want_scope = if name == "sticky.z.test." {
+                        data[2].min(family_max)
+                    } else {
+                        0
+                    };
+                    assert_eq!(scope, want_scope, "{name} {t} variant {v}");
+                    if name == "sticky.z.test." && v == 1 {
+                        // A and AAAA of one client network: one pool.
+                        let pool = got.answers.first().map(|r| {
+                            let d = r.data.to_string();
+                            if d.starts_with("192.0.2.") || d == "2001:db8::61" {
+                                "old".to_string()
+                            } else {
+                                "new".to_string()
+                            }
+                        });
+                        first_pool.push(pool.clone());
+                        pools_seen.insert(pool);
+                    }
+                }
+            }
+            if let [a, aaaa] = first_pool.as_slice() {
+                assert_eq!(a, aaaa, "client {c}: A and AAAA lead to different pools");
+            }
+        }
+    }
+    assert!(pools_seen.len() >= 2, "{pools_seen:?}");
+}
+
+#[test]
+fn a_sticky_client_keeps_its_answer_whatever_resolver_it_comes_through() {
+    let plan = plan();
+    let mut answers = std::collections::BTreeSet::new();
+    for r in 0..50u8 {
+        let src: std::net::IpAddr = format!("172.16.{r}.1").parse().unwrap();
+        let req = ecs_query(
+            1,
+            "sticky.z.test.",
+            RecordType::A,
+            Some(&[0, 1, 24, 0, 203, 0, 113]),
+        );
+        let mut out = [0u8; 1232];
+        fastrand::seed(u64::from(r));
+        let Action::Send(len) = respond_from(&plan, &req, Some(src), &mut out) else {
+            panic!("not answered");
+        };
+        answers.insert(out[2..len].to_vec());
+    }
+    assert_eq!(answers.len(), 1, "one client network, one answer");
+}
+
+#[test]
+fn malformed_client_subnets_fall_back_and_get_formerr() {
+    let plan = Arc::new(ArcSwap::from_pointee(plan()));
+    let handler = Handler::new(plan.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let bad: [&[u8]; 5] = [
+        &[0, 1, 24, 8, 203, 0, 113],   // scope in a query
+        &[0, 3, 0, 0],                 // unknown family
+        &[0, 1, 24, 0, 203, 0],        // address too short
+        &[0, 1, 23, 0, 203, 0, 113],   // bits beyond the source prefix
+        &[0, 1, 33, 0, 1, 2, 3, 4, 5], // source longer than IPv4
+    ];
+    for data in bad {
+        let req = ecs_query(9, "sticky.z.test.", RecordType::A, Some(data));
+        let mut out = [0u8; 1232];
+        assert_eq!(
+            respond_from(&plan.load(), &req, Some(src.ip()), &mut out),
+            Action::Fallback,
+            "{data:?}"
+        );
+        let reply = rt
+            .block_on(handle(&handler, req.clone(), src, Protocol::Udp))
+            .unwrap();
+        let msg = Message::from_vec(&reply).unwrap();
+        assert_eq!(
+            msg.metadata.response_code,
+            hickory_proto::op::ResponseCode::FormErr,
+            "{data:?}"
+        );
+    }
 }

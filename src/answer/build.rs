@@ -1,6 +1,7 @@
 //! [`Plan::build`]'s work: zones + inputs → the plan's nodes, pure.
 
 use super::*;
+use crate::zone::Assignment;
 use hickory_proto::rr::rdata::TXT;
 
 pub(super) fn build_zone(
@@ -237,6 +238,7 @@ pub(super) fn selection(
         return Selection::NoData;
     }
     let cum = cumulative(answered.iter().map(|(_, p)| p.pick));
+    let sticky = (s.assignment == Assignment::Sticky).then(|| sticky_pick(s, &answered));
     let pools = answered
         .into_iter()
         .map(|(i, p)| {
@@ -268,6 +270,42 @@ pub(super) fn selection(
     Selection::Weighted {
         cumulative: cum,
         pools,
+        sticky,
+    }
+}
+
+/// The rendezvous candidates of a sticky selection: the answered pools by
+/// name and pick weight, and their answered endpoints by id.
+fn sticky_pick(s: &Service, answered: &[(usize, &PoolDecision)]) -> StickyPick {
+    let cfg = StickyConfig::of(&s.sticky);
+    let seed = cfg.seed;
+    let mut pools: Box<[sticky::Candidate]> = answered
+        .iter()
+        .map(|(i, p)| (seed.salt(&s.pools[*i].name), p.pick))
+        .collect();
+    sticky::reduce(&mut pools);
+    let endpoints: Box<[Box<[sticky::Candidate]>]> = answered
+        .iter()
+        .map(|(i, p)| {
+            let pool = &s.pools[*i];
+            p.answer
+                .iter()
+                .map(|&e| {
+                    (
+                        seed.salt(&format!("{}/{}", pool.name, pool.endpoints[e].id)),
+                        1,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let depends =
+        pools.iter().filter(|(_, w)| *w > 0).count() > 1 || endpoints.iter().any(|e| e.len() > 1);
+    StickyPick {
+        cfg,
+        pools,
+        endpoints,
+        depends,
     }
 }
 

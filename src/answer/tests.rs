@@ -721,3 +721,137 @@ fn a_drawn_pools_nodata_is_cached_no_longer_than_its_answers() {
         Some(20)
     );
 }
+
+/// A sticky service of three dual-stack pools (issue 18).
+const STICKY: &str = r#"
+[[service]]
+name = "app"
+staging = "app-next"
+assignment = "sticky"
+max_answers = 1
+initial_phase = "three"
+[service.pools]
+old = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1"]
+new = ["198.51.100.1", "2001:db8::2"]
+canary = ["203.0.113.1", "2001:db8::3"]
+[[service.phase]]
+name = "three"
+weights = { old = 60, new = 30, canary = 10 }
+"#;
+
+/// The pool and endpoint a sticky answer carries, and the ECS scope.
+fn sticky_answer(p: &Plan, t: RecordType, client: &Client) -> (String, u8) {
+    match p.lookup_from(&name("app.z.test."), t, 0, &mut ThreadRandom, client) {
+        Lookup::Zone(a, _) => (a.answers[0].data.to_string(), a.scope),
+        Lookup::Refused => panic!("refused"),
+    }
+}
+
+fn pool_of(addr: &str) -> &'static str {
+    match addr {
+        a if a.starts_with("192.0.2.") || a == "2001:db8::1" => "old",
+        a if a.starts_with("198.51.100.") || a == "2001:db8::2" => "new",
+        _ => "canary",
+    }
+}
+
+fn ecs_client(i: u32) -> Client {
+    Client {
+        addr: Some("127.0.0.1".parse().unwrap()),
+        ecs: Some(sticky::Ecs {
+            addr: std::net::IpAddr::from((0x0A00_0000 + (i << 8)).to_be_bytes()),
+            source: 24,
+        }),
+    }
+}
+
+#[test]
+fn sticky_answers_agree_across_families_and_survive_health_changes() {
+    let z = zone(STICKY);
+    let healthy = plan(&z, &ConfigOnly);
+    let canary_down = plan(&z, &Down(&["203.0.113.1", "2001:db8::3"]));
+    let endpoint_down = plan(&z, &Down(&["192.0.2.2"]));
+    let clients = 5000;
+    let (mut moved, mut endpoint_moved, mut per_pool) = (0, 0, HashMap::new());
+    for i in 0..clients {
+        let c = ecs_client(i);
+        let (a, scope) = sticky_answer(&healthy, RecordType::A, &c);
+        let (aaaa, _) = sticky_answer(&healthy, RecordType::AAAA, &c);
+        assert_eq!(
+            pool_of(&a),
+            pool_of(&aaaa),
+            "client {i}: A {a}, AAAA {aaaa}"
+        );
+        assert_eq!(scope, 24);
+        *per_pool.entry(pool_of(&a)).or_insert(0) += 1;
+        // Asked again: the same answer.
+        assert_eq!(sticky_answer(&healthy, RecordType::A, &c).0, a);
+        // Canary down: only canary's clients move, to the other pools.
+        let (down, _) = sticky_answer(&canary_down, RecordType::A, &c);
+        if pool_of(&a) == "canary" {
+            assert_ne!(pool_of(&down), "canary");
+            moved += 1;
+        } else {
+            assert_eq!(down, a, "client {i} of another pool moved");
+        }
+        // One of old's endpoints down: only its clients change endpoint,
+        // and stay in old.
+        let (ep, _) = sticky_answer(&endpoint_down, RecordType::A, &c);
+        if a == "192.0.2.2" {
+            assert_eq!(pool_of(&ep), "old");
+            assert_ne!(ep, a);
+            endpoint_moved += 1;
+        } else {
+            assert_eq!(ep, a, "client {i} changed endpoint");
+        }
+    }
+    // Shares near 60/30/10 (5000 keys: 3σ is at most 2.1 points).
+    for (pool, want) in [("old", 0.6), ("new", 0.3), ("canary", 0.1)] {
+        let got = f64::from(per_pool[pool]) / f64::from(clients);
+        assert!((got - want).abs() < 0.021, "{pool}: {got}");
+    }
+    assert!(
+        moved > 300 && endpoint_moved > 700,
+        "{moved} {endpoint_moved}"
+    );
+    // old's endpoints share its clients.
+    let firsts: std::collections::BTreeSet<String> = (0..200)
+        .map(|i| sticky_answer(&healthy, RecordType::A, &ecs_client(i)).0)
+        .filter(|a| pool_of(a) == "old")
+        .collect();
+    assert_eq!(firsts.len(), 3, "{firsts:?}");
+}
+
+#[test]
+fn sticky_scope_is_zero_when_the_answer_does_not_depend_on_the_client() {
+    let z = zone(STICKY);
+    let p = plan(&z, &ConfigOnly);
+    let c = ecs_client(7);
+    // The staging name answers new alone, with one address per family.
+    let stg = |t| match p.lookup_from(&name("app-next.z.test."), t, 0, &mut ThreadRandom, &c) {
+        Lookup::Zone(a, _) => a.scope,
+        Lookup::Refused => panic!("refused"),
+    };
+    assert_eq!(stg(RecordType::A), 0);
+    assert_eq!(stg(RecordType::AAAA), 0);
+    // A random service: scope 0.
+    let r = zone(SVC);
+    let p = plan(&r, &ConfigOnly);
+    match p.lookup_from(
+        &name("www.z.test."),
+        RecordType::A,
+        0,
+        &mut ThreadRandom,
+        &c,
+    ) {
+        Lookup::Zone(a, _) => assert_eq!(a.scope, 0),
+        Lookup::Refused => panic!("refused"),
+    }
+    // Without ECS the key is the resolver's network, and the scope 0.
+    let p = plan(&z, &ConfigOnly);
+    let resolver = Client::from("192.0.2.200".parse().unwrap());
+    let (a, scope) = sticky_answer(&p, RecordType::A, &resolver);
+    assert_eq!(scope, 0);
+    let same_net = Client::from("192.0.2.9".parse().unwrap());
+    assert_eq!(sticky_answer(&p, RecordType::A, &same_net).0, a);
+}

@@ -21,7 +21,10 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, ZonePlan};
+use std::net::IpAddr;
+
+use super::sticky::{Client, Ecs};
+use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, StickyPick, ZonePlan};
 use crate::stats::QueryCounters;
 
 /// DNS header length.
@@ -53,7 +56,13 @@ pub struct Question<'a> {
     /// The UDP payload size to advertise in the response's OPT record, when
     /// the query had one (already clamped by the caller).
     pub edns: Option<u16>,
+    /// The query's EDNS Client Subnet option (only with `edns`): the reply
+    /// echoes it with its scope.
+    pub ecs: Option<Ecs>,
 }
+
+/// The ECS option's header in a reply: code 8 and length.
+const ECS_CODE: u16 = 8;
 
 /// What the fast path does with a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +115,8 @@ enum Reply {
         max_answers: usize,
         /// No pool could be picked (a total weight of 0).
         none: Template,
+        /// For a sticky service: the key picks the pool.
+        sticky: Option<StickyPick>,
     },
     Fallback,
 }
@@ -186,7 +197,30 @@ impl WirePlan {
         now_ms: u64,
         rng: &mut dyn Random,
     ) -> Outcome {
-        let mut draw = Draw { now_ms, rng };
+        self.answer_from(q, None, limit, out, now_ms, rng)
+    }
+
+    /// [`WirePlan::answer`] for a query from `src` (the resolver), whose
+    /// network (or the query's ECS) keys a sticky service's pick.
+    pub fn answer_from(
+        &self,
+        q: &Question<'_>,
+        src: Option<IpAddr>,
+        limit: usize,
+        out: &mut [u8],
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Outcome {
+        let client = Client {
+            addr: src,
+            ecs: q.ecs,
+        };
+        let mut draw = Draw {
+            now_ms,
+            rng,
+            client: &client,
+            scope: 0,
+        };
         let qtype = RecordType::from(q.qtype);
         let limit = limit.min(out.len());
         if let Some(name) = self.names.get(q.lower) {
@@ -203,7 +237,8 @@ impl WirePlan {
                     pools,
                     max_answers,
                     none,
-                } => match draw.pick(cumulative, |i| pools[i].records) {
+                    sticky,
+                } => match draw.pick(cumulative, sticky.as_ref(), |i| pools[i].records) {
                     None => (none, None),
                     Some((i, start)) => {
                         let p = &pools[i];
@@ -212,7 +247,7 @@ impl WirePlan {
                     }
                 },
             };
-            let Some(len) = template.write(q, limit, out) else {
+            let Some(len) = template.write(q, limit, out, draw.scope) else {
                 return Outcome::Fallback;
             };
             if let Some((p, start, k)) = pool {
@@ -249,11 +284,12 @@ impl WirePlan {
 impl Template {
     /// Copies the template for `q`: the request's ID, RD and CD, its
     /// question bytes (same name, maybe other case, type and class), and an
-    /// OPT record if it sent one. `None` if it does not fit `limit`.
-    fn write(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
+    /// OPT record if it sent one (with ECS at `scope` if it sent ECS).
+    /// `None` if it does not fit `limit`.
+    fn write(&self, q: &Question<'_>, limit: usize, out: &mut [u8], scope: u8) -> Option<usize> {
         let tail = &self.bytes[self.question_end..];
         let body = HEADER_LEN + q.question.len() + tail.len();
-        let len = body + if q.edns.is_some() { OPT_LEN } else { 0 };
+        let len = body + opt_len(q);
         if len > limit || q.question.len() != self.question_end - HEADER_LEN {
             return None;
         }
@@ -261,7 +297,7 @@ impl Template {
         patch_header(q, out);
         out[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
         out[HEADER_LEN + q.question.len()..body].copy_from_slice(tail);
-        Some(finish(q, out, body))
+        Some(finish(q, out, body, scope))
     }
 }
 
@@ -271,7 +307,7 @@ impl ZoneWire {
     fn nxdomain(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
         let name_len = q.lower.len();
         let body = HEADER_LEN + q.question.len() + 2 + self.soa_tail.len();
-        let len = body + if q.edns.is_some() { OPT_LEN } else { 0 };
+        let len = body + opt_len(q);
         if len > limit {
             return None;
         }
@@ -286,7 +322,7 @@ impl ZoneWire {
         out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
         at += 2;
         out[at..body].copy_from_slice(&self.soa_tail);
-        Some(finish(q, out, body))
+        Some(finish(q, out, body, 0))
     }
 }
 
@@ -294,13 +330,13 @@ impl ZoneWire {
 /// it: not authoritative, the question echoed, OPT if the query had one.
 fn refused(q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
     let body = HEADER_LEN + q.question.len();
-    if body + if q.edns.is_some() { OPT_LEN } else { 0 } > limit {
+    if body + opt_len(q) > limit {
         return None;
     }
     out[..HEADER_LEN].copy_from_slice(&[0, 0, QR, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
     patch_header(q, out);
     out[HEADER_LEN..body].copy_from_slice(q.question);
-    Some(finish(q, out, body))
+    Some(finish(q, out, body, 0))
 }
 
 /// The request's ID, RD and CD into a response header.
@@ -311,15 +347,36 @@ fn patch_header(q: &Question<'_>, out: &mut [u8]) {
     out[3] |= q.header[3] & CD;
 }
 
-/// Appends the OPT record if the query had EDNS; returns the length.
-fn finish(q: &Question<'_>, out: &mut [u8], body: usize) -> usize {
+/// The bytes [`finish`] appends for `q`: the OPT record, and the ECS
+/// option in it when the query had one.
+fn opt_len(q: &Question<'_>) -> usize {
+    match (q.edns, q.ecs) {
+        (None, _) => 0,
+        (Some(_), None) => OPT_LEN,
+        (Some(_), Some(e)) => OPT_LEN + 4 + e.reply(0).1,
+    }
+}
+
+/// Appends the OPT record if the query had EDNS, with the ECS option at
+/// `scope` if it had ECS; returns the length.
+fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
     let Some(payload) = q.edns else {
         return body;
     };
     out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload));
+    let mut end = body + OPT_LEN;
+    if let Some(e) = q.ecs {
+        let (data, n) = e.reply(scope);
+        out[end..end + 2].copy_from_slice(&ECS_CODE.to_be_bytes());
+        out[end + 2..end + 4].copy_from_slice(&(n as u16).to_be_bytes());
+        out[end + 4..end + 4 + n].copy_from_slice(&data[..n]);
+        end += 4 + n;
+        // RDLENGTH of the OPT record.
+        out[body + OPT_LEN - 2..body + OPT_LEN].copy_from_slice(&((4 + n) as u16).to_be_bytes());
+    }
     let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
     out[10..12].copy_from_slice(&arcount.to_be_bytes());
-    body + OPT_LEN
+    end
 }
 
 /// The OPT record dnsshift answers with: root owner, type OPT (41),
@@ -392,7 +449,11 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
         && let Some(Node::Service(svc)) = zone.names.get(name)
     {
         return match svc.selection(qtype) {
-            Selection::Weighted { cumulative, pools } => {
+            Selection::Weighted {
+                cumulative,
+                pools,
+                sticky,
+            } => {
                 let mut rng = fastrand::Rng::with_seed(0);
                 let mut wires = Vec::with_capacity(pools.len());
                 for pool in pools {
@@ -440,6 +501,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                         pools: wires.into_boxed_slice(),
                         max_answers: svc.max_answers,
                         none,
+                        sticky: sticky.clone(),
                     },
                     None => Reply::Fallback,
                 }

@@ -133,6 +133,13 @@ pub fn render_status(st: &StatusResponse) -> String {
     }
     for s in &st.services {
         let _ = writeln!(o, "{}", s.service);
+        if s.assignment == "sticky" {
+            let _ = writeln!(
+                o,
+                "  assignment  sticky: each client network keeps its pool (ECS prefix, else the resolver's {})",
+                s.sticky_prefixes
+            );
+        }
         if s.fail_open {
             let _ = writeln!(
                 o,

@@ -39,6 +39,12 @@ pub enum Action {
 /// [`MAX_UDP_PAYLOAD`](crate::dns::MAX_UDP_PAYLOAD) bytes). Allocates
 /// nothing; counts the query as the hickory path would.
 pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
+    respond_from(plan, req, None, out)
+}
+
+/// [`respond`] for a datagram from `src` (the resolver): a sticky service
+/// keys its answer on its network, or on the query's client subnet.
+pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]) -> Action {
     let mut lower = [0u8; MAX_NAME];
     match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
         Parsed::Drop => {
@@ -63,9 +69,16 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
             let limit = usize::from(q.edns.unwrap_or(512));
             match plan
                 .wire
-                .answer(&q, limit, out, unix_ms(), &mut ThreadRandom)
+                .answer_from(&q, src, limit, out, unix_ms(), &mut ThreadRandom)
             {
-                Outcome::Answered(n) => Action::Send(n),
+                Outcome::Answered(n) => {
+                    if q.ecs.is_some() {
+                        crate::answer::sticky::COUNTS
+                            .ecs_queries
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Action::Send(n)
+                }
                 Outcome::Fallback => Action::Fallback,
             }
         }

@@ -2,6 +2,7 @@
 //! OPT record, read in place without allocating. Anything it does not fully
 //! understand is [`Parsed::Fallback`], for hickory's decoder.
 
+use crate::answer::sticky::Ecs;
 use crate::answer::wire::{HEADER_LEN, Question};
 
 /// Longest name in wire format (RFC 1035 §2.3.4).
@@ -13,10 +14,13 @@ const SPECIAL_TYPES: [u16; 9] = [0, 41, 249, 250, 251, 252, 253, 254, 255];
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
 /// EDNS options the fast path leaves to hickory, which reads their
-/// contents (and may find them malformed): NSID (RFC 5001, which the handler
-/// answers) and client subnet (RFC 7871). Others are opaque to hickory too
-/// and ignored, as it ignores them.
-const HICKORY_OPTIONS: [u16; 2] = [3, 8];
+/// contents: NSID (RFC 5001, which the handler answers). Others are opaque
+/// to hickory too and ignored, as it ignores them; client subnet is read
+/// here ([`OPTION_ECS`]).
+const HICKORY_OPTIONS: [u16; 1] = [3];
+/// EDNS Client Subnet (RFC 7871): read here, once; a malformed or repeated
+/// one goes to hickory's path, which answers FORMERR.
+const OPTION_ECS: u16 = 8;
 /// Record type of the EDNS pseudo-record.
 const TYPE_OPT: u16 = 41;
 
@@ -88,15 +92,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     let question = &req[HEADER_LEN..at + 4];
     at += 4;
-    let edns = if count(10) == 1 {
+    let (edns, ecs) = if count(10) == 1 {
         match opt(&req[at..]) {
-            Some(payload) => Some(payload.clamp(512, max_payload)),
+            Some((payload, ecs)) => (Some(payload.clamp(512, max_payload)), ecs),
             None => return Parsed::Fallback,
         }
     } else if at != req.len() {
         return Parsed::Fallback;
     } else {
-        None
+        (None, None)
     };
     Parsed::Query(Question {
         header: &req[..HEADER_LEN],
@@ -104,13 +108,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
         lower: &lower[..len],
         qtype,
         edns,
+        ecs,
     })
 }
 
-/// Reads an OPT record that ends the message; its UDP payload size, or
-/// `None` when anything is unusual (not OPT, version above 0, an extended
-/// RCODE, NSID or client subnet, a malformed option, trailing bytes).
-fn opt(rr: &[u8]) -> Option<u16> {
+/// Reads an OPT record that ends the message; its UDP payload size and
+/// client subnet, or `None` when anything is unusual (not OPT, version
+/// above 0, an extended RCODE, NSID, a malformed or repeated client
+/// subnet, a malformed option, trailing bytes).
+fn opt(rr: &[u8]) -> Option<(u16, Option<Ecs>)> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
     }
@@ -121,6 +127,7 @@ fn opt(rr: &[u8]) -> Option<u16> {
         return None;
     }
     let mut options = &rr[11..];
+    let mut ecs = None;
     while !options.is_empty() {
         if options.len() < 4 {
             return None;
@@ -130,9 +137,15 @@ fn opt(rr: &[u8]) -> Option<u16> {
         if HICKORY_OPTIONS.contains(&code) || options.len() < 4 + len {
             return None;
         }
+        if code == OPTION_ECS {
+            if ecs.is_some() {
+                return None;
+            }
+            ecs = Some(Ecs::parse(&options[4..4 + len]).ok()?);
+        }
         options = &options[4 + len..];
     }
-    Some(payload)
+    Some((payload, ecs))
 }
 
 #[cfg(test)]

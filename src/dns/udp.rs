@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fallback::Fallback;
-use super::fast::{Action, Counters, respond};
+use super::fast::{Action, Counters, respond_from};
 use super::rrl::{Rrl, now_secs};
 use crate::answer::Plan;
 use crate::dns::MAX_UDP_PAYLOAD;
@@ -168,7 +168,7 @@ impl Worker {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            match respond(&plan, req, &mut b.tx[out]) {
+            match respond_from(&plan, req, Some(client.ip()), &mut b.tx[out]) {
                 Action::Send(l) => {
                     let l = self
                         .counters

@@ -337,6 +337,13 @@ impl Operator {
                 None => BTreeMap::new(),
             },
             auto: self.auto_status(s, state, now_ms),
+            assignment: s.assignment.label().to_string(),
+            sticky_prefixes: match s.assignment {
+                crate::zone::Assignment::Sticky => {
+                    format!("/{} /{}", s.sticky.prefix_v4, s.sticky.prefix_v6)
+                }
+                crate::zone::Assignment::Random => String::new(),
+            },
         }
     }
 }

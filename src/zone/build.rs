@@ -242,6 +242,8 @@ pub(super) fn build_service(
         None => DEFAULT_DRAIN_GRACE,
     };
 
+    let (assignment, sticky) = sticky_keys(src, &s, &k, errs, name.as_ref());
+
     let base_health = HealthLayer::new(
         src,
         s.health.as_ref().map(|h| h.get_ref()),
@@ -401,7 +403,75 @@ pub(super) fn build_service(
         drain_grace,
         analysis,
         auto,
+        assignment,
+        sticky,
     })
+}
+
+/// The sticky assignment keys of a service (issue 18): `assignment`,
+/// `sticky_seed` (default: the service's full name, which every host of a
+/// zone shares) and the resolver prefixes used without ECS.
+fn sticky_keys(
+    src: &Source,
+    s: &ServiceSpec,
+    k: &dyn Fn(&str) -> String,
+    errs: &mut Vec<ConfigError>,
+    name: Option<&Name>,
+) -> (Assignment, Sticky) {
+    let assignment = match s
+        .assignment
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("random", _)) => Assignment::Random,
+        Some(("sticky", _)) => Assignment::Sticky,
+        Some((other, sp)) => {
+            errs.push(src.error(
+                sp,
+                &k("assignment"),
+                format!("unknown value {other:?} (expected \"random\" or \"sticky\")"),
+            ));
+            Assignment::Random
+        }
+    };
+    let seed = match &s.sticky_seed {
+        Some(v) if v.get_ref().trim().is_empty() => {
+            errs.push(src.error(v.span(), &k("sticky_seed"), "must not be empty"));
+            String::new()
+        }
+        Some(v) => v.get_ref().clone(),
+        None => name
+            .map(|n| n.to_lowercase().to_string())
+            .unwrap_or_default(),
+    };
+    let mut prefix = |v: &Option<Spanned<i64>>, key: &str, max: u8, default: u8| match v {
+        Some(v) if !(0..=i64::from(max)).contains(v.get_ref()) => {
+            errs.push(src.error(
+                v.span(),
+                &k(key),
+                format!("must be between 0 and {max}, not {}", v.get_ref()),
+            ));
+            default
+        }
+        Some(v) => *v.get_ref() as u8,
+        None => default,
+    };
+    let sticky = Sticky {
+        seed,
+        prefix_v4: prefix(
+            &s.sticky_prefix_v4,
+            "sticky_prefix_v4",
+            32,
+            DEFAULT_PREFIX_V4,
+        ),
+        prefix_v6: prefix(
+            &s.sticky_prefix_v6,
+            "sticky_prefix_v6",
+            128,
+            DEFAULT_PREFIX_V6,
+        ),
+    };
+    (assignment, sticky)
 }
 
 pub(super) fn valid_pool_name(s: &str) -> bool {

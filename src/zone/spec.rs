@@ -43,6 +43,10 @@ pub(super) struct ServiceSpec {
     pub(super) on_all_down: Option<Spanned<String>>,
     pub(super) drain_grace: Option<Spanned<DurationSpec>>,
     pub(super) initial_phase: Option<Spanned<String>>,
+    pub(super) assignment: Option<Spanned<String>>,
+    pub(super) sticky_seed: Option<Spanned<String>>,
+    pub(super) sticky_prefix_v4: Option<Spanned<i64>>,
+    pub(super) sticky_prefix_v6: Option<Spanned<i64>>,
     #[serde(default = "absent")]
     pub(super) pools: Spanned<BTreeMap<String, Spanned<PoolSpec>>>,
     pub(super) health: Option<Spanned<HealthSpec>>,
