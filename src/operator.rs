@@ -39,6 +39,7 @@ use crate::zone::{self, Service, Zone};
 
 mod load;
 pub mod status;
+pub mod ui;
 
 pub use load::load_all;
 use status::stranded;
