@@ -358,7 +358,7 @@ fn health_grid(view: &View, s: &ServiceStatus, zs: Option<&Service>, actions: bo
                                     form method="post" action="/ui/action" {
                                         (csrf_field(view))
                                         input type="hidden" name="service" value=(s.service);
-                                        input type="hidden" name="endpoint" value={(p.pool) "/" (e.endpoint)};
+                                        input type="hidden" name="endpoint" value=(e.endpoint);
                                         @if e.disabled {
                                             input type="hidden" name="action" value="enable";
                                             button type="submit" aria-label={"enable " (p.pool) "/" (e.endpoint)} { "Enable…" }
