@@ -18,6 +18,7 @@
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
 //! | GET  | /metrics | | Prometheus text |
+//! | GET, POST | /ui... | form | the status page ([`crate::ui`]; session cookie, not the token) |
 //!
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
 

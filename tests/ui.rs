@@ -181,7 +181,10 @@ async fn wait_text(c: &Client, css: &str, limit: Duration, pred: impl Fn(&str) -
         if pred(&t) {
             return t;
         }
-        assert!(Instant::now() < deadline, "{css}: still {t:?} after {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{css}: still {t:?} after {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -235,7 +238,11 @@ async fn screenshot(c: &Client, name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
-    assert!(png.len() > 20_000, "{name}.png looks blank ({} bytes)", png.len());
+    assert!(
+        png.len() > 20_000,
+        "{name}.png looks blank ({} bytes)",
+        png.len()
+    );
 }
 
 /// One raw HTTP request to the control listener; the status code.
@@ -269,7 +276,11 @@ async fn the_status_page_in_a_real_browser() {
 
     // Without the token: only the login form.
     c.goto(&ui_url(&server)).await.unwrap();
-    assert!(c.find(Locator::Css("form[action='/ui/login']")).await.is_ok());
+    assert!(
+        c.find(Locator::Css("form[action='/ui/login']"))
+            .await
+            .is_ok()
+    );
     assert!(c.find(Locator::Css("section.service")).await.is_err());
     assert!(!c.source().await.unwrap().contains("separate-domain"));
     login(&c, &server).await;
@@ -280,7 +291,11 @@ async fn the_status_page_in_a_real_browser() {
         .expect("session cookie");
     assert_eq!(session.http_only(), Some(true));
     assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
-    assert_ne!(session.value(), token(&server), "the cookie is not the token");
+    assert_ne!(
+        session.value(),
+        token(&server),
+        "the cookie is not the token"
+    );
     let cookie = session.value().to_string();
 
     // Some traffic, so that the served split is not empty.
@@ -298,7 +313,8 @@ async fn the_status_page_in_a_real_browser() {
         for p in s["pools"].as_array().unwrap() {
             let pool = p["pool"].as_str().unwrap();
             let row = format!("{svc} .split-table tr[data-pool='{pool}']");
-            same &= text(&c, &format!("{row} [data-field=weight]")).await == p["weight"].to_string();
+            same &=
+                text(&c, &format!("{row} [data-field=weight]")).await == p["weight"].to_string();
             let served = format!("{:.1}%", p["share_last_minute"].as_f64().unwrap() * 100.0);
             same &= text(&c, &format!("{row} [data-field=served]")).await == served;
             for e in p["endpoints"].as_array().unwrap() {
@@ -309,44 +325,69 @@ async fn the_status_page_in_a_real_browser() {
                 let health = text(&c, &format!("{cell} [data-field=health]")).await;
                 same &= health.contains(if e["healthy"] == true { "up" } else { "down" });
                 let admin = text(&c, &format!("{cell} [data-field=admin]")).await;
-                same &= admin.contains(if e["disabled"] == true { "disabled" } else { "enabled" });
+                same &= admin.contains(if e["disabled"] == true {
+                    "disabled"
+                } else {
+                    "enabled"
+                });
             }
         }
         if same && s["pools"][0]["answers_last_minute"].as_u64() == Some(20) {
             break;
         }
-        assert!(Instant::now() < deadline, "the page never matched status --json: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "the page never matched status --json: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    screenshot(&c, "normal").await;
 
     // A refused action shows the CLI's message: rollback in the first phase.
     let (ok, _, cli_err) = server.cli(&["rollback", "www"]);
     assert!(!ok);
     let cli_msg = cli_err.trim().trim_start_matches("dnsshift: ").to_string();
-    act(&c, &format!("{svc} form:has(input[value=rollback])"), "test").await;
+    act(
+        &c,
+        &format!("{svc} form:has(input[value=rollback])"),
+        "test",
+    )
+    .await;
     let flash = text(&c, "[data-field=flash]").await;
     assert_eq!(flash, format!("✖ refused: {cli_msg}"));
 
     // An advance made with the CLI appears within 3 s with no reload.
-    c.execute("window.__same_page = 1; return 1", vec![]).await.unwrap();
+    c.execute("window.__same_page = 1; return 1", vec![])
+        .await
+        .unwrap();
     server.cli_ok(&["advance", "www", "--reason", "cli"]);
-    wait_text(&c, &format!("{svc} [data-field=phase]"), Duration::from_secs(3), |t| {
-        t == "round-robin"
-    })
+    wait_text(
+        &c,
+        &format!("{svc} [data-field=phase]"),
+        Duration::from_secs(3),
+        |t| t == "round-robin",
+    )
     .await;
-    let same_page = c.execute("return window.__same_page || 0", vec![]).await.unwrap();
+    let same_page = c
+        .execute("return window.__same_page || 0", vec![])
+        .await
+        .unwrap();
     assert_eq!(same_page, serde_json::json!(1), "the page was reloaded");
 
     // Pausing freezes the page; resuming brings it up to date.
     click(&c, "#live-toggle").await;
     server.cli_ok(&["advance", "www"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(text(&c, &format!("{svc} [data-field=phase]")).await, "round-robin");
+    assert_eq!(
+        text(&c, &format!("{svc} [data-field=phase]")).await,
+        "round-robin"
+    );
     click(&c, "#live-toggle").await;
-    wait_text(&c, &format!("{svc} [data-field=phase]"), Duration::from_secs(3), |t| {
-        t == "half"
-    })
+    wait_text(
+        &c,
+        &format!("{svc} [data-field=phase]"),
+        Duration::from_secs(3),
+        |t| t == "half",
+    )
     .await;
 
     // A backend that starts failing turns its cell to "down", in words.
@@ -361,6 +402,7 @@ async fn the_status_page_in_a_real_browser() {
         body: "ok".into(),
     });
     wait_text(&c, &cell, WAIT, |t| t.contains("up")).await;
+    screenshot(&c, "normal").await;
 
     // Tab reaches every action, each with a visible focus ring.
     let actions = c
@@ -372,9 +414,12 @@ async fn the_status_page_in_a_real_browser() {
     // Freeze the page so that focus is not lost to an update.
     click(&c, "#live-toggle").await;
     let mut reached = std::collections::HashSet::new();
-    c.execute("document.activeElement.blur(); window.scrollTo(0,0); return 1", vec![])
-        .await
-        .unwrap();
+    c.execute(
+        "document.activeElement.blur(); window.scrollTo(0,0); return 1",
+        vec![],
+    )
+    .await
+    .unwrap();
     for _ in 0..120 {
         c.active_element()
             .await
@@ -428,7 +473,10 @@ async fn the_status_page_in_a_real_browser() {
     let good = format!("csrf={csrf}&action=advance&service=www&confirm=yes");
     let no_csrf = "action=advance&service=www&confirm=yes";
     assert_eq!(post(control, &host, None, &cookie, no_csrf), 403);
-    assert_eq!(post(control, &host, Some("http://evil.example"), &cookie, &good), 403);
+    assert_eq!(
+        post(control, &host, Some("http://evil.example"), &cookie, &good),
+        403
+    );
     assert_eq!(post(control, "evil.example", None, &cookie, &good), 403);
     // The same request from our own origin passes (303 back to the page).
     let ours = format!("http://{host}");
@@ -438,10 +486,18 @@ async fn the_status_page_in_a_real_browser() {
     server.cli_ok(&["rollback", "www"]);
 
     // The dark scheme.
-    let dark = driver.browser(&["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    let dark = driver
+        .browser(&[
+            "--force-dark-mode",
+            "--blink-settings=preferredColorScheme=0",
+        ])
+        .await;
     login(&dark, &server).await;
     let is_dark = dark
-        .execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![])
+        .execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(is_dark, serde_json::json!(true));
@@ -449,9 +505,14 @@ async fn the_status_page_in_a_real_browser() {
     dark.close().await.unwrap();
 
     // Without JavaScript: everything is there and the forms still work.
-    let nojs = driver.browser(&["--blink-settings=scriptEnabled=false"]).await;
+    let nojs = driver
+        .browser(&["--blink-settings=scriptEnabled=false"])
+        .await;
     login(&nojs, &server).await;
-    assert_eq!(text(&nojs, &format!("{svc} [data-field=phase]")).await, "half");
+    assert_eq!(
+        text(&nojs, &format!("{svc} [data-field=phase]")).await,
+        "half"
+    );
     // Cutover and back left `new`... and `old` answered: a drain line shows
     // whenever a pool is not answered; here every pool is.
     act(
@@ -477,11 +538,12 @@ async fn read_only_renders_no_actions_and_refuses_posts() {
     let mut driver = Driver::start();
     let c = driver.browser(&[]).await;
     login(&c, &server).await;
-    assert!(c
-        .find_all(Locator::Css("form[action='/ui/action']"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        c.find_all(Locator::Css("form[action='/ui/action']"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let buttons: Vec<String> = {
         let mut v = Vec::new();
         for b in c.find_all(Locator::Css("main button")).await.unwrap() {
@@ -501,15 +563,24 @@ async fn read_only_renders_no_actions_and_refuses_posts() {
         .value()
         .to_string();
     let csrf = c
-        .execute("return document.querySelector('meta[name=csrf]').content", vec![])
+        .execute(
+            "return document.querySelector('meta[name=csrf]').content",
+            vec![],
+        )
         .await
         .unwrap();
     let body = format!(
         "csrf={}&action=advance&service=www&confirm=yes",
         csrf.as_str().unwrap()
     );
-    assert_eq!(post(control, &control.to_string(), None, &cookie, &body), 403);
-    assert_eq!(status_json(&server)["services"][0]["phase"], "separate-domain");
+    assert_eq!(
+        post(control, &control.to_string(), None, &cookie, &body),
+        403
+    );
+    assert_eq!(
+        status_json(&server)["services"][0]["phase"],
+        "separate-domain"
+    );
     c.close().await.unwrap();
 }
 

@@ -18,7 +18,7 @@ const BOTTOM: f64 = 20.0;
 const TOP: f64 = 8.0;
 /// The chart spans at least this much, so a fresh daemon's first minutes
 /// are not stretched across the whole width.
-const MIN_SPAN_S: u64 = 600;
+const MIN_SPAN_S: u64 = 120;
 
 fn x(at_s: u64, from_s: u64, span_s: u64) -> f64 {
     LEFT + (at_s.saturating_sub(from_s)) as f64 / span_s as f64 * (WIDTH - LEFT - 4.0)

@@ -255,7 +255,7 @@ fn drain(s: &ServiceStatus, now: u64) -> Markup {
                 @if p.drained {
                     "✔ " strong { (p.pool) } ": drained at " time datetime=(crate::clock::format_ms(d)) { (utc(d)) }
                 } @else {
-                    "⏳ " strong { (p.pool) } ": drained at " time datetime=(crate::clock::format_ms(d)) { (utc(d)) }
+                    "… " strong { (p.pool) } ": drains at " time datetime=(crate::clock::format_ms(d)) { (utc(d)) }
                     " (in " (left(d.saturating_sub(now))) ")"
                 }
                 @if let Some(safe) = p.safe_to_decommission_after_ms {
@@ -348,7 +348,7 @@ fn health_grid(view: &View, s: &ServiceStatus, zs: Option<&Service>, actions: bo
                             td { (p.pool) }
                             td { code { (e.endpoint) } }
                             td.(word) data-field="health" { (match word { "up" => "✔ up", "down" => "✖ down", _ => "– unchecked" }) }
-                            td.(if e.disabled { "disabled" } else { "enabled" }) data-field="admin" { (if e.disabled { "⛔ disabled" } else { "enabled" }) }
+                            td.(if e.disabled { "disabled" } else { "enabled" }) data-field="admin" { (if e.disabled { "✖ disabled" } else { "enabled" }) }
                             td { @if let Some(c) = &e.last_check { (utc(c.at_ms)) } @else { "—" } }
                             td { @if let Some(c) = &e.last_check { (format!("{:.1} ms", c.duration_ms)) } @else { "—" } }
                             td.detail { @if let Some(c) = &e.last_check { (c.detail) } @else { "—" } }
@@ -410,7 +410,7 @@ fn timeline(s: &ServiceStatus, current: usize, zs: Option<&Service>) -> Markup {
                     @let state = if i < current { "done" } else if i == current { "current" } else { "pending" };
                     @let ph = zs.and_then(|z| z.phases.get(i));
                     li.(state) aria-current=[(i == current).then_some("step")] {
-                        span.mark aria-hidden="true" { (match state { "done" => "✔", "current" => "▶", _ => "○" }) }
+                        span.mark aria-hidden="true" { (match state { "done" => "✔ ", "current" => "▶ ", _ => "○ " }) }
                         strong { (name) } " — " (state)
                         @if let Some(ph) = ph {
                             " · weights "
