@@ -198,13 +198,13 @@ impl Ui {
         lock(&self.sessions).get(&id, std::time::Instant::now())
     }
 
-    /// The session and the form's CSRF token checked.
-    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    /// The session and the form's CSRF token checked; why not, for a 403.
+    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Session, &'static str> {
         let Some(s) = self.session(headers) else {
-            return Err(forbidden("not logged in (or the session expired)"));
+            return Err("not logged in (or the session expired)");
         };
         if !crate::control::same_secret(csrf.as_bytes(), s.csrf.as_bytes()) {
-            return Err(forbidden("the form's CSRF token is missing or wrong"));
+            return Err("the form's CSRF token is missing or wrong");
         }
         Ok(s)
     }
@@ -314,7 +314,7 @@ async fn logout(
 ) -> Response {
     let s = match ui.checked(&headers, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(why) => return forbidden(why),
     };
     lock(&ui.sessions).remove(&s.id);
     let clear = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -363,7 +363,7 @@ async fn action(
     }
     let session = match ui.checked(&headers, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(why) => return forbidden(why),
     };
     if f.reason.len() > MAX_FIELD || f.endpoint.len() > MAX_FIELD || f.service.len() > MAX_FIELD {
         return (StatusCode::BAD_REQUEST, "a form field is too long").into_response();

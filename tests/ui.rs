@@ -158,11 +158,16 @@ async fn login(c: &Client, server: &Server) {
         .click()
         .await
         .unwrap();
+    wait_for(c, "section.service").await;
+}
+
+/// Waits (bounded) until an element matches `css`.
+async fn wait_for(c: &Client, css: &str) {
     c.wait()
         .at_most(WAIT)
-        .for_element(Locator::Css("section.service"))
+        .for_element(Locator::Css(css))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("no {css} within {WAIT:?}: {e}"));
 }
 
 /// Text of the first element matching `css`, or "" if there is none.
@@ -210,11 +215,7 @@ async fn click(c: &Client, css: &str) {
 /// confirms on the confirmation page.
 async fn act(c: &Client, form_css: &str, reason: &str) {
     click(c, &format!("{form_css} button[type=submit]")).await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("main.confirm"))
-        .await
-        .unwrap();
+    wait_for(c, "main.confirm").await;
     let r = c.find(Locator::Css("#reason")).await.unwrap();
     r.clear().await.unwrap();
     r.send_keys(reason).await.unwrap();
@@ -224,11 +225,7 @@ async fn act(c: &Client, form_css: &str, reason: &str) {
         .click()
         .await
         .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("section.service"))
-        .await
-        .unwrap();
+    wait_for(c, "section.service").await;
 }
 
 /// Writes a screenshot and checks it is not blank (a blank page
@@ -313,8 +310,8 @@ async fn the_status_page_in_a_real_browser() {
         for p in s["pools"].as_array().unwrap() {
             let pool = p["pool"].as_str().unwrap();
             let row = format!("{svc} .split-table tr[data-pool='{pool}']");
-            same &=
-                text(&c, &format!("{row} [data-field=weight]")).await == p["weight"].to_string();
+            let weight = text(&c, &format!("{row} [data-field=weight]")).await;
+            same &= weight.parse::<u64>().ok() == p["weight"].as_u64();
             let served = format!("{:.1}%", p["share_last_minute"].as_f64().unwrap() * 100.0);
             same &= text(&c, &format!("{row} [data-field=served]")).await == served;
             for e in p["endpoints"].as_array().unwrap() {

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_proto::rr::RecordType;
 
 /// Pages open at once while streaming.
 const PAGES: usize = 5;
@@ -24,30 +23,6 @@ const WINDOWS: usize = 30;
 const QUERIES: usize = 400;
 /// Attempts; the first that holds wins (the machine is shared).
 const ATTEMPTS: usize = 3;
-
-/// Latencies of `n` sequential UDP queries, in microseconds.
-fn latencies_us(server: SocketAddr, n: usize) -> Vec<u128> {
-    let q = build_query("www.shift.test.", RecordType::A, Some(1232))
-        .to_vec()
-        .unwrap();
-    (0..n)
-        .map(|_| {
-            let t0 = Instant::now();
-            exchange_udp_raw(server, &q).expect("no UDP answer");
-            t0.elapsed().as_micros()
-        })
-        .collect()
-}
-
-fn p99(mut lat: Vec<u128>) -> u128 {
-    lat.sort_unstable();
-    lat[lat.len() * 99 / 100]
-}
-
-fn median(mut v: Vec<u128>) -> u128 {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
 
 /// Logs in over HTTP as a browser would; the session cookie's value.
 fn session(control: SocketAddr, token: &str) -> String {

@@ -86,9 +86,11 @@ pub(super) fn render(s: &ServiceStatus, series: Option<&ServiceSeries>, now_ms: 
             }
             let share = f64::from(p.served) / total as f64;
             let (px, py) = (x(u64::from(p.at_s), from, span), y(share));
+            // A lone point still shows: a zero-length segment with round caps.
             served.push_str(&format!(
-                "{}{px:.1},{py:.1}",
-                if pen_down { " L" } else { " M" }
+                "{}{px:.1},{py:.1}{}",
+                if pen_down { " L" } else { " M" },
+                if pen_down { "" } else { " h0.01" }
             ));
             pen_down = true;
         }

@@ -10,6 +10,13 @@
   var csrf = meta ? meta.getAttribute("content") : "";
   var source = null;
   var paused = false;
+  // An action's outcome is kept across updates for this long, then goes,
+  // so that an old refusal never reads as the current state.
+  var FLASH_MS = 20000;
+  setTimeout(function () {
+    var f = main.querySelector('[data-field="flash"]');
+    if (f) { f.remove(); }
+  }, FLASH_MS);
 
   // Forms in a streamed rendering carry no token: give them the page's.
   function fillTokens() {
@@ -21,7 +28,7 @@
   function swap(html) {
     var active = document.activeElement;
     if (active && main.contains(active) && active.tagName === "INPUT") { return; }
-    // An action's outcome stays until the next page load.
+    // An action's outcome stays (see FLASH_MS).
     var flash = main.querySelector('[data-field="flash"]');
     main.innerHTML = html;
     if (flash) { main.insertBefore(flash, main.firstChild); }
