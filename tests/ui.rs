@@ -138,26 +138,18 @@ fn status_json(server: &Server) -> serde_json::Value {
     serde_json::from_str(&server.cli_ok(&["status", "--json"])).unwrap()
 }
 
+/// Replaces the text of the input at `css`.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
 async fn login(c: &Client, server: &Server) {
     c.goto(&ui_url(server)).await.unwrap();
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(&token(server))
-        .await
-        .unwrap();
-    c.find(Locator::Css("#name"))
-        .await
-        .unwrap()
-        .send_keys("tester")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action='/ui/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#token", &token(server)).await;
+    type_into(c, "#name", "tester").await;
+    click(c, "form[action='/ui/login'] button").await;
     wait_for(c, "section.service").await;
 }
 
@@ -216,15 +208,8 @@ async fn click(c: &Client, css: &str) {
 async fn act(c: &Client, form_css: &str, reason: &str) {
     click(c, &format!("{form_css} button[type=submit]")).await;
     wait_for(c, "main.confirm").await;
-    let r = c.find(Locator::Css("#reason")).await.unwrap();
-    r.clear().await.unwrap();
-    r.send_keys(reason).await.unwrap();
-    c.find(Locator::Css("main.confirm button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#reason", reason).await;
+    click(c, "main.confirm button.danger").await;
     wait_for(c, "section.service").await;
 }
 
