@@ -271,6 +271,9 @@ pub struct ServiceStatus {
     /// `shares` (empty without a staging name).
     #[serde(default)]
     pub staging_shares: BTreeMap<String, FamilyShares>,
+    /// Automatic progression (issue 17).
+    #[serde(default)]
+    pub auto: AutoStatus,
 }
 
 /// What one name answers for one record family, as shares of that
@@ -757,4 +760,158 @@ impl ApiError for ReloadError {
     fn fault(&self) -> Fault {
         Fault::Usage
     }
+}
+
+/// `auto start|pause|resume` (issue 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoAction {
+    /// Start automation from the current phase (the phase a failure rolls back to).
+    Start,
+    /// Stop advancing and rolling back; the weights stay.
+    Pause,
+    /// Continue a paused or failed automation.
+    Resume,
+}
+
+/// Why `auto start|pause|resume` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoError {
+    /// No such service.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// Reason too long.
+    #[error(transparent)]
+    Reason(#[from] ReasonTooLong),
+    /// Actor not a login name.
+    #[error(transparent)]
+    Actor(#[from] BadActor),
+    /// The service has no `[service.analysis]`.
+    #[error("service {service} has no [service.analysis] in its zone file: nothing to measure")]
+    NoAnalysis {
+        /// Service key.
+        service: String,
+    },
+    /// `resume` of an automation never started.
+    #[error("automation of {service} was never started: use `dnsshift auto start {short}`")]
+    NotStarted {
+        /// Service key.
+        service: String,
+        /// Its short name.
+        short: String,
+    },
+    /// Not saved.
+    #[error(transparent)]
+    NotSaved(#[from] NotSaved),
+}
+
+impl ApiError for AutoError {
+    fn fault(&self) -> Fault {
+        match self {
+            AutoError::NotFound(e) => e.fault(),
+            AutoError::Reason(_) | AutoError::Actor(_) => Fault::Usage,
+            AutoError::NoAnalysis { .. } | AutoError::NotStarted { .. } => Fault::Refused,
+            AutoError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Automatic progression of a service in `status` (issue 17). The field
+/// names are a contract: the live page reads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoStatus {
+    /// "off", "running", "holding", "paused", "failed" or "done".
+    pub state: String,
+    /// Why it holds, paused, failed or is done.
+    #[serde(default)]
+    pub why: String,
+    /// The phase a failure rolls back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Seconds in the current phase.
+    pub in_phase_s: u64,
+    /// Seconds before an evaluation may count (the TTL served before the
+    /// change plus skew, then one window).
+    pub settle_left_s: u64,
+    /// Seconds to the next evaluation.
+    pub next_eval_s: u64,
+    /// Consecutive passing, failed, erroring and inconclusive evaluations.
+    pub passes: u32,
+    pub failures: u32,
+    pub errors: u32,
+    pub inconclusive: u32,
+    /// Passes the phase needs, and its minimum time in seconds (absent for a
+    /// manual gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes_needed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_time_s: Option<u64>,
+    /// The host evaluating (a cluster), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluator: Option<String>,
+    /// The last evaluation, check by check.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
+}
+
+impl Default for AutoStatus {
+    fn default() -> Self {
+        AutoStatus {
+            state: "off".into(),
+            why: String::new(),
+            origin: None,
+            in_phase_s: 0,
+            settle_left_s: 0,
+            next_eval_s: 0,
+            passes: 0,
+            failures: 0,
+            errors: 0,
+            inconclusive: 0,
+            passes_needed: None,
+            min_time_s: None,
+            evaluator: None,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// One check of an evaluation: what was asked, what came back, the rule
+/// and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// Check name; `volume` and `share` for the built-in ones.
+    pub name: String,
+    /// The query as asked (templated).
+    pub query: String,
+    /// The value, if one came back.
+    pub value: Option<f64>,
+    /// The baseline pool's value (a relative rule), or the expected share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// The rule in words.
+    pub rule: String,
+    /// "pass", "fail", "inconclusive" or "error".
+    pub verdict: String,
+    /// Why, when it is not a pass.
+    #[serde(default)]
+    pub detail: String,
+    /// A failure rolls back at once.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+/// `analysis SERVICE`: every check evaluated now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalysisResponse {
+    /// Service key.
+    pub service: String,
+    /// The measured pool and the phase whose weights the share check uses.
+    pub pool: String,
+    pub phase: String,
+    /// The provider's URL.
+    pub provider: String,
+    /// Every check.
+    pub checks: Vec<CheckStatus>,
+    /// The evaluation's verdict.
+    pub verdict: String,
 }

@@ -15,7 +15,8 @@ mod client;
 mod import;
 pub mod render;
 pub use args::{
-    AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
+    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, EndpointAction, ServeArgs,
+    TransitionArgs,
 };
 pub use render::{render_history, render_status};
 

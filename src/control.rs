@@ -14,6 +14,8 @@
 //! | POST | /v1/services/{S}/endpoints/{E}/enable | [`EndpointRequest`] | [`OkResponse`] |
 //! | POST | /v1/services/{S}/pools/{P}/decommission | [`DecommissionRequest`] | [`OkResponse`] |
 //! | POST | /v1/services/{S}/pools/{P}/recommission | [`ReasonRequest`] | [`OkResponse`] |
+//! | POST | /v1/services/{S}/auto/{start,pause,resume} | [`ReasonRequest`] | [`OkResponse`] |
+//! | GET  | /v1/services/{S}/analysis | | [`AnalysisResponse`] (a dry run, queries now) |
 //! | GET  | /v1/services/{S}/history | | [`HistoryResponse`] |
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
@@ -38,8 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::api::{
-    ApiError, DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse,
-    ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
+    AnalysisResponse, ApiError, AutoAction, AutoError, CheckStatus, DecommissionRequest,
+    EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse, ReasonRequest, ReloadResponse,
+    StatusResponse, TransitionRequest, TransitionResponse,
 };
 use crate::config::ControlLimits;
 use crate::dns::fast::Counters;
@@ -291,6 +294,8 @@ fn router(ctx: Ctx) -> Router {
             "/v1/services/{service}/pools/{pool}/recommission",
             post(recommission),
         )
+        .route("/v1/services/{service}/auto/{action}", post(auto))
+        .route("/v1/services/{service}/analysis", get(analysis))
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
@@ -491,6 +496,7 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
                     serial: op.plan.load().serial,
                     datapath: &datapath,
                     etcd_reachable: op.etcd_status().map(|e| e.reachable),
+                    checks: crate::analysis::runner::check_metrics(&op.board),
                 })
             };
             match tokio::task::spawn_blocking(render).await {
@@ -609,6 +615,45 @@ async fn recommission(
     Json(req): Json<ReasonRequest>,
 ) -> ApiResult<OkResponse> {
     blocking(&ctx, move |op| op.recommission(&service, &pool, req)).await
+}
+
+async fn auto(
+    AxState(ctx): AxState<Ctx>,
+    UrlPath((service, action)): UrlPath<(String, String)>,
+    Json(req): Json<ReasonRequest>,
+) -> ApiResult<OkResponse> {
+    let action = match action.as_str() {
+        "start" => AutoAction::Start,
+        "pause" => AutoAction::Pause,
+        "resume" => AutoAction::Resume,
+        other => return Err(ControlError::UnknownAction(other.to_string()).into()),
+    };
+    blocking(&ctx, move |op| op.auto(&service, action, req)).await
+}
+
+/// `analysis SERVICE`: every check asked now, against the real provider.
+async fn analysis(
+    AxState(ctx): AxState<Ctx>,
+    UrlPath(service): UrlPath<String>,
+) -> ApiResult<AnalysisResponse> {
+    use crate::analysis::{machine, runner};
+    let (svc, phase) = ctx.op.analysis_target(&service).map_err(Rejection::from)?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| ControlError::Internal(format!("cannot build the HTTP client: {e}")))?;
+    let outcomes = runner::evaluate(&http, &svc, phase, std::time::SystemTime::now()).await;
+    let Some(a) = &svc.analysis else {
+        return Err(AutoError::NoAnalysis { service: svc.key() }.into());
+    };
+    Ok(Json(AnalysisResponse {
+        service: svc.key(),
+        pool: svc.pools[a.pool].name.clone(),
+        phase: svc.phases[phase].name.clone(),
+        provider: a.url.clone(),
+        verdict: machine::overall(&outcomes).as_str().into(),
+        checks: outcomes.iter().map(CheckStatus::from).collect(),
+    }))
 }
 
 async fn history(

@@ -150,24 +150,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     );
     let store_changes = store.changes();
-    let op = Arc::new(
-        Operator::new(
-            config.zones_dir.clone(),
-            config.file.clone(),
-            loaded,
-            Box::new(store),
-            checks,
-            health_table,
-            Arc::new(SystemClock),
-        )
-        .identified(
-            config
-                .cluster
-                .as_ref()
-                .map_or(&config.server_id, |c| &c.node),
-            config.cluster.is_some(),
-        ),
+    let elector = shared.as_ref().zip(config.cluster.as_ref()).map(|(s, c)| {
+        Arc::new(crate::state::elect::Elector::new(
+            s.cluster().clone(),
+            &c.node,
+        ))
+    });
+    let op = Operator::new(
+        config.zones_dir.clone(),
+        config.file.clone(),
+        loaded,
+        Box::new(store),
+        checks,
+        health_table,
+        Arc::new(SystemClock),
+    )
+    .identified(
+        config
+            .cluster
+            .as_ref()
+            .map_or(&config.server_id, |c| &c.node),
+        config.cluster.is_some(),
     );
+    let op = Arc::new(match &elector {
+        Some(e) => op.elected(e.clone()),
+        None => op,
+    });
     op.rebuild();
     let datapath = Arc::new(dns::fast::Counters::default());
 
@@ -214,6 +222,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         store_changes,
         shutdown.clone(),
     );
+    spawn_evaluator(&mut tasks, op.clone(), shutdown.clone());
+    if let Some(e) = elector {
+        let (o, stop) = (op.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let services = || {
+                o.zones()
+                    .iter()
+                    .flat_map(|z| &z.services)
+                    .filter(|s| s.analysis.is_some())
+                    .map(|s| s.key())
+                    .collect()
+            };
+            e.run(services, stop).await;
+        });
+    }
     if let Some(shared) = shared {
         let first = publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
         // Known to the other hosts before ready, so that a command there
@@ -397,6 +420,32 @@ fn spawn_background(
                 }
             }
         }
+    });
+}
+
+/// The evaluator of automatic progression (issue 17) and its webhook
+/// sender, in `tasks`.
+fn spawn_evaluator(
+    tasks: &mut tokio::task::JoinSet<()>,
+    op: Arc<Operator>,
+    shutdown: CancellationToken,
+) {
+    use crate::analysis::runner;
+    let zones_of = op.clone();
+    let urls = Arc::new(move |service: &str| {
+        zones_of
+            .zones()
+            .iter()
+            .flat_map(|z| &z.services)
+            .find(|s| s.key() == service)
+            .and_then(|s| s.analysis.as_ref())
+            .map(|a| a.notify.clone())
+            .unwrap_or_default()
+    });
+    let board = op.board.clone();
+    tasks.spawn(async move {
+        let notifier = runner::Notifier::start(urls, shutdown.clone());
+        runner::run(op, board, Arc::new(SystemClock), notifier, shutdown).await;
     });
 }
 

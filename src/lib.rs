@@ -13,6 +13,7 @@
 //! ui/         the status page (/ui): sessions, CSRF, templates, SSE; calls Operator
 //! control      HTTP routes -> Operator; token; typed error -> status; /metrics
 //! operator     every command and status; one apply() path for changes
+//! analysis/    issue 17: metrics providers, checks, the automation machine
 //! api          the operator protocol: requests, responses, typed errors
 //! metrics      Prometheus rendering from zones, state, health and stats
 //! dns/         the data path: sockets, UDP fast path, TCP, hickory handler
@@ -49,6 +50,7 @@
 //! resolve to. Operator commands change the state; either change rebuilds
 //! the plan.
 
+pub mod analysis;
 pub mod answer;
 pub mod api;
 pub mod cli;

@@ -41,6 +41,19 @@ pub struct Sources<'a> {
     pub datapath: &'a DataPath,
     /// Whether this host reaches etcd (`[cluster]`); `None` for a single host.
     pub etcd_reachable: Option<bool>,
+    /// Automatic progression's checks as this host evaluated them (issue 17).
+    pub checks: Vec<CheckMetric>,
+}
+
+/// One check of automatic progression, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct CheckMetric {
+    pub service: String,
+    pub check: String,
+    /// The last value measured, if any.
+    pub value: Option<f64>,
+    /// Evaluations counted by verdict ("pass", "fail", ...).
+    pub verdicts: Vec<(String, u64)>,
 }
 
 /// Renders every metric in the OpenMetrics text format.
@@ -246,9 +259,39 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
         );
     }
 
+    register_checks(&mut reg, &src.checks);
+
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// The last value and the verdict counts of every check (issue 17).
+fn register_checks(reg: &mut Registry, checks: &[CheckMetric]) {
+    use std::sync::atomic::AtomicU64;
+    let values = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let verdicts = Counters::default();
+    for c in checks {
+        let labels = vec![("service", c.service.clone()), ("check", c.check.clone())];
+        if let Some(v) = c.value {
+            values.get_or_create(&labels).set(v);
+        }
+        for (verdict, n) in &c.verdicts {
+            let mut l = labels.clone();
+            l.push(("verdict", verdict.clone()));
+            verdicts.get_or_create(&l).inc_by(*n);
+        }
+    }
+    reg.register(
+        "analysis_check_value",
+        "The last value a check of automatic progression measured, by service and check (`volume` and `share` for the built-in ones)",
+        values,
+    );
+    reg.register(
+        "analysis_check_verdicts",
+        "Evaluations of a check of automatic progression on this host, by service, check and verdict (pass, fail, inconclusive, error)",
+        verdicts,
+    );
 }
 
 /// The data path's bounds: TCP connections and what the caps turned away.

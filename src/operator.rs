@@ -37,6 +37,7 @@ use crate::stats::{SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
+pub mod auto;
 mod load;
 pub mod status;
 pub mod ui;
@@ -93,6 +94,10 @@ pub struct Operator {
     /// The epoch of every state applied here (a command or a change made
     /// elsewhere), for the host report.
     pub applied: tokio::sync::watch::Sender<Epoch>,
+    /// What the evaluator of automatic progression knows (issue 17).
+    pub board: Arc<crate::analysis::runner::Board>,
+    /// The election of evaluators (a shared store).
+    elector: Option<Arc<crate::state::elect::Elector>>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -115,7 +120,9 @@ pub const HOSTS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// because another service changed meanwhile (a shared store).
 const MAX_RETRIES: usize = 3;
 
-/// What a command decided, once it has validated.
+/// What a command decided, once it has validated. Short-lived: the size
+/// of a change does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Decision<R> {
     /// Nothing changes (a dry run, or already so); answer `R`.
     Unchanged(R),
@@ -249,6 +256,8 @@ impl Operator {
             node: String::new(),
             shared: false,
             applied: tokio::sync::watch::Sender::new(epoch),
+            board: Arc::default(),
+            elector: None,
         }
     }
 
@@ -269,6 +278,13 @@ impl Operator {
         let known = self.store.zone_generation(&digest).is_some();
         self.zones_pending
             .store(shared && !(same && known), Ordering::Relaxed);
+        self
+    }
+
+    /// Elects the evaluators of automatic progression with `elector` (a
+    /// shared store).
+    pub fn elected(mut self, elector: Arc<crate::state::elect::Elector>) -> Operator {
+        self.elector = Some(elector);
         self
     }
 
@@ -413,7 +429,22 @@ impl Operator {
     where
         E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
     {
-        let (mut response, epoch) = self.commit_change(service, who, decide)?;
+        self.apply_fenced(service, who, None, decide)
+    }
+
+    /// [`Operator::apply`], the commit fenced by an election key and lease
+    /// (an automatic change in a cluster): refused once the lease is lost.
+    fn apply_fenced<R: Applied, E>(
+        &self,
+        service: &str,
+        who: (&Option<String>, &Option<String>),
+        fence: Option<&(String, i64)>,
+        decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
+    ) -> Result<R, E>
+    where
+        E: From<NotFound> + From<ReasonTooLong> + From<BadActor> + From<NotSaved>,
+    {
+        let (mut response, epoch) = self.commit_change(service, who, fence, decide)?;
         if let Some(w) = self.zones_warning() {
             response.warn(w);
         }
@@ -437,6 +468,7 @@ impl Operator {
         &self,
         service: &str,
         (reason, actor): (&Option<String>, &Option<String>),
+        fence: Option<&(String, i64)>,
         decide: impl Fn(&Ctx<'_>) -> Result<Decision<R>, E>,
     ) -> Result<(R, Option<Epoch>), E>
     where
@@ -482,7 +514,7 @@ impl Operator {
                 actor: actor.clone(),
             };
             new.record(event.clone());
-            let epoch = match self.store.commit(epoch, &new) {
+            let epoch = match self.store.commit_fenced(epoch, &new, fence) {
                 Ok(epoch) => epoch,
                 Err(CommitError::Conflict { expected, found }) if retries < MAX_RETRIES => {
                     retries += 1;
@@ -500,6 +532,7 @@ impl Operator {
                 Change::Disable { .. } | Change::Enable { .. } => "endpoint override",
                 Change::Decommission { .. } => "pool decommissioned",
                 Change::Recommission { .. } => "pool recommissioned",
+                Change::Auto { .. } => "automation",
             };
             info!(
                 service = %event.service,
@@ -643,7 +676,7 @@ impl Operator {
             if force {
                 warnings.push("forced: health and hold checks were skipped".into());
             }
-            let response = TransitionResponse {
+            let mut response = TransitionResponse {
                 service: ctx.key.clone(),
                 from: from.name.clone(),
                 to: to.name.clone(),
@@ -661,11 +694,15 @@ impl Operator {
             if req.dry_run {
                 return Ok(Decision::Unchanged(response));
             }
-            let next = ServiceState {
+            let mut next = ServiceState {
                 phase: Some(to.name.clone()),
                 since: ctx.now_ms / 1000,
                 ..ctx.current.clone()
             };
+            if let Some(w) = auto::pause_for_manual(svc, current, direction, &req.actor, &mut next)
+            {
+                response.warnings.push(w);
+            }
             let (from, to) = (from.name.clone(), to.name.clone());
             Ok(Decision::Change {
                 next,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::zone::{Service, Zone};
 
 pub mod cluster;
+pub mod elect;
 pub mod etcd;
 pub mod event;
 pub mod shared;
@@ -41,6 +42,30 @@ pub struct ServiceState {
     /// Pools never to be answered again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub decommissioned: BTreeSet<String>,
+    /// Automatic progression (issue 17); absent while it was never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoRecord>,
+}
+
+/// Automatic progression of one service, as committed: every host sees
+/// it, and whichever host evaluates continues from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoRecord {
+    /// "running", "paused", "failed" or "done".
+    pub mode: String,
+    /// The phase where automation started: where a failure rolls back to.
+    pub origin: String,
+    /// Why it is paused, failed or done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+impl AutoRecord {
+    /// Whether automation is running (advancing and rolling back by itself).
+    pub fn running(&self) -> bool {
+        self.mode == "running"
+    }
 }
 
 /// Everything persisted.

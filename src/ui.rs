@@ -30,7 +30,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, EndpointRequest, TransitionRequest};
+use crate::api::{
+    ApiError, AutoAction, EndpointRequest, OkResponse, ReasonRequest, TransitionRequest,
+};
 use crate::config::ui::UiMode;
 use crate::operator::Operator;
 use crate::phase::Direction;
@@ -426,12 +428,24 @@ async fn run_action(ui: &Ui, f: ActionForm, actor: String) -> Flash {
                     actor: Some(actor),
                 };
                 op.set_endpoint(&f.service, &f.endpoint, enable, req)
-                    .map(|_| format!("{}: {} {}d", f.service, f.endpoint, f.action))
+                    .map(|r| said(&r))
                     .map_err(|e| msg(&e))
             }
-            other => Err(format!(
-                "automation {other} is not available in this daemon (no automation on this build)"
-            )),
+            "pause" | "resume" => {
+                let verb = if f.action == "pause" {
+                    AutoAction::Pause
+                } else {
+                    AutoAction::Resume
+                };
+                let req = ReasonRequest {
+                    reason,
+                    actor: Some(actor),
+                };
+                op.auto(&f.service, verb, req)
+                    .map(|r| said(&r))
+                    .map_err(|e| msg(&e))
+            }
+            other => Err(format!("unknown action {other:?}")),
         }
     };
     match ui.daemon.spawn_blocking(work).await {
@@ -442,6 +456,15 @@ async fn run_action(ui: &Ui, f: ActionForm, actor: String) -> Flash {
             text: format!("the action failed: {e}"),
         },
     }
+}
+
+/// An acknowledgement as the CLI prints it: its message, then its warnings.
+fn said(ok: &OkResponse) -> String {
+    let mut text = ok.message.clone();
+    for w in &ok.warnings {
+        text.push_str(&format!("; warning: {w}"));
+    }
+    text
 }
 
 /// GET /ui/events: the live part of the page as it changes (at most once a

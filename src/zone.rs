@@ -17,12 +17,14 @@ use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source};
 use crate::phase::{self, Phase};
 use crate::pool::{Endpoint, Pool, Target};
 
+pub mod analysis;
 mod build;
 mod check;
 pub mod digest;
 mod records;
 mod spec;
 
+use analysis::*;
 use build::*;
 use records::*;
 use spec::*;
@@ -81,6 +83,10 @@ pub struct Service {
     pub on_all_down: OnAllDown,
     /// Extra wait after the drain deadline before decommissioning is called safe.
     pub drain_grace: Duration,
+    /// How the measured pool is judged while automation runs (issue 17).
+    pub analysis: Option<Analysis>,
+    /// Per phase (indexed like `phases`): whether it advances by itself.
+    pub auto: Vec<Option<Auto>>,
 }
 
 impl Service {

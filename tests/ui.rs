@@ -573,3 +573,68 @@ fn ui_off_serves_no_page() {
     let get = format!("GET /ui HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n");
     assert_eq!(raw(control, &get), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automation_panel_and_resume_through_the_page() {
+    // A provider that refuses every query: automation pauses by itself.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let zone = include_str!("fixtures/analysis-zone.toml")
+        .replace(
+            "http://127.0.0.1:9090",
+            &format!("http://127.0.0.1:{refused}"),
+        )
+        .replace(
+            "http://127.0.0.1:9000/hook",
+            &format!("http://127.0.0.1:{refused}/hook"),
+        )
+        // A phase that advances by itself (the first is a manual gate).
+        .replace(
+            "name = \"www\"\n",
+            "name = \"www\"\ninitial_phase = \"half\"\n",
+        );
+    let server = Setup::new(&[("shift.toml", &zone)], "").start();
+    server.cli_ok(&["auto", "start", "www"]);
+    let mut driver = Driver::start();
+    let c = driver.browser(&[]).await;
+    login(&c, &server).await;
+    let svc = "section.service[data-service='www.shift.test.']";
+    wait_text(
+        &c,
+        &format!("{svc} [data-field=auto-state]"),
+        Duration::from_secs(30),
+        |t| t.contains("paused"),
+    )
+    .await;
+    let st = status_json(&server);
+    let why = st["services"][0]["auto"]["why"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = text(&c, &format!("{svc} [data-field=auto-state]")).await;
+    assert!(shown.contains(&why), "{shown:?} does not say {why:?}");
+    assert!(
+        text(&c, &format!("{svc} .auto-box"))
+            .await
+            .contains("Automation checks")
+    );
+    act(
+        &c,
+        &format!("{svc} form:has(input[value=resume])"),
+        "provider back",
+    )
+    .await;
+    let flash = text(&c, "[data-field=flash]").await;
+    assert!(flash.starts_with("✔"), "{flash}");
+    let history: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["history", "www", "--json"])).unwrap();
+    let resumed =
+        history["events"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "auto" && e["actor"] == "tester" && e["reason"] == "provider back"
+        });
+    assert!(resumed, "{history}");
+    c.close().await.unwrap();
+}

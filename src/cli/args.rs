@@ -129,6 +129,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Automatic progression (issue 17): start, pause or resume it.
+    Auto {
+        #[command(subcommand)]
+        action: AutoCommand,
+    },
+    /// Evaluate every check of a service now against its provider (a dry
+    /// run): each query, value, rule and verdict; exits 1 when a query is
+    /// invalid or the provider fails.
+    Analysis {
+        /// Service: its name ("www") or fully qualified name.
+        service: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read zones; a config with any error is rejected whole.
     Reload,
     /// Several nameservers sharing one state on etcd (`[cluster]`).
@@ -136,6 +151,30 @@ pub enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+}
+
+/// `auto` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AutoCommand {
+    /// Start automation in the current phase; a failure rolls back to it.
+    Start(AutoArgs),
+    /// Stop advancing and rolling back; the weights stay.
+    Pause(AutoArgs),
+    /// Continue a paused or failed automation from the current phase.
+    Resume(AutoArgs),
+}
+
+/// Arguments of every `auto` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct AutoArgs {
+    /// Service: its name ("www") or fully qualified name.
+    pub service: String,
+    /// Why; recorded in history.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `cluster` subcommands.

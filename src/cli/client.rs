@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::render::{render_history, render_status};
-use super::{Command, EndpointAction, Failure, TransitionArgs};
+use super::render::{render_analysis, render_history, render_status};
+use super::{AutoCommand, Command, EndpointAction, Failure, TransitionArgs};
 use crate::api::{
-    DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse,
-    ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
+    AnalysisResponse, DecommissionRequest, EndpointRequest, ErrorBody, Fault, HistoryResponse,
+    OkResponse, ReasonRequest, ReloadResponse, StatusResponse, TransitionRequest,
+    TransitionResponse,
 };
 
 /// The body of a request that has none.
@@ -228,6 +229,53 @@ impl Client {
                 let body = ReasonRequest { reason, actor };
                 self.pool_action(&service, &pool, "recommission", &body, json)
                     .await
+            }
+            Command::Auto { action } => {
+                let (verb, a) = match action {
+                    AutoCommand::Start(a) => ("start", a),
+                    AutoCommand::Pause(a) => ("pause", a),
+                    AutoCommand::Resume(a) => ("resume", a),
+                };
+                let body = ReasonRequest {
+                    reason: a.reason,
+                    actor,
+                };
+                let ok: OkResponse = self
+                    .call(
+                        Method::POST,
+                        &format!("/v1/services/{}/auto/{verb}", seg(&a.service)),
+                        Some(&body),
+                    )
+                    .await?;
+                print_ok(&ok, a.json)
+            }
+            Command::Analysis { service, json } => {
+                let r: AnalysisResponse = self
+                    .call(
+                        Method::GET,
+                        &format!("/v1/services/{}/analysis", seg(&service)),
+                        NO_BODY,
+                    )
+                    .await?;
+                if json {
+                    print_json(&r)?;
+                } else {
+                    print!("{}", render_analysis(&r));
+                }
+                let errors: Vec<&str> = r
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict == "error")
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Failure::Refused(format!(
+                        "the provider did not answer {}: an invalid query or a provider that fails",
+                        errors.join(", ")
+                    )))
+                }
             }
             Command::Reload => {
                 let r: ReloadResponse = self.call(Method::POST, "/v1/reload", NO_BODY).await?;

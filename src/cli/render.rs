@@ -197,6 +197,7 @@ pub fn render_status(st: &StatusResponse) -> String {
             };
             let _ = writeln!(o, "  hold     {left}");
         }
+        o.push_str(&auto_text(&s.auto));
         if !s.shares.is_empty() {
             let _ = writeln!(o, "  answers  {}", shares_text(&s.shares));
         }
@@ -339,5 +340,78 @@ pub fn render_status(st: &StatusResponse) -> String {
             );
         }
     }
+    o
+}
+
+/// The `auto` lines of a service in `status`: nothing while automation
+/// was never started.
+fn auto_text(a: &crate::api::AutoStatus) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    if a.state == "off" {
+        return o;
+    }
+    let why = if a.why.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", a.why)
+    };
+    let _ = writeln!(o, "  auto     {}{why}", a.state.to_uppercase());
+    if matches!(a.state.as_str(), "running" | "holding") {
+        let needs = match (a.passes_needed, a.min_time_s) {
+            (Some(p), Some(t)) => format!(" of {p} needed, min time {t}s"),
+            _ => " (manual gate)".into(),
+        };
+        let _ = writeln!(
+            o,
+            "           in phase {}s, settle left {}s, next evaluation in {}s; passes {}{needs}, failures {}, errors {}, inconclusive {}",
+            a.in_phase_s,
+            a.settle_left_s,
+            a.next_eval_s,
+            a.passes,
+            a.failures,
+            a.errors,
+            a.inconclusive
+        );
+    }
+    if let Some(origin) = &a.origin {
+        let _ = writeln!(o, "           a failure rolls back to {origin:?}");
+    }
+    for c in &a.checks {
+        let _ = writeln!(o, "           {}", check_line(c));
+    }
+    o
+}
+
+/// One check: name, value, rule, verdict and why.
+fn check_line(c: &crate::api::CheckStatus) -> String {
+    let value = c.value.map_or("none".to_string(), |v| format!("{v}"));
+    let detail = if c.detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", c.detail)
+    };
+    format!(
+        "{:<12} {:<13} value {value}  rule {}{detail}",
+        c.name,
+        c.verdict.to_uppercase(),
+        c.rule
+    )
+}
+
+/// `analysis SERVICE`: every check's resolved query, value, rule and verdict.
+pub fn render_analysis(r: &crate::api::AnalysisResponse) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}  pool {} in phase {}  provider {}",
+        r.service, r.pool, r.phase, r.provider
+    );
+    for c in &r.checks {
+        let _ = writeln!(o, "  {}", check_line(c));
+        let _ = writeln!(o, "    query: {}", c.query);
+    }
+    let _ = writeln!(o, "verdict: {}", r.verdict);
     o
 }

@@ -328,6 +328,7 @@ impl Operator {
                 Some(_) => family_shares(s, &answer::shares(s, &live, true)),
                 None => BTreeMap::new(),
             },
+            auto: self.auto_status(s, state, now_ms),
         }
     }
 }

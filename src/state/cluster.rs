@@ -125,6 +125,17 @@ impl Layout {
         format!("{}{:020}", self.history_prefix(), base_epoch)
     }
 
+    /// The evaluator of a service's automatic progression (issue 17): on
+    /// its host's election lease.
+    pub fn evaluator(&self, service: &str) -> String {
+        format!("{}/auto/{service}/evaluator", self.prefix)
+    }
+
+    /// The evaluator's consecutive counts of a service, for the next one.
+    pub fn counters(&self, service: &str) -> String {
+        format!("{}/auto/{service}/counters", self.prefix)
+    }
+
     /// Durable host records.
     pub fn hosts_prefix(&self) -> String {
         format!("{}/hosts/", self.prefix)
@@ -390,6 +401,18 @@ impl Cluster {
         state: &[u8],
         entry: &[u8],
     ) -> Result<Commit, EtcdError> {
+        self.commit_fenced(expected, state, entry, None).await
+    }
+
+    /// [`Cluster::commit`], and only while `fence` (key, lease) is held:
+    /// an automatic change of the evaluator elected for its service.
+    pub async fn commit_fenced(
+        &self,
+        expected: i64,
+        state: &[u8],
+        entry: &[u8],
+        fence: Option<(&str, i64)>,
+    ) -> Result<Commit, EtcdError> {
         let puts = [
             Put {
                 key: self.layout.state(),
@@ -402,18 +425,24 @@ impl Cluster {
                 lease: None,
             },
         ];
-        Ok(
-            match self
-                .etcd
-                .compare_and_swap(&self.layout.state(), expected, &puts)
-                .await?
-            {
-                CasOutcome::Committed { revision } => Commit::Done { epoch: revision },
-                CasOutcome::Conflict { current } => Commit::Conflict {
-                    epoch: current.map_or(0, |kv| kv.mod_revision),
-                },
+        let outcome = match fence {
+            Some(f) => {
+                self.etcd
+                    .compare_and_swap_fenced(&self.layout.state(), expected, f, &puts)
+                    .await?
+            }
+            None => {
+                self.etcd
+                    .compare_and_swap(&self.layout.state(), expected, &puts)
+                    .await?
+            }
+        };
+        Ok(match outcome {
+            CasOutcome::Committed { revision } => Commit::Done { epoch: revision },
+            CasOutcome::Conflict { current } => Commit::Conflict {
+                epoch: current.map_or(0, |kv| kv.mod_revision),
             },
-        )
+        })
     }
 
     /// The shared history, oldest first.

@@ -432,14 +432,46 @@ impl Etcd {
         expected: i64,
         puts: &[Put],
     ) -> Result<CasOutcome, EtcdError> {
+        self.txn(guard, expected, None, puts).await
+    }
+
+    /// [`Etcd::compare_and_swap`], and only while `fence` (a key and a
+    /// lease id) is still held: the key exists on that lease. A host whose
+    /// lease expired (say it was stopped past its TTL) cannot commit.
+    pub async fn compare_and_swap_fenced(
+        &self,
+        guard: &str,
+        expected: i64,
+        fence: (&str, i64),
+        puts: &[Put],
+    ) -> Result<CasOutcome, EtcdError> {
+        self.txn(guard, expected, Some(fence), puts).await
+    }
+
+    async fn txn(
+        &self,
+        guard: &str,
+        expected: i64,
+        fence: Option<(&str, i64)>,
+        puts: &[Put],
+    ) -> Result<CasOutcome, EtcdError> {
         const CALL: &str = "/v3/kv/txn";
-        let req = json!({
-            "compare": [{
-                "key": b64(guard),
-                "target": "MOD",
+        let mut compare = vec![json!({
+            "key": b64(guard),
+            "target": "MOD",
+            "result": "EQUAL",
+            "mod_revision": expected.to_string(),
+        })];
+        if let Some((key, lease)) = fence {
+            compare.push(json!({
+                "key": b64(key),
+                "target": "LEASE",
                 "result": "EQUAL",
-                "mod_revision": expected.to_string(),
-            }],
+                "lease": lease.to_string(),
+            }));
+        }
+        let req = json!({
+            "compare": compare,
             "success": puts.iter().map(|p| json!({ "request_put": put_body(p) })).collect::<Vec<_>>(),
             "failure": [{ "request_range": { "key": b64(guard) } }],
         });

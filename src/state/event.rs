@@ -80,6 +80,13 @@ pub enum Change {
         #[serde(rename = "to")]
         pool: String,
     },
+    /// Automatic progression changed mode (issue 17): "running", "paused",
+    /// "failed" or "done".
+    Auto {
+        /// The mode entered.
+        #[serde(rename = "to")]
+        mode: String,
+    },
 }
 
 impl Change {
@@ -92,6 +99,7 @@ impl Change {
             Change::Enable { .. } => "enable",
             Change::Decommission { .. } => "decommission",
             Change::Recommission { .. } => "recommission",
+            Change::Auto { .. } => "auto",
         }
     }
 
@@ -109,6 +117,7 @@ impl Change {
             Change::Advance { to, .. } | Change::Rollback { to, .. } => to,
             Change::Disable { endpoint } | Change::Enable { endpoint } => endpoint,
             Change::Decommission { pool } | Change::Recommission { pool } => pool,
+            Change::Auto { mode } => mode,
         }
     }
 }

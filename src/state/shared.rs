@@ -397,6 +397,15 @@ impl StateStore for EtcdStore {
     }
 
     fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+        self.commit_fenced(expected, next, None)
+    }
+
+    fn commit_fenced(
+        &self,
+        expected: Epoch,
+        next: &State,
+        fence: Option<&(String, i64)>,
+    ) -> Result<Epoch, CommitError> {
         let value = shared_value(next, crate::clock::unix_ms() / 1000);
         let entry = next
             .history
@@ -405,7 +414,12 @@ impl StateStore for EtcdStore {
             .unwrap_or_default();
         let outcome = self
             .handle
-            .block_on(self.cluster.commit(expected, &value, &entry))
+            .block_on(self.cluster.commit_fenced(
+                expected,
+                &value,
+                &entry,
+                fence.map(|(k, l)| (k.as_str(), *l)),
+            ))
             .map_err(|e| self.failure(&e))?;
         match outcome {
             Commit::Done { epoch } => {

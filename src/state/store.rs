@@ -90,6 +90,18 @@ pub trait StateStore: Send + Sync {
     /// Stores `next` atomically and durably if the store is still at
     /// `expected`, and returns the new epoch; otherwise refuses.
     fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError>;
+    /// [`StateStore::commit`] fenced by an election key and lease (a shared
+    /// store): refused once the lease is lost. The local file has no
+    /// election: a plain commit.
+    fn commit_fenced(
+        &self,
+        expected: Epoch,
+        next: &State,
+        fence: Option<&(String, i64)>,
+    ) -> Result<Epoch, CommitError> {
+        let _ = fence;
+        self.commit(expected, next)
+    }
     /// Fires with the new epoch when the state was changed elsewhere (by
     /// another nameserver); then [`StateStore::load`] it.
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch>;
@@ -297,6 +309,7 @@ mod tests {
                 since: 5,
                 disabled: ["old/192.0.2.1".to_string()].into(),
                 decommissioned: BTreeSet::new(),
+                auto: None,
             },
         );
         s.record(Event {

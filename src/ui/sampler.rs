@@ -86,6 +86,9 @@ fn mark_events(ui: &Ui, memory: &mut Memory, now_s: u64) {
             Change::Enable { endpoint } => (MarkerKind::Up, format!("{endpoint} enabled")),
             Change::Decommission { pool } => (MarkerKind::Down, format!("{pool} decommissioned")),
             Change::Recommission { pool } => (MarkerKind::Up, format!("{pool} recommissioned")),
+            // Automation's own mode changes move no weights: its phase
+            // changes are marked as advances and rollbacks.
+            Change::Auto { .. } => continue,
         };
         ui.series.mark(&e.service, e.at, kind, &text);
     }

@@ -368,6 +368,22 @@ pub(super) fn build_service(
         None => 0,
     };
 
+    let analysis = s
+        .analysis
+        .as_ref()
+        .and_then(|a| build_analysis(src, a, &pool_names, &k, errs));
+    let ttl_service = ttl;
+    let auto = build_auto(
+        src,
+        &s.phase,
+        &phases,
+        ttl_service,
+        analysis.as_ref(),
+        s.analysis.is_some(),
+        &k,
+        errs,
+    );
+
     if errs.len() != n_errs {
         return None;
     }
@@ -383,6 +399,8 @@ pub(super) fn build_service(
         initial_phase,
         on_all_down,
         drain_grace,
+        analysis,
+        auto,
     })
 }
 

@@ -48,6 +48,7 @@ pub(super) struct ServiceSpec {
     pub(super) health: Option<Spanned<HealthSpec>>,
     #[serde(default)]
     pub(super) phase: Vec<Spanned<PhaseSpec>>,
+    pub(super) analysis: Option<Spanned<AnalysisSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +59,7 @@ pub(super) struct PhaseSpec {
     pub(super) weights: Spanned<BTreeMap<String, Spanned<Value>>>,
     pub(super) hold: Option<Spanned<DurationSpec>>,
     pub(super) ttl: Option<Spanned<DurationSpec>>,
+    pub(super) auto: Option<Spanned<AutoSpec>>,
 }
 
 /// A required key that is not written: an empty value at the empty span
@@ -65,7 +67,7 @@ pub(super) struct PhaseSpec {
 /// "missing field" would stop the whole file there, without a key; build
 /// reports it with its table's line and key instead ([`super::build::missing`]),
 /// and not at all when it follows from a misspelt key.
-fn absent<T: Default>() -> Spanned<T> {
+pub(super) fn absent<T: Default>() -> Spanned<T> {
     Spanned::new(0..0, T::default())
 }
 
@@ -175,6 +177,7 @@ pub(super) fn unknown_keys(src: &Source, errs: &mut Vec<ConfigError>) {
         };
         src.unknown_keys(s, &prefix, fields::<ServiceSpec>(), errs);
         health_keys(src, s, &prefix, errs);
+        unknown_analysis_keys(src, s, &prefix, errs);
         for (name, pool) in sub_table(s, "pools").into_iter().flatten() {
             let key = format!("{prefix}.pools.{}", name.get_ref());
             match pool.get_ref() {
@@ -193,6 +196,7 @@ pub(super) fn unknown_keys(src: &Source, errs: &mut Vec<ConfigError>) {
                 _ => format!("{prefix}.phase[{j}]"),
             };
             src.unknown_keys(p, &key, fields::<PhaseSpec>(), errs);
+            unknown_auto_keys(src, p, &key, errs);
         }
     }
 }

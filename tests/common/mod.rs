@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cluster;
 pub mod etcd;
+pub mod prom;
 pub mod zone;
 
 #[allow(unused_imports)] // not every test binary uses every helper
