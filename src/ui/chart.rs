@@ -134,3 +134,47 @@ pub(super) fn render(s: &ServiceStatus, series: Option<&ServiceSeries>, now_ms: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::series::{PoolSample, SplitSeries};
+
+    #[test]
+    fn the_chart_draws_configured_steps_served_lines_and_markers() {
+        let s: ServiceStatus = serde_json::from_value(serde_json::json!({
+            "service": "www.example.", "short": "www", "staging": null, "phase": "half",
+            "phases": ["old", "half"], "since": 0, "ttl": 30, "hold_until_ms": null,
+            "fail_open": false, "staging_fail_open": false, "servfail": false, "pools": []
+        }))
+        .unwrap();
+        let series = SplitSeries::default();
+        let sample = |old: f64, served_old: u64, served_new: u64| {
+            [
+                PoolSample {
+                    pool: "old".into(),
+                    configured: old,
+                    served: served_old,
+                },
+                PoolSample {
+                    pool: "new".into(),
+                    configured: 1.0 - old,
+                    served: served_new,
+                },
+            ]
+        };
+        series.push("www.example.", &sample(1.0, 10, 0), 1_000);
+        series.push("www.example.", &sample(0.5, 6, 4), 1_010);
+        series.push("www.example.", &sample(0.5, 0, 0), 1_020);
+        series.mark("www.example.", 1_005, MarkerKind::Advance, "old → half");
+        let svg = render(&s, Some(&series.get("www.example.")), 1_030_000).into_string();
+        assert!(svg.contains("<title id=\"t-www.example.\">Split over time for www.example."));
+        assert_eq!(svg.matches("class=\"configured\"").count(), 2);
+        // Served: two steps with answers, then a gap (no answers at all).
+        assert_eq!(svg.matches("class=\"served\"").count(), 2);
+        assert!(svg.contains("old → half"), "the marker has its words");
+        assert!(svg.contains("▲"));
+        // The configured step of `old` goes from 100 % down to 50 %.
+        assert!(svg.contains(&format!(" V{:.1}", y(0.5))), "{svg}");
+    }
+}

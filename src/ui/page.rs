@@ -240,7 +240,7 @@ fn service(view: &View, s: &ServiceStatus) -> Markup {
             }
             (health_grid(view, s, zone_service, actions))
             (timeline(s, phase_ix, zone_service))
-            @if let Some(a) = view.auto.get(&s.service) { (auto_checks(view, s, a, actions)) }
+            @if let Some(a) = view.auto.get(&s.service).filter(|a| has_automation(a)) { (auto_checks(view, s, a, actions)) }
             (history(view, &s.service))
         }
     }
@@ -432,6 +432,14 @@ fn text_of(v: &serde_json::Value, key: &str) -> String {
     }
 }
 
+/// Whether `auto` describes automation in use: started once, or with checks.
+fn has_automation(a: &serde_json::Value) -> bool {
+    text_of(a, "state") != "off"
+        || a.get("checks")
+            .and_then(|c| c.as_array())
+            .is_some_and(|c| !c.is_empty())
+}
+
 /// Automation state in one line, from `status --json`'s `auto`.
 fn auto_summary(a: &serde_json::Value) -> Markup {
     let state = text_of(a, "state");
@@ -579,6 +587,36 @@ fn left(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_automation_box_shows_only_for_automation_in_use() {
+        assert!(!has_automation(
+            &serde_json::json!({"state": "off", "checks": []})
+        ));
+        assert!(has_automation(&serde_json::json!({"state": "paused"})));
+        let checked = serde_json::json!({"state": "off", "checks": [{"name": "x"}]});
+        assert!(has_automation(&checked));
+    }
+
+    #[test]
+    fn the_confirmation_carries_the_form_and_its_token() {
+        let f = ActionForm {
+            action: "disable".into(),
+            service: "www".into(),
+            endpoint: "192.0.2.1".into(),
+            reason: "<b>x</b>".into(),
+            ..ActionForm::default()
+        };
+        let page = confirm(&f, "tok").into_string();
+        assert!(page.contains(r#"name="confirm" value="yes""#), "{page}");
+        assert!(page.contains(r#"name="csrf" value="tok""#));
+        assert!(page.contains("disable endpoint 192.0.2.1 of www"));
+        assert!(
+            page.contains("&lt;b&gt;x&lt;/b&gt;"),
+            "the reason is escaped"
+        );
+        assert!(!login(None).into_string().contains("value=\"tok"));
+    }
 
     #[test]
     fn times_read_as_utc_and_durations_as_people_write_them() {
