@@ -448,9 +448,12 @@ fn auto_summary(a: &serde_json::Value) -> Markup {
         p.auto data-field="auto-state" {
             "Automation: " strong { (state) }
             @if !why.is_empty() { " — " (why) }
-            @for (k, label) in [("in_phase_s", "in phase"), ("settle_left_s", "settling"), ("next_eval_s", "next evaluation in")] {
-                @let v = text_of(a, k);
-                @if !v.is_empty() { " · " (label) " " (v) "s" }
+            // The timers mean something only while the evaluator works.
+            @if matches!(state.as_str(), "running" | "holding") {
+                @for (k, label) in [("in_phase_s", "in phase"), ("settle_left_s", "settling"), ("next_eval_s", "next evaluation in")] {
+                    @let v = text_of(a, k);
+                    @if !v.is_empty() { " · " (label) " " (v) "s" }
+                }
             }
         }
     }
