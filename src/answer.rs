@@ -23,6 +23,7 @@ use crate::zone::{OnAllDown, Service, Zone};
 
 mod build;
 mod role;
+mod secure;
 pub mod wire;
 
 use build::*;
@@ -136,6 +137,8 @@ struct ZonePlan {
     /// Delegation points below the apex (few; scanned per query).
     cuts: Vec<LowerName>,
     counters: Arc<QueryCounters>,
+    /// The zone's signatures and NSEC chain, when it is signed.
+    sec: Option<secure::ZoneSec>,
 }
 
 #[derive(Debug)]
@@ -264,7 +267,7 @@ impl Random for ThreadRandom {
 }
 
 /// A response in the making: references into the plan.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Answer<'a> {
     /// Response code (NoError for answers, referrals and NODATA).
     pub rcode: ResponseCode,
@@ -316,6 +319,24 @@ impl Plan {
         }
     }
 
+    /// Per signed zone: (origin, names in the NSEC chain, signatures in
+    /// the plan, signatures made by this build, signatures reused).
+    pub fn dnssec_summary(&self) -> Vec<(String, usize, usize, u64, u64)> {
+        self.zones
+            .iter()
+            .filter_map(|z| {
+                let s = z.sec.as_ref()?;
+                Some((
+                    z.origin.to_string(),
+                    s.names(),
+                    s.signatures(),
+                    s.signed,
+                    s.reused,
+                ))
+            })
+            .collect()
+    }
+
     /// An empty plan: refuses everything.
     pub fn empty() -> Plan {
         Plan {
@@ -335,6 +356,19 @@ impl Plan {
         now_ms: u64,
         rng: &mut dyn Random,
     ) -> Lookup<'_> {
+        self.lookup_secure(qname, qtype, now_ms, rng, false)
+    }
+
+    /// [`Plan::lookup`]; with `dnssec_ok` (the query's DO bit), a signed
+    /// zone's answer carries its RRSIGs and NSEC proofs.
+    pub fn lookup_secure(
+        &self,
+        qname: &LowerName,
+        qtype: RecordType,
+        now_ms: u64,
+        rng: &mut dyn Random,
+        dnssec_ok: bool,
+    ) -> Lookup<'_> {
         let mut best: Option<&ZonePlan> = None;
         for z in &self.zones {
             if z.origin.zone_of(qname)
@@ -351,6 +385,9 @@ impl Plan {
             ..Answer::default()
         };
         zone.lookup(qname, qtype, &mut ans, 0, &mut Draw { now_ms, rng });
+        if dnssec_ok {
+            zone.secure(qname, qtype, &mut ans);
+        }
         Lookup::Zone(ans, &zone.counters)
     }
 }

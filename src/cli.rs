@@ -12,10 +12,12 @@ use crate::zone;
 
 mod args;
 mod client;
+mod dnssec;
 mod import;
 pub mod render;
 pub use args::{
-    AdvanceArgs, Args, ClusterAction, Command, EndpointAction, ServeArgs, TransitionArgs,
+    AdvanceArgs, Args, ClusterAction, Command, DnssecAction, EndpointAction, ServeArgs,
+    TransitionArgs,
 };
 pub use render::{render_history, render_status};
 
@@ -32,6 +34,12 @@ pub fn run(
         Command::Cluster {
             action: ClusterAction::Import { state_file, force },
         } => import::import(config, state_file.as_deref(), force),
+        Command::Dnssec {
+            action: DnssecAction::Keygen { out, algorithm },
+        } => dnssec::keygen(&out, &algorithm),
+        Command::Dnssec {
+            action: DnssecAction::Ds { origin },
+        } => dnssec::ds(config, &origin),
         command => client::Client::new(config, control, token_file)
             // A login name the daemon would refuse (a directory user's
             // "John Smith") is left out rather than blocking every command;

@@ -17,6 +17,7 @@
 //! | GET  | /v1/services/{S}/history | | [`HistoryResponse`] |
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
+//! | GET  | /v1/dnssec | | [`DnssecStatusResponse`](crate::api::DnssecStatusResponse) |
 //! | GET  | /metrics | | Prometheus text |
 //!
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
@@ -46,8 +47,8 @@ use crate::operator::Operator;
 use crate::sync::lock;
 
 mod token;
-pub use token::load_or_create_token;
 use token::same;
+pub use token::{effective_uid, load_or_create_token};
 
 /// Errors the HTTP layer itself answers with.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +282,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/services/{service}/history", get(history))
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
+        .route("/v1/dnssec", get(dnssec_status))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     // /metrics never reads a body: hyper closes a connection whose request
@@ -598,6 +600,10 @@ async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     blocking(&ctx, Operator::reload).await
+}
+
+async fn dnssec_status(AxState(ctx): AxState<Ctx>) -> ApiResult<crate::api::DnssecStatusResponse> {
+    Ok(Json(ctx.op.dnssec_status()))
 }
 
 #[cfg(test)]

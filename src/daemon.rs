@@ -330,9 +330,17 @@ fn spawn_background(
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Signed zones: a rebuild at least this often refreshes signatures
+        // that are getting old, even when nothing else changes.
+        let every = crate::dnssec::REBUILD_INTERVAL;
+        let mut resign = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = resign.tick() => {
+                    let s2 = s.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.rebuild()).await;
+                }
                 // A rebuild encodes every wire answer: not on a worker
                 // of the runtime that also serves DNS TCP and the fallback.
                 _ = health_changed.notified() => {

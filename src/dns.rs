@@ -130,6 +130,8 @@ impl RequestHandler for Handler {
                 let payload = req.max_payload().clamp(512, MAX_UDP_PAYLOAD);
                 resp_edns.set_max_payload(payload);
                 resp_edns.set_version(EDNS_VERSION);
+                // RFC 3225: the DO bit is copied into the response.
+                resp_edns.set_dnssec_ok(req.flags().dnssec_ok);
                 if req.version() > EDNS_VERSION {
                     resp_edns.set_rcode_high(ResponseCode::BADVERS.high());
                     return send_error(
@@ -190,7 +192,9 @@ impl RequestHandler for Handler {
         // class (CH, HS, ...) is outside them; QCLASS ANY (*) is answered from IN.
         let in_zones = !matches!(qtype, RecordType::AXFR | RecordType::IXFR)
             && matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY);
-        let found = match in_zones.then(|| plan.lookup(qname, qtype, unix_ms(), &mut ThreadRandom))
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let found = match in_zones
+            .then(|| plan.lookup_secure(qname, qtype, unix_ms(), &mut ThreadRandom, dnssec_ok))
         {
             Some(Lookup::Zone(a, c)) => Some((a, c)),
             Some(Lookup::Refused) | None => None,

@@ -55,6 +55,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod dnssec;
 pub mod error;
 pub mod health;
 pub mod metrics;

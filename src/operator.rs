@@ -37,6 +37,7 @@ use crate::stats::{SplitWindow, Stats};
 use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
+mod dnssec;
 mod load;
 pub mod status;
 

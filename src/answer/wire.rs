@@ -53,6 +53,9 @@ pub struct Question<'a> {
     /// The UDP payload size to advertise in the response's OPT record, when
     /// the query had one (already clamped by the caller).
     pub edns: Option<u16>,
+    /// The DO bit of the query's OPT record: a signed zone answers with
+    /// RRSIGs and NSEC proofs ([`super::secure`]).
+    pub dnssec_ok: bool,
 }
 
 /// What the fast path does with a question.
@@ -95,6 +98,8 @@ struct ZoneWire {
     soa_tail: Box<[u8]>,
     /// Delegation points: names below them are referrals (hickory path).
     cuts: Vec<Box<[u8]>>,
+    /// Whether the zone is signed.
+    signed: bool,
 }
 
 #[derive(Debug)]
@@ -127,6 +132,19 @@ struct Template {
     /// Where the question ends (the answer records start).
     question_end: usize,
     rcode: ResponseCode,
+    /// What a DO=1 query gets.
+    signed: Signed,
+}
+
+/// The DO=1 form of a [`Template`].
+#[derive(Debug)]
+enum Signed {
+    /// The zone is not signed: the same response.
+    Same,
+    /// The response with RRSIGs and NSEC proofs.
+    Template(Box<Template>),
+    /// Left to the hickory handler.
+    Fallback,
 }
 
 impl WirePlan {
@@ -251,6 +269,18 @@ impl Template {
     /// question bytes (same name, maybe other case, type and class), and an
     /// OPT record if it sent one. `None` if it does not fit `limit`.
     fn write(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
+        if q.dnssec_ok {
+            match &self.signed {
+                Signed::Same => {}
+                Signed::Template(t) => return t.write_plain(q, limit, out),
+                Signed::Fallback => return None,
+            }
+        }
+        self.write_plain(q, limit, out)
+    }
+
+    /// [`Template::write`] of this very template.
+    fn write_plain(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
         let tail = &self.bytes[self.question_end..];
         let body = HEADER_LEN + q.question.len() + tail.len();
         let len = body + if q.edns.is_some() { OPT_LEN } else { 0 };
@@ -269,6 +299,10 @@ impl ZoneWire {
     /// NXDOMAIN for `q`, a name below this zone's origin: the negative SOA
     /// whose owner points at the origin inside the echoed question.
     fn nxdomain(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
+        if q.dnssec_ok && self.signed {
+            // The NSEC proof depends on the name: the hickory handler's.
+            return None;
+        }
         let name_len = q.lower.len();
         let body = HEADER_LEN + q.question.len() + 2 + self.soa_tail.len();
         let len = body + if q.edns.is_some() { OPT_LEN } else { 0 };
@@ -316,18 +350,19 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize) -> usize {
     let Some(payload) = q.edns else {
         return body;
     };
-    out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload));
+    out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload, q.dnssec_ok));
     let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
     out[10..12].copy_from_slice(&arcount.to_be_bytes());
     body + OPT_LEN
 }
 
 /// The OPT record dnsshift answers with: root owner, type OPT (41),
-/// class = the UDP payload size, extended RCODE 0, version 0, no flags, no
-/// options.
-pub fn opt_record(payload: u16) -> [u8; OPT_LEN] {
+/// class = the UDP payload size, extended RCODE 0, version 0, the DO bit
+/// copied from the query (RFC 3225), no options.
+pub fn opt_record(payload: u16, dnssec_ok: bool) -> [u8; OPT_LEN] {
     let p = payload.to_be_bytes();
-    [0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]
+    let flags = if dnssec_ok { 0x80 } else { 0 };
+    [0, 0, 41, p[0], p[1], 0, 0, flags, 0, 0, 0]
 }
 
 /// Whether wire name `suffix` is `name` or one of its ancestors.
@@ -418,7 +453,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                             0,
                             &mut draw,
                         );
-                        let Some(t) = template(&qname, qtype, &ans) else {
+                        let Some(t) = template(zone, &qname, qtype, &ans) else {
                             return Reply::Fallback;
                         };
                         variants.push(t);
@@ -434,7 +469,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                     soa: Some(&zone.neg_soa),
                     ..Answer::default()
                 };
-                match template(&qname, qtype, &none) {
+                match template(zone, &qname, qtype, &none) {
                     Some(none) => Reply::Weighted {
                         cumulative: cumulative.clone().into_boxed_slice(),
                         pools: wires.into_boxed_slice(),
@@ -461,7 +496,7 @@ fn fixed(zone: &ZonePlan, qname: &Name, name: &LowerName, qtype: RecordType) -> 
     };
     let mut rng = fastrand::Rng::with_seed(0);
     zone.lookup(name, qtype, &mut ans, 0, &mut Draw::none(&mut rng));
-    template(qname, qtype, &ans).map_or(Reply::Fallback, Reply::Fixed)
+    template(zone, qname, qtype, &ans).map_or(Reply::Fallback, Reply::Fixed)
 }
 
 /// Whether looking `name` up leaves nothing to chance: no weighted name on
@@ -484,7 +519,24 @@ fn deterministic(zone: &ZonePlan, name: &LowerName, qtype: RecordType, depth: us
 
 /// Encodes `ans` as the response to a query for `qname`/`qtype` (ID 0, no
 /// flags, class IN), with hickory's encoder and name compression.
-fn template(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Template> {
+fn template(
+    zone: &ZonePlan,
+    qname: &Name,
+    qtype: RecordType,
+    ans: &Answer<'_>,
+) -> Option<Template> {
+    let mut t = encode(qname, qtype, ans)?;
+    if zone.sec.is_some() {
+        let mut signed = ans.clone();
+        zone.secure(&LowerName::from(qname), qtype, &mut signed);
+        t.signed = encode(qname, qtype, &signed)
+            .map_or(Signed::Fallback, |s| Signed::Template(Box::new(s)));
+    }
+    Some(t)
+}
+
+/// The response [`template`] makes, without its DO=1 form.
+fn encode(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Template> {
     if ans.rcode.high() != 0 {
         return None;
     }
@@ -502,6 +554,7 @@ fn template(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Templat
         bytes: bytes.into_boxed_slice(),
         question_end,
         rcode: ans.rcode,
+        signed: Signed::Same,
     })
 }
 
@@ -528,6 +581,7 @@ fn zone_wire(zone: &ZonePlan) -> Option<ZoneWire> {
         origin_len,
         soa_tail,
         cuts: zone.cuts.iter().map(wire_name).collect(),
+        signed: zone.sec.is_some(),
     })
 }
 

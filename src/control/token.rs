@@ -80,7 +80,7 @@ fn check_token_file(path: &Path) -> std::io::Result<()> {
 /// The effective uid of this process, from `/proc/self/status` (std has no
 /// safe call for it, and this crate forbids `unsafe`). None where there is
 /// no procfs; the owner check is then skipped.
-fn effective_uid() -> Option<u32> {
+pub fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     // Uid: real effective saved filesystem

@@ -17,6 +17,8 @@ const CLASS_ANY: u16 = 255;
 /// answers) and client subnet (RFC 7871). Others are opaque to hickory too
 /// and ignored, as it ignores them.
 const HICKORY_OPTIONS: [u16; 2] = [3, 8];
+/// The DO bit (RFC 3225) in the first byte of the OPT record's flags.
+const DO_BIT: u8 = 0x80;
 /// Record type of the EDNS pseudo-record.
 const TYPE_OPT: u16 = 41;
 
@@ -88,15 +90,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     let question = &req[HEADER_LEN..at + 4];
     at += 4;
-    let edns = if count(10) == 1 {
+    let (edns, dnssec_ok) = if count(10) == 1 {
         match opt(&req[at..]) {
-            Some(payload) => Some(payload.clamp(512, max_payload)),
+            Some((payload, dnssec_ok)) => (Some(payload.clamp(512, max_payload)), dnssec_ok),
             None => return Parsed::Fallback,
         }
     } else if at != req.len() {
         return Parsed::Fallback;
     } else {
-        None
+        (None, false)
     };
     Parsed::Query(Question {
         header: &req[..HEADER_LEN],
@@ -104,13 +106,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
         lower: &lower[..len],
         qtype,
         edns,
+        dnssec_ok,
     })
 }
 
-/// Reads an OPT record that ends the message; its UDP payload size, or
+/// Reads an OPT record that ends the message; its UDP payload size and DO
+/// bit, or
 /// `None` when anything is unusual (not OPT, version above 0, an extended
 /// RCODE, NSID or client subnet, a malformed option, trailing bytes).
-fn opt(rr: &[u8]) -> Option<u16> {
+fn opt(rr: &[u8]) -> Option<(u16, bool)> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
     }
@@ -132,7 +136,7 @@ fn opt(rr: &[u8]) -> Option<u16> {
         }
         options = &options[4 + len..];
     }
-    Some(payload)
+    Some((payload, rr[7] & DO_BIT != 0))
 }
 
 #[cfg(test)]
