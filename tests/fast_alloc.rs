@@ -35,43 +35,93 @@ fn the_fast_path_allocates_nothing_per_query() {
     a_running_udp_worker_allocates_nothing();
 }
 
-fn answers_allocate_nothing() {
-    let zone = dnsshift::zone::load_file(Path::new(concat!(
+/// The example zone, signed with a new key in `dir` when `signed`.
+fn example_plan(dir: &Path, signed: bool) -> Plan {
+    let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/zones/shift.example.com.toml"
-    )))
-    .unwrap();
-    let plan = ArcSwap::from_pointee(Plan::build(&[zone], &ConfigOnly, &Stats::default(), 1));
-    let queries: Vec<Vec<u8>> = [
-        ("www.shift.example.com.", RecordType::A, false),
-        ("WWW.shift.example.com.", RecordType::AAAA, true),
-        ("www-next.shift.example.com.", RecordType::A, true),
-        ("api.shift.example.com.", RecordType::A, false),
-        ("shift.example.com.", RecordType::MX, true),
-        ("shift.example.com.", RecordType::NS, false),
-        ("docs.shift.example.com.", RecordType::A, false),
-        ("nope.shift.example.com.", RecordType::A, true),
-        ("www.shift.example.com.", RecordType::TXT, false),
-        ("example.org.", RecordType::A, false),
-    ]
-    .iter()
-    .map(|(name, t, edns)| {
-        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), *t));
-        if *edns {
-            m.set_edns(Edns::new());
-        }
-        m.to_vec().unwrap()
-    })
-    .collect();
+    ));
+    let zone = if signed {
+        dnsshift::dnssec::keygen(
+            &dir.join("k.pem"),
+            hickory_proto::dnssec::Algorithm::ECDSAP256SHA256,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        dnsshift::zone::parse(&dnsshift::config::source::Source {
+            path: dir.join("z.toml"),
+            text: format!("{text}\n[zone.dnssec]\nkeys = [\"k.pem\"]\n"),
+        })
+        .unwrap()
+    } else {
+        dnsshift::zone::load_file(path).unwrap()
+    };
+    Plan::build(&[zone], &ConfigOnly, &Stats::default(), 1)
+}
+
+/// (name, type, EDNS, DO)
+const QUERIES: [(&str, RecordType, bool, bool); 10] = [
+    ("www.shift.example.com.", RecordType::A, false, false),
+    ("WWW.shift.example.com.", RecordType::AAAA, true, false),
+    ("www-next.shift.example.com.", RecordType::A, true, false),
+    ("api.shift.example.com.", RecordType::A, false, false),
+    ("shift.example.com.", RecordType::MX, true, false),
+    ("shift.example.com.", RecordType::NS, false, false),
+    ("docs.shift.example.com.", RecordType::A, false, false),
+    ("nope.shift.example.com.", RecordType::A, true, false),
+    ("www.shift.example.com.", RecordType::TXT, false, false),
+    ("example.org.", RecordType::A, false, false),
+];
+
+/// DO=1 queries of a signed zone: positive (weighted, static, apex),
+/// NODATA, NXDOMAIN (NSEC proofs looked up per name), DNSKEY.
+const SIGNED_QUERIES: [(&str, RecordType, bool, bool); 8] = [
+    ("www.shift.example.com.", RecordType::A, true, true),
+    ("WWW.shift.example.com.", RecordType::AAAA, true, true),
+    ("www-next.shift.example.com.", RecordType::A, true, true),
+    ("shift.example.com.", RecordType::SOA, true, true),
+    ("shift.example.com.", RecordType::DNSKEY, true, true),
+    ("www.shift.example.com.", RecordType::TXT, true, true),
+    ("nope.shift.example.com.", RecordType::A, true, true),
+    ("a.b.nope.shift.example.com.", RecordType::AAAA, true, true),
+];
+
+fn encode(queries: &[(&str, RecordType, bool, bool)]) -> Vec<Vec<u8>> {
+    queries
+        .iter()
+        .map(|(name, t, edns, dnssec_ok)| {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), *t));
+            if *edns {
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                e.set_dnssec_ok(*dnssec_ok);
+                m.set_edns(e);
+            }
+            m.to_vec().unwrap()
+        })
+        .collect()
+}
+
+fn answers_allocate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    answers_of_plan_allocate_nothing(example_plan(dir.path(), false), &encode(&QUERIES));
+    // Signed: the same queries (DO=0) and DO=1 ones.
+    let mut queries = encode(&QUERIES);
+    queries.extend(encode(&SIGNED_QUERIES));
+    answers_of_plan_allocate_nothing(example_plan(dir.path(), true), &queries);
+}
+
+fn answers_of_plan_allocate_nothing(plan: Plan, queries: &[Vec<u8>]) {
+    let plan = ArcSwap::from_pointee(plan);
     let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
     // Warm up once: thread-locals (the RNG, arc-swap's debt list) are set
     // up on first use in a thread, not per query.
-    for q in &queries {
-        assert!(matches!(
-            respond(&plan.load(), q, &mut out),
-            Action::Send(_)
-        ));
+    for (i, q) in queries.iter().enumerate() {
+        assert!(
+            matches!(respond(&plan.load(), q, &mut out), Action::Send(_)),
+            "query {i} not answered by the fast path"
+        );
     }
     let rrl = Rrl::new(Settings {
         enabled: true,
@@ -87,7 +137,7 @@ fn answers_allocate_nothing() {
     let region = Region::new(GLOBAL);
     let mut answered = 0;
     for _ in 0..ROUNDS {
-        for q in &queries {
+        for q in queries {
             if let Action::Send(n) = respond(&plan.load(), q, &mut out) {
                 answered += n.min(1);
                 counters.limit(&rrl, client, &mut out, n, now_secs());

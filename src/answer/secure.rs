@@ -337,3 +337,82 @@ impl ZonePlan {
         }
     }
 }
+
+/// A signed zone's NXDOMAIN material in wire format, for the UDP fast
+/// path: the proof depends on the name asked, so it is looked up per query
+/// (a binary search over the chain's sort keys, without allocating).
+#[derive(Debug)]
+pub(super) struct NsecWire {
+    /// The chain's canonical sort keys ([`canonical_key`]), in order.
+    pub(super) keys: Box<[Box<[u8]>]>,
+    /// Per chain position: its NSEC record and RRSIGs, names uncompressed,
+    /// and how many records that is.
+    pub(super) links: Box<[(Box<[u8]>, u16)]>,
+    /// The negative SOA's RRSIGs, names uncompressed, and their count.
+    pub(super) soa_sigs: (Box<[u8]>, u16),
+}
+
+/// Records in wire format with every name uncompressed: position independent.
+fn uncompressed(records: &[&Record]) -> Option<(Box<[u8]>, u16)> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+    let mut bytes = Vec::new();
+    let mut enc = BinEncoder::new(&mut bytes);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    for r in records {
+        r.emit(&mut enc).ok()?;
+    }
+    Some((bytes.into_boxed_slice(), u16::try_from(records.len()).ok()?))
+}
+
+impl ZoneSec {
+    /// The NXDOMAIN material of this zone, whose negative SOA is `neg_soa`.
+    pub(super) fn nsec_wire(&self, neg_soa: &Record) -> Option<NsecWire> {
+        let mut links = Vec::with_capacity(self.chain.len());
+        for l in &self.chain {
+            let mut set = vec![&l.nsec];
+            set.extend(self.rrsigs(&[&l.nsec]));
+            links.push(uncompressed(&set)?);
+        }
+        let soa_sigs: Vec<&Record> = self.rrsigs(&[neg_soa]).iter().collect();
+        Some(NsecWire {
+            keys: self.chain.iter().map(|l| l.canon.clone()).collect(),
+            links: links.into_boxed_slice(),
+            soa_sigs: uncompressed(&soa_sigs)?,
+        })
+    }
+}
+
+impl NsecWire {
+    /// The chain position covering the name whose sort key is `key`.
+    pub(super) fn covering(&self, key: &[u8]) -> usize {
+        let pos = self.keys.partition_point(|k| **k <= *key);
+        pos.checked_sub(1)
+            .unwrap_or(self.keys.len().saturating_sub(1))
+    }
+}
+
+/// Writes the canonical sort key of wire name `name` (lowercased) into
+/// `out`, after `prefix` bytes already there; returns the key's length.
+/// No allocation: the fast path's form of [`canonical_key`].
+pub(super) fn wire_canonical_key(name: &[u8], out: &mut [u8; 256]) -> Option<usize> {
+    // Label starts, right to left, without a buffer: walk to find each.
+    let mut starts = [0u8; 128];
+    let mut n = 0;
+    let mut at = 0;
+    while at < name.len() && name[at] != 0 {
+        *starts.get_mut(n)? = u8::try_from(at).ok()?;
+        n += 1;
+        at += usize::from(name[at]) + 1;
+    }
+    let mut len = 0;
+    for i in (0..n).rev() {
+        let s = usize::from(starts[i]);
+        let l = usize::from(name[s]);
+        out.get_mut(len..len + l)?
+            .copy_from_slice(name.get(s + 1..s + 1 + l)?);
+        len += l;
+        *out.get_mut(len)? = 0;
+        len += 1;
+    }
+    Some(len)
+}

@@ -100,6 +100,8 @@ struct ZoneWire {
     cuts: Vec<Box<[u8]>>,
     /// Whether the zone is signed.
     signed: bool,
+    /// A signed zone's NXDOMAIN proofs.
+    nsec: Option<super::secure::NsecWire>,
 }
 
 #[derive(Debug)]
@@ -248,7 +250,12 @@ impl WirePlan {
                 if zone.cuts.iter().any(|c| is_suffix(c, q.lower)) {
                     return Outcome::Fallback;
                 }
-                let Some(len) = zone.nxdomain(q, limit, out) else {
+                let written = if q.dnssec_ok && zone.signed {
+                    zone.nxdomain_signed(q, &self.names, limit, out)
+                } else {
+                    zone.nxdomain(q, limit, out)
+                };
+                let Some(len) = written else {
                     return Outcome::Fallback;
                 };
                 zone.counters.count(qtype, false, ResponseCode::NXDomain);
@@ -299,10 +306,6 @@ impl ZoneWire {
     /// NXDOMAIN for `q`, a name below this zone's origin: the negative SOA
     /// whose owner points at the origin inside the echoed question.
     fn nxdomain(&self, q: &Question<'_>, limit: usize, out: &mut [u8]) -> Option<usize> {
-        if q.dnssec_ok && self.signed {
-            // The NSEC proof depends on the name: the hickory handler's.
-            return None;
-        }
         let name_len = q.lower.len();
         let body = HEADER_LEN + q.question.len() + 2 + self.soa_tail.len();
         let len = body + if q.edns.is_some() { OPT_LEN } else { 0 };
@@ -320,6 +323,67 @@ impl ZoneWire {
         out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
         at += 2;
         out[at..body].copy_from_slice(&self.soa_tail);
+        Some(finish(q, out, body))
+    }
+}
+
+impl ZoneWire {
+    /// NXDOMAIN for `q` (DO=1) in a signed zone: the SOA and its RRSIGs,
+    /// the NSEC covering the name and the one covering the wildcard at its
+    /// closest encloser (one of `names`), with theirs. `None` (the hickory
+    /// handler answers) when it does not fit `limit`.
+    fn nxdomain_signed(
+        &self,
+        q: &Question<'_>,
+        names: &HashMap<Box<[u8]>, NameWire>,
+        limit: usize,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let nsec = self.nsec.as_ref()?;
+        let mut key = [0u8; 256];
+        let len = super::secure::wire_canonical_key(q.lower, &mut key)?;
+        let cover = nsec.covering(&key[..len]);
+        // The closest encloser: the longest existing ancestor.
+        let mut at = usize::from(*q.lower.first()?) + 1;
+        while at < q.lower.len() && !names.contains_key(&q.lower[at..]) {
+            at += usize::from(q.lower[at]) + 1;
+        }
+        let mut wild = [0u8; 256];
+        let wlen = super::secure::wire_canonical_key(q.lower.get(at..)?, &mut wild)?;
+        wild.get_mut(wlen..wlen + 2)?.copy_from_slice(b"*\0");
+        let wild_cover = nsec.covering(&wild[..wlen + 2]);
+        let (soa_sigs, soa_n) = (&nsec.soa_sigs.0, nsec.soa_sigs.1);
+        let (a, an) = (&nsec.links[cover].0, nsec.links[cover].1);
+        let (b, bn) = if wild_cover == cover {
+            (&[][..], 0)
+        } else {
+            (&nsec.links[wild_cover].0[..], nsec.links[wild_cover].1)
+        };
+        let name_len = q.lower.len();
+        let body = HEADER_LEN
+            + q.question.len()
+            + 2
+            + self.soa_tail.len()
+            + soa_sigs.len()
+            + a.len()
+            + b.len();
+        let total = body + if q.edns.is_some() { OPT_LEN } else { 0 };
+        if total > limit {
+            return None;
+        }
+        let ns = (1 + soa_n + an + bn).to_be_bytes();
+        let header = [0, 0, QR | 0x04, 3, 0, 1, 0, 0, ns[0], ns[1], 0, 0];
+        out[..HEADER_LEN].copy_from_slice(&header);
+        patch_header(q, out);
+        let mut at = HEADER_LEN + q.question.len();
+        out[HEADER_LEN..at].copy_from_slice(q.question);
+        let pointer = (HEADER_LEN + name_len - self.origin_len) as u16 | 0xC000;
+        out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
+        at += 2;
+        for part in [&self.soa_tail[..], soa_sigs, a, b] {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         Some(finish(q, out, body))
     }
 }
@@ -582,6 +646,7 @@ fn zone_wire(zone: &ZonePlan) -> Option<ZoneWire> {
         soa_tail,
         cuts: zone.cuts.iter().map(wire_name).collect(),
         signed: zone.sec.is_some(),
+        nsec: zone.sec.as_ref().and_then(|s| s.nsec_wire(&zone.neg_soa)),
     })
 }
 
