@@ -166,7 +166,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 .as_ref()
                 .map_or(&config.server_id, |c| &c.node),
             config.cluster.is_some(),
-        ),
+        )
+        .with_key_history(&config.state_dir),
     );
     op.rebuild();
     let datapath = Arc::new(dns::fast::Counters::default());

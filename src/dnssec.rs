@@ -13,6 +13,9 @@
 //! is online. Keys listed in `publish` are in the DNSKEY set but do not
 //! sign (RFC 7583 pre-publication and retirement).
 
+mod history;
+pub use history::{HISTORY_FILE, KeyEvents, KeyHistory};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -93,6 +93,9 @@ pub struct Operator {
     /// The epoch of every state applied here (a command or a change made
     /// elsewhere), for the host report.
     pub applied: tokio::sync::watch::Sender<Epoch>,
+    /// The state directory that keeps the DNSSEC key history, for
+    /// `check`'s rollover warnings ([`crate::dnssec::KeyHistory`]).
+    key_history: Option<PathBuf>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -249,6 +252,7 @@ impl Operator {
             node: String::new(),
             shared: false,
             applied: tokio::sync::watch::Sender::new(epoch),
+            key_history: None,
         }
     }
 

@@ -646,3 +646,70 @@ fn a_key_file_others_can_read_stops_the_start_with_the_fix() {
         "{err}"
     );
 }
+
+/// `check` warns when a rollover step comes sooner than the DNSKEY TTL
+/// (new key signing) or the TTL plus the signature lifetime (old key
+/// removed) allows, from the key history the daemon keeps.
+#[test]
+fn check_warns_about_rollover_steps_that_come_too_soon() {
+    let backend = Backend::http("127.0.0.1:0");
+    let setup = Setup::new(&[], "");
+    let dir = setup.dir.path().to_path_buf();
+    let old = keygen(&dir, "old.pem", "ecdsap256sha256");
+    let new = keygen(&dir, "new.pem", "ed25519");
+    let write = |dnssec: &str| {
+        std::fs::write(
+            dir.join("zones/shift.test.toml"),
+            zone(backend.addr, dnssec),
+        )
+        .unwrap()
+    };
+    write("keys = [\"old.pem\"]");
+    let server = setup.start();
+    let check = || {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(dir.join("dnsshift.toml"))
+            .arg("check")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!check().contains("DNSKEY"), "{}", check());
+    // Step 1, publish: fine at once.
+    write("keys = [\"old.pem\"]\npublish = [\"new.pem\"]");
+    assert!(!check().contains("DNSKEY"), "{}", check());
+    server.cli_ok(&["reload"]);
+    // Step 2 right away: the new key has been published for less than the
+    // DNSKEY TTL (1h).
+    write("keys = [\"new.pem\"]\npublish = [\"old.pem\"]");
+    let w = check();
+    assert!(
+        w.contains(&format!(
+            "key {new} would sign now, but it has been in the DNSKEY set only for"
+        )) && w.contains("DNSKEY TTL (1h)"),
+        "{w}"
+    );
+    server.cli_ok(&["reload"]);
+    // Step 3 right away: the old key signed until just now.
+    write("keys = [\"new.pem\"]");
+    let w = check();
+    assert!(
+        w.contains(&format!(
+            "key {old} would leave the DNSKEY set, but it signed until"
+        )),
+        "{w}"
+    );
+    // Skipping step 1: a key never published.
+    let third = keygen(&dir, "third.pem", "ecdsap256sha256");
+    write("keys = [\"third.pem\"]\npublish = [\"new.pem\"]");
+    let w = check();
+    assert!(
+        w.contains(&format!(
+            "key {third} would sign now, but it has been in the DNSKEY set never"
+        )),
+        "{w}"
+    );
+}

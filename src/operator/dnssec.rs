@@ -1,10 +1,40 @@
 //! `dnssec status`: the signed zones' keys and signatures, from the zones
 //! and the plan served now.
 
+use std::path::Path;
+
+use tracing::warn;
+
 use super::Operator;
 use crate::api::{DnssecKeyStatus, DnssecStatusResponse, DnssecZoneStatus};
 
 impl Operator {
+    /// Keeps the DNSSEC key history in `state_dir`, recorded now and on
+    /// every reload.
+    pub fn with_key_history(mut self, state_dir: &Path) -> Operator {
+        self.key_history = Some(state_dir.to_path_buf());
+        self.record_keys();
+        self
+    }
+
+    /// Records the current zones' keys in the history, if kept.
+    pub(super) fn record_keys(&self) {
+        let Some(dir) = &self.key_history else {
+            return;
+        };
+        let zones = self.zones();
+        if zones.iter().all(|z| z.dnssec.is_none())
+            && !dir.join(crate::dnssec::HISTORY_FILE).exists()
+        {
+            return;
+        }
+        let mut h = crate::dnssec::KeyHistory::read(dir);
+        h.record(&zones, self.clock.now_secs());
+        if let Err(error) = h.write(dir) {
+            warn!(%error, dir = %dir.display(), "cannot write the DNSSEC key history");
+        }
+    }
+
     /// The signed zones this host serves, with their keys and signatures.
     pub fn dnssec_status(&self) -> DnssecStatusResponse {
         let zones = self.zones();
