@@ -119,7 +119,7 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
     }
     // DNSSEC rollover steps that come too soon after the recorded ones.
     let now = crate::clock::unix_ms() / 1000;
-    for w in crate::dnssec::KeyHistory::read(&config.state_dir).warnings(&zones, now) {
+    for w in crate::state::dnssec_keys::KeyHistory::read(&config.state_dir).warnings(&zones, now) {
         eprintln!("warning: {w}");
     }
     // Persisted state must still fit the zones (phases, pools, endpoints).

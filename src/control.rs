@@ -47,8 +47,8 @@ use crate::operator::Operator;
 use crate::sync::lock;
 
 mod token;
+pub use token::load_or_create_token;
 use token::same;
-pub use token::{effective_uid, load_or_create_token};
 
 /// Errors the HTTP layer itself answers with.
 #[derive(Debug, thiserror::Error)]

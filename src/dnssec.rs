@@ -13,9 +13,6 @@
 //! is online. Keys listed in `publish` are in the DNSKEY set but do not
 //! sign (RFC 7583 pre-publication and retirement).
 
-mod history;
-pub use history::{HISTORY_FILE, KeyEvents, KeyHistory};
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -198,7 +195,7 @@ fn check_key_file(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    if let Some(me) = crate::control::effective_uid()
+    if let Some(me) = crate::config::source::effective_uid()
         && meta.uid() != me
     {
         return Err(format!(

@@ -15,13 +15,17 @@
 //! api          the operator protocol: requests, responses, typed errors
 //! metrics      Prometheus rendering from zones, state, health and stats
 //! dns/         the data path: sockets, UDP fast path, TCP, hickory handler
-//! answer/      the answer plan = f(zones, state, health), pure; the lookup
+//! answer/      the answer plan = f(zones, state, health), pure; the lookup;
+//!              DO=1 answers of signed zones (secure.rs)
 //! stats        query, pool and endpoint counters; the one-minute window
 //! health       checker tasks, rise/fall, the health table
-//! state/       State, typed events, the StateStore trait, the state file;
+//! state/       State, typed events, the StateStore trait, the state file,
+//!              the DNSSEC key history;
 //!              the shared store on etcd (issue 11)
 //! zone/        zone files: raw specs, building, static records, checks;
 //!              the digest of loaded zones (issue 16)
+//! dnssec       keys, signing with a cache by RRset content (issue 20);
+//!              read by zone/ when a zone is loaded
 //! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
 //! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
 //! clock, sync, error   the one clock, the one lock helper, error text

@@ -24,11 +24,11 @@ impl Operator {
         };
         let zones = self.zones();
         if zones.iter().all(|z| z.dnssec.is_none())
-            && !dir.join(crate::dnssec::HISTORY_FILE).exists()
+            && !dir.join(crate::state::dnssec_keys::HISTORY_FILE).exists()
         {
             return;
         }
-        let mut h = crate::dnssec::KeyHistory::read(dir);
+        let mut h = crate::state::dnssec_keys::KeyHistory::read(dir);
         h.record(&zones, self.clock.now_secs());
         if let Err(error) = h.write(dir) {
             warn!(%error, dir = %dir.display(), "cannot write the DNSSEC key history");

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::SIGNATURE_LIFETIME;
+use crate::dnssec::SIGNATURE_LIFETIME;
 use crate::zone::Zone;
 
 /// The history file's name in the state directory.
