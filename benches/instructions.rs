@@ -8,6 +8,10 @@
 //!
 //!     cargo bench --bench instructions -- fast 100000
 //!     cargo bench --bench instructions -- hickory 100000
+//!
+//! `signed-do0` and `signed-do1` run the fast path on the same zone signed
+//! (a new key in a scratch directory), every query with EDNS, DO=0 or DO=1:
+//! what a signed answer costs against an unsigned one (issue 20).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -32,8 +36,24 @@ fn main() {
     let mode = args.first().map_or("fast", String::as_str);
     let n: usize = args.get(1).map_or(10_000, |s| s.parse().unwrap());
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers");
-    let zone =
-        dnsshift::zone::load_file(&std::path::Path::new(dir).join("shift.test.toml")).unwrap();
+    let zone_file = std::path::Path::new(dir).join("shift.test.toml");
+    let scratch = tempfile::tempdir().unwrap();
+    let signed = mode.starts_with("signed-");
+    let zone = if signed {
+        dnsshift::dnssec::keygen(
+            &scratch.path().join("k.pem"),
+            hickory_proto::dnssec::Algorithm::ECDSAP256SHA256,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&zone_file).unwrap();
+        dnsshift::zone::parse(&dnsshift::config::source::Source {
+            path: scratch.path().join("z.toml"),
+            text: format!("{text}\n[zone.dnssec]\nkeys = [\"k.pem\"]\n"),
+        })
+        .unwrap()
+    } else {
+        dnsshift::zone::load_file(&zone_file).unwrap()
+    };
     let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
         &[zone],
         &ConfigOnly,
@@ -50,12 +70,18 @@ fn main() {
                 Name::from_ascii(format!("{name}.")).unwrap(),
                 RecordType::A,
             ));
+            if signed {
+                let mut e = hickory_proto::op::Edns::new();
+                e.set_max_payload(1232);
+                e.set_dnssec_ok(mode == "signed-do1");
+                m.set_edns(e);
+            }
             m.to_vec().unwrap()
         })
         .collect();
     let mut bytes = 0usize;
     match mode {
-        "fast" => {
+        "fast" | "signed-do0" | "signed-do1" => {
             let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
             for i in 0..n {
                 let q = &queries[i % queries.len()];
@@ -80,7 +106,7 @@ fn main() {
                 bytes += out.map_or(0, |o| o.len());
             }
         }
-        other => panic!("mode {other:?}: want fast or hickory"),
+        other => panic!("mode {other:?}: want fast, hickory, signed-do0 or signed-do1"),
     }
     println!("{mode}: {n} queries, {bytes} response bytes");
 }

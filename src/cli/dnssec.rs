@@ -26,15 +26,17 @@ pub(super) fn keygen(out: &Path, algorithm: &str) -> Result<(), Failure> {
 pub(super) fn ds(config: Option<&Path>, origin: &str) -> Result<(), Failure> {
     let config = Config::discover(config).map_err(report)?;
     let want = Name::from_ascii(origin)
-        .map(|n| n.to_lowercase())
         .map_err(|e| Failure::Usage(format!("invalid origin {origin:?}: {e}")))?;
+    let key = |n: &Name| {
+        n.to_lowercase()
+            .to_string()
+            .trim_end_matches('.')
+            .to_string()
+    };
     let zones = crate::zone::load_dir(&config.zones_dir).map_err(report)?;
     let zone = zones
         .iter()
-        .find(|z| {
-            z.origin.to_lowercase() == want
-                || z.origin.to_lowercase().to_string() == format!("{want}.")
-        })
+        .find(|z| key(&z.origin) == key(&want))
         .ok_or_else(|| {
             Failure::Usage(format!(
                 "no zone {origin} in {}",
