@@ -159,8 +159,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Runs [`serve`] on a runtime of its own, on a thread of its own, so that
 /// control traffic (a storm of scrapes included) never occupies the
 /// workers that answer DNS. Operator commands still run on the daemon's
-/// blocking pool (the runtime this is called from), where health checks
-/// they restart belong. The receiver reports when the server has stopped.
+/// blocking pool (the runtime this is called from). The receiver reports
+/// when the server has stopped.
 pub fn spawn(
     listener: tokio::net::TcpListener,
     op: Arc<Operator>,
@@ -172,15 +172,13 @@ pub fn spawn(
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let daemon = tokio::runtime::Handle::current();
     let listener = listener.into_std()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_start(yield_cpu_to_dns)
-        .build()?;
+    let runtime = crate::background::runtime("control")?;
     let (done, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            yield_cpu_to_dns();
+            // Control work, `/metrics` rendering above all, waits for DNS.
+            crate::background::lower_priority();
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 serve(listener, op, datapath, token, limits, ui, daemon, shutdown).await
@@ -188,26 +186,6 @@ pub fn spawn(
             let _ = done.send(result);
         })?;
     Ok(stopped)
-}
-
-/// Priority of the control threads: niceness 10 (the crate maps 0..=99 onto
-/// niceness 19..=-20). Under contention the scheduler then gives a DNS
-/// worker (niceness 0) about ten times their share of a core, while status
-/// and scrapes still progress on a saturated machine.
-const CONTROL_THREAD_PRIORITY: u8 = 22;
-
-/// Lowers the calling thread's CPU priority (Linux applies it per thread),
-/// so that control work, `/metrics` rendering above all, waits for DNS.
-fn yield_cpu_to_dns() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    let result = ThreadPriorityValue::try_from(CONTROL_THREAD_PRIORITY)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| e.to_string())
-        });
-    if let Err(error) = result {
-        warn!(%error, "cannot lower the control thread's CPU priority");
-    }
 }
 
 /// Serves the control API on `listener` until `shutdown`; daemon

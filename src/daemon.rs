@@ -149,7 +149,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         health_table.clone(),
         health_changed.clone(),
         shutdown.clone(),
-    );
+    )
+    .map_err(|e| StartError::Other(format!("cannot start the health-check thread: {e}")))?;
     let store_changes = store.changes();
     let elector = shared.as_ref().zip(config.cluster.as_ref()).map(|(s, c)| {
         Arc::new(crate::state::elect::Elector::new(

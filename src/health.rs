@@ -5,7 +5,9 @@
 //! change of verdict asks for a plan rebuild, so a thousand endpoints probed
 //! every second cost a thousand table updates, not a thousand rebuilds. The
 //! checker never touches the DNS path: answers read the plan built from the
-//! table.
+//! table, and the tasks run on a runtime of their own, on a `health` thread
+//! of lower CPU priority ([`crate::background`]), so that a thousand
+//! connects a second never delay a DNS worker's wake-up.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -210,11 +212,12 @@ pub fn targets(zones: &[Zone]) -> Vec<(EndpointKey, Check)> {
     out
 }
 
-/// Starts one probing task per checked endpoint; they stop when `stop` is
-/// cancelled. A verdict change is logged and `changed` notified. Returns a
-/// future that resolves once every endpoint has its first result (or its
-/// first probe timed out).
+/// Starts one probing task per checked endpoint on `runtime`; they stop
+/// when `stop` is cancelled. A verdict change is logged and `changed`
+/// notified. Returns a future (for any runtime) that resolves once every
+/// endpoint has its first result (or its first probe timed out).
 pub fn start(
+    runtime: &tokio::runtime::Handle,
     checker: Arc<Checker>,
     table: Arc<Table>,
     zones: &[Zone],
@@ -241,7 +244,7 @@ pub fn start(
         let changed = changed.clone();
         let stop = stop.clone();
         let done = done_tx.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             // A small random delay spreads the first round too. Probes
             // start an interval apart (jittered) whatever they take: a
             // probe that hangs until its timeout does not stretch the
@@ -288,32 +291,55 @@ pub fn start(
     }
 }
 
+/// How long the `health` thread waits for a blocking task (a host name's
+/// lookup) when it stops.
+const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// The running generation of health-check tasks, replaced whole when the
-/// zones change (reload).
+/// zones change (reload), and the runtime they run on.
 pub struct Checks {
     checker: Arc<Checker>,
     table: Arc<Table>,
     changed: Arc<Notify>,
     current: Mutex<CancellationToken>,
     shutdown: CancellationToken,
+    /// The checks' own runtime, driven by the `health` thread.
+    runtime: tokio::runtime::Handle,
+    /// Cancelled at shutdown or when this is dropped: ends the `health`
+    /// thread and with it every probe still in flight.
+    alive: CancellationToken,
 }
 
 impl Checks {
     /// No checks yet; tasks record into `table`, notify `changed` when a
-    /// verdict flips, and stop at `shutdown`.
+    /// verdict flips, and stop at `shutdown`. Starts the `health` thread,
+    /// at background priority, with the runtime the tasks will run on.
     pub fn new(
         checker: Arc<Checker>,
         table: Arc<Table>,
         changed: Arc<Notify>,
         shutdown: CancellationToken,
-    ) -> Checks {
-        Checks {
+    ) -> std::io::Result<Checks> {
+        let runtime = crate::background::runtime("health")?;
+        let handle = runtime.handle().clone();
+        let alive = shutdown.child_token();
+        let until = alive.clone();
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || {
+                crate::background::lower_priority();
+                runtime.block_on(until.cancelled());
+                runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+            })?;
+        Ok(Checks {
             checker,
             table,
             changed,
             current: Mutex::new(shutdown.child_token()),
             shutdown,
-        }
+            runtime: handle,
+            alive,
+        })
     }
 
     /// Stops the previous generation and checks the endpoints of `zones`
@@ -326,12 +352,19 @@ impl Checks {
             current.clone()
         };
         start(
+            &self.runtime,
             self.checker.clone(),
             self.table.clone(),
             zones,
             self.changed.clone(),
             token,
         )
+    }
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        self.alive.cancel();
     }
 }
 

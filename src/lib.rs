@@ -35,6 +35,7 @@
 //! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
 //! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
 //! clock, sync, error   the one clock, the one lock helper, error text
+//! background   runtimes on threads of lower CPU priority (control, health)
 //! ```
 //!
 //! # Data flow
@@ -60,6 +61,7 @@
 pub mod analysis;
 pub mod answer;
 pub mod api;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

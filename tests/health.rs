@@ -793,3 +793,87 @@ fn check_reports_bad_health_keys_with_file_and_line() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------ priority
+
+/// (name, niceness) of every thread of process `pid`, from
+/// `/proc/<pid>/task/*/{comm,stat}`.
+fn threads(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // After "pid (comm) ", fields run from 3 (state); nice is field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = rest
+            .split_whitespace()
+            .nth(19 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.push((comm.trim().to_string(), nice));
+    }
+    out
+}
+
+#[test]
+fn checks_run_on_their_own_thread_below_the_dns_workers_priority() {
+    let b = 11;
+    let (port, be) = backends(b, &[1, 2], None);
+    let server = Setup::new(
+        &[(
+            "shift.test.toml",
+            &zone_of([www(port, "150ms", "100ms")
+                .pool("old", &[ip(b, 1)])
+                .pool("new", &[ip(b, 2)])
+                .phase("all", OLD_ONLY)]),
+        )],
+        "udp_workers = 2\n",
+    )
+    .start();
+    // The checks are running (the first round was before ready; one more).
+    wait_checks(&server, &be[0], 1, Duration::from_millis(150));
+    let threads = threads(server.pid());
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name || n.starts_with(&format!("{name}-")))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let shown = format!("{threads:?}");
+    // The process's niceness: 0 as systemd starts it, more under `nice`.
+    let base = nice_of("dnsshift");
+    assert_eq!(base.len(), 1, "{shown}");
+    let (base, lower) = (base[0], (base[0] + 10).min(19));
+    assert!(lower > base, "run the test below niceness 19: {shown}");
+    // The checks' thread (and any blocking thread of its runtime) and the
+    // control server's yield to DNS ...
+    let health = nice_of("health");
+    assert!(
+        !health.is_empty() && health.iter().all(|n| *n == lower),
+        "{shown}"
+    );
+    let control = nice_of("control");
+    assert!(
+        !control.is_empty() && control.iter().all(|n| *n == lower),
+        "{shown}"
+    );
+    // ... which keeps the process's niceness: the fast-path workers and
+    // the runtime that answers TCP and the fallback.
+    assert_eq!(nice_of("dns-udp"), [base, base], "{shown}");
+    // (Its blocking threads inherit the niceness of whoever first needs
+    // them, the control thread included; its workers, one per CPU, start
+    // with the process.)
+    let workers = threads
+        .iter()
+        .filter(|(n, nice)| n == "tokio-rt-worker" && *nice == base)
+        .count();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(workers >= cpus, "{cpus} CPUs: {shown}");
+}

@@ -143,7 +143,8 @@ fn unbuilt(dir: &std::path::Path, store: Box<dyn StateStore>, clock: Arc<Manual>
         table.clone(),
         Arc::default(),
         CancellationToken::new(),
-    );
+    )
+    .unwrap();
     Operator::new(zones, None, loaded, store, checks, table, clock)
 }
 
