@@ -519,7 +519,7 @@ impl Operator {
                 actor: actor.clone(),
             };
             new.record(event.clone());
-            let epoch = match self.store.commit_fenced(epoch, &new, fence) {
+            let epoch = match self.store.commit_fenced(epoch, &new, &event, fence) {
                 Ok(epoch) => epoch,
                 Err(CommitError::Conflict { expected, found }) if retries < MAX_RETRIES => {
                     retries += 1;

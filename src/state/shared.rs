@@ -18,15 +18,18 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::cluster::{Cluster, Commit, HostView, report};
+use super::cluster::{Cluster, Commit, HISTORY_KEPT, HostView, report};
 use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
+use super::journal::{Query, TAIL};
 use super::store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
-use super::{Event, State};
+use super::{Event, STATE_VERSION, STATE_VERSION_1, State};
 use crate::sync::lock;
 
 /// Pause between full reads while etcd is unreachable (short: a host
 /// follows within a second once etcd is back).
 const RETRY: Duration = Duration::from_millis(250);
+/// How often each host looks for shared history to compact.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// The shared state on etcd, with a local copy.
 pub struct EtcdStore {
@@ -89,7 +92,8 @@ impl EtcdStore {
         StateError::Etcd(etcd_failure(self.cluster.etcd().endpoints(), e))
     }
 
-    /// Reads the state, its history and every host from etcd.
+    /// Reads the state and every host from etcd (not the history: it is
+    /// read only when asked for, [`StateStore::history`]).
     pub async fn read(&self) -> Result<(Loaded, Vec<HostView>, i64), EtcdError> {
         let loaded = self.cluster.load().await?;
         self.merge_zones(&loaded.zones);
@@ -104,15 +108,7 @@ impl EtcdStore {
             ),
             None => (0, State::new()),
         };
-        state.history = self
-            .cluster
-            .history()
-            .await?
-            .into_iter()
-            // Read after the state: a later change's entry is not ours yet.
-            .filter(|r| r.epoch <= epoch)
-            .flat_map(|r| history_entry(&r.entry))
-            .collect();
+        state.legacy_history.clear();
         state.epoch = None;
         Ok((Loaded { state, epoch }, loaded.hosts, loaded.revision))
     }
@@ -149,6 +145,77 @@ impl EtcdStore {
             .collect();
     }
 
+    /// A shared state written before format 2 has no per-service last
+    /// change: takes it from the history kept, once, and commits the state
+    /// as format 2 (without a history entry: nothing changed). Another host
+    /// doing the same, or a command meanwhile, wins; nothing is lost.
+    async fn migrate(&self, epoch: i64, bytes: &[u8]) {
+        let Ok(mut state) = serde_json::from_slice::<State>(bytes) else {
+            return;
+        };
+        if state.version != STATE_VERSION_1 {
+            return;
+        }
+        let history = match self.cluster.history(Some(HISTORY_KEPT)).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %self.failure(&e), "cannot read the shared history to migrate the shared state; retried at the next start");
+                return;
+            }
+        };
+        state.legacy_history = history
+            .iter()
+            .filter(|r| r.epoch <= epoch)
+            .flat_map(|r| history_entry(&r.entry))
+            .collect();
+        state.migrate();
+        state.epoch = None;
+        match self
+            .put_state(epoch, serde_json::to_vec(&state).unwrap_or_default())
+            .await
+        {
+            Ok(CasOutcome::Committed { revision }) => info!(
+                epoch = revision,
+                "migrated the shared state to format {STATE_VERSION}: each service's last change is kept in it; the history stays in its per-epoch keys"
+            ),
+            Ok(CasOutcome::Conflict { .. }) => {}
+            Err(e) => {
+                warn!(error = %self.failure(&e), "cannot migrate the shared state; retried at the next start")
+            }
+        }
+    }
+
+    /// Deletes the oldest shared history entries beyond the last
+    /// [`HISTORY_KEPT`], saying in the log what went; every host does it
+    /// every [`COMPACT_EVERY`] (harmless if two do it at once).
+    pub async fn compact(&self, shutdown: CancellationToken) {
+        loop {
+            match self.cluster.compact_history(HISTORY_KEPT).await {
+                Ok(Some(c)) => {
+                    let date = |at: Option<u64>| {
+                        at.map_or_else(String::new, |s| crate::clock::format_ms(s * 1000))
+                    };
+                    info!(
+                        deleted = c.deleted,
+                        from_epoch = c.from_epoch,
+                        kept_from_epoch = c.kept_from_epoch,
+                        oldest = %date(c.from_at),
+                        kept = HISTORY_KEPT,
+                        "compacted the shared history: deleted its entries before kept_from_epoch from etcd"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %self.failure(&e), "cannot compact the shared history; retrying later");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(COMPACT_EVERY) => {}
+            }
+        }
+    }
+
     /// Follows etcd until `shutdown`: a full read (retried while etcd is
     /// unreachable), then a watch from the revision after it; a change to
     /// the state fires [`StateStore::changes`], host records update the
@@ -165,8 +232,9 @@ impl EtcdStore {
                     Ok(l) => {
                         self.reachable(&mut down);
                         self.set_hosts(l.hosts, l.revision);
-                        if l.state.is_none() {
-                            self.create().await;
+                        match &l.state {
+                            None => self.create().await,
+                            Some((epoch, bytes)) => self.migrate(*epoch, bytes).await,
                         }
                         // Always re-read the state: changes may have been
                         // missed, or the local copy is being served.
@@ -243,23 +311,27 @@ impl EtcdStore {
     /// the watch brings it to the others.
     async fn create(&self) {
         let value = shared_value(&State::new(), crate::clock::unix_ms() / 1000);
-        let put = [Put {
-            key: self.cluster.layout().state(),
-            value,
-            lease: None,
-        }];
-        match self
-            .cluster
-            .etcd()
-            .compare_and_swap(&self.cluster.layout().state(), 0, &put)
-            .await
-        {
+        match self.put_state(0, value).await {
             Ok(CasOutcome::Committed { revision }) => {
                 info!(epoch = revision, "created the shared state");
             }
             Ok(CasOutcome::Conflict { .. }) => {}
             Err(e) => warn!(error = %self.failure(&e), "cannot create the shared state"),
         }
+    }
+
+    /// Writes the state value if the state is still at `epoch` (0: there
+    /// is none), without a history entry.
+    async fn put_state(&self, epoch: i64, value: Vec<u8>) -> Result<CasOutcome, EtcdError> {
+        let put = [Put {
+            key: self.cluster.layout().state(),
+            value,
+            lease: None,
+        }];
+        self.cluster
+            .etcd()
+            .compare_and_swap(&self.cluster.layout().state(), epoch, &put)
+            .await
     }
 
     /// Applies watched changes to the view; a state change fires `changes`.
@@ -341,11 +413,11 @@ pub fn history_entry(bytes: &[u8]) -> Vec<Event> {
     }
 }
 
-/// The shared value of `state`: without history (a key per change) and
-/// without the local copy's epoch; `serial_base` set on first creation.
+/// The shared value of `state`: without the local copy's epoch;
+/// `serial_base` set on first creation. (History is a key per change.)
 pub fn shared_value(state: &State, now_secs: u64) -> Vec<u8> {
     let mut shared = state.clone();
-    shared.history.clear();
+    shared.legacy_history.clear();
     shared.epoch = None;
     shared.serial_base.get_or_insert(now_secs);
     serde_json::to_vec(&shared).unwrap_or_default()
@@ -383,6 +455,10 @@ impl StateStore for EtcdStore {
                     return Err(err);
                 }
                 let mut state = self.local.read()?;
+                if state.version == STATE_VERSION_1 {
+                    // A copy written before format 2: its history is in etcd.
+                    state.migrate();
+                }
                 let epoch = state.epoch.take().unwrap_or(0);
                 warn!(
                     error = %err,
@@ -396,22 +472,19 @@ impl StateStore for EtcdStore {
         }
     }
 
-    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
-        self.commit_fenced(expected, next, None)
+    fn commit(&self, expected: Epoch, next: &State, event: &Event) -> Result<Epoch, CommitError> {
+        self.commit_fenced(expected, next, event, None)
     }
 
     fn commit_fenced(
         &self,
         expected: Epoch,
         next: &State,
+        event: &Event,
         fence: Option<&(String, i64)>,
     ) -> Result<Epoch, CommitError> {
         let value = shared_value(next, crate::clock::unix_ms() / 1000);
-        let entry = next
-            .history
-            .last()
-            .and_then(|e| serde_json::to_vec(e).ok())
-            .unwrap_or_default();
+        let entry = serde_json::to_vec(event).unwrap_or_default();
         let outcome = self
             .handle
             .block_on(self.cluster.commit_fenced(
@@ -439,6 +512,26 @@ impl StateStore for EtcdStore {
 
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         self.changed.subscribe()
+    }
+
+    fn history(&self, query: &Query) -> Result<Vec<Event>, StateError> {
+        // Without a service, the last TAIL keys hold at least TAIL events;
+        // with one, every kept key is read (at most HISTORY_KEPT and the
+        // slack before a compaction) and filtered.
+        let limit = (!query.all && query.service.is_none()).then_some(TAIL);
+        let records = self
+            .handle
+            .block_on(self.cluster.history(limit))
+            .map_err(|e| self.failure(&e))?;
+        let mut events: Vec<Event> = records
+            .iter()
+            .flat_map(|r| history_entry(&r.entry))
+            .filter(|e| query.service.as_ref().is_none_or(|s| e.service == *s))
+            .collect();
+        if !query.all && events.len() > TAIL {
+            events.drain(..events.len() - TAIL);
+        }
+        Ok(events)
     }
 
     fn hosts(&self) -> Vec<HostView> {
@@ -501,10 +594,10 @@ mod tests {
     #[test]
     fn the_shared_value_has_no_history_nor_epoch_and_keeps_its_serial_base() {
         let mut s = State::new();
-        s.record(event("a"));
+        s.legacy_history.push(event("a"));
         s.epoch = Some(9);
         let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
-        assert!(v.history.is_empty() && v.epoch.is_none());
+        assert!(v.legacy_history.is_empty() && v.epoch.is_none());
         assert_eq!(v.serial_base, Some(100));
         s.serial_base = Some(50);
         let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
