@@ -583,7 +583,7 @@ impl Operator {
         Ok(())
     }
 
-    /// Waits until every live host reports `epoch` (or later), at most
+    /// Waits until every other live host reports `epoch` (or later), at most
     /// [`HOSTS_WAIT`]; then says which hosts lag behind.
     fn await_hosts(&self, epoch: Epoch) -> Option<String> {
         let deadline = std::time::Instant::now() + HOSTS_WAIT;
@@ -592,7 +592,8 @@ impl Operator {
                 .store
                 .hosts()
                 .into_iter()
-                .filter(|h| h.live && h.report.applied_epoch < epoch)
+                // This host serves it already: its plan is rebuilt.
+                .filter(|h| h.live && h.report.node != self.node && h.report.applied_epoch < epoch)
                 .map(|h| format!("{} (epoch {})", h.report.node, h.report.applied_epoch))
                 .collect();
             if lagging.is_empty() {

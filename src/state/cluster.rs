@@ -613,9 +613,12 @@ impl Cluster {
         Ok(revision)
     }
 
-    /// Watches everything under the prefix from `revision` (inclusive).
+    /// Watches the state, hosts and zones from `revision` (inclusive).
+    /// The history keys and evaluators' keys (which sort before it) are
+    /// not watched: hosts read history only when asked for it.
     pub fn watch(&self, revision: i64) -> Watch {
-        self.etcd.watch(&self.layout.root(), revision)
+        self.etcd
+            .watch_from(&self.layout.root(), &self.layout.after_history(), revision)
     }
 }
 

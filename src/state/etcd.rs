@@ -608,9 +608,17 @@ impl Etcd {
     /// Watches every key under `prefix` from `start_revision` on (inclusive).
     /// Nothing is sent until the first [`Watch::next`].
     pub fn watch(&self, prefix: &str, start_revision: i64) -> Watch {
+        self.watch_from(prefix, prefix, start_revision)
+    }
+
+    /// Watches the keys under `prefix` from `from` on (by key), from
+    /// `start_revision` on (inclusive).
+    pub fn watch_from(&self, prefix: &str, from: &str, start_revision: i64) -> Watch {
+        let mut request = prefix_range(prefix);
+        request["key"] = json!(b64(from));
         Watch {
             etcd: self.clone(),
-            request: prefix_range(prefix),
+            request,
             next_revision: start_revision,
             stream: None,
             failures: 0,

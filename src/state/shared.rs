@@ -1,7 +1,8 @@
 //! The shared [`StateStore`] on etcd (`[cluster]`): load and commit go to
 //! etcd through [`Cluster`]; every applied state is also written to the
-//! local copy (`<state_dir>/state.json`), which a host serves when it starts
-//! while etcd is unreachable. [`EtcdStore::follow`] watches etcd and tells
+//! local copy (`<state_dir>/state.json`; a command's on a blocking thread,
+//! not waited for), which a host serves when it starts while etcd is
+//! unreachable. History is read only when asked for, never at a change. [`EtcdStore::follow`] watches etcd and tells
 //! of changes made by other hosts ([`StateStore::changes`]) and keeps the
 //! view of every host for `status`.
 //!
@@ -11,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -35,9 +36,34 @@ pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
 pub struct EtcdStore {
     cluster: Cluster,
     handle: Handle,
-    local: FileStore,
+    local: Arc<Copy>,
     changed: tokio::sync::watch::Sender<Epoch>,
     view: Mutex<View>,
+}
+
+/// The local copy of the shared state (`<state_dir>/state.json`).
+struct Copy {
+    file: FileStore,
+    /// The newest state applied by a command, to write.
+    pending: Mutex<Option<(State, Epoch)>>,
+    /// The epoch written last; held while writing.
+    written: Mutex<Epoch>,
+}
+
+impl Copy {
+    /// Writes `state` at `epoch` unless a later one was written.
+    fn write(&self, mut state: State, epoch: Epoch) {
+        let mut written = lock(&self.written);
+        if epoch < *written {
+            return;
+        }
+        state.epoch = Some(epoch);
+        if let Err(e) = self.file.save(&state) {
+            warn!(error = %e, "cannot write the local copy of the shared state");
+            return;
+        }
+        *written = epoch;
+    }
 }
 
 /// What this host knows of the cluster.
@@ -77,7 +103,11 @@ impl EtcdStore {
         EtcdStore {
             cluster,
             handle,
-            local: FileStore::new(state_dir),
+            local: Arc::new(Copy {
+                file: FileStore::new(state_dir),
+                pending: Mutex::new(None),
+                written: Mutex::new(0),
+            }),
             changed: tokio::sync::watch::Sender::new(0),
             view: Mutex::new(View::default()),
         }
@@ -116,11 +146,21 @@ impl EtcdStore {
     /// Writes the local copy of an applied state; a failure is logged (the
     /// shared state is the truth, the copy only serves a restart without etcd).
     fn write_copy(&self, state: &State, epoch: Epoch) {
-        let mut copy = state.clone();
-        copy.epoch = Some(epoch);
-        if let Err(e) = self.local.save(&copy) {
-            warn!(error = %e, "cannot write the local copy of the shared state");
-        }
+        self.local.write(state.clone(), epoch);
+    }
+
+    /// [`EtcdStore::write_copy`] on a blocking thread: a command does not
+    /// wait for the copy's fsyncs. The newest pending copy is written; an
+    /// older one never replaces a newer.
+    fn write_copy_later(&self, state: State, epoch: Epoch) {
+        *lock(&self.local.pending) = Some((state, epoch));
+        let copy = self.local.clone();
+        self.handle.spawn_blocking(move || {
+            let next = lock(&copy.pending).take();
+            if let Some((state, epoch)) = next {
+                copy.write(state, epoch);
+            }
+        });
     }
 
     /// Takes in zone generations read from etcd; a generation only rises,
@@ -454,7 +494,7 @@ impl StateStore for EtcdStore {
                 if lock(&self.view).loaded_once {
                     return Err(err);
                 }
-                let mut state = self.local.read()?;
+                let mut state = self.local.file.read()?;
                 if state.version == STATE_VERSION_1 {
                     // A copy written before format 2: its history is in etcd.
                     state.migrate();
@@ -462,7 +502,7 @@ impl StateStore for EtcdStore {
                 let epoch = state.epoch.take().unwrap_or(0);
                 warn!(
                     error = %err,
-                    path = %self.local.path().display(),
+                    path = %self.local.file.path().display(),
                     epoch,
                     "etcd is unreachable: serving the local copy of the last applied state"
                 );
@@ -500,7 +540,7 @@ impl StateStore for EtcdStore {
                 applied.serial_base = serde_json::from_slice::<State>(&value)
                     .ok()
                     .and_then(|s| s.serial_base);
-                self.write_copy(&applied, epoch);
+                self.write_copy_later(applied, epoch);
                 Ok(epoch)
             }
             Commit::Conflict { epoch } => Err(CommitError::Conflict {
