@@ -73,7 +73,7 @@ fn event(i: usize) -> String {
     serde_json::json!({
         "at": 1_600_000_000 + i as u64,
         "service": format!("s{:03}.shift.test.", i % MANY),
-        "action": if i % 2 == 0 { "disable" } else { "enable" },
+        "action": if i.is_multiple_of(2) { "disable" } else { "enable" },
         "to": "old/192.0.2.10",
         "reason": format!("maintenance window {i} of the load balancers"),
         "forced": false,
@@ -113,7 +113,7 @@ fn time_commands(server: &Server, token: &str) -> (Duration, Duration) {
     let mut took = Vec::new();
     for i in 0..COMMANDS {
         let svc = format!("s{:03}", (i / 2) % SERVICES);
-        let action = if i % 2 == 0 { "disable" } else { "enable" };
+        let action = if i.is_multiple_of(2) { "disable" } else { "enable" };
         let (code, t, text) = post(
             control,
             token,
