@@ -113,7 +113,11 @@ fn time_commands(server: &Server, token: &str) -> (Duration, Duration) {
     let mut took = Vec::new();
     for i in 0..COMMANDS {
         let svc = format!("s{:03}", (i / 2) % SERVICES);
-        let action = if i.is_multiple_of(2) { "disable" } else { "enable" };
+        let action = if i.is_multiple_of(2) {
+            "disable"
+        } else {
+            "enable"
+        };
         let (code, t, text) = post(
             control,
             token,
