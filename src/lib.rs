@@ -20,7 +20,8 @@
 //! answer/      the answer plan = f(zones, state, health), pure; the lookup
 //! stats        query, pool and endpoint counters; the one-minute window
 //! health       checker tasks, rise/fall, the health table
-//! state/       State, typed events, the StateStore trait, the state file;
+//! state/       State, typed events, the StateStore trait, the state file
+//!              and its append-only history log (issue 21);
 //!              the shared store on etcd (issue 11); the election of
 //!              automation's evaluators (issue 17)
 //! zone/        zone files: raw specs, building, static records, checks;

@@ -52,6 +52,10 @@
 //! can succeed from a given epoch, so names never collide, and zero-padding
 //! makes key order the commit order. The key's `create_revision` is the epoch
 //! the change produced. History is therefore shared and totally ordered.
+//! Hosts neither load nor watch it ([`Layout::after_history`]): it is read
+//! when `history` asks ([`Cluster::history`]). The last [`HISTORY_KEPT`]
+//! entries are kept; every host deletes older ones once there are
+//! [`COMPACT_SLACK`] more, with a log line ([`Cluster::compact_history`]).
 //!
 //! **Hosts.** Each host holds a lease (a TTL of a few seconds, kept alive at a
 //! third of it) and publishes, every second or on change, its
@@ -65,7 +69,8 @@
 //! having answered every pool it served at `published + lease TTL` with its
 //! longest TTL ([`drained_at`]).
 //!
-//! **Watching.** Every host watches the whole prefix from the revision after
+//! **Watching.** Every host watches the prefix after `history/` (not the
+//! history, nor the evaluators' keys that sort before it) from the revision after
 //! its last read. A change to `state` is applied; `live/` changes feed
 //! `status`. When the watch reports that the revisions it needed have been
 //! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
