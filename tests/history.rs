@@ -356,3 +356,79 @@ fn a_command_costs_the_same_at_100k_events_on_etcd() {
         .unwrap();
     assert_eq!(s["last_change"]["reason"], "timed", "{s}");
 }
+
+/// An etcd prefix written before format 2 (its state without per-service
+/// last changes, its history in per-epoch keys) keeps working: the first
+/// host migrates the state once, taking each service's last change from
+/// the history; a restart migrates nothing; the history reads as before.
+#[test]
+fn an_etcd_prefix_of_format_1_is_migrated_once() {
+    let _serial = serial();
+    let etcd = EtcdCluster::start(1);
+    let advance = serde_json::json!({
+        "at": 1_600_000_000u64, "service": "s000.shift.test.", "action": "advance",
+        "from": "separate-domain", "to": "cutover", "reason": "old", "forced": false,
+    });
+    let state = serde_json::json!({
+        "version": 1,
+        "services": {"s000.shift.test.": {"phase": "cutover", "since": 1_600_000_000u64}},
+        "serial_base": 1_600_000_000u64,
+    });
+    etcd_client(&etcd, |client| async move {
+        for (key, value) in [
+            (
+                "/dnsshift/history/00000000000000000001",
+                advance.to_string(),
+            ),
+            ("/dnsshift/state", state.to_string()),
+        ] {
+            let put = Put {
+                key: key.into(),
+                value: value.into_bytes(),
+                lease: None,
+            };
+            client.put(&put).await.unwrap();
+        }
+    });
+    let setup = host_setup(
+        &[("shift.test.toml", &zone(SERVICES))],
+        "127.0.0.1",
+        "ns1",
+        "",
+        &cluster_table(&etcd, "ns1"),
+    );
+    let mut host = Host::start_in(setup.dir, "ns1", "127.0.0.1", "shift.test.");
+    let migrated = |l: &str| {
+        is_msg(
+            l,
+            "migrated the shared state to format 2: each service's last change is kept in it; the history stays in its per-epoch keys",
+        )
+    };
+    host.server()
+        .log
+        .wait_for(0, Duration::from_secs(10), migrated);
+    let last_change = |host: &Host| {
+        poll(Duration::from_secs(5), Duration::from_millis(20), || {
+            let st = host.status();
+            let s = st["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["short"] == "s000")
+                .cloned()
+                .unwrap();
+            (s["last_change"]["reason"] == "old").then_some(s)
+        })
+        .unwrap_or_else(|| panic!("no last change: {}", host.status()))
+    };
+    assert_eq!(last_change(&host)["phase"], "cutover");
+    let history = host.history("s000");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["action"], "advance");
+    host.kill9();
+    host.restart();
+    last_change(&host);
+    host.ok(&["endpoint", "disable", "s000", "192.0.2.10", "--force"]);
+    assert_eq!(host.history("s000").len(), 2);
+    assert!(!host.server().log.lines().iter().any(|l| migrated(l)));
+}
