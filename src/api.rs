@@ -372,6 +372,15 @@ pub struct EndpointStatus {
     pub last_check: Option<Probe>,
 }
 
+/// `history`'s query string: `?all=true` for every event kept rather
+/// than the most recent [`crate::state::journal::TAIL`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Every event kept (all rotated files; on etcd every kept key).
+    #[serde(default)]
+    pub all: bool,
+}
+
 /// History of one service, or of every service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryResponse {
@@ -773,6 +782,26 @@ impl ApiError for RecommissionError {
             RecommissionError::NotFound(e) => e.fault(),
             RecommissionError::Reason(_) | RecommissionError::Actor(_) => Fault::Usage,
             RecommissionError::NotSaved(e) => e.fault(),
+        }
+    }
+}
+
+/// Why `history` could not be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HistoryError {
+    /// No such service.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// The history could not be read (its file or etcd).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl ApiError for HistoryError {
+    fn fault(&self) -> Fault {
+        match self {
+            HistoryError::NotFound(e) => e.fault(),
+            HistoryError::Unreadable(_) => Fault::Internal,
         }
     }
 }

@@ -43,8 +43,8 @@ use tracing::{debug, warn};
 
 use crate::api::{
     AnalysisResponse, ApiError, AutoAction, AutoError, CheckStatus, DecommissionRequest,
-    EndpointRequest, ErrorBody, Fault, HistoryResponse, OkResponse, ReasonRequest, ReloadResponse,
-    StatusResponse, TransitionRequest, TransitionResponse,
+    EndpointRequest, ErrorBody, Fault, HistoryQuery, HistoryResponse, OkResponse, ReasonRequest,
+    ReloadResponse, StatusResponse, TransitionRequest, TransitionResponse,
 };
 use crate::config::ControlLimits;
 use crate::dns::fast::Counters;
@@ -642,12 +642,16 @@ async fn analysis(
 async fn history(
     AxState(ctx): AxState<Ctx>,
     UrlPath(service): UrlPath<String>,
+    Query(q): Query<HistoryQuery>,
 ) -> ApiResult<HistoryResponse> {
-    Ok(Json(ctx.op.history(Some(&service))?))
+    blocking(&ctx, move |op| op.history(Some(&service), q.all)).await
 }
 
-async fn history_all(AxState(ctx): AxState<Ctx>) -> ApiResult<HistoryResponse> {
-    Ok(Json(ctx.op.history(None)?))
+async fn history_all(
+    AxState(ctx): AxState<Ctx>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<HistoryResponse> {
+    blocking(&ctx, move |op| op.history(None, q.all)).await
 }
 
 async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {

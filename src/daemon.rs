@@ -416,7 +416,8 @@ fn spawn_background(
                 // The local file store never fires; a shared store does.
                 Ok(()) = store_changes.changed() => {
                     let s2 = s.clone();
-                    let _ = tokio::task::spawn_blocking(move || s2.refresh()).await;
+                    let epoch = *store_changes.borrow_and_update();
+                    let _ = tokio::task::spawn_blocking(move || s2.refresh_to(epoch)).await;
                 }
             }
         }

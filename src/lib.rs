@@ -25,9 +25,10 @@
 //! stats        query, pool and endpoint counters; the one-minute window;
 //!              the 24-hour split series for the page
 //! health       checker tasks, rise/fall, the health table
-//! state/       State, typed events, the StateStore trait, the state file,
-//!              the DNSSEC key history; the shared store on etcd (issue 11);
-//!              the election of automation's evaluators (issue 17)
+//! state/       State, typed events, the StateStore trait, the state file
+//!              and its append-only history log (issue 21), the DNSSEC key
+//!              history; the shared store on etcd (issue 11); the election
+//!              of automation's evaluators (issue 17)
 //! zone/        zone files: raw specs, building, static records, checks;
 //!              the digest of loaded zones (issue 16)
 //! dnssec       keys, signing with a cache by RRset content (issue 20);

@@ -525,7 +525,7 @@ impl Operator {
                 actor: actor.clone(),
             };
             new.record(event.clone());
-            let epoch = match self.store.commit_fenced(epoch, &new, fence) {
+            let epoch = match self.store.commit_fenced(epoch, &new, &event, fence) {
                 Ok(epoch) => epoch,
                 Err(CommitError::Conflict { expected, found }) if retries < MAX_RETRIES => {
                     retries += 1;
@@ -589,7 +589,7 @@ impl Operator {
         Ok(())
     }
 
-    /// Waits until every live host reports `epoch` (or later), at most
+    /// Waits until every other live host reports `epoch` (or later), at most
     /// [`HOSTS_WAIT`]; then says which hosts lag behind.
     fn await_hosts(&self, epoch: Epoch) -> Option<String> {
         let deadline = std::time::Instant::now() + HOSTS_WAIT;
@@ -598,7 +598,8 @@ impl Operator {
                 .store
                 .hosts()
                 .into_iter()
-                .filter(|h| h.live && h.report.applied_epoch < epoch)
+                // This host serves it already: its plan is rebuilt.
+                .filter(|h| h.live && h.report.node != self.node && h.report.applied_epoch < epoch)
                 .map(|h| format!("{} (epoch {})", h.report.node, h.report.applied_epoch))
                 .collect();
             if lagging.is_empty() {

@@ -1,5 +1,9 @@
 //! Operator state: the current phase of each service, endpoint overrides,
-//! decommissioned pools, and the history of every change ([`event`]).
+//! decommissioned pools, and each service's last change ([`event`]). The
+//! history of every change is not part of it: it is an append-only log
+//! beside it ([`journal`] for the state file, per-epoch keys on etcd), so
+//! that the state stays small and a command costs the same at any length
+//! of history.
 //!
 //! Where it is kept is behind the [`StateStore`] trait ([`store`]): the
 //! local state file ([`FileStore`]), or the shared store on etcd
@@ -17,16 +21,20 @@ pub mod dnssec_keys;
 pub mod elect;
 pub mod etcd;
 pub mod event;
+pub mod journal;
 pub mod shared;
 pub mod store;
 
 pub use event::{Change, Event};
 pub use store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
 
-/// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
-/// History events kept; older ones are dropped first.
-pub const MAX_HISTORY: usize = 10_000;
+/// Version of the state file format. Format 1 carried the whole history
+/// (`"history": [...]`); format 2 keeps it beside the state and carries
+/// each service's last change instead. A format-1 file loads and is
+/// migrated once ([`store::FileStore`]).
+pub const STATE_VERSION: u32 = 2;
+/// The format that embedded the history.
+pub const STATE_VERSION_1: u32 = 1;
 
 /// Operator state of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +55,14 @@ pub struct ServiceState {
     /// Automatic progression (issue 17); absent while it was never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<AutoRecord>,
+    /// The last change recorded for this service (`status`'s
+    /// `last_change`); the history has them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Event>,
+    /// The phase the current one was entered from (the settle of
+    /// automatic progression counts the TTL served there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_from: Option<String>,
 }
 
 /// Automatic progression of one service, as committed: every host sees
@@ -80,9 +96,15 @@ pub struct State {
     /// By service key.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
-    /// Oldest first.
-    #[serde(default)]
-    pub history: Vec<Event>,
+    /// Format 1 only: the whole history, oldest first. Moved out when a
+    /// format-1 file is migrated; never written.
+    #[serde(default, rename = "history", skip_serializing)]
+    pub legacy_history: Vec<Event>,
+    /// The last change recorded, of any service: the state file is written
+    /// before the history log, so a crash between the two is repaired at
+    /// the next start by appending this if the log lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Event>,
     /// Shared state only (`[cluster]`): Unix seconds when it was first
     /// created or imported; every host serves SOA serial `serial_base +
     /// max(epoch, zone generation)` (see [`cluster`]).
@@ -119,13 +141,33 @@ impl State {
             .unwrap_or(service.initial_phase)
     }
 
-    /// Appends an event, dropping the oldest beyond [`MAX_HISTORY`].
+    /// Notes `event` as the last change of its service and of the state.
+    /// The event itself goes to the history log when the state is
+    /// committed ([`StateStore::commit`]).
     pub fn record(&mut self, event: Event) {
-        self.history.push(event);
-        if self.history.len() > MAX_HISTORY {
-            let excess = self.history.len() - MAX_HISTORY;
-            self.history.drain(..excess);
+        let s = self.services.entry(event.service.clone()).or_default();
+        if let Change::Advance { from, .. } | Change::Rollback { from, .. } = &event.change {
+            s.entered_from = Some(from.clone());
         }
+        s.last_change = Some(event.clone());
+        self.last = Some(event);
+    }
+
+    /// A format-1 state as format 2: each service's last change taken from
+    /// the embedded history, which is returned for the history log.
+    pub fn migrate(&mut self) -> Vec<Event> {
+        let history = std::mem::take(&mut self.legacy_history);
+        for e in &history {
+            // Only services the state still has (an old event of a
+            // service since removed does not bring it back).
+            if self.services.contains_key(&e.service) {
+                self.record(e.clone());
+            } else {
+                self.last = Some(e.clone());
+            }
+        }
+        self.version = STATE_VERSION;
+        history
     }
 
     /// Checks this state against the zones. An unknown current phase is an
@@ -193,23 +235,110 @@ pub struct Validation {
 mod tests {
     use super::*;
 
-    #[test]
-    fn history_is_bounded() {
-        let mut s = State::new();
-        for i in 0..(MAX_HISTORY + 5) {
-            s.record(Event {
-                at: i as u64,
-                service: "s".into(),
-                change: Change::Enable {
-                    endpoint: "p/e".into(),
-                },
-                reason: None,
-                forced: false,
-                node: None,
-                actor: None,
-            });
+    fn event(service: &str, change: Change) -> Event {
+        Event {
+            at: 1_700_000_000,
+            service: service.into(),
+            change,
+            reason: Some("a reason an operator might give, of some length".into()),
+            forced: false,
+            node: Some("ns1.example.net".into()),
+            actor: Some("alice".into()),
         }
-        assert_eq!(s.history.len(), MAX_HISTORY);
-        assert_eq!(s.history[0].at, 5);
+    }
+
+    /// However long the history, the state holds one change per service:
+    /// 100 services, each with a transition, overrides and automation,
+    /// stay below 64 KiB in the state file's own format (compact JSON).
+    #[test]
+    fn the_state_of_100_services_stays_under_64_kib() {
+        let mut s = State::new();
+        for round in 0..1_000 {
+            for i in 0..100 {
+                let key = format!("service-{i:03}.shift.example.com.");
+                let change = if round % 2 == 0 {
+                    Change::Advance {
+                        from: "separate-domain".into(),
+                        to: "cutover".into(),
+                    }
+                } else {
+                    Change::Disable {
+                        endpoint: format!("old/192.0.2.{}", round % 250),
+                    }
+                };
+                let mut next = s.service(&key);
+                next.phase = Some("cutover".into());
+                next.since = 1_700_000_000;
+                next.disabled.insert(format!("old/192.0.2.{}", i % 3));
+                next.decommissioned.insert("old".into());
+                next.auto = Some(AutoRecord {
+                    mode: "running".into(),
+                    origin: "separate-domain".into(),
+                    why: String::new(),
+                });
+                s.services.insert(key.clone(), next);
+                s.record(event(&key, change));
+            }
+        }
+        s.serial_base = Some(1_700_000_000);
+        s.epoch = Some(123_456);
+        let body = serde_json::to_vec(&s).unwrap();
+        assert!(body.len() < 64 * 1024, "{} bytes", body.len());
+        assert_eq!(s.services.len(), 100);
+        let back: State = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn record_keeps_the_last_change_and_where_a_phase_was_entered_from() {
+        let mut s = State::new();
+        let adv = event(
+            "s.",
+            Change::Advance {
+                from: "a".into(),
+                to: "b".into(),
+            },
+        );
+        s.record(adv.clone());
+        let dis = event(
+            "s.",
+            Change::Disable {
+                endpoint: "p/e".into(),
+            },
+        );
+        s.record(dis.clone());
+        let st = s.service("s.");
+        assert_eq!(st.last_change, Some(dis.clone()));
+        assert_eq!(st.entered_from.as_deref(), Some("a"));
+        assert_eq!(s.last, Some(dis));
+    }
+
+    #[test]
+    fn migrate_moves_the_embedded_history_out() {
+        let mut s = State::new();
+        s.version = STATE_VERSION_1;
+        s.services.insert("s.".into(), ServiceState::default());
+        let gone = event(
+            "gone.",
+            Change::Enable {
+                endpoint: "p/e".into(),
+            },
+        );
+        let adv = event(
+            "s.",
+            Change::Rollback {
+                from: "c".into(),
+                to: "b".into(),
+            },
+        );
+        s.legacy_history = vec![adv.clone(), gone.clone()];
+        let moved = s.migrate();
+        assert_eq!(moved, vec![adv.clone(), gone.clone()]);
+        assert!(s.legacy_history.is_empty());
+        assert_eq!(s.version, STATE_VERSION);
+        assert_eq!(s.service("s.").last_change, Some(adv));
+        assert_eq!(s.service("s.").entered_from.as_deref(), Some("c"));
+        assert!(!s.services.contains_key("gone."));
+        assert_eq!(s.last, Some(gone));
     }
 }

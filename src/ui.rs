@@ -31,7 +31,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    ApiError, AutoAction, EndpointRequest, OkResponse, ReasonRequest, TransitionRequest,
+    ApiError, AutoAction, EndpointRequest, HistoryEntry, OkResponse, ReasonRequest,
+    TransitionRequest,
 };
 use crate::config::ui::UiMode;
 use crate::operator::Operator;
@@ -100,6 +101,38 @@ pub struct Ui {
     /// The daemon's runtime, whose blocking pool runs operator commands.
     daemon: tokio::runtime::Handle,
     shutdown: CancellationToken,
+    /// The recent history as last read, with the state's last change it was
+    /// read at: read again only when that changes ([`Ui::recent_history`]).
+    history: std::sync::Mutex<Option<HistoryRead>>,
+}
+
+/// The recent history and the state's last change when it was read.
+type HistoryRead = (Option<crate::state::Event>, Arc<[HistoryEntry]>);
+
+impl Ui {
+    /// The recent history, oldest first. Read from the store (a file or
+    /// etcd, so on the daemon's blocking pool: the etcd store blocks on the
+    /// daemon's runtime) only when the state's last change differs from
+    /// the one of the last read; otherwise the copy kept.
+    async fn recent_history(self: &Arc<Self>) -> Result<Arc<[HistoryEntry]>, String> {
+        let last = self.op.state().last.clone();
+        if let Some((seen, events)) = &*lock(&self.history)
+            && *seen == last
+        {
+            return Ok(events.clone());
+        }
+        let op = self.op.clone();
+        let events: Arc<[HistoryEntry]> = self
+            .daemon
+            .spawn_blocking(move || op.history(None, false))
+            .await
+            .map_err(|e| format!("reading the history failed: {e}"))?
+            .map_err(|e| e.to_string())?
+            .events
+            .into();
+        *lock(&self.history) = Some((last, events.clone()));
+        Ok(events)
+    }
 }
 
 /// The `/ui` routes, or none when the page is off. Starts the sampler on
@@ -123,6 +156,7 @@ pub fn router(
         feed: tokio::sync::watch::Sender::new(Arc::from("")),
         daemon,
         shutdown,
+        history: std::sync::Mutex::new(None),
     });
     tokio::spawn(sampler::run(ui.clone()));
     Some(
@@ -261,7 +295,11 @@ async fn index(AxState(ui): AxState<Arc<Ui>>, headers: HeaderMap) -> Response {
         return html(StatusCode::OK, page::login(None));
     };
     let flash = lock(&ui.sessions).take_flash(&session.id);
-    match page::View::gather(&ui, Some(&session.csrf)) {
+    let view = match ui.recent_history().await {
+        Ok(history) => page::View::gather(&ui, Some(&session.csrf), &history),
+        Err(e) => Err(e),
+    };
+    match view {
         Ok(view) => html(StatusCode::OK, page::full(&view, flash.as_ref())),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }

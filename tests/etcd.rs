@@ -86,7 +86,7 @@ async fn compare_and_swap_lets_exactly_one_writer_win() {
         let (e, state) = loaded.state.unwrap();
         assert_eq!(e, won_epoch);
         assert_eq!(state, format!("{{\"v\":\"{winner}\"}}").into_bytes());
-        let history = bounded(host.history()).await.unwrap();
+        let history = bounded(host.history(None)).await.unwrap();
         assert_eq!(history.len(), 2, "{history:?}");
         assert_eq!((history[0].base_epoch, history[0].epoch), (0, epoch));
         assert_eq!(

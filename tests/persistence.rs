@@ -259,7 +259,7 @@ fn kill_9_never_loses_an_acknowledged_command() {
         if !text.is_empty() {
             let v: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("iteration {i}: state.json does not parse: {e}"));
-            assert_eq!(v["version"], 1);
+            assert_eq!(v["version"], 2);
         }
         let server = Server::start(dir);
         let events = history(&server);
@@ -388,4 +388,22 @@ fn a_state_file_of_format_1_is_served_as_it_was() {
         .map(|e| e["endpoint"].as_str().unwrap())
         .collect();
     assert_eq!(disabled, ["127.0.0.11"]);
+    // Migrated in place, once: the history moved to history.jsonl and the
+    // state was written back as format 2; a second start migrates nothing
+    // and serves the same history.
+    let migrated = |l: &str| l.contains("migrated the state file from format 1 to 2");
+    let (_, line) = server.log.wait_for(0, Duration::from_secs(5), migrated);
+    assert_eq!(field(&line, "events").as_deref(), Some("12"), "{line}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_path(server.path())).unwrap()).unwrap();
+    assert_eq!(state["version"], 2);
+    assert!(state.get("history").is_none(), "{state}");
+    let log = server.path().join("state/history.jsonl");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 12);
+    let before = h["events"].clone();
+    let server = Server::start(server.kill());
+    let again: Value = serde_json::from_str(&server.cli_ok(&["history", "www", "--json"])).unwrap();
+    assert_eq!(again["events"], before);
+    assert!(!server.log.lines().iter().any(|l| migrated(l)));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 12);
 }

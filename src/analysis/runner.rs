@@ -16,7 +16,7 @@ use super::machine::{
 };
 use super::provider::{Provider, Reading};
 use crate::clock::Clock;
-use crate::state::{AutoRecord, Change, State};
+use crate::state::{AutoRecord, State};
 use crate::sync::lock;
 use crate::zone::analysis::{Analysis, ProviderKind, template};
 use crate::zone::{Service, Zone};
@@ -235,17 +235,10 @@ pub async fn evaluate(
 pub fn settle(svc: &Service, state: &State, a: &Analysis) -> Duration {
     let key = svc.key();
     let current = &svc.phases[state.phase_of(svc)].name;
-    let before = state
-        .history
-        .iter()
-        .rev()
-        .filter(|e| e.service == key)
-        .find_map(|e| match &e.change {
-            Change::Advance { from, to } | Change::Rollback { from, to } if to == current => {
-                Some(from.clone())
-            }
-            _ => None,
-        })
+    let st = state.service(&key);
+    let before = st
+        .entered_from
+        .filter(|_| st.phase.as_ref() == Some(current))
         .and_then(|from| svc.phase_index(&from))
         .map_or(svc.max_ttl(), |i| svc.ttl_in(i));
     a.settle(before)

@@ -98,10 +98,15 @@ pub enum Command {
         #[command(subcommand)]
         action: EndpointAction,
     },
-    /// Every phase change and override, of one service or of all (newest last).
+    /// Every phase change and override, of one service or of all (newest
+    /// last): the most recent 1,000, or every one kept with --all.
     History {
         /// Service: its name ("www") or fully qualified name; default all.
         service: Option<String>,
+        /// Every event kept (the rotated history files too), not only the
+        /// most recent 1,000.
+        #[arg(long)]
+        all: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

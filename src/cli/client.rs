@@ -198,11 +198,14 @@ impl Client {
                     .await?;
                 print_ok(&ok, json)
             }
-            Command::History { service, json } => {
-                let path = match &service {
+            Command::History { service, all, json } => {
+                let mut path = match &service {
                     Some(s) => format!("/v1/services/{}/history", seg(s)),
                     None => "/v1/history".into(),
                 };
+                if all {
+                    path.push_str("?all=true");
+                }
                 let h: HistoryResponse = self.call(Method::GET, &path, NO_BODY).await?;
                 if json {
                     return print_json(&h);

@@ -11,15 +11,24 @@ use crate::config::Config;
 use crate::config::cluster::ClusterConfig;
 use crate::state::cluster::{Cluster, Commit, Layout, report};
 use crate::state::etcd::Etcd;
+use crate::state::journal::{Journal, Query};
 use crate::state::shared::{EtcdStore, etcd_failure, shared_value};
 use crate::state::store::{CommitError, STATE_FILE, read_file};
+use crate::state::{Event, STATE_VERSION, STATE_VERSION_1};
 use crate::zone;
 
+/// At most this much of a single host's history (JSON) goes into the one
+/// shared history entry of an import: etcd refuses values above 1.5 MiB by
+/// default. The most recent events go; the rest stay in the host's files.
+pub const IMPORT_HISTORY_BYTES: usize = 1 << 20;
+
 /// Reads `state_file` (default: the configured state directory's
-/// `state.json`), checks it against the zones like `check`, and commits it
-/// merged into the cluster's state at the current epoch, its history as one
-/// shared history entry. Refused if the cluster already holds state for any
-/// of its services, unless `force` (which replaces those, and says so).
+/// `state.json`; format 1 with its history embedded, or format 2 with its
+/// history log beside it), checks it against the zones like `check`, and
+/// commits it merged into the cluster's state at the current epoch, its
+/// most recent history (up to [`IMPORT_HISTORY_BYTES`]) as one shared
+/// history entry. Refused if the cluster already holds state for any of
+/// its services, unless `force` (which replaces those, and says so).
 pub fn import(
     config: Option<&Path>,
     state_file: Option<&Path>,
@@ -34,7 +43,20 @@ pub fn import(
             path.display()
         )));
     }
-    let local = read_file(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut local = read_file(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let journal = Journal::new(path.parent().unwrap_or(Path::new(".")));
+    let (history, kept_in) = if local.version == STATE_VERSION_1 {
+        (local.migrate(), path.display().to_string())
+    } else {
+        let events = journal.read(&Query::everything()).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read the history {}: {e}",
+                journal.path().display()
+            ))
+        })?;
+        (events, journal.path().display().to_string())
+    };
+    let (recent, left) = recent_history(&history, IMPORT_HISTORY_BYTES);
     let zones = zone::load_dir(&config.zones_dir).map_err(|e| Failure::Usage(e.to_string()))?;
     let v = local.validate(&zones, &path.display().to_string());
     for w in &v.warnings {
@@ -72,12 +94,13 @@ pub fn import(
             println!("replacing the cluster's state of {list}");
         }
         let mut merged = current.state.clone();
-        merged.version = local.version;
+        merged.version = STATE_VERSION;
+        merged.last = local.last.clone().or(merged.last);
         for (k, s) in &local.services {
             merged.services.insert(k.clone(), s.clone());
         }
         let value = shared_value(&merged, crate::clock::unix_ms() / 1000);
-        let entry = serde_json::to_vec(&local.history)
+        let entry = serde_json::to_vec(recent)
             .map_err(|e| Failure::Refused(format!("cannot encode the history: {e}")))?;
         match cluster
             .commit(current.epoch, &value, &entry)
@@ -88,9 +111,16 @@ pub fn import(
                 println!(
                     "imported {} service(s) and {} history event(s) from {} into etcd (epoch {epoch})",
                     local.services.len(),
-                    local.history.len(),
+                    recent.len(),
                     path.display()
                 );
+                if left > 0 {
+                    println!(
+                        "the {left} older history event(s) did not fit in one etcd value ({} KiB) and stay in {} (and its rotated files)",
+                        IMPORT_HISTORY_BYTES >> 10,
+                        kept_in
+                    );
+                }
                 Ok(())
             }
             Commit::Conflict { epoch } => Err(Failure::Refused(
@@ -102,6 +132,21 @@ pub fn import(
             )),
         }
     })
+}
+
+/// The most recent events of `history` whose JSON fits in `bytes`, and how
+/// many older ones are left out.
+fn recent_history(history: &[Event], bytes: usize) -> (&[Event], usize) {
+    let mut size = 2;
+    let mut start = history.len();
+    for (i, e) in history.iter().enumerate().rev() {
+        size += serde_json::to_vec(e).map_or(usize::MAX / 2, |v| v.len()) + 1;
+        if size > bytes {
+            break;
+        }
+        start = i;
+    }
+    (&history[start..], start)
 }
 
 /// The config's `[cluster]` table, or a usage error saying `why` it is needed.

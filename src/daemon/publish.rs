@@ -30,6 +30,9 @@ pub fn spawn(
     let s = store.clone();
     let stop = shutdown.clone();
     tasks.spawn(async move { s.follow(stop).await });
+    let s = store.clone();
+    let stop = shutdown.clone();
+    tasks.spawn(async move { s.compact(stop).await });
     let (first, tried) = tokio::sync::oneshot::channel();
     tasks.spawn(publish(op, store, first, shutdown));
     tried

@@ -24,6 +24,23 @@ pub fn load_all(
 }
 
 impl Operator {
+    /// The store told of a change at `epoch`: [`Operator::refresh`], unless
+    /// it is the epoch served here (this host's own commit, or zones
+    /// registered elsewhere): then only the serial may have moved. So a
+    /// command's own change is not read back from the store, and the next
+    /// command does not wait for that read.
+    pub fn refresh_to(&self, epoch: Epoch) {
+        {
+            // After the lock: a command that committed `epoch` has served it.
+            let _writer = lock(&self.writer);
+            if epoch == self.applied_epoch() && !self.store.serving_local_copy() {
+                self.rebuild_if_generation_moved();
+                return;
+            }
+        }
+        self.refresh();
+    }
+
     /// Re-reads the state after the store told of a change made elsewhere,
     /// and serves it. A state that does not fit the zones is not served.
     pub fn refresh(&self) {

@@ -7,33 +7,42 @@ use std::sync::atomic::Ordering;
 use super::{Operator, find_service};
 use crate::answer::{self, Live, Role};
 use crate::api::{
-    EndpointStatus, EtcdStatus, FamilyShares, HistoryEntry, HistoryResponse, HostStatus, NotFound,
-    PoolShare, PoolStatus, ServiceStatus, StatusResponse,
+    EndpointStatus, EtcdStatus, FamilyShares, HistoryEntry, HistoryError, HistoryResponse,
+    HostStatus, NotFound, PoolShare, PoolStatus, ServiceStatus, StatusResponse,
 };
 use crate::health::Status;
 use crate::pool::EndpointKey;
 use crate::state::State;
 use crate::state::cluster::{EndpointHealth, HostReport, HostView, PoolAnswers, drain_holder};
+use crate::state::journal::Query;
 use crate::stats::PoolCounts;
 use crate::sync::lock;
 use crate::zone::Service;
 
 impl Operator {
-    /// `history` of one service, or of every service (`None`), oldest first.
-    pub fn history(&self, service: Option<&str>) -> Result<HistoryResponse, NotFound> {
+    /// `history` of one service, or of every service (`None`), oldest
+    /// first: the most recent [`crate::state::journal::TAIL`] events, or
+    /// every event kept (`all`). Read from the store's history, without
+    /// the writer lock: commands never wait for it. Blocking (a file or
+    /// etcd): call it from a blocking thread.
+    pub fn history(
+        &self,
+        service: Option<&str>,
+        all: bool,
+    ) -> Result<HistoryResponse, HistoryError> {
         let key = match service {
             Some(s) => Some(find_service(&self.zones(), s)?.key()),
             None => None,
         };
-        let state = self.state();
+        let events = self
+            .store
+            .history(&Query {
+                service: key.clone(),
+                all,
+            })
+            .map_err(|e| HistoryError::Unreadable(e.to_string()))?;
         Ok(HistoryResponse {
-            events: state
-                .history
-                .iter()
-                .filter(|e| key.as_ref().is_none_or(|k| e.service == *k))
-                .cloned()
-                .map(HistoryEntry::from)
-                .collect(),
+            events: events.into_iter().map(HistoryEntry::from).collect(),
             service: key,
         })
     }
@@ -308,12 +317,7 @@ impl Operator {
                 }
             })
             .collect();
-        let last_change = state
-            .history
-            .iter()
-            .rev()
-            .find(|e| e.service == key)
-            .cloned();
+        let last_change = st.last_change.clone();
         ServiceStatus {
             service: key,
             short: s.short.clone(),

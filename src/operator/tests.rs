@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::api::{ApiError, Fault};
+use crate::state::journal::Query;
 use crate::state::{CommitError, FileStore, Loaded, StateError};
 
 const ZONE: &str = r#"
@@ -71,11 +72,14 @@ impl StateStore for Raced {
             epoch: 0,
         })
     }
-    fn commit(&self, expected: Epoch, _: &State) -> Result<Epoch, CommitError> {
+    fn commit(&self, expected: Epoch, _: &State, _: &Event) -> Result<Epoch, CommitError> {
         Err(CommitError::Conflict {
             expected,
             found: expected + 1,
         })
+    }
+    fn history(&self, _: &Query) -> Result<Vec<Event>, StateError> {
+        Ok(Vec::new())
     }
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         tokio::sync::watch::channel(0).1
@@ -110,7 +114,7 @@ impl StateStore for Memory {
         let (state, epoch) = lock(&self.0).clone();
         Ok(Loaded { state, epoch })
     }
-    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+    fn commit(&self, expected: Epoch, next: &State, _: &Event) -> Result<Epoch, CommitError> {
         let mut m = lock(&self.0);
         if m.1 != expected {
             return Err(CommitError::Conflict {
@@ -120,6 +124,9 @@ impl StateStore for Memory {
         }
         *m = (next.clone(), m.1 + 1);
         Ok(m.1)
+    }
+    fn history(&self, _: &Query) -> Result<Vec<Event>, StateError> {
+        Ok(Vec::new())
     }
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         tokio::sync::watch::channel(0).1
@@ -166,13 +173,17 @@ fn a_hold_follows_the_clock_given() {
         "{e}"
     );
     assert_eq!(e.fault(), Fault::Refused);
-    assert!(op.state().history.is_empty());
+    assert!(op.state().last.is_none());
 
     clock.0.fetch_add(3_600_000, Ordering::Relaxed);
     let r = advance(&op).unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("first", "second"));
     let state = op.state();
-    let event = &state.history[0];
+    let event = state.last.as_ref().unwrap();
+    assert_eq!(
+        state.service(&event.service).last_change.as_ref(),
+        Some(event)
+    );
     assert_eq!(event.at, 1_000_000 + 3_600);
     assert_eq!(
         event.change,
@@ -271,6 +282,7 @@ struct Etcdish {
     state: Mutex<(State, Epoch)>,
     zones: Mutex<BTreeMap<String, Epoch>>,
     down: AtomicBool,
+    history: Mutex<Vec<Event>>,
 }
 
 /// One host's handle on an [`Etcdish`].
@@ -284,7 +296,7 @@ impl StateStore for On {
         let (state, epoch) = lock(&self.0.state).clone();
         Ok(Loaded { state, epoch })
     }
-    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
+    fn commit(&self, expected: Epoch, next: &State, event: &Event) -> Result<Epoch, CommitError> {
         let mut st = lock(&self.0.state);
         if st.1 != expected {
             return Err(CommitError::Conflict {
@@ -296,7 +308,11 @@ impl StateStore for On {
         let mut next = next.clone();
         next.serial_base = st.0.serial_base;
         *st = (next, epoch);
+        lock(&self.0.history).push(event.clone());
         Ok(epoch)
+    }
+    fn history(&self, _: &Query) -> Result<Vec<Event>, StateError> {
+        Ok(lock(&self.0.history).clone())
     }
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         tokio::sync::watch::channel(0).1
@@ -423,7 +439,7 @@ fn history_records_the_host_and_the_actor() {
         },
     )
     .unwrap();
-    let h = op.history(None).unwrap();
+    let h = op.history(None, false).unwrap();
     let who: Vec<(Option<&str>, Option<&str>)> = h
         .events
         .iter()

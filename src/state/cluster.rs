@@ -52,6 +52,10 @@
 //! can succeed from a given epoch, so names never collide, and zero-padding
 //! makes key order the commit order. The key's `create_revision` is the epoch
 //! the change produced. History is therefore shared and totally ordered.
+//! Hosts neither load nor watch it ([`Layout::after_history`]): it is read
+//! when `history` asks ([`Cluster::history`]). The last [`HISTORY_KEPT`]
+//! entries are kept; every host deletes older ones once there are
+//! [`COMPACT_SLACK`] more, with a log line ([`Cluster::compact_history`]).
 //!
 //! **Hosts.** Each host holds a lease (a TTL of a few seconds, kept alive at a
 //! third of it) and publishes, every second or on change, its
@@ -65,7 +69,8 @@
 //! having answered every pool it served at `published + lease TTL` with its
 //! longest TTL ([`drained_at`]).
 //!
-//! **Watching.** Every host watches the whole prefix from the revision after
+//! **Watching.** Every host watches the prefix after `history/` (not the
+//! history, nor the evaluators' keys that sort before it) from the revision after
 //! its last read. A change to `state` is applied; `live/` changes feed
 //! `status`. When the watch reports that the revisions it needed have been
 //! compacted, the host re-reads everything ([`Cluster::load`]) and watches on
@@ -118,6 +123,12 @@ impl Layout {
     /// All history entries.
     pub fn history_prefix(&self) -> String {
         format!("{}/history/", self.prefix)
+    }
+
+    /// The first key after every history entry (`history0`: `0` follows
+    /// `/`): where a read of everything but the history starts.
+    pub fn after_history(&self) -> String {
+        format!("{}/history0", self.prefix)
     }
 
     /// The history entry of the change made from `base_epoch`.
@@ -307,6 +318,26 @@ pub struct Loaded {
     pub revision: i64,
 }
 
+/// History entries kept in etcd: the last 10,000 (about 2.5 MB); older
+/// ones are deleted with a log line ([`Cluster::compact_history`]).
+pub const HISTORY_KEPT: usize = 10_000;
+/// How many entries beyond [`HISTORY_KEPT`] wait for the next compaction
+/// (so that it deletes in batches, not one key per change).
+pub const COMPACT_SLACK: usize = 1_000;
+
+/// What a compaction of the shared history deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// How many entries.
+    pub deleted: i64,
+    /// Base epoch of the oldest deleted.
+    pub from_epoch: i64,
+    /// Base epoch of the oldest kept: every entry before it went.
+    pub kept_from_epoch: i64,
+    /// When the oldest deleted was recorded (Unix seconds).
+    pub from_at: Option<u64>,
+}
+
 /// One shared history entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRecord {
@@ -365,9 +396,14 @@ impl Cluster {
         &self.etcd
     }
 
-    /// Reads the state and every host in one consistent read.
+    /// Reads the state and every host in one consistent read: one range
+    /// from the end of `history/` to the end of the prefix, so the history,
+    /// however long, is never part of it.
     pub async fn load(&self) -> Result<Loaded, EtcdError> {
-        let range = self.etcd.get_prefix(&self.layout.root()).await?;
+        let range = self
+            .etcd
+            .get_prefix_from(&self.layout.root(), &self.layout.after_history())
+            .await?;
         let state_key = self.layout.state();
         let mut state = None;
         let mut durable = Vec::new();
@@ -458,10 +494,18 @@ impl Cluster {
         })
     }
 
-    /// The shared history, oldest first.
-    pub async fn history(&self) -> Result<Vec<HistoryRecord>, EtcdError> {
+    /// The shared history, oldest first: the last `limit` entries, or
+    /// every one kept.
+    pub async fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryRecord>, EtcdError> {
         let prefix = self.layout.history_prefix();
-        let range = self.etcd.get_prefix(&prefix).await?;
+        let range = match limit {
+            Some(n) => {
+                self.etcd
+                    .get_prefix_limited(&prefix, n, true, false)
+                    .await?
+            }
+            None => self.etcd.get_prefix(&prefix).await?,
+        };
         Ok(range
             .kvs
             .into_iter()
@@ -473,6 +517,49 @@ impl Cluster {
                 })
             })
             .collect())
+    }
+
+    /// Deletes the oldest history entries beyond the last `keep`, once
+    /// there are [`COMPACT_SLACK`] more than that; says what went (for the
+    /// log line), or `None` if nothing did.
+    pub async fn compact_history(&self, keep: usize) -> Result<Option<Compacted>, EtcdError> {
+        let prefix = self.layout.history_prefix();
+        let count = usize::try_from(self.etcd.count_prefix(&prefix).await?).unwrap_or(0);
+        if count <= keep + COMPACT_SLACK {
+            return Ok(None);
+        }
+        // The first kept key: the oldest of the last `keep` (keys only).
+        let kept = self
+            .etcd
+            .get_prefix_limited(&prefix, keep.max(1), true, true)
+            .await?
+            .kvs;
+        let oldest = self
+            .etcd
+            .get_prefix_limited(&prefix, 1, false, false)
+            .await?
+            .kvs;
+        let (Some(first), Some(boundary)) = (oldest.first(), kept.first()) else {
+            return Ok(None);
+        };
+        let epoch = |key: &str| {
+            key.strip_prefix(&prefix)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let from_at = super::shared::history_entry(&first.value)
+            .first()
+            .map(|e| e.at);
+        let deleted = self
+            .etcd
+            .delete_prefix_before(&prefix, &boundary.key)
+            .await?;
+        Ok(Some(Compacted {
+            deleted,
+            from_epoch: epoch(&first.key),
+            kept_from_epoch: epoch(&boundary.key),
+            from_at,
+        }))
     }
 
     /// Publishes this host's report: durable and on `lease`, in one transaction.
@@ -536,9 +623,12 @@ impl Cluster {
         Ok(revision)
     }
 
-    /// Watches everything under the prefix from `revision` (inclusive).
+    /// Watches the state, hosts and zones from `revision` (inclusive).
+    /// The history keys and evaluators' keys (which sort before it) are
+    /// not watched: hosts read history only when asked for it.
     pub fn watch(&self, revision: i64) -> Watch {
-        self.etcd.watch(&self.layout.root(), revision)
+        self.etcd
+            .watch_from(&self.layout.root(), &self.layout.after_history(), revision)
     }
 }
 
@@ -586,6 +676,11 @@ mod tests {
         assert_eq!(l.live("ns1"), "/dnsshift/live/ns1");
         assert!(l.history(9) < l.history(10));
         assert_eq!(l.history(12), "/dnsshift/history/00000000000000000012");
+        // Everything a load reads sorts after every history key.
+        assert!(l.history(i64::MAX) < l.after_history());
+        for k in [l.state(), l.host("a"), l.live("a"), l.zones("d")] {
+            assert!(k > l.after_history(), "{k}");
+        }
     }
 
     #[test]

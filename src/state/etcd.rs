@@ -376,6 +376,52 @@ impl Etcd {
         self.range(prefix_range(prefix), revision).await
     }
 
+    /// Reads the keys under `prefix` from `from` on (inclusive), sorted by
+    /// key: a prefix without the part before `from`.
+    pub async fn get_prefix_from(&self, prefix: &str, from: &str) -> Result<Range, EtcdError> {
+        let mut req = prefix_range(prefix);
+        req["key"] = json!(b64(from));
+        self.range(req, 0).await
+    }
+
+    /// Reads at most `limit` keys under `prefix`: the first ones by key, or
+    /// the last ones (`last`), returned sorted by key either way;
+    /// `keys_only` leaves the values out.
+    pub async fn get_prefix_limited(
+        &self,
+        prefix: &str,
+        limit: usize,
+        last: bool,
+        keys_only: bool,
+    ) -> Result<Range, EtcdError> {
+        let mut req = prefix_range(prefix);
+        req["limit"] = json!(limit.to_string());
+        req["sort_target"] = json!("KEY");
+        req["sort_order"] = json!(if last { "DESCEND" } else { "ASCEND" });
+        req["keys_only"] = json!(keys_only);
+        let mut r = self.range(req, 0).await?;
+        if last {
+            r.kvs.reverse();
+        }
+        Ok(r)
+    }
+
+    /// How many keys there are under `prefix`.
+    pub async fn count_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
+        let mut req = prefix_range(prefix);
+        req["count_only"] = json!(true);
+        let (_, resp): (String, RangeResponse) = self.call("/v3/kv/range", &req).await?;
+        Ok(resp.count)
+    }
+
+    /// Deletes every key under `prefix` that sorts before `before`; returns
+    /// how many were deleted.
+    pub async fn delete_prefix_before(&self, prefix: &str, before: &str) -> Result<i64, EtcdError> {
+        let req = json!({ "key": b64(prefix), "range_end": b64(before) });
+        let (_, resp): (String, DeleteResponse) = self.call("/v3/kv/deleterange", &req).await?;
+        Ok(resp.deleted)
+    }
+
     async fn range(&self, mut req: Value, revision: i64) -> Result<Range, EtcdError> {
         const CALL: &str = "/v3/kv/range";
         if revision > 0 {
@@ -562,9 +608,17 @@ impl Etcd {
     /// Watches every key under `prefix` from `start_revision` on (inclusive).
     /// Nothing is sent until the first [`Watch::next`].
     pub fn watch(&self, prefix: &str, start_revision: i64) -> Watch {
+        self.watch_from(prefix, prefix, start_revision)
+    }
+
+    /// Watches the keys under `prefix` from `from` on (by key), from
+    /// `start_revision` on (inclusive).
+    pub fn watch_from(&self, prefix: &str, from: &str, start_revision: i64) -> Watch {
+        let mut request = prefix_range(prefix);
+        request["key"] = json!(b64(from));
         Watch {
             etcd: self.clone(),
-            request: prefix_range(prefix),
+            request,
             next_revision: start_revision,
             stream: None,
             failures: 0,
@@ -1174,6 +1228,14 @@ struct RangeResponse {
     header: Header,
     #[serde(default)]
     kvs: Vec<RawKv>,
+    #[serde(default, deserialize_with = "int")]
+    count: i64,
+}
+
+#[derive(Deserialize)]
+struct DeleteResponse {
+    #[serde(default, deserialize_with = "int")]
+    deleted: i64,
 }
 
 #[derive(Deserialize)]

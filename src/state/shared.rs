@@ -1,7 +1,8 @@
 //! The shared [`StateStore`] on etcd (`[cluster]`): load and commit go to
 //! etcd through [`Cluster`]; every applied state is also written to the
-//! local copy (`<state_dir>/state.json`), which a host serves when it starts
-//! while etcd is unreachable. [`EtcdStore::follow`] watches etcd and tells
+//! local copy (`<state_dir>/state.json`; a command's on a blocking thread,
+//! not waited for), which a host serves when it starts while etcd is
+//! unreachable. History is read only when asked for, never at a change. [`EtcdStore::follow`] watches etcd and tells
 //! of changes made by other hosts ([`StateStore::changes`]) and keeps the
 //! view of every host for `status`.
 //!
@@ -11,30 +12,58 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::cluster::{Cluster, Commit, HostView, report};
+use super::cluster::{Cluster, Commit, HISTORY_KEPT, HostView, report};
 use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
+use super::journal::{Query, TAIL};
 use super::store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
-use super::{Event, State};
+use super::{Event, STATE_VERSION, STATE_VERSION_1, State};
 use crate::sync::lock;
 
 /// Pause between full reads while etcd is unreachable (short: a host
 /// follows within a second once etcd is back).
 const RETRY: Duration = Duration::from_millis(250);
+/// How often each host looks for shared history to compact.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// The shared state on etcd, with a local copy.
 pub struct EtcdStore {
     cluster: Cluster,
     handle: Handle,
-    local: FileStore,
+    local: Arc<Copy>,
     changed: tokio::sync::watch::Sender<Epoch>,
     view: Mutex<View>,
+}
+
+/// The local copy of the shared state (`<state_dir>/state.json`).
+struct Copy {
+    file: FileStore,
+    /// The newest state applied by a command, to write.
+    pending: Mutex<Option<(State, Epoch)>>,
+    /// The epoch written last; held while writing.
+    written: Mutex<Epoch>,
+}
+
+impl Copy {
+    /// Writes `state` at `epoch` unless a later one was written.
+    fn write(&self, mut state: State, epoch: Epoch) {
+        let mut written = lock(&self.written);
+        if epoch < *written {
+            return;
+        }
+        state.epoch = Some(epoch);
+        if let Err(e) = self.file.save(&state) {
+            warn!(error = %e, "cannot write the local copy of the shared state");
+            return;
+        }
+        *written = epoch;
+    }
 }
 
 /// What this host knows of the cluster.
@@ -74,7 +103,11 @@ impl EtcdStore {
         EtcdStore {
             cluster,
             handle,
-            local: FileStore::new(state_dir),
+            local: Arc::new(Copy {
+                file: FileStore::new(state_dir),
+                pending: Mutex::new(None),
+                written: Mutex::new(0),
+            }),
             changed: tokio::sync::watch::Sender::new(0),
             view: Mutex::new(View::default()),
         }
@@ -89,7 +122,8 @@ impl EtcdStore {
         StateError::Etcd(etcd_failure(self.cluster.etcd().endpoints(), e))
     }
 
-    /// Reads the state, its history and every host from etcd.
+    /// Reads the state and every host from etcd (not the history: it is
+    /// read only when asked for, [`StateStore::history`]).
     pub async fn read(&self) -> Result<(Loaded, Vec<HostView>, i64), EtcdError> {
         let loaded = self.cluster.load().await?;
         self.merge_zones(&loaded.zones);
@@ -104,15 +138,7 @@ impl EtcdStore {
             ),
             None => (0, State::new()),
         };
-        state.history = self
-            .cluster
-            .history()
-            .await?
-            .into_iter()
-            // Read after the state: a later change's entry is not ours yet.
-            .filter(|r| r.epoch <= epoch)
-            .flat_map(|r| history_entry(&r.entry))
-            .collect();
+        state.legacy_history.clear();
         state.epoch = None;
         Ok((Loaded { state, epoch }, loaded.hosts, loaded.revision))
     }
@@ -120,11 +146,21 @@ impl EtcdStore {
     /// Writes the local copy of an applied state; a failure is logged (the
     /// shared state is the truth, the copy only serves a restart without etcd).
     fn write_copy(&self, state: &State, epoch: Epoch) {
-        let mut copy = state.clone();
-        copy.epoch = Some(epoch);
-        if let Err(e) = self.local.save(&copy) {
-            warn!(error = %e, "cannot write the local copy of the shared state");
-        }
+        self.local.write(state.clone(), epoch);
+    }
+
+    /// [`EtcdStore::write_copy`] on a blocking thread: a command does not
+    /// wait for the copy's fsyncs. The newest pending copy is written; an
+    /// older one never replaces a newer.
+    fn write_copy_later(&self, state: State, epoch: Epoch) {
+        *lock(&self.local.pending) = Some((state, epoch));
+        let copy = self.local.clone();
+        self.handle.spawn_blocking(move || {
+            let next = lock(&copy.pending).take();
+            if let Some((state, epoch)) = next {
+                copy.write(state, epoch);
+            }
+        });
     }
 
     /// Takes in zone generations read from etcd; a generation only rises,
@@ -149,6 +185,77 @@ impl EtcdStore {
             .collect();
     }
 
+    /// A shared state written before format 2 has no per-service last
+    /// change: takes it from the history kept, once, and commits the state
+    /// as format 2 (without a history entry: nothing changed). Another host
+    /// doing the same, or a command meanwhile, wins; nothing is lost.
+    async fn migrate(&self, epoch: i64, bytes: &[u8]) {
+        let Ok(mut state) = serde_json::from_slice::<State>(bytes) else {
+            return;
+        };
+        if state.version != STATE_VERSION_1 {
+            return;
+        }
+        let history = match self.cluster.history(Some(HISTORY_KEPT)).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %self.failure(&e), "cannot read the shared history to migrate the shared state; retried at the next start");
+                return;
+            }
+        };
+        state.legacy_history = history
+            .iter()
+            .filter(|r| r.epoch <= epoch)
+            .flat_map(|r| history_entry(&r.entry))
+            .collect();
+        state.migrate();
+        state.epoch = None;
+        match self
+            .put_state(epoch, serde_json::to_vec(&state).unwrap_or_default())
+            .await
+        {
+            Ok(CasOutcome::Committed { revision }) => info!(
+                epoch = revision,
+                "migrated the shared state to format {STATE_VERSION}: each service's last change is kept in it; the history stays in its per-epoch keys"
+            ),
+            Ok(CasOutcome::Conflict { .. }) => {}
+            Err(e) => {
+                warn!(error = %self.failure(&e), "cannot migrate the shared state; retried at the next start")
+            }
+        }
+    }
+
+    /// Deletes the oldest shared history entries beyond the last
+    /// [`HISTORY_KEPT`], saying in the log what went; every host does it
+    /// every [`COMPACT_EVERY`] (harmless if two do it at once).
+    pub async fn compact(&self, shutdown: CancellationToken) {
+        loop {
+            match self.cluster.compact_history(HISTORY_KEPT).await {
+                Ok(Some(c)) => {
+                    let date = |at: Option<u64>| {
+                        at.map_or_else(String::new, |s| crate::clock::format_ms(s * 1000))
+                    };
+                    info!(
+                        deleted = c.deleted,
+                        from_epoch = c.from_epoch,
+                        kept_from_epoch = c.kept_from_epoch,
+                        oldest = %date(c.from_at),
+                        kept = HISTORY_KEPT,
+                        "compacted the shared history: deleted its entries before kept_from_epoch from etcd"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %self.failure(&e), "cannot compact the shared history; retrying later");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(COMPACT_EVERY) => {}
+            }
+        }
+    }
+
     /// Follows etcd until `shutdown`: a full read (retried while etcd is
     /// unreachable), then a watch from the revision after it; a change to
     /// the state fires [`StateStore::changes`], host records update the
@@ -165,8 +272,9 @@ impl EtcdStore {
                     Ok(l) => {
                         self.reachable(&mut down);
                         self.set_hosts(l.hosts, l.revision);
-                        if l.state.is_none() {
-                            self.create().await;
+                        match &l.state {
+                            None => self.create().await,
+                            Some((epoch, bytes)) => self.migrate(*epoch, bytes).await,
                         }
                         // Always re-read the state: changes may have been
                         // missed, or the local copy is being served.
@@ -243,23 +351,27 @@ impl EtcdStore {
     /// the watch brings it to the others.
     async fn create(&self) {
         let value = shared_value(&State::new(), crate::clock::unix_ms() / 1000);
-        let put = [Put {
-            key: self.cluster.layout().state(),
-            value,
-            lease: None,
-        }];
-        match self
-            .cluster
-            .etcd()
-            .compare_and_swap(&self.cluster.layout().state(), 0, &put)
-            .await
-        {
+        match self.put_state(0, value).await {
             Ok(CasOutcome::Committed { revision }) => {
                 info!(epoch = revision, "created the shared state");
             }
             Ok(CasOutcome::Conflict { .. }) => {}
             Err(e) => warn!(error = %self.failure(&e), "cannot create the shared state"),
         }
+    }
+
+    /// Writes the state value if the state is still at `epoch` (0: there
+    /// is none), without a history entry.
+    async fn put_state(&self, epoch: i64, value: Vec<u8>) -> Result<CasOutcome, EtcdError> {
+        let put = [Put {
+            key: self.cluster.layout().state(),
+            value,
+            lease: None,
+        }];
+        self.cluster
+            .etcd()
+            .compare_and_swap(&self.cluster.layout().state(), epoch, &put)
+            .await
     }
 
     /// Applies watched changes to the view; a state change fires `changes`.
@@ -341,11 +453,11 @@ pub fn history_entry(bytes: &[u8]) -> Vec<Event> {
     }
 }
 
-/// The shared value of `state`: without history (a key per change) and
-/// without the local copy's epoch; `serial_base` set on first creation.
+/// The shared value of `state`: without the local copy's epoch;
+/// `serial_base` set on first creation. (History is a key per change.)
 pub fn shared_value(state: &State, now_secs: u64) -> Vec<u8> {
     let mut shared = state.clone();
-    shared.history.clear();
+    shared.legacy_history.clear();
     shared.epoch = None;
     shared.serial_base.get_or_insert(now_secs);
     serde_json::to_vec(&shared).unwrap_or_default()
@@ -382,11 +494,15 @@ impl StateStore for EtcdStore {
                 if lock(&self.view).loaded_once {
                     return Err(err);
                 }
-                let mut state = self.local.read()?;
+                let mut state = self.local.file.read()?;
+                if state.version == STATE_VERSION_1 {
+                    // A copy written before format 2: its history is in etcd.
+                    state.migrate();
+                }
                 let epoch = state.epoch.take().unwrap_or(0);
                 warn!(
                     error = %err,
-                    path = %self.local.path().display(),
+                    path = %self.local.file.path().display(),
                     epoch,
                     "etcd is unreachable: serving the local copy of the last applied state"
                 );
@@ -396,22 +512,19 @@ impl StateStore for EtcdStore {
         }
     }
 
-    fn commit(&self, expected: Epoch, next: &State) -> Result<Epoch, CommitError> {
-        self.commit_fenced(expected, next, None)
+    fn commit(&self, expected: Epoch, next: &State, event: &Event) -> Result<Epoch, CommitError> {
+        self.commit_fenced(expected, next, event, None)
     }
 
     fn commit_fenced(
         &self,
         expected: Epoch,
         next: &State,
+        event: &Event,
         fence: Option<&(String, i64)>,
     ) -> Result<Epoch, CommitError> {
         let value = shared_value(next, crate::clock::unix_ms() / 1000);
-        let entry = next
-            .history
-            .last()
-            .and_then(|e| serde_json::to_vec(e).ok())
-            .unwrap_or_default();
+        let entry = serde_json::to_vec(event).unwrap_or_default();
         let outcome = self
             .handle
             .block_on(self.cluster.commit_fenced(
@@ -427,7 +540,7 @@ impl StateStore for EtcdStore {
                 applied.serial_base = serde_json::from_slice::<State>(&value)
                     .ok()
                     .and_then(|s| s.serial_base);
-                self.write_copy(&applied, epoch);
+                self.write_copy_later(applied, epoch);
                 Ok(epoch)
             }
             Commit::Conflict { epoch } => Err(CommitError::Conflict {
@@ -439,6 +552,26 @@ impl StateStore for EtcdStore {
 
     fn changes(&self) -> tokio::sync::watch::Receiver<Epoch> {
         self.changed.subscribe()
+    }
+
+    fn history(&self, query: &Query) -> Result<Vec<Event>, StateError> {
+        // Without a service, the last TAIL keys hold at least TAIL events;
+        // with one, every kept key is read (at most HISTORY_KEPT and the
+        // slack before a compaction) and filtered.
+        let limit = (!query.all && query.service.is_none()).then_some(TAIL);
+        let records = self
+            .handle
+            .block_on(self.cluster.history(limit))
+            .map_err(|e| self.failure(&e))?;
+        let mut events: Vec<Event> = records
+            .iter()
+            .flat_map(|r| history_entry(&r.entry))
+            .filter(|e| query.service.as_ref().is_none_or(|s| e.service == *s))
+            .collect();
+        if !query.all && events.len() > TAIL {
+            events.drain(..events.len() - TAIL);
+        }
+        Ok(events)
     }
 
     fn hosts(&self) -> Vec<HostView> {
@@ -501,10 +634,10 @@ mod tests {
     #[test]
     fn the_shared_value_has_no_history_nor_epoch_and_keeps_its_serial_base() {
         let mut s = State::new();
-        s.record(event("a"));
+        s.legacy_history.push(event("a"));
         s.epoch = Some(9);
         let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();
-        assert!(v.history.is_empty() && v.epoch.is_none());
+        assert!(v.legacy_history.is_empty() && v.epoch.is_none());
         assert_eq!(v.serial_base, Some(100));
         s.serial_base = Some(50);
         let v: State = serde_json::from_slice(&shared_value(&s, 100)).unwrap();

@@ -38,11 +38,15 @@ pub(super) struct View {
 }
 
 impl View {
-    /// Reads status, history, health and the series now.
-    pub(super) fn gather(ui: &Ui, csrf: Option<&str>) -> Result<View, String> {
+    /// Reads status, health and the series now; `history` is the recent
+    /// history, oldest first ([`Ui::recent_history`]).
+    pub(super) fn gather(
+        ui: &Ui,
+        csrf: Option<&str>,
+        history: &[HistoryEntry],
+    ) -> Result<View, String> {
         let status = ui.op.status(None).map_err(|e| e.to_string())?;
-        let mut history = ui.op.history(None).map_err(|e| e.to_string())?.events;
-        history.reverse();
+        let history: Vec<HistoryEntry> = history.iter().rev().cloned().collect();
         let auto = status
             .services
             .iter()

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{Ui, page};
+use crate::api::HistoryEntry;
 use crate::pool::EndpointKey;
-use crate::state::Change;
+use crate::state::{Change, Event};
 use crate::stats::series::{MarkerKind, PoolSample, SPAN, STEP};
 
 /// How often the live part is rendered and health looked at.
@@ -25,8 +26,8 @@ struct Memory {
     counters: HashMap<(String, String, String), u64>,
     /// Health verdict last seen per endpoint.
     health: HashMap<EndpointKey, bool>,
-    /// History events already marked (their count).
-    history_seen: usize,
+    /// The newest history event already marked.
+    marked: Option<Event>,
     /// Unix seconds of the last series sample.
     last_step_s: u64,
 }
@@ -42,14 +43,21 @@ pub(super) async fn run(ui: Arc<Ui>) {
             _ = ui.shutdown.cancelled() => return,
         }
         let now_s = crate::clock::unix_ms() / 1000;
-        mark_events(&ui, &mut memory, now_s);
+        let history = match ui.recent_history().await {
+            Ok(h) => h,
+            Err(error) => {
+                warn!(%error, "status page: cannot read the history");
+                continue;
+            }
+        };
+        mark_events(&ui, &mut memory, now_s, &history);
         if now_s >= memory.last_step_s + STEP.as_secs() {
             let first = memory.last_step_s == 0;
             memory.last_step_s = now_s;
             sample(&ui, &mut memory, now_s, first);
         }
         if ui.feed.receiver_count() > 0 {
-            match page::View::gather(&ui, None) {
+            match page::View::gather(&ui, None, &history) {
                 Ok(view) => {
                     let html: Arc<str> = Arc::from(page::live(&view, None).into_string());
                     ui.feed.send_if_modified(|old| {
@@ -66,14 +74,18 @@ pub(super) async fn run(ui: Arc<Ui>) {
     }
 }
 
-/// Health flips and new history events become chart markers.
-fn mark_events(ui: &Ui, memory: &mut Memory, now_s: u64) {
-    let state = ui.op.state();
+/// Health flips and new history events (`history`: the recent ones,
+/// oldest first) become chart markers.
+fn mark_events(ui: &Ui, memory: &mut Memory, now_s: u64, history: &[HistoryEntry]) {
     let oldest = now_s.saturating_sub(SPAN.as_secs());
-    if memory.history_seen > state.history.len() {
-        memory.history_seen = 0;
-    }
-    for e in &state.history[memory.history_seen..] {
+    // The events after the newest one marked (all of them the first time,
+    // or when it is no longer in the recent history).
+    let fresh = memory
+        .marked
+        .as_ref()
+        .and_then(|m| history.iter().rposition(|h| h.event == *m))
+        .map_or(0, |i| i + 1);
+    for e in history[fresh..].iter().map(|h| &h.event) {
         if e.at < oldest {
             continue;
         }
@@ -92,7 +104,9 @@ fn mark_events(ui: &Ui, memory: &mut Memory, now_s: u64) {
         };
         ui.series.mark(&e.service, e.at, kind, &text);
     }
-    memory.history_seen = state.history.len();
+    if let Some(newest) = history.last() {
+        memory.marked = Some(newest.event.clone());
+    }
     for (key, status) in ui.op.health.all() {
         let healthy = status.state.healthy;
         let before = memory.health.insert(key.clone(), healthy);
