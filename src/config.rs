@@ -15,6 +15,7 @@ pub mod cluster;
 mod log_format;
 pub mod rrl;
 pub mod source;
+pub mod ui;
 
 pub use log_format::LogFormat;
 
@@ -78,6 +79,8 @@ struct ConfigSpec {
     udp_rcvbuf: Option<Spanned<i64>>,
     tcp_max_connections: Option<Spanned<i64>>,
     rrl: Option<RrlSpec>,
+    ui: Option<Spanned<String>>,
+    ui_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// `[rrl]`: response rate limiting.
@@ -134,6 +137,11 @@ pub struct Config {
     pub tcp_max_connections: usize,
     /// Response rate limiting on UDP (`[rrl]`).
     pub rrl: crate::config::rrl::Settings,
+    /// The status page on the control listener (`ui`).
+    pub ui: ui::UiMode,
+    /// Extra `Host` names the status page answers to (`ui_hosts`), besides
+    /// the control address itself and `localhost` on its port.
+    pub ui_hosts: Vec<String>,
 }
 
 /// Bounds on the control API's connections, so that idle or slow clients
@@ -399,6 +407,16 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
         };
+        let ui = match &spec.ui {
+            Some(m) => ui::UiMode::parse(m.get_ref()).map_err(|e| err(m.span(), "ui", e))?,
+            None => ui::UiMode::default(),
+        };
+        let ui_hosts = spec
+            .ui_hosts
+            .iter()
+            .flatten()
+            .map(|h| ui::host(h.get_ref()).map_err(|e| err(h.span(), "ui_hosts", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         // Relative paths, written or default, are taken from the config
         // file's directory, so that the file means the same from any
         // working directory; without a file, from the working directory.
@@ -427,6 +445,8 @@ impl Config {
             udp_rcvbuf,
             tcp_max_connections,
             rrl,
+            ui,
+            ui_hosts,
         })
     }
 }
@@ -634,6 +654,14 @@ mod tests {
             (
                 "udp_workers = 0",
                 "dnsshift.toml:1: udp_workers: 0 is not between 1 and 256",
+            ),
+            (
+                "\nui = \"maybe\"",
+                "dnsshift.toml:2: ui: unknown ui mode \"maybe\" (expected \"off\", \"read-only\" or \"on\")",
+            ),
+            (
+                "ui_hosts = [\"ok.example\",\n  \"bad host\"]",
+                "dnsshift.toml:2: ui_hosts: \"bad host\" is not a host name as a browser sends it",
             ),
             (
                 "\nudp_rcvbuf = 10",

@@ -21,6 +21,7 @@
 //! | POST | /v1/reload | | [`ReloadResponse`] |
 //! | POST | /v1/reload/dry-run | | [`ReloadResponse`]: what would change, nothing applied |
 //! | GET  | /metrics | | Prometheus text |
+//! | GET, POST | /ui... | form | the status page ([`crate::ui`]; session cookie, not the token) |
 //!
 //! Errors come back as [`ErrorBody`] with a 4xx/5xx status.
 
@@ -124,6 +125,11 @@ struct Ctx {
     daemon: tokio::runtime::Handle,
 }
 
+/// Compares two secrets (the token, a CSRF token) in constant time.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    same(a, b)
+}
+
 fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ControlError> {
     let given = headers
         .get(header::AUTHORIZATION)
@@ -160,6 +166,7 @@ pub fn spawn(
     datapath: Arc<Counters>,
     token: String,
     limits: ControlLimits,
+    ui: crate::ui::Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let daemon = tokio::runtime::Handle::current();
@@ -175,7 +182,7 @@ pub fn spawn(
             yield_cpu_to_dns();
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                serve(listener, op, datapath, token, limits, daemon, shutdown).await
+                serve(listener, op, datapath, token, limits, ui, daemon, shutdown).await
             });
             let _ = done.send(result);
         })?;
@@ -212,23 +219,29 @@ fn yield_cpu_to_dns() {
 /// `limits.max_connections` are open; a new connection beyond that closes
 /// the oldest idle one (as nginx reuses keep-alive connections), so idle
 /// or slow clients cannot lock out the operator.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     op: Arc<Operator>,
     datapath: Arc<Counters>,
     token: String,
     limits: ControlLimits,
+    ui: crate::ui::Settings,
     daemon: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(Ctx {
+    let ctx = Ctx {
         op,
         datapath,
         token: token.into(),
         metrics: Arc::default(),
         limits,
         daemon,
-    });
+    };
+    let mut app = router(ctx.clone());
+    if let Some(page) = status_page(&ctx, ui, shutdown.clone()) {
+        app = app.merge(page);
+    }
     let open = Arc::new(Mutex::new(Open::default()));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -296,6 +309,19 @@ fn router(ctx: Ctx) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .with_state(ctx)
+}
+
+/// The status page's routes ([`crate::ui`]), under the same body bounds
+/// as the API; `None` when `ui = "off"`.
+fn status_page(ctx: &Ctx, ui: crate::ui::Settings, shutdown: CancellationToken) -> Option<Router> {
+    let page = crate::ui::router(
+        ctx.op.clone(),
+        ctx.token.clone(),
+        ui,
+        ctx.daemon.clone(),
+        shutdown,
+    )?;
+    Some(page.route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body)))
 }
 
 /// One open control connection, as the accept loop sees it.

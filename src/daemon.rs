@@ -180,12 +180,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     op.rebuild();
     let datapath = Arc::new(dns::fast::Counters::default());
 
+    let ui = crate::ui::Settings::new(
+        config.ui,
+        control_listener
+            .local_addr()
+            .unwrap_or(config.control_listen),
+        &config.ui_hosts,
+    );
     let control_task = control::spawn(
         control_listener,
         op.clone(),
         datapath.clone(),
         token,
         config.control_limits,
+        ui,
         shutdown.clone(),
     )
     .map_err(|e| StartError::Other(format!("cannot start the control server: {e}")))?;

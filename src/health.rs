@@ -374,6 +374,12 @@ impl Default for RiseFall {
 }
 
 impl RiseFall {
+    /// Consecutive results so far that disagree with the verdict: progress
+    /// towards `fall` while healthy, towards `rise` while not.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
     /// Feeds one probe result; returns the new verdict if it changed.
     pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         if !self.seen {

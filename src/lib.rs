@@ -10,6 +10,7 @@
 //! main.rs      args, tracing, runtime, signals -> dispatch
 //! cli/         clap definitions; control client; human rendering
 //! daemon       wiring and lifecycle: bind, spawn, SIGHUP, drain
+//! ui/         the status page (/ui): sessions, CSRF, templates, SSE; calls Operator
 //! control      HTTP routes -> Operator; token; typed error -> status; /metrics
 //! operator     every command and status; one apply() path for changes
 //! analysis/    issue 17: metrics providers, checks, the automation machine
@@ -20,7 +21,8 @@
 //!              TCP, hickory handler
 //! answer/      the answer plan = f(zones, state, health), pure; the lookup;
 //!              sticky assignment by client network (issue 18)
-//! stats        query, pool and endpoint counters; the one-minute window
+//! stats        query, pool and endpoint counters; the one-minute window;
+//!              the 24-hour split series for the page
 //! health       checker tasks, rise/fall, the health table
 //! state/       State, typed events, the StateStore trait, the state file;
 //!              the shared store on etcd (issue 11); the election of
@@ -70,4 +72,5 @@ pub mod pool;
 pub mod state;
 pub mod stats;
 pub mod sync;
+pub mod ui;
 pub mod zone;

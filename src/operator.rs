@@ -40,6 +40,7 @@ use crate::zone::{self, Service, Zone};
 pub mod auto;
 mod load;
 pub mod status;
+pub mod ui;
 
 pub use load::load_all;
 use status::stranded;

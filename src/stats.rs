@@ -4,6 +4,8 @@
 //! one-minute window ([`SplitWindow`]) over which `status` reports the split
 //! actually served. Plain atomics on the query path; no lock there.
 
+pub mod series;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -204,6 +204,7 @@ async fn an_expired_lease_removes_the_live_key_and_keeps_the_record() {
             pool: "old".into(),
             last_answered_ms: Some(900),
             ttl_s: 30,
+            answers: 0,
         }],
         endpoints: vec![],
         zones: Some("0123456789abcdef".into()),

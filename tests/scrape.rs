@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_proto::rr::RecordType;
 
 /// A zone whose one service has `n` always-healthy endpoints, so that
 /// `/metrics` is large.
@@ -33,30 +32,6 @@ fn big_zone(n: usize) -> String {
                 .health_none(),
         )
         .to_toml()
-}
-
-/// Latencies of `n` sequential UDP queries, in microseconds.
-fn latencies_us(server: SocketAddr, n: usize) -> Vec<u128> {
-    let q = build_query("www.shift.test.", RecordType::A, Some(1232))
-        .to_vec()
-        .unwrap();
-    (0..n)
-        .map(|_| {
-            let t0 = Instant::now();
-            exchange_udp_raw(server, &q).expect("no UDP answer");
-            t0.elapsed().as_micros()
-        })
-        .collect()
-}
-
-fn p99(mut lat: Vec<u128>) -> u128 {
-    lat.sort_unstable();
-    lat[lat.len() * 99 / 100]
-}
-
-fn median(mut v: Vec<u128>) -> u128 {
-    v.sort_unstable();
-    v[v.len() / 2]
 }
 
 /// Pause between one scraper's requests: four scrapers then ask 40 times a

@@ -173,6 +173,7 @@ impl Operator {
                     last_answered_ms: Some(ps.last_answered_ms.load(Ordering::Relaxed))
                         .filter(|&t| t > 0),
                     ttl_s: ps.last_ttl.load(Ordering::Relaxed),
+                    answers: ps.main.load(Ordering::Relaxed),
                 });
                 for e in &p.endpoints {
                     let ek = EndpointKey::new(&key, &p.name, &e.id);

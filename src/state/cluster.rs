@@ -218,6 +218,11 @@ pub struct PoolAnswers {
     pub last_answered_ms: Option<u64>,
     /// TTL of that answer, seconds.
     pub ttl_s: u32,
+    /// Main-name answers carrying the pool since the host started: the
+    /// status page sums every host's to draw the split served (0 from a
+    /// host that predates it).
+    #[serde(default)]
+    pub answers: u64,
 }
 
 /// One endpoint's health as one host sees it.
@@ -565,6 +570,7 @@ mod tests {
                         pool: pool.to_string(),
                         last_answered_ms: *at,
                         ttl_s: *ttl,
+                        answers: 0,
                     })
                     .collect(),
                 endpoints: vec![],

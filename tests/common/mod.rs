@@ -668,3 +668,30 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     };
     (code, body)
 }
+
+/// Latencies of `n` sequential UDP queries for `www.shift.test.` A, in
+/// microseconds (the like-for-like latency measurements).
+pub fn latencies_us(server: SocketAddr, n: usize) -> Vec<u128> {
+    let q = build_query("www.shift.test.", RecordType::A, Some(1232))
+        .to_vec()
+        .unwrap();
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            exchange_udp_raw(server, &q).expect("no UDP answer");
+            t0.elapsed().as_micros()
+        })
+        .collect()
+}
+
+/// The 99th percentile.
+pub fn p99(mut lat: Vec<u128>) -> u128 {
+    lat.sort_unstable();
+    lat[lat.len() * 99 / 100]
+}
+
+/// The median.
+pub fn median(mut v: Vec<u128>) -> u128 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
