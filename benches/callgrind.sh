@@ -3,6 +3,8 @@
 # hickory handler (no sockets), counted by valgrind's callgrind. Counts are
 # repeatable on a loaded machine, unlike wall-clock time; they leave out the
 # kernel's share (recvmmsg/sendmmsg), which benches/peers.sh measures.
+# signed-do0 / signed-do1: the fast path on the zone signed, queries with
+# EDNS and DO=0 / DO=1 (issue 20).
 #
 # Usage: benches/callgrind.sh [QUERIES]    (default 20000; needs valgrind)
 #        MODES="fast-from sticky" benches/callgrind.sh   (random vs sticky assignment)
@@ -24,7 +26,7 @@ ir() {  # mode count -> total instructions
   awk '/^summary:/ { print $2 }' "$tmp/out"
 }
 printf '%-8s %14s\n' path "instr/query"
-for mode in ${MODES:-fast hickory}; do
+for mode in ${MODES:-fast hickory signed-do0 signed-do1}; do
   a=$(ir "$mode" "$N"); b=$(ir "$mode" $((2 * N)))
   awk -v a="$a" -v b="$b" -v n="$N" -v m="$mode" 'BEGIN { printf "%-8s %14.0f\n", m, (b - a) / n }'
 done

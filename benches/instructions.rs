@@ -10,6 +10,10 @@
 //!     cargo bench --bench instructions -- hickory 100000
 //!     cargo bench --bench instructions -- fast-from 100000    (random, with a source address)
 //!     cargo bench --bench instructions -- sticky 100000       (`app` sticky, 256 client networks)
+//!
+//! `signed-do0` and `signed-do1` run the fast path on the same zone signed
+//! (a new key in a scratch directory), every query with EDNS, DO=0 or DO=1:
+//! what a signed answer costs against an unsigned one (issue 20).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -41,7 +45,22 @@ fn main() {
         assert!(text.contains(anchor), "bench zone changed");
         text = text.replace(anchor, &format!("{anchor}assignment = \"sticky\"\n"));
     }
-    let zone = dnsshift::zone::parse(&dnsshift::config::source::Source { path, text }).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let signed = mode.starts_with("signed-");
+    let zone = if signed {
+        dnsshift::dnssec::keygen(
+            &scratch.path().join("k.pem"),
+            hickory_proto::dnssec::Algorithm::ECDSAP256SHA256,
+        )
+        .unwrap();
+        dnsshift::zone::parse(&dnsshift::config::source::Source {
+            path: scratch.path().join("z.toml"),
+            text: format!("{text}\n[zone.dnssec]\nkeys = [\"k.pem\"]\n"),
+        })
+        .unwrap()
+    } else {
+        dnsshift::zone::parse(&dnsshift::config::source::Source { path, text }).unwrap()
+    };
     let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
         &[zone],
         &ConfigOnly,
@@ -58,12 +77,18 @@ fn main() {
                 Name::from_ascii(format!("{name}.")).unwrap(),
                 RecordType::A,
             ));
+            if signed {
+                let mut e = hickory_proto::op::Edns::new();
+                e.set_max_payload(1232);
+                e.set_dnssec_ok(mode == "signed-do1");
+                m.set_edns(e);
+            }
             m.to_vec().unwrap()
         })
         .collect();
     let mut bytes = 0usize;
     match mode {
-        "fast" => {
+        "fast" | "signed-do0" | "signed-do1" => {
             let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
             for i in 0..n {
                 let q = &queries[i % queries.len()];
@@ -101,7 +126,9 @@ fn main() {
                 bytes += out.map_or(0, |o| o.len());
             }
         }
-        other => panic!("mode {other:?}: want fast, fast-from, sticky or hickory"),
+        other => panic!(
+            "mode {other:?}: want fast, fast-from, sticky, hickory, signed-do0 or signed-do1"
+        ),
     }
     println!("{mode}: {n} queries, {bytes} response bytes");
 }

@@ -24,6 +24,7 @@ use crate::zone::{OnAllDown, Service, Zone};
 
 mod build;
 mod role;
+mod secure;
 pub mod sticky;
 pub mod wire;
 
@@ -139,6 +140,8 @@ struct ZonePlan {
     /// Delegation points below the apex (few; scanned per query).
     cuts: Vec<LowerName>,
     counters: Arc<QueryCounters>,
+    /// The zone's signatures and NSEC chain, when it is signed.
+    sec: Option<secure::ZoneSec>,
 }
 
 #[derive(Debug)]
@@ -308,7 +311,7 @@ impl Random for ThreadRandom {
 }
 
 /// A response in the making: references into the plan.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Answer<'a> {
     /// Response code (NoError for answers, referrals and NODATA).
     pub rcode: ResponseCode,
@@ -363,6 +366,24 @@ impl Plan {
         }
     }
 
+    /// Per signed zone: (origin, names in the NSEC chain, signatures in
+    /// the plan, signatures made by this build, signatures reused).
+    pub fn dnssec_summary(&self) -> Vec<(String, usize, usize, u64, u64)> {
+        self.zones
+            .iter()
+            .filter_map(|z| {
+                let s = z.sec.as_ref()?;
+                Some((
+                    z.origin.to_string(),
+                    s.names(),
+                    s.signatures(),
+                    s.signed,
+                    s.reused,
+                ))
+            })
+            .collect()
+    }
+
     /// An empty plan: refuses everything.
     pub fn empty() -> Plan {
         Plan {
@@ -382,11 +403,13 @@ impl Plan {
         now_ms: u64,
         rng: &mut dyn Random,
     ) -> Lookup<'_> {
-        self.lookup_from(qname, qtype, now_ms, rng, &Client::default())
+        self.lookup_from(qname, qtype, now_ms, rng, &Client::default(), false)
     }
 
     /// [`Plan::lookup`] for a query from `client`: a sticky service keys
-    /// its pick on it (and the answer says its ECS scope).
+    /// its pick on it (and the answer says its ECS scope). With `dnssec_ok`
+    /// (the query's DO bit), a signed zone's answer carries its RRSIGs and
+    /// NSEC proofs.
     pub fn lookup_from(
         &self,
         qname: &LowerName,
@@ -394,6 +417,7 @@ impl Plan {
         now_ms: u64,
         rng: &mut dyn Random,
         client: &Client,
+        dnssec_ok: bool,
     ) -> Lookup<'_> {
         let mut best: Option<&ZonePlan> = None;
         for z in &self.zones {
@@ -418,6 +442,9 @@ impl Plan {
         };
         zone.lookup(qname, qtype, &mut ans, 0, &mut draw);
         ans.scope = draw.scope;
+        if dnssec_ok {
+            zone.secure(qname, qtype, &mut ans);
+        }
         Lookup::Zone(ans, &zone.counters)
     }
 }

@@ -941,3 +941,44 @@ pub struct AnalysisResponse {
     /// The evaluation's verdict.
     pub verdict: String,
 }
+
+/// `GET /v1/dnssec`: the signed zones this host serves (issue 20).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnssecStatusResponse {
+    /// This host's node id (several hosts should list the same key tags).
+    pub node: String,
+    /// One entry per signed zone.
+    pub zones: Vec<DnssecZoneStatus>,
+}
+
+/// One signed zone in [`DnssecStatusResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnssecZoneStatus {
+    /// The zone's origin.
+    pub origin: String,
+    /// Its keys: signing first, then published.
+    pub keys: Vec<DnssecKeyStatus>,
+    /// Names in the NSEC chain of the plan served now.
+    pub nsec_names: usize,
+    /// Distinct signed RRsets in the plan served now.
+    pub signatures: usize,
+    /// RRsets the last plan build signed anew / took from the cache.
+    pub last_build_signed: u64,
+    pub last_build_reused: u64,
+    /// The earliest expiry of a signature in the cache (Unix seconds).
+    pub earliest_expiry: Option<u64>,
+}
+
+/// One key in [`DnssecZoneStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnssecKeyStatus {
+    /// Key tag.
+    pub tag: u16,
+    /// Algorithm name (`ecdsap256sha256`, `ed25519`) and number.
+    pub algorithm: String,
+    pub algorithm_number: u8,
+    /// `active` (signs, in DNSKEY, CDS and CDNSKEY) or `published` (DNSKEY only).
+    pub state: String,
+    /// The key file.
+    pub file: String,
+}

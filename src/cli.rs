@@ -12,12 +12,13 @@ use crate::zone;
 
 mod args;
 mod client;
+mod dnssec;
 mod import;
 mod problems;
 pub mod render;
 pub use args::{
-    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, EndpointAction, ServeArgs,
-    TransitionArgs,
+    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, DnssecAction, EndpointAction,
+    ServeArgs, TransitionArgs,
 };
 pub use render::{render_history, render_status};
 
@@ -37,6 +38,12 @@ pub fn run(
         Command::Cluster {
             action: ClusterAction::Forget { node },
         } => import::forget(config, &node),
+        Command::Dnssec {
+            action: DnssecAction::Keygen { out, algorithm },
+        } => dnssec::keygen(&out, &algorithm),
+        Command::Dnssec {
+            action: DnssecAction::Ds { origin },
+        } => dnssec::ds(config, &origin),
         command => client::Client::new(config, control, token_file)
             // A login name the daemon would refuse (a directory user's
             // "John Smith") is left out rather than blocking every command;
@@ -113,6 +120,11 @@ fn check(config: Option<&Path>, path: Option<&Path>) -> Result<(), Failure> {
                 }
             }
         }
+    }
+    // DNSSEC rollover steps that come too soon after the recorded ones.
+    let now = crate::clock::unix_ms() / 1000;
+    for w in crate::state::dnssec_keys::KeyHistory::read(&config.state_dir).warnings(&zones, now) {
+        eprintln!("warning: {w}");
     }
     // Persisted state must still fit the zones (phases, pools, endpoints).
     let store = crate::state::FileStore::new(&config.state_dir);

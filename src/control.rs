@@ -20,6 +20,7 @@
 //! | GET  | /v1/history | | [`HistoryResponse`] of every service |
 //! | POST | /v1/reload | | [`ReloadResponse`] |
 //! | POST | /v1/reload/dry-run | | [`ReloadResponse`]: what would change, nothing applied |
+//! | GET  | /v1/dnssec | | [`DnssecStatusResponse`](crate::api::DnssecStatusResponse) |
 //! | GET  | /metrics | | Prometheus text |
 //! | GET, POST | /ui... | form | the status page ([`crate::ui`]; session cookie, not the token) |
 //!
@@ -301,6 +302,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/history", get(history_all))
         .route("/v1/reload", post(reload))
         .route("/v1/reload/dry-run", post(reload_dry_run))
+        .route("/v1/dnssec", get(dnssec_status))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     // /metrics never reads a body: hyper closes a connection whose request
@@ -676,6 +678,10 @@ async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
 
 async fn reload_dry_run(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     blocking(&ctx, Operator::reload_dry_run).await
+}
+
+async fn dnssec_status(AxState(ctx): AxState<Ctx>) -> ApiResult<crate::api::DnssecStatusResponse> {
+    Ok(Json(ctx.op.dnssec_status()))
 }
 
 #[cfg(test)]

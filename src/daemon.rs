@@ -172,7 +172,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             .as_ref()
             .map_or(&config.server_id, |c| &c.node),
         config.cluster.is_some(),
-    );
+    )
+    .with_key_history(&config.state_dir);
     let op = Arc::new(match &elector {
         Some(e) => op.elected(e.clone()),
         None => op,
@@ -393,9 +394,17 @@ fn spawn_background(
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Signed zones: a rebuild at least this often refreshes signatures
+        // that are getting old, even when nothing else changes.
+        let every = crate::dnssec::REBUILD_INTERVAL;
+        let mut resign = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = resign.tick() => {
+                    let s2 = s.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.rebuild()).await;
+                }
                 // A rebuild encodes every wire answer: not on a worker
                 // of the runtime that also serves DNS TCP and the fallback.
                 _ = health_changed.notified() => {

@@ -155,6 +155,8 @@ impl RequestHandler for Handler {
                 let payload = req.max_payload().clamp(512, MAX_UDP_PAYLOAD);
                 resp_edns.set_max_payload(payload);
                 resp_edns.set_version(EDNS_VERSION);
+                // RFC 3225: the DO bit is copied into the response.
+                resp_edns.set_dnssec_ok(req.flags().dnssec_ok);
                 if req.version() > EDNS_VERSION {
                     resp_edns.set_rcode_high(ResponseCode::BADVERS.high());
                     return send_error(
@@ -226,9 +228,17 @@ impl RequestHandler for Handler {
             addr: Some(request.src().ip()),
             ecs,
         };
-        let found = match in_zones
-            .then(|| plan.lookup_from(qname, qtype, unix_ms(), &mut ThreadRandom, &client))
-        {
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let found = match in_zones.then(|| {
+            plan.lookup_from(
+                qname,
+                qtype,
+                unix_ms(),
+                &mut ThreadRandom,
+                &client,
+                dnssec_ok,
+            )
+        }) {
             Some(Lookup::Zone(a, c)) => Some((a, c)),
             Some(Lookup::Refused) | None => None,
         };

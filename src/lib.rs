@@ -20,15 +20,18 @@
 //! dns/         the data path: sockets, UDP fast path (ECS read in place),
 //!              TCP, hickory handler
 //! answer/      the answer plan = f(zones, state, health), pure; the lookup;
-//!              sticky assignment by client network (issue 18)
+//!              sticky assignment by client network (issue 18); DO=1
+//!              answers of signed zones (secure.rs, issue 20)
 //! stats        query, pool and endpoint counters; the one-minute window;
 //!              the 24-hour split series for the page
 //! health       checker tasks, rise/fall, the health table
-//! state/       State, typed events, the StateStore trait, the state file;
-//!              the shared store on etcd (issue 11); the election of
-//!              automation's evaluators (issue 17)
+//! state/       State, typed events, the StateStore trait, the state file,
+//!              the DNSSEC key history; the shared store on etcd (issue 11);
+//!              the election of automation's evaluators (issue 17)
 //! zone/        zone files: raw specs, building, static records, checks;
 //!              the digest of loaded zones (issue 16)
+//! dnssec       keys, signing with a cache by RRset content (issue 20);
+//!              read by zone/ when a zone is loaded
 //! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
 //! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
 //! clock, sync, error   the one clock, the one lock helper, error text
@@ -63,6 +66,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod dnssec;
 pub mod error;
 pub mod health;
 pub mod metrics;

@@ -38,6 +38,7 @@ use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
 pub mod auto;
+mod dnssec;
 mod load;
 pub mod status;
 pub mod ui;
@@ -98,6 +99,9 @@ pub struct Operator {
     pub board: Arc<crate::analysis::runner::Board>,
     /// The election of evaluators (a shared store).
     elector: Option<Arc<crate::state::elect::Elector>>,
+    /// The state directory that keeps the DNSSEC key history, for
+    /// `check`'s rollover warnings ([`crate::dnssec::KeyHistory`]).
+    key_history: Option<PathBuf>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -258,6 +262,7 @@ impl Operator {
             applied: tokio::sync::watch::Sender::new(epoch),
             board: Arc::default(),
             elector: None,
+            key_history: None,
         }
     }
 

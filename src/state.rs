@@ -3,7 +3,8 @@
 //!
 //! Where it is kept is behind the [`StateStore`] trait ([`store`]): the
 //! local state file ([`FileStore`]), or the shared store on etcd
-//! ([`shared::EtcdStore`], built on [`cluster`] and [`etcd`]).
+//! ([`shared::EtcdStore`], built on [`cluster`] and [`etcd`]). Beside it, a
+//! host's own DNSSEC key history ([`dnssec_keys`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::zone::{Service, Zone};
 
 pub mod cluster;
+pub mod dnssec_keys;
 pub mod elect;
 pub mod etcd;
 pub mod event;

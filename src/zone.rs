@@ -193,6 +193,9 @@ pub struct Zone {
     pub records: Vec<Record>,
     /// Shifted names.
     pub services: Vec<Service>,
+    /// `[zone.dnssec]`: the keys that sign the zone's answers, and their
+    /// signature cache (shared by every plan built from this zone).
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::ZoneKeys>>,
 }
 
 // ---------------------------------------------------------------- loading

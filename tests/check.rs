@@ -22,9 +22,22 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// DNSSEC key files (`*.key.pem`) must be mode 0600, which git does not
+/// record: set it on those in `dir`.
+fn private_keys(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().ends_with(".key.pem") {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+}
+
 /// Each fixture with the errors it expects, in order.
 fn fixtures() -> Vec<(PathBuf, Vec<String>)> {
     let dir = manifest_dir().join("tests/fixtures/invalid");
+    private_keys(&dir);
     let mut out: Vec<(PathBuf, Vec<String>)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -272,6 +285,7 @@ fn reload_rejects_every_invalid_fixture_and_keeps_serving() {
             std::fs::copy(&p, zones.join(p.file_name().unwrap())).unwrap();
         }
     }
+    private_keys(&zones);
     let serving = || {
         let m = server.query("www.shift.test.", RecordType::A);
         assert_eq!(answers(&m), ["192.0.2.10"], "{m:?}");

@@ -56,19 +56,80 @@ new = ["198.51.100.1", "198.51.100.2", "2001:db8::2"]
 kind = "none"
 "#;
 
-/// The example zone and [`STICKY_ZONE`].
-fn zones() -> Vec<dnsshift::zone::Zone> {
-    let example = dnsshift::zone::load_file(Path::new(concat!(
+/// The example zone (signed with a new key in `dir` when `signed`) and
+/// [`STICKY_ZONE`].
+fn zones(dir: &Path, signed: bool) -> Vec<dnsshift::zone::Zone> {
+    let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/zones/shift.example.com.toml"
-    )))
-    .unwrap();
+    ));
+    let example = if signed {
+        dnsshift::dnssec::keygen(
+            &dir.join("k.pem"),
+            hickory_proto::dnssec::Algorithm::ECDSAP256SHA256,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        dnsshift::zone::parse(&dnsshift::config::source::Source {
+            path: dir.join("z.toml"),
+            text: format!("{text}\n[zone.dnssec]\nkeys = [\"k.pem\"]\n"),
+        })
+        .unwrap()
+    } else {
+        dnsshift::zone::load_file(path).unwrap()
+    };
     let sticky = dnsshift::zone::parse(&dnsshift::config::source::Source {
         path: "sticky.toml".into(),
         text: STICKY_ZONE.into(),
     })
     .unwrap();
     vec![example, sticky]
+}
+
+/// (name, type, EDNS, DO)
+const QUERIES: [(&str, RecordType, bool, bool); 12] = [
+    ("www.shift.example.com.", RecordType::A, false, false),
+    ("WWW.shift.example.com.", RecordType::AAAA, true, false),
+    ("www-next.shift.example.com.", RecordType::A, true, false),
+    ("api.shift.example.com.", RecordType::A, false, false),
+    ("shift.example.com.", RecordType::MX, true, false),
+    ("shift.example.com.", RecordType::NS, false, false),
+    ("docs.shift.example.com.", RecordType::A, false, false),
+    ("nope.shift.example.com.", RecordType::A, true, false),
+    ("www.shift.example.com.", RecordType::TXT, false, false),
+    ("example.org.", RecordType::A, false, false),
+    ("app.sticky.test.", RecordType::A, false, false),
+    ("app.sticky.test.", RecordType::AAAA, true, false),
+];
+
+/// DO=1 queries of a signed zone: positive (weighted, static, apex),
+/// NODATA, NXDOMAIN (NSEC proofs looked up per name), DNSKEY.
+const SIGNED_QUERIES: [(&str, RecordType, bool, bool); 8] = [
+    ("www.shift.example.com.", RecordType::A, true, true),
+    ("WWW.shift.example.com.", RecordType::AAAA, true, true),
+    ("www-next.shift.example.com.", RecordType::A, true, true),
+    ("shift.example.com.", RecordType::SOA, true, true),
+    ("shift.example.com.", RecordType::DNSKEY, true, true),
+    ("www.shift.example.com.", RecordType::TXT, true, true),
+    ("nope.shift.example.com.", RecordType::A, true, true),
+    ("a.b.nope.shift.example.com.", RecordType::AAAA, true, true),
+];
+
+fn encode(queries: &[(&str, RecordType, bool, bool)]) -> Vec<Vec<u8>> {
+    queries
+        .iter()
+        .map(|(name, t, edns, dnssec_ok)| {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), *t));
+            if *edns {
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                e.set_dnssec_ok(*dnssec_ok);
+                m.set_edns(e);
+            }
+            m.to_vec().unwrap()
+        })
+        .collect()
 }
 
 /// A query for `app.sticky.test.` with EDNS and a client subnet option.
@@ -88,48 +149,46 @@ fn ecs_query(t: RecordType, data: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn answers_allocate_nothing() {
-    let plan = ArcSwap::from_pointee(Plan::build(&zones(), &ConfigOnly, &Stats::default(), 1));
-    let queries: Vec<Vec<u8>> = [
-        ("www.shift.example.com.", RecordType::A, false),
-        ("WWW.shift.example.com.", RecordType::AAAA, true),
-        ("www-next.shift.example.com.", RecordType::A, true),
-        ("api.shift.example.com.", RecordType::A, false),
-        ("shift.example.com.", RecordType::MX, true),
-        ("shift.example.com.", RecordType::NS, false),
-        ("docs.shift.example.com.", RecordType::A, false),
-        ("nope.shift.example.com.", RecordType::A, true),
-        ("www.shift.example.com.", RecordType::TXT, false),
-        ("example.org.", RecordType::A, false),
-        ("app.sticky.test.", RecordType::A, false),
-        ("app.sticky.test.", RecordType::AAAA, true),
-    ]
-    .iter()
-    .map(|(name, t, edns)| {
-        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), *t));
-        if *edns {
-            m.set_edns(Edns::new());
-        }
-        m.to_vec().unwrap()
-    })
-    .chain([
+/// Queries with a client subnet (a sticky service's key).
+fn ecs_queries() -> Vec<Vec<u8>> {
+    vec![
         ecs_query(RecordType::A, &[0, 1, 24, 0, 203, 0, 113]),
         ecs_query(
             RecordType::AAAA,
             &[0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 1, 0x42],
         ),
         ecs_query(RecordType::A, &[0, 1, 0, 0]),
-    ])
-    .collect();
+    ]
+}
+
+fn answers_allocate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut queries = encode(&QUERIES);
+    queries.extend(ecs_queries());
+    let plan = |signed| {
+        Plan::build(
+            &zones(dir.path(), signed),
+            &ConfigOnly,
+            &Stats::default(),
+            1,
+        )
+    };
+    answers_of_plan_allocate_nothing(plan(false), &queries);
+    // Signed: the same queries (DO=0) and DO=1 ones.
+    queries.extend(encode(&SIGNED_QUERIES));
+    answers_of_plan_allocate_nothing(plan(true), &queries);
+}
+
+fn answers_of_plan_allocate_nothing(plan: Plan, queries: &[Vec<u8>]) {
+    let plan = ArcSwap::from_pointee(plan);
     let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
     // Warm up once: thread-locals (the RNG, arc-swap's debt list) are set
     // up on first use in a thread, not per query.
-    for q in &queries {
-        assert!(matches!(
-            respond(&plan.load(), q, &mut out),
-            Action::Send(_)
-        ));
+    for (i, q) in queries.iter().enumerate() {
+        assert!(
+            matches!(respond(&plan.load(), q, &mut out), Action::Send(_)),
+            "query {i} not answered by the fast path"
+        );
     }
     let rrl = Rrl::new(Settings {
         enabled: true,
@@ -147,7 +206,7 @@ fn answers_allocate_nothing() {
     for r in 0..ROUNDS {
         // Sticky picks keyed on many resolver networks.
         let src = IpAddr::from([10, (r >> 8) as u8, r as u8, 1]);
-        for q in &queries {
+        for q in queries {
             if let Action::Send(n) = respond_from(&plan.load(), q, Some(src), &mut out) {
                 answered += n.min(1);
                 counters.limit(&rrl, client, &mut out, n, now_secs());
@@ -169,8 +228,9 @@ fn a_running_udp_worker_allocates_nothing() {
     use std::sync::Arc;
     use std::time::Duration;
 
+    let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(ArcSwap::from_pointee(Plan::build(
-        &zones(),
+        &zones(dir.path(), false),
         &ConfigOnly,
         &Stats::default(),
         1,

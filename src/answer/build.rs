@@ -60,6 +60,12 @@ pub(super) fn build_zone(
     let apex_glue: Vec<Record> = z.nameservers.iter().flat_map(&addresses_of).collect();
     let mut apex_sets = vec![vec![soa], ns];
     apex_sets.extend(by_name.get(&origin).cloned().unwrap_or_default());
+    if let Some(keys) = &z.dnssec {
+        // The DNSKEY set and, for parents that scan, CDS and CDNSKEY (RFC 7344).
+        let (cds, cdnskey) = keys.cds_records(z.ttl);
+        apex_sets.push(keys.dnskey_records(z.ttl));
+        apex_sets.extend([cds, cdnskey].into_iter().filter(|s| !s.is_empty()));
+    }
     names.insert(origin.clone(), static_node(apex_sets, apex_glue, &origin));
 
     let mut cuts = Vec::new();
@@ -124,13 +130,20 @@ pub(super) fn build_zone(
         }
     }
 
-    ZonePlan {
+    let mut plan = ZonePlan {
         counters: stats.zone(&origin.to_string()),
         origin,
         neg_soa,
         names,
         cuts,
+        sec: None,
+    };
+    if let Some(keys) = &z.dnssec {
+        // Signing reads the wall clock: signatures are absolute in time.
+        let now = crate::clock::unix_ms() / 1000;
+        plan.sec = Some(secure::ZoneSec::build(&plan, keys, now));
     }
+    plan
 }
 
 /// The `_dnsshift.<origin>` TXT node: one record, TTL 0, one string each

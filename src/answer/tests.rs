@@ -741,7 +741,7 @@ weights = { old = 60, new = 30, canary = 10 }
 
 /// The pool and endpoint a sticky answer carries, and the ECS scope.
 fn sticky_answer(p: &Plan, t: RecordType, client: &Client) -> (String, u8) {
-    match p.lookup_from(&name("app.z.test."), t, 0, &mut ThreadRandom, client) {
+    match p.lookup_from(&name("app.z.test."), t, 0, &mut ThreadRandom, client, false) {
         Lookup::Zone(a, _) => (a.answers[0].data.to_string(), a.scope),
         Lookup::Refused => panic!("refused"),
     }
@@ -828,7 +828,14 @@ fn sticky_scope_is_zero_when_the_answer_does_not_depend_on_the_client() {
     let p = plan(&z, &ConfigOnly);
     let c = ecs_client(7);
     // The staging name answers new alone, with one address per family.
-    let stg = |t| match p.lookup_from(&name("app-next.z.test."), t, 0, &mut ThreadRandom, &c) {
+    let stg = |t| match p.lookup_from(
+        &name("app-next.z.test."),
+        t,
+        0,
+        &mut ThreadRandom,
+        &c,
+        false,
+    ) {
         Lookup::Zone(a, _) => a.scope,
         Lookup::Refused => panic!("refused"),
     };
@@ -843,6 +850,7 @@ fn sticky_scope_is_zero_when_the_answer_does_not_depend_on_the_client() {
         0,
         &mut ThreadRandom,
         &c,
+        false,
     ) {
         Lookup::Zone(a, _) => assert_eq!(a.scope, 0),
         Lookup::Refused => panic!("refused"),

@@ -59,6 +59,9 @@ pub struct Question<'a> {
     /// The query's EDNS Client Subnet option (only with `edns`): the reply
     /// echoes it with its scope.
     pub ecs: Option<Ecs>,
+    /// The DO bit of the query's OPT record: a signed zone answers with
+    /// RRSIGs and NSEC proofs ([`super::secure`]).
+    pub dnssec_ok: bool,
 }
 
 /// The ECS option's header in a reply: code 8 and length.
@@ -104,6 +107,10 @@ struct ZoneWire {
     soa_tail: Box<[u8]>,
     /// Delegation points: names below them are referrals (hickory path).
     cuts: Vec<Box<[u8]>>,
+    /// Whether the zone is signed.
+    signed: bool,
+    /// A signed zone's NXDOMAIN proofs.
+    nsec: Option<super::secure::NsecWire>,
 }
 
 #[derive(Debug)]
@@ -138,6 +145,19 @@ struct Template {
     /// Where the question ends (the answer records start).
     question_end: usize,
     rcode: ResponseCode,
+    /// What a DO=1 query gets.
+    signed: Signed,
+}
+
+/// The DO=1 form of a [`Template`].
+#[derive(Debug)]
+enum Signed {
+    /// The zone is not signed: the same response.
+    Same,
+    /// The response with RRSIGs and NSEC proofs.
+    Template(Box<Template>),
+    /// Left to the hickory handler.
+    Fallback,
 }
 
 impl WirePlan {
@@ -265,7 +285,12 @@ impl WirePlan {
                 if zone.cuts.iter().any(|c| is_suffix(c, q.lower)) {
                     return Outcome::Fallback;
                 }
-                let Some(len) = zone.nxdomain(q, limit, out) else {
+                let written = if q.dnssec_ok && zone.signed {
+                    zone.nxdomain_signed(q, &self.names, limit, out)
+                } else {
+                    zone.nxdomain(q, limit, out)
+                };
+                let Some(len) = written else {
                     return Outcome::Fallback;
                 };
                 zone.counters.count(qtype, false, ResponseCode::NXDomain);
@@ -284,9 +309,27 @@ impl WirePlan {
 impl Template {
     /// Copies the template for `q`: the request's ID, RD and CD, its
     /// question bytes (same name, maybe other case, type and class), and an
-    /// OPT record if it sent one (with ECS at `scope` if it sent ECS).
-    /// `None` if it does not fit `limit`.
+    /// OPT record if it sent one (with ECS at `scope` if it sent ECS); the
+    /// signed form for a DO=1 query. `None` if it does not fit `limit`.
     fn write(&self, q: &Question<'_>, limit: usize, out: &mut [u8], scope: u8) -> Option<usize> {
+        if q.dnssec_ok {
+            match &self.signed {
+                Signed::Same => {}
+                Signed::Template(t) => return t.write_plain(q, limit, out, scope),
+                Signed::Fallback => return None,
+            }
+        }
+        self.write_plain(q, limit, out, scope)
+    }
+
+    /// [`Template::write`] of this very template.
+    fn write_plain(
+        &self,
+        q: &Question<'_>,
+        limit: usize,
+        out: &mut [u8],
+        scope: u8,
+    ) -> Option<usize> {
         let tail = &self.bytes[self.question_end..];
         let body = HEADER_LEN + q.question.len() + tail.len();
         let len = body + opt_len(q);
@@ -322,6 +365,66 @@ impl ZoneWire {
         out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
         at += 2;
         out[at..body].copy_from_slice(&self.soa_tail);
+        Some(finish(q, out, body, 0))
+    }
+}
+
+impl ZoneWire {
+    /// NXDOMAIN for `q` (DO=1) in a signed zone: the SOA and its RRSIGs,
+    /// the NSEC covering the name and the one covering the wildcard at its
+    /// closest encloser (one of `names`), with theirs. `None` (the hickory
+    /// handler answers) when it does not fit `limit`.
+    fn nxdomain_signed(
+        &self,
+        q: &Question<'_>,
+        names: &HashMap<Box<[u8]>, NameWire>,
+        limit: usize,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let nsec = self.nsec.as_ref()?;
+        let mut key = [0u8; 256];
+        let len = super::secure::wire_canonical_key(q.lower, &mut key)?;
+        let cover = nsec.covering(&key[..len]);
+        // The closest encloser: the longest existing ancestor.
+        let mut at = usize::from(*q.lower.first()?) + 1;
+        while at < q.lower.len() && !names.contains_key(&q.lower[at..]) {
+            at += usize::from(q.lower[at]) + 1;
+        }
+        let mut wild = [0u8; 256];
+        let wlen = super::secure::wire_canonical_key(q.lower.get(at..)?, &mut wild)?;
+        wild.get_mut(wlen..wlen + 2)?.copy_from_slice(b"*\0");
+        let wild_cover = nsec.covering(&wild[..wlen + 2]);
+        let (soa_sigs, soa_n) = (&nsec.soa_sigs.0, nsec.soa_sigs.1);
+        let (a, an) = (&nsec.links[cover].0, nsec.links[cover].1);
+        let (b, bn) = if wild_cover == cover {
+            (&[][..], 0)
+        } else {
+            (&nsec.links[wild_cover].0[..], nsec.links[wild_cover].1)
+        };
+        let name_len = q.lower.len();
+        let body = HEADER_LEN
+            + q.question.len()
+            + 2
+            + self.soa_tail.len()
+            + soa_sigs.len()
+            + a.len()
+            + b.len();
+        if body + opt_len(q) > limit {
+            return None;
+        }
+        let ns = (1 + soa_n + an + bn).to_be_bytes();
+        let header = [0, 0, QR | 0x04, 3, 0, 1, 0, 0, ns[0], ns[1], 0, 0];
+        out[..HEADER_LEN].copy_from_slice(&header);
+        patch_header(q, out);
+        let mut at = HEADER_LEN + q.question.len();
+        out[HEADER_LEN..at].copy_from_slice(q.question);
+        let pointer = (HEADER_LEN + name_len - self.origin_len) as u16 | 0xC000;
+        out[at..at + 2].copy_from_slice(&pointer.to_be_bytes());
+        at += 2;
+        for part in [&self.soa_tail[..], soa_sigs, a, b] {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         Some(finish(q, out, body, 0))
     }
 }
@@ -363,7 +466,7 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
     let Some(payload) = q.edns else {
         return body;
     };
-    out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload));
+    out[body..body + OPT_LEN].copy_from_slice(&opt_record(payload, q.dnssec_ok));
     let mut end = body + OPT_LEN;
     if let Some(e) = q.ecs {
         let (data, n) = e.reply(scope);
@@ -380,11 +483,12 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
 }
 
 /// The OPT record dnsshift answers with: root owner, type OPT (41),
-/// class = the UDP payload size, extended RCODE 0, version 0, no flags, no
-/// options.
-pub fn opt_record(payload: u16) -> [u8; OPT_LEN] {
+/// class = the UDP payload size, extended RCODE 0, version 0, the DO bit
+/// copied from the query (RFC 3225), no options.
+pub fn opt_record(payload: u16, dnssec_ok: bool) -> [u8; OPT_LEN] {
     let p = payload.to_be_bytes();
-    [0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]
+    let flags = if dnssec_ok { 0x80 } else { 0 };
+    [0, 0, 41, p[0], p[1], 0, 0, flags, 0, 0, 0]
 }
 
 /// Whether wire name `suffix` is `name` or one of its ancestors.
@@ -479,7 +583,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                             0,
                             &mut draw,
                         );
-                        let Some(t) = template(&qname, qtype, &ans) else {
+                        let Some(t) = template(zone, &qname, qtype, &ans) else {
                             return Reply::Fallback;
                         };
                         variants.push(t);
@@ -495,7 +599,7 @@ fn replies(zone: &ZonePlan, name: &LowerName, qtype: RecordType) -> Reply {
                     soa: Some(&zone.neg_soa),
                     ..Answer::default()
                 };
-                match template(&qname, qtype, &none) {
+                match template(zone, &qname, qtype, &none) {
                     Some(none) => Reply::Weighted {
                         cumulative: cumulative.clone().into_boxed_slice(),
                         pools: wires.into_boxed_slice(),
@@ -523,7 +627,7 @@ fn fixed(zone: &ZonePlan, qname: &Name, name: &LowerName, qtype: RecordType) -> 
     };
     let mut rng = fastrand::Rng::with_seed(0);
     zone.lookup(name, qtype, &mut ans, 0, &mut Draw::none(&mut rng));
-    template(qname, qtype, &ans).map_or(Reply::Fallback, Reply::Fixed)
+    template(zone, qname, qtype, &ans).map_or(Reply::Fallback, Reply::Fixed)
 }
 
 /// Whether looking `name` up leaves nothing to chance: no weighted name on
@@ -546,7 +650,24 @@ fn deterministic(zone: &ZonePlan, name: &LowerName, qtype: RecordType, depth: us
 
 /// Encodes `ans` as the response to a query for `qname`/`qtype` (ID 0, no
 /// flags, class IN), with hickory's encoder and name compression.
-fn template(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Template> {
+fn template(
+    zone: &ZonePlan,
+    qname: &Name,
+    qtype: RecordType,
+    ans: &Answer<'_>,
+) -> Option<Template> {
+    let mut t = encode(qname, qtype, ans)?;
+    if zone.sec.is_some() {
+        let mut signed = ans.clone();
+        zone.secure(&LowerName::from(qname), qtype, &mut signed);
+        t.signed = encode(qname, qtype, &signed)
+            .map_or(Signed::Fallback, |s| Signed::Template(Box::new(s)));
+    }
+    Some(t)
+}
+
+/// The response [`template`] makes, without its DO=1 form.
+fn encode(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Template> {
     if ans.rcode.high() != 0 {
         return None;
     }
@@ -564,6 +685,7 @@ fn template(qname: &Name, qtype: RecordType, ans: &Answer<'_>) -> Option<Templat
         bytes: bytes.into_boxed_slice(),
         question_end,
         rcode: ans.rcode,
+        signed: Signed::Same,
     })
 }
 
@@ -590,6 +712,8 @@ fn zone_wire(zone: &ZonePlan) -> Option<ZoneWire> {
         origin_len,
         soa_tail,
         cuts: zone.cuts.iter().map(wire_name).collect(),
+        signed: zone.sec.is_some(),
+        nsec: zone.sec.as_ref().and_then(|s| s.nsec_wire(&zone.neg_soa)),
     })
 }
 

@@ -162,6 +162,38 @@ pub enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// DNSSEC keys of signed zones (`[zone.dnssec]`).
+    Dnssec {
+        #[command(subcommand)]
+        action: DnssecAction,
+    },
+}
+
+/// `dnssec` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum DnssecAction {
+    /// Write a new signing key (PKCS#8 PEM, mode 0600) and print its key tag.
+    Keygen {
+        /// The key file to create (never overwritten).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Key algorithm: ecdsap256sha256 (13) or ed25519 (15).
+        #[arg(long, value_name = "ALGORITHM", default_value = "ecdsap256sha256")]
+        algorithm: String,
+    },
+    /// Print the DS records (SHA-256) of a zone's signing keys, for the parent,
+    /// read from the zone files (no daemon needed).
+    Ds {
+        /// The zone's origin ("shift.example.com.").
+        origin: String,
+    },
+    /// The running daemon's signed zones: keys, tags, states, signatures and
+    /// the earliest signature expiry.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `auto` subcommands.

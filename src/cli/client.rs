@@ -133,6 +133,7 @@ impl Client {
         let seg = |s: &str| percent(s);
         match command {
             Command::Serve(_) | Command::Check { .. } | Command::Cluster { .. } => Ok(()),
+            Command::Dnssec { action } => self.dnssec(action).await,
             Command::Status {
                 service,
                 json,
@@ -315,6 +316,21 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    /// `dnssec status` (keygen and ds run without a daemon, in [`super::dnssec`]).
+    async fn dnssec(&self, action: crate::cli::DnssecAction) -> Result<(), Failure> {
+        let crate::cli::DnssecAction::Status { json } = action else {
+            return Ok(());
+        };
+        let st: crate::api::DnssecStatusResponse = self
+            .call(reqwest::Method::GET, "/v1/dnssec", NO_BODY)
+            .await?;
+        if json {
+            return print_json(&st);
+        }
+        print!("{}", super::dnssec::render_status(&st));
+        Ok(())
     }
 
     /// `decommission` / `recommission`: POSTs `body` and prints the answer.

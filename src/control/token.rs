@@ -65,7 +65,7 @@ fn check_token_file(path: &Path) -> std::io::Result<()> {
             path.display()
         )));
     }
-    if let Some(me) = effective_uid()
+    if let Some(me) = crate::config::source::effective_uid()
         && meta.uid() != me
     {
         return Err(std::io::Error::other(format!(
@@ -75,16 +75,6 @@ fn check_token_file(path: &Path) -> std::io::Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The effective uid of this process, from `/proc/self/status` (std has no
-/// safe call for it, and this crate forbids `unsafe`). None where there is
-/// no procfs; the owner check is then skipped.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    // Uid: real effective saved filesystem
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Compares without an early exit, so timing does not leak the token.

@@ -129,6 +129,7 @@ pub async fn handle(
         out: Arc::default(),
         max_size,
         edns: (protocol == Protocol::Udp && request.edns.is_some()).then_some(max_size),
+        dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
     };
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
@@ -157,6 +158,8 @@ struct Capture {
     max_size: u16,
     /// The UDP payload size to advertise in a truncated answer's OPT.
     edns: Option<u16>,
+    /// The query's DO bit, copied into a truncated answer's OPT.
+    dnssec_ok: bool,
 }
 
 #[async_trait::async_trait]
@@ -174,7 +177,7 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let (mut bytes, info) = super::encode(response, self.max_size)?;
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
-            truncated(&mut bytes, self.edns);
+            truncated(&mut bytes, self.edns, self.dnssec_ok);
         }
         *lock(&self.out) = Some(bytes);
         Ok(info)
@@ -185,7 +188,7 @@ impl ResponseHandler for Capture {
 /// answer: the header (TC set) and the question, plus an OPT record when
 /// the query had EDNS. hickory's encoder may leave a partly written record
 /// after the question, or records that fit beside a truncated section.
-fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>) {
+fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>, dnssec_ok: bool) {
     let end = question_end(bytes).unwrap_or(HEADER_LEN.min(bytes.len()));
     bytes.truncate(end);
     if bytes.len() < HEADER_LEN {
@@ -196,7 +199,7 @@ fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>) {
         bytes[4..6].fill(0);
     }
     if let Some(payload) = edns {
-        bytes.extend_from_slice(&opt_record(payload));
+        bytes.extend_from_slice(&opt_record(payload, dnssec_ok));
         bytes[11] = 1;
     }
 }

@@ -21,6 +21,8 @@ const HICKORY_OPTIONS: [u16; 1] = [3];
 /// EDNS Client Subnet (RFC 7871): read here, once; a malformed or repeated
 /// one goes to hickory's path, which answers FORMERR.
 const OPTION_ECS: u16 = 8;
+/// The DO bit (RFC 3225) in the first byte of the OPT record's flags.
+const DO_BIT: u8 = 0x80;
 /// Record type of the EDNS pseudo-record.
 const TYPE_OPT: u16 = 41;
 
@@ -92,15 +94,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     let question = &req[HEADER_LEN..at + 4];
     at += 4;
-    let (edns, ecs) = if count(10) == 1 {
+    let (edns, ecs, dnssec_ok) = if count(10) == 1 {
         match opt(&req[at..]) {
-            Some((payload, ecs)) => (Some(payload.clamp(512, max_payload)), ecs),
+            Some(o) => (Some(o.payload.clamp(512, max_payload)), o.ecs, o.dnssec_ok),
             None => return Parsed::Fallback,
         }
     } else if at != req.len() {
         return Parsed::Fallback;
     } else {
-        (None, None)
+        (None, None, false)
     };
     Parsed::Query(Question {
         header: &req[..HEADER_LEN],
@@ -109,14 +111,25 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
         qtype,
         edns,
         ecs,
+        dnssec_ok,
     })
 }
 
-/// Reads an OPT record that ends the message; its UDP payload size and
-/// client subnet, or `None` when anything is unusual (not OPT, version
+/// What the OPT record of a query says, as far as the fast path reads it.
+struct Opt {
+    /// UDP payload size.
+    payload: u16,
+    /// Client subnet.
+    ecs: Option<Ecs>,
+    /// The DO bit.
+    dnssec_ok: bool,
+}
+
+/// Reads an OPT record that ends the message; its UDP payload size, client
+/// subnet and DO bit, or `None` when anything is unusual (not OPT, version
 /// above 0, an extended RCODE, NSID, a malformed or repeated client
 /// subnet, a malformed option, trailing bytes).
-fn opt(rr: &[u8]) -> Option<(u16, Option<Ecs>)> {
+fn opt(rr: &[u8]) -> Option<Opt> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
     }
@@ -145,7 +158,11 @@ fn opt(rr: &[u8]) -> Option<(u16, Option<Ecs>)> {
         }
         options = &options[4 + len..];
     }
-    Some((payload, ecs))
+    Some(Opt {
+        payload,
+        ecs,
+        dnssec_ok: rr[7] & DO_BIT != 0,
+    })
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ impl Operator {
         // as healthy until their first result.
         drop(self.checks.restart(&zones));
         self.rebuild();
+        self.record_keys();
         drop(_writer);
         if let Err(e) = self.register_zones() {
             warn!(error = %e, zones = %digest, "the new zones' generation is not recorded in etcd yet; serving one more than the last serial here until it is");

@@ -96,6 +96,12 @@ pub(super) fn build_zone(
         errs,
     );
 
+    let dnssec = zs
+        .dnssec
+        .as_ref()
+        .and_then(|d| build_dnssec(src, d, &origin, errs))
+        .map(std::sync::Arc::new);
+
     Some(Zone {
         file: src.path.clone(),
         origin,
@@ -109,7 +115,95 @@ pub(super) fn build_zone(
         serial: zs.serial.map(|s| s.into_inner()),
         records,
         services,
+        dnssec,
     })
+}
+
+/// `[zone.dnssec]`: reads every key file (relative to the zone file's
+/// directory). Each unusable key is an error at its line; a zone is never
+/// loaded with only some of its keys.
+fn build_dnssec(
+    src: &Source,
+    spec: &Spanned<DnssecSpec>,
+    origin: &Name,
+    errs: &mut Vec<ConfigError>,
+) -> Option<crate::dnssec::ZoneKeys> {
+    let d = spec.get_ref();
+    let before = errs.len();
+    let algorithm = match &d.algorithm {
+        Some(a) => match crate::dnssec::algorithm_by_name(a.get_ref()) {
+            Some(alg) => Some(alg),
+            None => {
+                errs.push(src.error(
+                    a.span(),
+                    "zone.dnssec.algorithm",
+                    format!(
+                        "unknown algorithm {:?}, expected one of {}",
+                        a.get_ref(),
+                        crate::dnssec::ALGORITHMS
+                            .iter()
+                            .map(|(n, _)| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    if d.keys.is_empty() {
+        errs.push(src.error(
+            spec.span(),
+            "zone.dnssec.keys",
+            "at least one signing key is required",
+        ));
+    }
+    let dir = src.path.parent().unwrap_or(Path::new("."));
+    let mut keys = Vec::new();
+    for (list, signs, key) in [
+        (&d.keys, true, "zone.dnssec.keys"),
+        (&d.publish, false, "zone.dnssec.publish"),
+    ] {
+        for f in list {
+            let path = dir.join(f.get_ref());
+            match crate::dnssec::Key::load(&path, signs) {
+                Ok(k) => {
+                    if let Some(alg) = algorithm
+                        && k.algorithm != alg
+                    {
+                        errs.push(src.error(
+                            f.span(),
+                            key,
+                            format!(
+                                "{}: the key is {} but zone.dnssec.algorithm is {}",
+                                path.display(),
+                                crate::dnssec::algorithm_name(k.algorithm),
+                                crate::dnssec::algorithm_name(alg)
+                            ),
+                        ));
+                    } else if let Some(prev) =
+                        keys.iter().find(|p: &&crate::dnssec::Key| p.tag == k.tag)
+                    {
+                        errs.push(src.error(
+                            f.span(),
+                            key,
+                            format!(
+                                "{}: key tag {} is already listed ({})",
+                                path.display(),
+                                k.tag,
+                                prev.path.display()
+                            ),
+                        ));
+                    } else {
+                        keys.push(k);
+                    }
+                }
+                Err(e) => errs.push(src.error(f.span(), key, e.to_string())),
+            }
+        }
+    }
+    (errs.len() == before).then(|| crate::dnssec::ZoneKeys::new(origin.clone(), keys))
 }
 
 /// A required key left out of the table at key path `table` (written at

@@ -30,6 +30,17 @@ pub(super) struct ZoneSpec {
     pub(super) retry: Option<Spanned<DurationSpec>>,
     pub(super) expire: Option<Spanned<DurationSpec>>,
     pub(super) records: Option<Spanned<String>>,
+    pub(super) dnssec: Option<Spanned<DnssecSpec>>,
+}
+
+/// `[zone.dnssec]`: the zone's signing and published keys (issue 20).
+#[derive(Deserialize)]
+pub(super) struct DnssecSpec {
+    #[serde(default)]
+    pub(super) keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) publish: Vec<Spanned<String>>,
+    pub(super) algorithm: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +183,9 @@ pub(super) fn unknown_keys(src: &Source, errs: &mut Vec<ConfigError>) {
     src.unknown_keys(&doc, "", fields::<FileSpec>(), errs);
     if let Some(zone) = sub_table(&doc, "zone") {
         src.unknown_keys(zone, "zone", fields::<ZoneSpec>(), errs);
+        if let Some(d) = sub_table(zone, "dnssec") {
+            src.unknown_keys(d, "zone.dnssec", fields::<DnssecSpec>(), errs);
+        }
     }
     for (i, s) in tables(&doc, "service").enumerate() {
         // Named as build.rs names the service's keys.
