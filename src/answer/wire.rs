@@ -62,6 +62,12 @@ pub struct Question<'a> {
     /// The DO bit of the query's OPT record: a signed zone answers with
     /// RRSIGs and NSEC proofs ([`super::secure`]).
     pub dnssec_ok: bool,
+    /// The query's COOKIE option (only with `edns`), as sent.
+    pub cookie: Option<crate::dns::cookie::Received>,
+    /// The COOKIE option data the reply carries (client and server
+    /// cookie), set by the caller from `cookie`, the client's address and
+    /// the secret ([`crate::dns::cookie::answer`]).
+    pub cookie_reply: Option<[u8; crate::dns::cookie::REPLY_LEN]>,
 }
 
 /// The ECS option's header in a reply: code 8 and length.
@@ -450,18 +456,20 @@ fn patch_header(q: &Question<'_>, out: &mut [u8]) {
     out[3] |= q.header[3] & CD;
 }
 
-/// The bytes [`finish`] appends for `q`: the OPT record, and the ECS
-/// option in it when the query had one.
+/// The bytes [`finish`] appends for `q`: the OPT record, the ECS option
+/// in it when the query had one, and the COOKIE option.
 fn opt_len(q: &Question<'_>) -> usize {
-    match (q.edns, q.ecs) {
-        (None, _) => 0,
-        (Some(_), None) => OPT_LEN,
-        (Some(_), Some(e)) => OPT_LEN + 4 + e.reply(0).1,
+    if q.edns.is_none() {
+        return 0;
     }
+    let ecs = q.ecs.map_or(0, |e| 4 + e.reply(0).1);
+    let cookie = q.cookie_reply.map_or(0, |c| 4 + c.len());
+    OPT_LEN + ecs + cookie
 }
 
 /// Appends the OPT record if the query had EDNS, with the ECS option at
-/// `scope` if it had ECS; returns the length.
+/// `scope` if it had ECS, then the COOKIE option if it had one (the order
+/// the hickory handler writes them in); returns the length.
 fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
     let Some(payload) = q.edns else {
         return body;
@@ -474,9 +482,16 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
         out[end + 2..end + 4].copy_from_slice(&(n as u16).to_be_bytes());
         out[end + 4..end + 4 + n].copy_from_slice(&data[..n]);
         end += 4 + n;
-        // RDLENGTH of the OPT record.
-        out[body + OPT_LEN - 2..body + OPT_LEN].copy_from_slice(&((4 + n) as u16).to_be_bytes());
     }
+    if let Some(c) = q.cookie_reply {
+        out[end..end + 2].copy_from_slice(&crate::dns::cookie::OPTION_COOKIE.to_be_bytes());
+        out[end + 2..end + 4].copy_from_slice(&(c.len() as u16).to_be_bytes());
+        out[end + 4..end + 4 + c.len()].copy_from_slice(&c);
+        end += 4 + c.len();
+    }
+    // RDLENGTH of the OPT record.
+    let rdlen = (end - body - OPT_LEN) as u16;
+    out[body + OPT_LEN - 2..body + OPT_LEN].copy_from_slice(&rdlen.to_be_bytes());
     let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
     out[10..12].copy_from_slice(&arcount.to_be_bytes());
     end

@@ -70,13 +70,30 @@ impl Fallback {
         }
         let this = self.clone();
         let raw = req.to_vec();
+        // A valid server cookie proves the source address: no rate limit
+        // (RFC 7873 §5.3), as on the fast path.
+        let exempt = match super::request_cookie(&raw) {
+            Ok(Some(c)) => {
+                super::cookie::answer(
+                    &super::cookie::secrets(),
+                    &c,
+                    src.ip(),
+                    super::cookie::now_secs(),
+                )
+                .1 == super::cookie::Verdict::Valid
+            }
+            _ => false,
+        };
         let socket = socket.clone();
         self.runtime.spawn(async move {
             if let Some(mut bytes) = handle(&this.handler, raw, src, Protocol::Udp).await {
                 let len = bytes.len();
-                let len = this
-                    .counters
-                    .limit(&this.rrl, src.ip(), &mut bytes, len, now_secs());
+                let len = if exempt {
+                    len
+                } else {
+                    this.counters
+                        .limit(&this.rrl, src.ip(), &mut bytes, len, now_secs())
+                };
                 if len > 0 {
                     send(&socket, &bytes[..len], src);
                 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use super::cookie;
 use super::parse::{self, MAX_NAME, Parsed};
 use super::rrl;
 use crate::answer::wire::{HEADER_LEN, Outcome};
@@ -45,8 +46,21 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
 /// [`respond`] for a datagram from `src` (the resolver): a sticky service
 /// keys its answer on its network, or on the query's client subnet.
 pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]) -> Action {
+    respond_checked(plan, req, src, out).0
+}
+
+/// [`respond_from`], and whether the query carried a valid server cookie
+/// (RFC 7873), which exempts its answer from rate limiting. A query with a
+/// COOKIE option and no `src` (nothing to check the cookie against) falls
+/// back.
+pub fn respond_checked(
+    plan: &Plan,
+    req: &[u8],
+    src: Option<IpAddr>,
+    out: &mut [u8],
+) -> (Action, bool) {
     let mut lower = [0u8; MAX_NAME];
-    match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
+    let action = match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
         Parsed::Drop => {
             crate::dns::BAD_PACKETS
                 .dropped
@@ -65,7 +79,17 @@ pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]
                 .count(RecordType::Unknown(0), false, ResponseCode::FormErr);
             Action::Send(HEADER_LEN)
         }
-        Parsed::Query(q) => {
+        Parsed::Query(mut q) => {
+            let mut verdict = None;
+            if let Some(received) = &q.cookie {
+                let Some(ip) = src else {
+                    return (Action::Fallback, false);
+                };
+                let (reply, v) =
+                    cookie::answer(&cookie::secrets(), received, ip, cookie::now_secs());
+                q.cookie_reply = Some(reply);
+                verdict = Some(v);
+            }
             let limit = usize::from(q.edns.unwrap_or(512));
             match plan
                 .wire
@@ -77,12 +101,16 @@ pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]
                             .ecs_queries
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    Action::Send(n)
+                    if let Some(v) = verdict {
+                        cookie::COUNTS.count(v);
+                    }
+                    return (Action::Send(n), verdict == Some(cookie::Verdict::Valid));
                 }
                 Outcome::Fallback => Action::Fallback,
             }
         }
-    }
+    };
+    (action, false)
 }
 
 /// FORMERR, header only, as hickory answers what it cannot decode: the

@@ -2,6 +2,7 @@
 //! OPT record, read in place without allocating. Anything it does not fully
 //! understand is [`Parsed::Fallback`], for hickory's decoder.
 
+use super::cookie::{self, OPTION_COOKIE};
 use crate::answer::sticky::Ecs;
 use crate::answer::wire::{HEADER_LEN, Question};
 
@@ -15,8 +16,8 @@ const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
 /// EDNS options the fast path leaves to hickory, which reads their
 /// contents: NSID (RFC 5001, which the handler answers). Others are opaque
-/// to hickory too and ignored, as it ignores them; client subnet is read
-/// here ([`OPTION_ECS`]).
+/// to hickory too and ignored, as it ignores them; client subnet and
+/// cookies are read here ([`OPTION_ECS`], [`OPTION_COOKIE`]).
 const HICKORY_OPTIONS: [u16; 1] = [3];
 /// EDNS Client Subnet (RFC 7871): read here, once; a malformed or repeated
 /// one goes to hickory's path, which answers FORMERR.
@@ -94,15 +95,20 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     let question = &req[HEADER_LEN..at + 4];
     at += 4;
-    let (edns, ecs, dnssec_ok) = if count(10) == 1 {
+    let (edns, ecs, dnssec_ok, cookie) = if count(10) == 1 {
         match opt(&req[at..]) {
-            Some(o) => (Some(o.payload.clamp(512, max_payload)), o.ecs, o.dnssec_ok),
+            Some(o) => (
+                Some(o.payload.clamp(512, max_payload)),
+                o.ecs,
+                o.dnssec_ok,
+                o.cookie,
+            ),
             None => return Parsed::Fallback,
         }
     } else if at != req.len() {
         return Parsed::Fallback;
     } else {
-        (None, None, false)
+        (None, None, false, None)
     };
     Parsed::Query(Question {
         header: &req[..HEADER_LEN],
@@ -112,6 +118,8 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
         edns,
         ecs,
         dnssec_ok,
+        cookie,
+        cookie_reply: None,
     })
 }
 
@@ -123,12 +131,15 @@ struct Opt {
     ecs: Option<Ecs>,
     /// The DO bit.
     dnssec_ok: bool,
+    /// The COOKIE option.
+    cookie: Option<cookie::Received>,
 }
 
 /// Reads an OPT record that ends the message; its UDP payload size, client
 /// subnet and DO bit, or `None` when anything is unusual (not OPT, version
 /// above 0, an extended RCODE, NSID, a malformed or repeated client
-/// subnet, a malformed option, trailing bytes).
+/// subnet or cookie, a malformed option, trailing bytes). The hickory path
+/// answers a malformed cookie FORMERR.
 fn opt(rr: &[u8]) -> Option<Opt> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
@@ -141,6 +152,7 @@ fn opt(rr: &[u8]) -> Option<Opt> {
     }
     let mut options = &rr[11..];
     let mut ecs = None;
+    let mut cookie = None;
     while !options.is_empty() {
         if options.len() < 4 {
             return None;
@@ -155,6 +167,11 @@ fn opt(rr: &[u8]) -> Option<Opt> {
                 return None;
             }
             ecs = Some(Ecs::parse(&options[4..4 + len]).ok()?);
+        } else if code == OPTION_COOKIE {
+            if cookie.is_some() {
+                return None;
+            }
+            cookie = Some(cookie::Received::parse(&options[4..4 + len]).ok()?);
         }
         options = &options[4 + len..];
     }
@@ -162,6 +179,7 @@ fn opt(rr: &[u8]) -> Option<Opt> {
         payload,
         ecs,
         dnssec_ok: rr[7] & DO_BIT != 0,
+        cookie,
     })
 }
 
