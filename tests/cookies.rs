@@ -287,3 +287,28 @@ fn hosts_sharing_the_secret_file_accept_each_others_cookies_and_reload_rotates_i
     assert!(err.contains("cookies.secret_file"), "{err}");
     assert_eq!(q(&host1, &renewed), renewed);
 }
+
+#[test]
+fn a_readable_by_others_secret_file_fails_check_and_start_with_its_line_and_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = secret_file(dir.path(), "cookie.secret", SECRET_A);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let setup = Setup::new(
+        &[("shift.test.toml", &zone())],
+        &format!("[cookies]\nsecret_file = {file:?}\n"),
+    );
+    // The Setup's config has 6 lines before the extra text.
+    let want = format!(
+        "{}:8: cookies.secret_file: {file} has mode 0644 but must be readable by its owner only: run `chmod 600 {file}`",
+        setup.config().display()
+    );
+    let out = check_config(setup.dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "want {want}\ngot {stderr}"
+    );
+    assert!(serve_must_fail(setup.dir.path()).contains(&want));
+}
