@@ -12,6 +12,7 @@
 pub mod cookie;
 pub mod fallback;
 pub mod fast;
+pub mod message;
 pub mod parse;
 pub mod rrl;
 mod socket;
@@ -45,6 +46,7 @@ use tracing::{debug, warn};
 use crate::answer::sticky::{COUNTS as STICKY_COUNTS, Client, Ecs};
 use crate::answer::{Lookup, Plan, ThreadRandom};
 use crate::clock::unix_ms;
+use message::{HEADER_LEN, TYPE_OPT};
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -380,10 +382,6 @@ fn servfail_info(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Length of the DNS header.
-const HEADER_LEN: usize = 12;
-/// The OPT pseudo-record type (RFC 6891).
-const OPT_TYPE: u16 = 41;
 /// Receive buffer: the largest UDP payload there is.
 const MAX_DATAGRAM: usize = 65_535;
 /// At most one log line about unparsable packets per this interval, so a
@@ -534,31 +532,19 @@ fn walk_to_opt(msg: &[u8]) -> Option<&[u8]> {
     let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
     let mut pos = HEADER_LEN;
     for _ in 0..qd {
-        pos = skip_name(msg, pos)? + 4;
+        pos = message::name_end(msg, pos)? + 4;
     }
     for i in 0..an + ns + ar {
-        pos = skip_name(msg, pos)?;
+        pos = message::name_end(msg, pos)?;
         let rtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
         let rdlen = usize::from(u16::from_be_bytes([*msg.get(pos + 8)?, *msg.get(pos + 9)?]));
         let rdata = msg.get(pos + 10..pos + 10 + rdlen)?;
-        if i >= an + ns && rtype == OPT_TYPE {
+        if i >= an + ns && rtype == TYPE_OPT {
             return Some(rdata);
         }
         pos += 10 + rdlen;
     }
     None
-}
-
-/// The position after the (possibly compressed) name at `pos`.
-fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
-    loop {
-        let len = *msg.get(pos)?;
-        match len {
-            0 => return Some(pos + 1),
-            l if l & 0xc0 == 0xc0 => return Some(pos + 2),
-            l => pos += 1 + usize::from(l),
-        }
-    }
 }
 
 /// Serves DNS over UDP on `socket` until `shutdown` is cancelled.

@@ -25,10 +25,9 @@ use std::net::IpAddr;
 
 use super::sticky::{Client, Ecs};
 use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, StickyPick, ZonePlan};
+use crate::dns::message::{HEADER_LEN, TYPE_OPT, suffixes};
 use crate::stats::QueryCounters;
 
-/// DNS header length.
-pub const HEADER_LEN: usize = 12;
 /// An OPT record without options: root name, type, class (payload), TTL,
 /// RDLENGTH.
 pub const OPT_LEN: usize = 11;
@@ -62,12 +61,13 @@ pub struct Question<'a> {
     /// The DO bit of the query's OPT record: a signed zone answers with
     /// RRSIGs and NSEC proofs ([`super::secure`]).
     pub dnssec_ok: bool,
-    /// The query's COOKIE option (only with `edns`), as sent.
-    pub cookie: Option<crate::dns::cookie::Received>,
+    /// The data of the query's COOKIE option (only with `edns`), as sent;
+    /// its length is one RFC 7873 allows.
+    pub cookie: Option<&'a [u8]>,
     /// The COOKIE option data the reply carries (client and server
     /// cookie), set by the caller from `cookie`, the client's address and
     /// the secret ([`crate::dns::cookie::answer`]).
-    pub cookie_reply: Option<[u8; crate::dns::cookie::REPLY_LEN]>,
+    pub cookie_reply: Option<&'a [u8]>,
 }
 
 /// The ECS option's header in a reply: code 8 and length.
@@ -284,8 +284,7 @@ impl WirePlan {
         }
         // Not a name of any zone: NXDOMAIN in the closest enclosing zone,
         // or REFUSED outside every zone.
-        let mut at = 0;
-        while at < q.lower.len() {
+        for at in suffixes(q.lower) {
             let suffix = &q.lower[at..];
             if let Some(zone) = self.zones.get(suffix) {
                 if zone.cuts.iter().any(|c| is_suffix(c, q.lower)) {
@@ -302,7 +301,6 @@ impl WirePlan {
                 zone.counters.count(qtype, false, ResponseCode::NXDomain);
                 return Outcome::Answered(len);
             }
-            at += usize::from(q.lower[at]) + 1;
         }
         let Some(len) = refused(q, limit, out) else {
             return Outcome::Fallback;
@@ -392,10 +390,10 @@ impl ZoneWire {
         let len = super::secure::wire_canonical_key(q.lower, &mut key)?;
         let cover = nsec.covering(&key[..len]);
         // The closest encloser: the longest existing ancestor.
-        let mut at = usize::from(*q.lower.first()?) + 1;
-        while at < q.lower.len() && !names.contains_key(&q.lower[at..]) {
-            at += usize::from(q.lower[at]) + 1;
-        }
+        let at = suffixes(q.lower)
+            .skip(1)
+            .find(|&at| names.contains_key(&q.lower[at..]))
+            .unwrap_or(q.lower.len());
         let mut wild = [0u8; 256];
         let wlen = super::secure::wire_canonical_key(q.lower.get(at..)?, &mut wild)?;
         wild.get_mut(wlen..wlen + 2)?.copy_from_slice(b"*\0");
@@ -486,7 +484,7 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
     if let Some(c) = q.cookie_reply {
         out[end..end + 2].copy_from_slice(&crate::dns::cookie::OPTION_COOKIE.to_be_bytes());
         out[end + 2..end + 4].copy_from_slice(&(c.len() as u16).to_be_bytes());
-        out[end + 4..end + 4 + c.len()].copy_from_slice(&c);
+        out[end + 4..end + 4 + c.len()].copy_from_slice(c);
         end += 4 + c.len();
     }
     // RDLENGTH of the OPT record.
@@ -503,19 +501,13 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
 pub fn opt_record(payload: u16, dnssec_ok: bool) -> [u8; OPT_LEN] {
     let p = payload.to_be_bytes();
     let flags = if dnssec_ok { 0x80 } else { 0 };
-    [0, 0, 41, p[0], p[1], 0, 0, flags, 0, 0, 0]
+    let t = TYPE_OPT.to_be_bytes();
+    [0, t[0], t[1], p[0], p[1], 0, 0, flags, 0, 0, 0]
 }
 
 /// Whether wire name `suffix` is `name` or one of its ancestors.
 fn is_suffix(suffix: &[u8], name: &[u8]) -> bool {
-    let mut at = 0;
-    while at < name.len() {
-        if &name[at..] == suffix {
-            return true;
-        }
-        at += usize::from(name[at]) + 1;
-    }
-    false
+    suffixes(name).any(|at| &name[at..] == suffix)
 }
 
 /// Lowercased wire format of a name.

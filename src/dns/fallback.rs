@@ -18,8 +18,9 @@ use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
 use super::fast::{Counters, question_end, question_has_pointer};
+use super::message::HEADER_LEN;
 use super::rrl::{Rrl, now_secs};
-use crate::answer::wire::{HEADER_LEN, opt_record};
+use crate::answer::wire::opt_record;
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 use crate::sync::lock;
 

@@ -19,9 +19,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use super::cookie;
+use super::message::{self, End, HEADER_LEN};
 use super::parse::{self, MAX_NAME, Parsed};
 use super::rrl;
-use crate::answer::wire::{HEADER_LEN, Outcome};
+use crate::answer::wire::Outcome;
 use crate::answer::{Plan, ThreadRandom};
 use crate::clock::unix_ms;
 
@@ -81,13 +82,14 @@ pub fn respond_checked(
         }
         Parsed::Query(mut q) => {
             let mut verdict = None;
-            if let Some(received) = &q.cookie {
-                let Some(ip) = src else {
+            let reply;
+            if let Some(data) = q.cookie {
+                let (Some(ip), Ok(received)) = (src, cookie::Received::parse(data)) else {
                     return (Action::Fallback, false);
                 };
-                let (reply, v) =
-                    cookie::answer(&cookie::secrets(), received, ip, cookie::now_secs());
-                q.cookie_reply = Some(reply);
+                let v;
+                (reply, v) = cookie::answer(&cookie::secrets(), &received, ip, cookie::now_secs());
+                q.cookie_reply = Some(&reply[..]);
                 verdict = Some(v);
             }
             let limit = usize::from(q.edns.unwrap_or(512));
@@ -178,17 +180,7 @@ pub fn question_end(msg: &[u8]) -> Option<usize> {
     if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
         return None;
     }
-    let mut at = HEADER_LEN;
-    loop {
-        let l = usize::from(*msg.get(at)?);
-        if l & 0xC0 != 0 {
-            return None;
-        }
-        at += l + 1;
-        if l == 0 {
-            break;
-        }
-    }
+    let at = message::plain_name_end(msg, HEADER_LEN)?;
     (at + 4 <= msg.len()).then_some(at + 4)
 }
 
@@ -201,19 +193,11 @@ pub fn question_has_pointer(msg: &[u8]) -> bool {
     };
     let mut at = HEADER_LEN;
     for _ in 0..count {
-        loop {
-            let Some(&l) = msg.get(at) else {
-                return false;
-            };
-            if l & 0xC0 != 0 {
-                return true;
-            }
-            at += usize::from(l) + 1;
-            if l == 0 {
-                break;
-            }
+        match message::labels(msg, at).end() {
+            End::Root(end) => at = end + 4,
+            End::Pointer(_) | End::BadType(_) => return true,
+            End::Truncated => return false,
         }
-        at += 4;
     }
     false
 }

@@ -3,14 +3,15 @@
 //! understand is [`Parsed::Fallback`], for hickory's decoder.
 
 use super::cookie::{self, OPTION_COOKIE};
+use super::message::{self, End, HEADER_LEN, Label, TYPE_OPT};
 use crate::answer::sticky::Ecs;
-use crate::answer::wire::{HEADER_LEN, Question};
+use crate::answer::wire::Question;
 
 /// Longest name in wire format (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 /// Query types the fast path leaves to hickory: 0, OPT, TKEY, TSIG, IXFR,
 /// AXFR, MAILB, MAILA and ANY (RFC 8482 minimal answers).
-const SPECIAL_TYPES: [u16; 9] = [0, 41, 249, 250, 251, 252, 253, 254, 255];
+const SPECIAL_TYPES: [u16; 9] = [0, TYPE_OPT, 249, 250, 251, 252, 253, 254, 255];
 /// Classes answered from our IN zones: IN and ANY (`*`).
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
@@ -24,8 +25,6 @@ const HICKORY_OPTIONS: [u16; 1] = [3];
 const OPTION_ECS: u16 = 8;
 /// The DO bit (RFC 3225) in the first byte of the OPT record's flags.
 const DO_BIT: u8 = 0x80;
-/// Record type of the EDNS pseudo-record.
-const TYPE_OPT: u16 = 41;
 
 /// The result of reading a datagram.
 #[derive(Debug)]
@@ -59,17 +58,11 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     // The name: plain labels only; a compression pointer in the only
     // question can point nowhere useful, and extended label types are dead.
-    let mut at = HEADER_LEN;
     let mut len = 0;
-    loop {
-        let Some(&l) = req.get(at) else {
-            return Parsed::Fallback;
-        };
-        let l = usize::from(l);
-        if l & 0xC0 != 0 {
-            return Parsed::FormErr;
-        }
-        if len + l + 1 > MAX_NAME || at + 1 + l > req.len() {
+    let mut labels = message::labels(req, HEADER_LEN);
+    for Label { at, len: l } in labels.by_ref() {
+        // Room for this label and the root.
+        if len + l + 2 > MAX_NAME {
             return Parsed::Fallback;
         }
         lower[len] = l as u8;
@@ -80,11 +73,14 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
             *d = s.to_ascii_lowercase();
         }
         len += l + 1;
-        at += l + 1;
-        if l == 0 {
-            break;
-        }
     }
+    let mut at = match labels.end() {
+        End::Root(end) => end,
+        End::Pointer(_) | End::BadType(_) => return Parsed::FormErr,
+        End::Truncated => return Parsed::Fallback,
+    };
+    lower[len] = 0;
+    len += 1;
     let Some(tc) = req.get(at..at + 4) else {
         return Parsed::Fallback;
     };
@@ -124,15 +120,15 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
 }
 
 /// What the OPT record of a query says, as far as the fast path reads it.
-struct Opt {
+struct Opt<'a> {
     /// UDP payload size.
     payload: u16,
     /// Client subnet.
     ecs: Option<Ecs>,
     /// The DO bit.
     dnssec_ok: bool,
-    /// The COOKIE option.
-    cookie: Option<cookie::Received>,
+    /// The COOKIE option's data (of a length RFC 7873 allows).
+    cookie: Option<&'a [u8]>,
 }
 
 /// Reads an OPT record that ends the message; its UDP payload size, client
@@ -140,7 +136,7 @@ struct Opt {
 /// above 0, an extended RCODE, NSID, a malformed or repeated client
 /// subnet or cookie, a malformed option, trailing bytes). The hickory path
 /// answers a malformed cookie FORMERR.
-fn opt(rr: &[u8]) -> Option<Opt> {
+fn opt(rr: &[u8]) -> Option<Opt<'_>> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
     }
@@ -171,7 +167,9 @@ fn opt(rr: &[u8]) -> Option<Opt> {
             if cookie.is_some() {
                 return None;
             }
-            cookie = Some(cookie::Received::parse(&options[4..4 + len]).ok()?);
+            let data = &options[4..4 + len];
+            cookie::Received::parse(data).ok()?;
+            cookie = Some(data);
         }
         options = &options[4 + len..];
     }
