@@ -50,6 +50,7 @@ pub struct Labels<'a> {
 
 /// Walks the name at `pos` in `msg` (a whole message, or a wire name with
 /// `pos` 0).
+#[inline]
 pub fn labels(msg: &[u8], pos: usize) -> Labels<'_> {
     Labels {
         msg,
@@ -61,6 +62,7 @@ pub fn labels(msg: &[u8], pos: usize) -> Labels<'_> {
 impl Iterator for Labels<'_> {
     type Item = Label;
 
+    #[inline]
     fn next(&mut self) -> Option<Label> {
         if self.end.is_some() {
             return None;
@@ -89,6 +91,7 @@ impl Iterator for Labels<'_> {
 
 impl Labels<'_> {
     /// How the name ends (walking the rest of it first).
+    #[inline]
     pub fn end(mut self) -> End {
         while self.next().is_some() {}
         self.end.unwrap_or(End::Truncated)
@@ -97,6 +100,7 @@ impl Labels<'_> {
 
 /// Where the uncompressed name at `pos` ends (after its root label), if it
 /// is one.
+#[inline]
 pub fn plain_name_end(msg: &[u8], pos: usize) -> Option<usize> {
     match labels(msg, pos).end() {
         End::Root(end) => Some(end),
@@ -105,6 +109,7 @@ pub fn plain_name_end(msg: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// Where the name at `pos` ends, compressed or not.
+#[inline]
 pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
     match labels(msg, pos).end() {
         End::Root(end) | End::Pointer(end) => Some(end),
@@ -115,10 +120,34 @@ pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
 /// The positions of wire name `name`'s suffixes, longest first: the name
 /// itself, then each ancestor, the root last. `name` is a whole wire name
 /// (no pointers).
-pub fn suffixes(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    labels(name, 0)
-        .map(|l| l.at)
-        .chain(name.len().checked_sub(1))
+#[inline]
+pub fn suffixes(name: &[u8]) -> Suffixes<'_> {
+    Suffixes { name, at: 0 }
+}
+
+/// The iterator of [`suffixes`].
+#[derive(Debug, Clone)]
+pub struct Suffixes<'a> {
+    name: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for Suffixes<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let at = self.at;
+        let len = usize::from(*self.name.get(at)?);
+        // The root ends the walk; so does a length byte that is not a
+        // label's (never in a wire name of ours).
+        self.at = if len == 0 || len & 0xC0 != 0 {
+            self.name.len()
+        } else {
+            at + 1 + len
+        };
+        Some(at)
+    }
 }
 
 #[cfg(test)]
