@@ -54,7 +54,6 @@ pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]
 /// (RFC 7873), which exempts its answer from rate limiting. A query with a
 /// COOKIE option and no `src` (nothing to check the cookie against) falls
 /// back.
-#[inline]
 pub fn respond_checked(
     plan: &Plan,
     req: &[u8],

@@ -121,33 +121,10 @@ pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
 /// itself, then each ancestor, the root last. `name` is a whole wire name
 /// (no pointers).
 #[inline]
-pub fn suffixes(name: &[u8]) -> Suffixes<'_> {
-    Suffixes { name, at: 0 }
-}
-
-/// The iterator of [`suffixes`].
-#[derive(Debug, Clone)]
-pub struct Suffixes<'a> {
-    name: &'a [u8],
-    at: usize,
-}
-
-impl Iterator for Suffixes<'_> {
-    type Item = usize;
-
-    #[inline]
-    fn next(&mut self) -> Option<usize> {
-        let at = self.at;
-        let len = usize::from(*self.name.get(at)?);
-        // The root ends the walk; so does a length byte that is not a
-        // label's (never in a wire name of ours).
-        self.at = if len == 0 || len & 0xC0 != 0 {
-            self.name.len()
-        } else {
-            at + 1 + len
-        };
-        Some(at)
-    }
+pub fn suffixes(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    labels(name, 0)
+        .map(|l| l.at)
+        .chain(name.len().checked_sub(1))
 }
 
 #[cfg(test)]
