@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::config::source::{ConfigError, ConfigErrors, DurationSpec, Source, fields, sub_table};
 
 pub mod cluster;
+pub mod cookies;
 mod log_format;
 pub mod rrl;
 pub mod source;
@@ -79,6 +80,7 @@ struct ConfigSpec {
     udp_rcvbuf: Option<Spanned<i64>>,
     tcp_max_connections: Option<Spanned<i64>>,
     rrl: Option<RrlSpec>,
+    cookies: Option<CookiesSpec>,
     ui: Option<Spanned<String>>,
     ui_hosts: Option<Vec<Spanned<String>>>,
 }
@@ -93,6 +95,13 @@ struct RrlSpec {
     ipv6_prefix: Option<Spanned<i64>>,
     table_size: Option<Spanned<i64>>,
     exempt: Option<Vec<Spanned<String>>>,
+}
+
+/// `[cookies]`: the DNS cookie secret.
+#[derive(Deserialize, Default)]
+struct CookiesSpec {
+    secret_file: Option<Spanned<String>>,
+    previous_secret_file: Option<Spanned<String>>,
 }
 
 /// Validated server settings.
@@ -137,6 +146,9 @@ pub struct Config {
     pub tcp_max_connections: usize,
     /// Response rate limiting on UDP (`[rrl]`).
     pub rrl: crate::config::rrl::Settings,
+    /// The DNS cookie secrets read from `[cookies]` (`secret_file`,
+    /// `previous_secret_file`); `None`: a random secret made at start.
+    pub cookies: Option<crate::dns::cookie::Secrets>,
     /// The status page on the control listener (`ui`).
     pub ui: ui::UiMode,
     /// Extra `Host` names the status page answers to (`ui_hosts`), besides
@@ -189,6 +201,7 @@ impl Config {
             src.unknown_keys(&doc, "", fields::<ConfigSpec>(), &mut errs);
             for (table, known) in [
                 ("rrl", fields::<RrlSpec>()),
+                ("cookies", fields::<CookiesSpec>()),
                 ("cluster", fields::<cluster::ClusterSpec>()),
             ] {
                 if let Some(t) = sub_table(&doc, table) {
@@ -423,6 +436,31 @@ impl Config {
         let base = src.and_then(|s| s.path.parent()).unwrap_or(Path::new(""));
         let path = |p: Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
         let state_dir = path(spec.state_dir, "state");
+        let cookies_spec = spec.cookies.unwrap_or_default();
+        let secret = |s: &Spanned<String>, key: &str| {
+            cookies::read_secret(&base.join(s.get_ref())).map_err(|m| err(s.span(), key, m))
+        };
+        let cookies = match (
+            &cookies_spec.secret_file,
+            &cookies_spec.previous_secret_file,
+        ) {
+            (None, None) => None,
+            (None, Some(p)) => {
+                return Err(err(
+                    p.span(),
+                    "cookies.previous_secret_file",
+                    "is only accepted beside cookies.secret_file (the secret that replaced it)"
+                        .into(),
+                ));
+            }
+            (Some(c), p) => Some(crate::dns::cookie::Secrets {
+                current: secret(c, "cookies.secret_file")?,
+                previous: p
+                    .as_ref()
+                    .map(|p| secret(p, "cookies.previous_secret_file"))
+                    .transpose()?,
+            }),
+        };
         Ok(Config {
             file: src.map(|s| s.path.clone()),
             listen,
@@ -445,6 +483,7 @@ impl Config {
             udp_rcvbuf,
             tcp_max_connections,
             rrl,
+            cookies,
             ui,
             ui_hosts,
         })
@@ -671,6 +710,65 @@ mod tests {
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "got {e}");
+        }
+    }
+
+    #[test]
+    fn cookie_secrets_are_read_and_each_key_has_its_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let good = file("good", "000102030405060708090a0b0c0d0e0f\n", 0o600);
+        let old = file("old", "ffffffffffffffffffffffffffffffff", 0o600);
+        let short = file("short", "0001", 0o600);
+        let open = file("open", "000102030405060708090a0b0c0d0e0f", 0o644);
+        assert_eq!(parse("").unwrap().cookies, None);
+        let c = parse(&format!(
+            "[cookies]\nsecret_file = \"{good}\"\nprevious_secret_file = \"{old}\""
+        ))
+        .unwrap()
+        .cookies
+        .unwrap();
+        assert_eq!(c.current[15], 15);
+        assert_eq!(c.previous, Some([0xff; 16]));
+        let cases = [
+            (
+                format!("[cookies]\n\nsecret_file = \"{short}\""),
+                format!(
+                    "dnsshift.toml:3: cookies.secret_file: {short} must hold 16 bytes as 32 hex digits"
+                ),
+            ),
+            (
+                format!("[cookies]\nsecret_file = \"{open}\""),
+                format!(
+                    "dnsshift.toml:2: cookies.secret_file: {open} has mode 0644 but must be readable by its owner only"
+                ),
+            ),
+            (
+                format!("[cookies]\nsecret_file = \"{good}\"\nprevious_secret_file = \"{dir}/none\"", dir = dir.path().display()),
+                format!(
+                    "dnsshift.toml:3: cookies.previous_secret_file: cannot read {}/none",
+                    dir.path().display()
+                ),
+            ),
+            (
+                format!("[cookies]\nprevious_secret_file = \"{old}\""),
+                "dnsshift.toml:2: cookies.previous_secret_file: is only accepted beside cookies.secret_file".to_string(),
+            ),
+            (
+                "[cookies]\nsecret = \"00\"".to_string(),
+                "dnsshift.toml:2: cookies.secret: unknown key, expected one of `secret_file`, `previous_secret_file`".to_string(),
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.starts_with(&want), "got {e}\nwant {want}");
+            assert_eq!(e.lines().count(), 1, "exactly one error: {e}");
         }
     }
 }

@@ -255,6 +255,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
+    // The cookie secret: the configured one, else a random one made now.
+    dns::cookie::install(config.cookies);
     let handler = Arc::new(Handler::new(op.plan.clone()).with_server_id(&config.server_id));
     let mut udp_workers = Vec::new();
     let fallback = dns::fallback::Fallback::new(

@@ -9,8 +9,10 @@
 //!
 //! Binding ([`bind`], [`Listener`]) is in `socket.rs`.
 
+pub mod cookie;
 pub mod fallback;
 pub mod fast;
+pub mod message;
 pub mod parse;
 pub mod rrl;
 mod socket;
@@ -44,6 +46,7 @@ use tracing::{debug, warn};
 use crate::answer::sticky::{COUNTS as STICKY_COUNTS, Client, Ecs};
 use crate::answer::{Lookup, Plan, ThreadRandom};
 use crate::clock::unix_ms;
+use message::{HEADER_LEN, TYPE_OPT};
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -118,14 +121,19 @@ impl RequestHandler for Handler {
         let tcp = request.protocol() != Protocol::Udp;
 
         let mut resp_edns = Edns::new();
-        // The client subnet, read from the wire by the fast path's reader
-        // so both paths accept the same options; a malformed one is
-        // FORMERR (RFC 7871 §7.1.1).
-        let ecs = match request
-            .edns
-            .as_ref()
-            .map(|_| client_subnet(request.as_slice()))
-        {
+        // The client subnet and the cookie, read from the wire by the fast
+        // path's readers so both paths accept the same options; a malformed
+        // one is FORMERR (RFC 7871 §7.1.1, RFC 7873 §5.2.2).
+        let options = request.edns.as_ref().map(|_| {
+            let msg = request.as_slice();
+            Ok::<_, ()>((
+                client_subnet(msg)?,
+                request_cookie(msg).map_err(|_| {
+                    cookie::COUNTS.malformed.fetch_add(1, Ordering::Relaxed);
+                })?,
+            ))
+        });
+        let (ecs, received_cookie) = match options {
             Some(Err(())) => {
                 let mut e = Edns::new();
                 e.set_max_payload(MAX_UDP_PAYLOAD);
@@ -139,8 +147,8 @@ impl RequestHandler for Handler {
                 )
                 .await;
             }
-            Some(Ok(ecs)) => ecs,
-            None => None,
+            Some(Ok(found)) => found,
+            None => (None, None),
         };
         let edns = match &request.edns {
             Some(req) => {
@@ -183,6 +191,19 @@ impl RequestHandler for Handler {
                     resp_edns
                         .options_mut()
                         .insert(EdnsOption::Subnet(ClientSubnet::new(e.addr, e.source, 0)));
+                }
+                // RFC 7873 §5.2: a server cookie for every client cookie.
+                if let Some(received) = &received_cookie {
+                    let (reply, verdict) = cookie::answer(
+                        &cookie::secrets(),
+                        received,
+                        request.src().ip(),
+                        cookie::now_secs(),
+                    );
+                    cookie::COUNTS.count(verdict);
+                    resp_edns
+                        .options_mut()
+                        .insert(EdnsOption::Unknown(cookie::OPTION_COOKIE, reply.to_vec()));
                 }
                 Some(&resp_edns)
             }
@@ -261,14 +282,13 @@ impl RequestHandler for Handler {
         let edns = match ecs {
             Some(e) if answer.scope > 0 => {
                 let mut with_scope = resp_edns.clone();
-                with_scope.options_mut().remove(EdnsCode::Subnet);
-                with_scope
-                    .options_mut()
-                    .insert(EdnsOption::Subnet(ClientSubnet::new(
-                        e.addr,
-                        e.source,
-                        answer.scope,
-                    )));
+                // In place, so the options keep the fast path's order.
+                for (code, option) in with_scope.options_mut().options.iter_mut() {
+                    if *code == EdnsCode::Subnet {
+                        *option =
+                            EdnsOption::Subnet(ClientSubnet::new(e.addr, e.source, answer.scope));
+                    }
+                }
                 scoped = with_scope;
                 Some(&scoped)
             }
@@ -362,10 +382,6 @@ fn servfail_info(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Length of the DNS header.
-const HEADER_LEN: usize = 12;
-/// The OPT pseudo-record type (RFC 6891).
-const OPT_TYPE: u16 = 41;
 /// Receive buffer: the largest UDP payload there is.
 const MAX_DATAGRAM: usize = 65_535;
 /// At most one log line about unparsable packets per this interval, so a
@@ -466,22 +482,39 @@ fn opt_options_malformed(msg: &[u8]) -> bool {
 /// The query's EDNS Client Subnet option: `Ok(None)` without one,
 /// `Err(())` when it is malformed or repeated.
 fn client_subnet(msg: &[u8]) -> Result<Option<Ecs>, ()> {
+    edns_option(msg, u16::from(EdnsCode::Subnet))?
+        .map(|data| Ecs::parse(data).map_err(|_| ()))
+        .transpose()
+}
+
+/// The query's COOKIE option: `Ok(None)` without one, `Err` when it is
+/// malformed or repeated.
+pub(crate) fn request_cookie(msg: &[u8]) -> Result<Option<cookie::Received>, cookie::Malformed> {
+    edns_option(msg, cookie::OPTION_COOKIE)
+        .map_err(|()| cookie::Malformed)?
+        .map(cookie::Received::parse)
+        .transpose()
+}
+
+/// The data of the query's EDNS option `code`: `Ok(None)` without one,
+/// `Err(())` when it is repeated.
+fn edns_option(msg: &[u8], code: u16) -> Result<Option<&[u8]>, ()> {
     let Some(mut rest) = walk_to_opt(msg) else {
         return Ok(None);
     };
     let mut found = None;
     while rest.len() >= 4 {
-        let code = u16::from_be_bytes([rest[0], rest[1]]);
+        let c = u16::from_be_bytes([rest[0], rest[1]]);
         let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
         let Some(data) = rest.get(4..4 + len) else {
             // Options running past the record: counted and ignored above.
             return Ok(found);
         };
-        if code == u16::from(EdnsCode::Subnet) {
+        if c == code {
             if found.is_some() {
                 return Err(());
             }
-            found = Some(Ecs::parse(data).map_err(|_| ())?);
+            found = Some(data);
         }
         rest = &rest[4 + len..];
     }
@@ -499,31 +532,19 @@ fn walk_to_opt(msg: &[u8]) -> Option<&[u8]> {
     let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
     let mut pos = HEADER_LEN;
     for _ in 0..qd {
-        pos = skip_name(msg, pos)? + 4;
+        pos = message::name_end(msg, pos)? + 4;
     }
     for i in 0..an + ns + ar {
-        pos = skip_name(msg, pos)?;
+        pos = message::name_end(msg, pos)?;
         let rtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
         let rdlen = usize::from(u16::from_be_bytes([*msg.get(pos + 8)?, *msg.get(pos + 9)?]));
         let rdata = msg.get(pos + 10..pos + 10 + rdlen)?;
-        if i >= an + ns && rtype == OPT_TYPE {
+        if i >= an + ns && rtype == TYPE_OPT {
             return Some(rdata);
         }
         pos += 10 + rdlen;
     }
     None
-}
-
-/// The position after the (possibly compressed) name at `pos`.
-fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
-    loop {
-        let len = *msg.get(pos)?;
-        match len {
-            0 => return Some(pos + 1),
-            l if l & 0xc0 == 0xc0 => return Some(pos + 2),
-            l => pos += 1 + usize::from(l),
-        }
-    }
 }
 
 /// Serves DNS over UDP on `socket` until `shutdown` is cancelled.

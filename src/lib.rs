@@ -18,7 +18,7 @@
 //! api          the operator protocol: requests, responses, typed errors
 //! metrics      Prometheus rendering from zones, state, health and stats
 //! dns/         the data path: sockets, UDP fast path (ECS read in place),
-//!              TCP, hickory handler
+//!              TCP, hickory handler; DNS cookies (cookie.rs, issue 21)
 //! answer/      the answer plan = f(zones, state, health), pure; the lookup;
 //!              sticky assignment by client network (issue 18); DO=1
 //!              answers of signed zones (secure.rs, issue 20)
@@ -33,10 +33,11 @@
 //!              the digest of loaded zones (issue 16)
 //! dnssec       keys, signing with a cache by RRset content (issue 20);
 //!              read by zone/ when a zone is loaded
-//! config/      dnsshift.toml ([cluster], [rrl]); Source and file:line errors
+//! config/      dnsshift.toml ([cluster], [rrl], [cookies]); Source and file:line errors
 //! phase, pool  pure: phases and transitions; pools, endpoints, checks, EndpointKey
 //! clock, sync, error   the one clock, the one lock helper, error text
 //! background   runtimes on threads of lower CPU priority (control, health)
+//! siphash      the one SipHash (1-3 for sticky, 2-4 for cookies)
 //! ```
 //!
 //! # Data flow
@@ -76,6 +77,7 @@ pub mod metrics;
 pub mod operator;
 pub mod phase;
 pub mod pool;
+pub mod siphash;
 pub mod state;
 pub mod stats;
 pub mod sync;

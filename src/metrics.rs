@@ -128,6 +128,23 @@ pub fn render(src: &Sources<'_>) -> Result<String, std::fmt::Error> {
         "Queries answered that carried an EDNS Client Subnet option (RFC 7871), any service and mode",
         ecs,
     );
+    let cookies = Counters::default();
+    let k = &crate::dns::cookie::COUNTS;
+    for (result, n) in [
+        ("new", &k.new),
+        ("valid", &k.valid),
+        ("invalid", &k.invalid),
+        ("malformed", &k.malformed),
+    ] {
+        cookies
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "dns_cookies",
+        "Queries with a DNS COOKIE option (RFC 7873), by what it was: a client cookie alone (new), a valid server cookie (valid, exempt from RRL), another server cookie (invalid, answered with a new one), a malformed option (malformed, FORMERR)",
+        cookies,
+    );
 
     let answers = Counters::default();
     for (key, s) in src.stats.endpoints() {

@@ -1,7 +1,8 @@
 //! Zero heap allocations per query on the fast path: a counting global
 //! allocator around thousands of calls to the fast-path answer function,
 //! over a mix of weighted, static, negative, refused and EDNS queries,
-//! each then passed through response rate limiting as the workers do; and
+//! each then passed through response rate limiting as the workers do; DNS
+//! cookie queries (a client cookie alone, a valid server cookie); and
 //! the same around whole exchanges with a running UDP worker (recvmmsg,
 //! answer, sendmmsg) on a loopback socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,10 +14,11 @@ use std::path::Path;
 use arc_swap::ArcSwap;
 use dnsshift::answer::{ConfigOnly, Plan};
 use dnsshift::dns::MAX_UDP_PAYLOAD;
-use dnsshift::dns::fast::{Action, Counters, respond, respond_from};
+use dnsshift::dns::fast::{Action, Counters, respond, respond_checked, respond_from};
 use dnsshift::dns::rrl::{Rrl, Settings, now_secs};
 use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{Name, RecordType};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -132,6 +134,35 @@ fn encode(queries: &[(&str, RecordType, bool, bool)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A query for `www.shift.example.com.` with EDNS and a COOKIE option.
+fn cookie_query(cookie: &[u8]) -> Vec<u8> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("www.shift.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    let mut e = Edns::new();
+    e.options_mut()
+        .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    m.set_edns(e);
+    m.to_vec().unwrap()
+}
+
+/// The COOKIE option data of a response.
+fn cookie_of(response: &[u8]) -> Vec<u8> {
+    let m = Message::from_vec(response).unwrap();
+    m.edns
+        .unwrap()
+        .options()
+        .options
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(10, d) => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// A query for `app.sticky.test.` with EDNS and a client subnet option.
 fn ecs_query(t: RecordType, data: &[u8]) -> Vec<u8> {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
@@ -174,6 +205,7 @@ fn answers_allocate_nothing() {
         )
     };
     answers_of_plan_allocate_nothing(plan(false), &queries);
+    cookies_allocate_nothing(plan(false));
     // Signed: the same queries (DO=0) and DO=1 ones.
     queries.extend(encode(&SIGNED_QUERIES));
     answers_of_plan_allocate_nothing(plan(true), &queries);
@@ -221,6 +253,54 @@ fn answers_of_plan_allocate_nothing(plan: Plan, queries: &[Vec<u8>]) {
         0,
         "{allocations} allocations over {} queries",
         ROUNDS * queries.len()
+    );
+}
+
+/// Cookie queries from one client: a client cookie alone (a new server
+/// cookie is made) and a valid server cookie (checked, echoed, exempt).
+fn cookies_allocate_nothing(plan: Plan) {
+    let plan = ArcSwap::from_pointee(plan);
+    let mut out = [0u8; MAX_UDP_PAYLOAD as usize];
+    let src: IpAddr = "192.0.2.9".parse().unwrap();
+    let client_only = cookie_query(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    let (Action::Send(n), false) = respond_checked(&plan.load(), &client_only, Some(src), &mut out)
+    else {
+        panic!("a client cookie alone is answered on the fast path, not exempt");
+    };
+    let full = cookie_of(&out[..n]);
+    assert_eq!(full.len(), 24);
+    let valid = cookie_query(&full);
+    let queries = [client_only, valid];
+    let rrl = Rrl::new(Settings {
+        enabled: true,
+        responses_per_second: 100,
+        slip: 2,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        table_size: 1024,
+        exempt: Vec::new(),
+    });
+    let counters = Counters::default();
+    let region = Region::new(GLOBAL);
+    let mut exempt = 0;
+    for _ in 0..ROUNDS {
+        for q in &queries {
+            match respond_checked(&plan.load(), q, Some(src), &mut out) {
+                (Action::Send(_), true) => exempt += 1,
+                (Action::Send(n), false) => {
+                    counters.limit(&rrl, src, &mut out, n, now_secs());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let change = region.change();
+    assert_eq!(exempt, ROUNDS, "every valid server cookie is exempt");
+    assert_eq!(
+        change.allocations + change.reallocations,
+        0,
+        "allocations over {} cookie queries",
+        2 * ROUNDS
     );
 }
 
@@ -279,10 +359,18 @@ fn a_running_udp_worker_allocates_nothing() {
         Name::from_ascii("app.sticky.test.").unwrap(),
         RecordType::A,
     ));
+    // A client cookie alone, and the server cookie it got sent back.
+    let client_only = cookie_query(&[8, 7, 6, 5, 4, 3, 2, 1]);
+    let mut buf = [0u8; 2048];
+    client.send(&client_only).unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    let valid = cookie_query(&cookie_of(&buf[..n]));
     let queries = [
         m.to_vec().unwrap(),
         sticky.to_vec().unwrap(),
         ecs_query(RecordType::A, &[0, 1, 24, 0, 203, 0, 113]),
+        client_only,
+        valid,
     ];
     let mut buf = [0u8; 2048];
     let mut i = 0;

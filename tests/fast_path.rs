@@ -2,7 +2,8 @@
 //! corpus of queries (names × types × EDNS × case) goes through both on the
 //! same plan with the same random draws, and the decoded responses must be
 //! equal. Queries the fast path hands to hickory are counted, and must stay
-//! the exception.
+//! the exception. Some carry a DNS cookie: a client cookie alone or a valid
+//! server cookie for the test's client address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use dnsshift::dns::fast::{Action, respond, respond_from};
 use dnsshift::dns::{Handler, MAX_UDP_PAYLOAD};
 use dnsshift::stats::Stats;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 
@@ -154,6 +156,34 @@ fn corpus() -> Vec<Vec<u8>> {
     corpus_with(false)
 }
 
+/// The client address [`compare`] queries from.
+const SRC: &str = "127.0.0.1:5000";
+/// A client cookie.
+const CLIENT: [u8; 8] = [0x24, 0x64, 0xc4, 0xab, 0xcf, 0x10, 0xc9, 0x57];
+
+/// [`CLIENT`] with a server cookie valid for [`SRC`] now, made with the
+/// process's secret.
+fn valid_cookie() -> [u8; dnsshift::dns::cookie::REPLY_LEN] {
+    use dnsshift::dns::cookie;
+    let src: SocketAddr = SRC.parse().unwrap();
+    let received = cookie::Received::parse(&CLIENT).unwrap();
+    let (c, _) = cookie::answer(&cookie::secrets(), &received, src.ip(), cookie::now_secs());
+    c
+}
+
+/// The COOKIE option of a message, if any.
+fn cookie_of(m: &Message) -> Option<Vec<u8>> {
+    m.edns
+        .as_ref()?
+        .options()
+        .options
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(10, d) => Some(d.clone()),
+            _ => None,
+        })
+}
+
 /// [`corpus`]; with `dnssec_ok`, every query with EDNS sets DO.
 fn corpus_with(dnssec_ok: bool) -> Vec<Vec<u8>> {
     let names = [
@@ -225,6 +255,15 @@ fn corpus_with(dnssec_ok: bool) -> Vec<Vec<u8>> {
                     let mut e = Edns::new();
                     e.set_max_payload(p);
                     e.set_dnssec_ok(dnssec_ok);
+                    match (i + j) % 3 {
+                        0 => e
+                            .options_mut()
+                            .insert(EdnsOption::Unknown(10, CLIENT.to_vec())),
+                        1 => e
+                            .options_mut()
+                            .insert(EdnsOption::Unknown(10, valid_cookie().to_vec())),
+                        _ => {}
+                    }
                     m.set_edns(e);
                 }
                 out.push(m.to_vec().unwrap());
@@ -276,7 +315,7 @@ fn compare(plan: Arc<Plan>, corpus: &[Vec<u8>]) -> (usize, usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let src: SocketAddr = SRC.parse().unwrap();
     let (mut fast, mut fell_back) = (0, 0);
     for (n, req) in corpus.iter().enumerate() {
         for seed in [1, 2, 3] {
@@ -302,9 +341,34 @@ fn compare(plan: Arc<Plan>, corpus: &[Vec<u8>]) -> (usize, usize) {
             let want = rt
                 .block_on(handle(&handler, req.clone(), src, Protocol::Udp))
                 .unwrap();
-            let got_msg = Message::from_vec(&out[..len]).unwrap();
+            let mut got_msg = Message::from_vec(&out[..len]).unwrap();
             let want_msg = Message::from_vec(&want).unwrap();
             let q = Message::from_vec(req).unwrap();
+            // A new server cookie is stamped with the second it was made
+            // in: the two paths may straddle a second. The same client
+            // cookie, the same version; the rest is equal within a second.
+            let (got_c, want_c) = (cookie_of(&got_msg), cookie_of(&want_msg));
+            assert_eq!(got_c.is_some(), cookie_of(&q).is_some(), "query {n}");
+            if let (Some(g), Some(w)) = (&got_c, &want_c)
+                && g != w
+            {
+                let ts = |c: &[u8]| u32::from_be_bytes([c[12], c[13], c[14], c[15]]);
+                assert_eq!((g.len(), &g[..12]), (w.len(), &w[..12]), "query {n}");
+                assert_eq!(ts(w).wrapping_sub(ts(g)), 1, "query {n}: {g:?} {w:?}");
+                // Only the cookie is taken over; the rest is compared.
+                for (_, o) in got_msg
+                    .edns
+                    .as_mut()
+                    .unwrap()
+                    .options_mut()
+                    .options
+                    .iter_mut()
+                {
+                    if let EdnsOption::Unknown(10, d) = o {
+                        d.clone_from(w);
+                    }
+                }
+            }
             assert_eq!(got_msg, want_msg, "query {n}: {:?}", q.queries);
             assert_eq!(
                 out[..4],

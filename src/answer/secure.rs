@@ -400,11 +400,9 @@ pub(super) fn wire_canonical_key(name: &[u8], out: &mut [u8; 256]) -> Option<usi
     // Label starts, right to left, without a buffer: walk to find each.
     let mut starts = [0u8; 128];
     let mut n = 0;
-    let mut at = 0;
-    while at < name.len() && name[at] != 0 {
-        *starts.get_mut(n)? = u8::try_from(at).ok()?;
+    for label in crate::dns::message::labels(name, 0) {
+        *starts.get_mut(n)? = u8::try_from(label.at).ok()?;
         n += 1;
-        at += usize::from(name[at]) + 1;
     }
     let mut len = 0;
     for i in (0..n).rev() {

@@ -25,10 +25,9 @@ use std::net::IpAddr;
 
 use super::sticky::{Client, Ecs};
 use super::{Answer, Draw, MAX_CHAIN, Node, PoolCounter, Random, Selection, StickyPick, ZonePlan};
+use crate::dns::message::{HEADER_LEN, TYPE_OPT, suffixes};
 use crate::stats::QueryCounters;
 
-/// DNS header length.
-pub const HEADER_LEN: usize = 12;
 /// An OPT record without options: root name, type, class (payload), TTL,
 /// RDLENGTH.
 pub const OPT_LEN: usize = 11;
@@ -62,6 +61,13 @@ pub struct Question<'a> {
     /// The DO bit of the query's OPT record: a signed zone answers with
     /// RRSIGs and NSEC proofs ([`super::secure`]).
     pub dnssec_ok: bool,
+    /// The data of the query's COOKIE option (only with `edns`), as sent;
+    /// its length is one RFC 7873 allows.
+    pub cookie: Option<&'a [u8]>,
+    /// The COOKIE option data the reply carries (client and server
+    /// cookie), set by the caller from `cookie`, the client's address and
+    /// the secret ([`crate::dns::cookie::answer`]).
+    pub cookie_reply: Option<&'a [u8]>,
 }
 
 /// The ECS option's header in a reply: code 8 and length.
@@ -278,8 +284,7 @@ impl WirePlan {
         }
         // Not a name of any zone: NXDOMAIN in the closest enclosing zone,
         // or REFUSED outside every zone.
-        let mut at = 0;
-        while at < q.lower.len() {
+        for at in suffixes(q.lower) {
             let suffix = &q.lower[at..];
             if let Some(zone) = self.zones.get(suffix) {
                 if zone.cuts.iter().any(|c| is_suffix(c, q.lower)) {
@@ -296,7 +301,6 @@ impl WirePlan {
                 zone.counters.count(qtype, false, ResponseCode::NXDomain);
                 return Outcome::Answered(len);
             }
-            at += usize::from(q.lower[at]) + 1;
         }
         let Some(len) = refused(q, limit, out) else {
             return Outcome::Fallback;
@@ -386,10 +390,10 @@ impl ZoneWire {
         let len = super::secure::wire_canonical_key(q.lower, &mut key)?;
         let cover = nsec.covering(&key[..len]);
         // The closest encloser: the longest existing ancestor.
-        let mut at = usize::from(*q.lower.first()?) + 1;
-        while at < q.lower.len() && !names.contains_key(&q.lower[at..]) {
-            at += usize::from(q.lower[at]) + 1;
-        }
+        let at = suffixes(q.lower)
+            .skip(1)
+            .find(|&at| names.contains_key(&q.lower[at..]))
+            .unwrap_or(q.lower.len());
         let mut wild = [0u8; 256];
         let wlen = super::secure::wire_canonical_key(q.lower.get(at..)?, &mut wild)?;
         wild.get_mut(wlen..wlen + 2)?.copy_from_slice(b"*\0");
@@ -450,18 +454,20 @@ fn patch_header(q: &Question<'_>, out: &mut [u8]) {
     out[3] |= q.header[3] & CD;
 }
 
-/// The bytes [`finish`] appends for `q`: the OPT record, and the ECS
-/// option in it when the query had one.
+/// The bytes [`finish`] appends for `q`: the OPT record, the ECS option
+/// in it when the query had one, and the COOKIE option.
 fn opt_len(q: &Question<'_>) -> usize {
-    match (q.edns, q.ecs) {
-        (None, _) => 0,
-        (Some(_), None) => OPT_LEN,
-        (Some(_), Some(e)) => OPT_LEN + 4 + e.reply(0).1,
+    if q.edns.is_none() {
+        return 0;
     }
+    let ecs = q.ecs.map_or(0, |e| 4 + e.reply(0).1);
+    let cookie = q.cookie_reply.map_or(0, |c| 4 + c.len());
+    OPT_LEN + ecs + cookie
 }
 
 /// Appends the OPT record if the query had EDNS, with the ECS option at
-/// `scope` if it had ECS; returns the length.
+/// `scope` if it had ECS, then the COOKIE option if it had one (the order
+/// the hickory handler writes them in); returns the length.
 fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
     let Some(payload) = q.edns else {
         return body;
@@ -474,9 +480,16 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
         out[end + 2..end + 4].copy_from_slice(&(n as u16).to_be_bytes());
         out[end + 4..end + 4 + n].copy_from_slice(&data[..n]);
         end += 4 + n;
-        // RDLENGTH of the OPT record.
-        out[body + OPT_LEN - 2..body + OPT_LEN].copy_from_slice(&((4 + n) as u16).to_be_bytes());
     }
+    if let Some(c) = q.cookie_reply {
+        out[end..end + 2].copy_from_slice(&crate::dns::cookie::OPTION_COOKIE.to_be_bytes());
+        out[end + 2..end + 4].copy_from_slice(&(c.len() as u16).to_be_bytes());
+        out[end + 4..end + 4 + c.len()].copy_from_slice(c);
+        end += 4 + c.len();
+    }
+    // RDLENGTH of the OPT record.
+    let rdlen = (end - body - OPT_LEN) as u16;
+    out[body + OPT_LEN - 2..body + OPT_LEN].copy_from_slice(&rdlen.to_be_bytes());
     let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
     out[10..12].copy_from_slice(&arcount.to_be_bytes());
     end
@@ -488,19 +501,13 @@ fn finish(q: &Question<'_>, out: &mut [u8], body: usize, scope: u8) -> usize {
 pub fn opt_record(payload: u16, dnssec_ok: bool) -> [u8; OPT_LEN] {
     let p = payload.to_be_bytes();
     let flags = if dnssec_ok { 0x80 } else { 0 };
-    [0, 0, 41, p[0], p[1], 0, 0, flags, 0, 0, 0]
+    let t = TYPE_OPT.to_be_bytes();
+    [0, t[0], t[1], p[0], p[1], 0, 0, flags, 0, 0, 0]
 }
 
 /// Whether wire name `suffix` is `name` or one of its ancestors.
 fn is_suffix(suffix: &[u8], name: &[u8]) -> bool {
-    let mut at = 0;
-    while at < name.len() {
-        if &name[at..] == suffix {
-            return true;
-        }
-        at += usize::from(name[at]) + 1;
-    }
-    false
+    suffixes(name).any(|at| &name[at..] == suffix)
 }
 
 /// Lowercased wire format of a name.

@@ -18,8 +18,9 @@ use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
 use super::fast::{Counters, question_end, question_has_pointer};
+use super::message::HEADER_LEN;
 use super::rrl::{Rrl, now_secs};
-use crate::answer::wire::{HEADER_LEN, opt_record};
+use crate::answer::wire::opt_record;
 use crate::dns::{Handler, MAX_UDP_PAYLOAD};
 use crate::sync::lock;
 
@@ -70,13 +71,30 @@ impl Fallback {
         }
         let this = self.clone();
         let raw = req.to_vec();
+        // A valid server cookie proves the source address: no rate limit
+        // (RFC 7873 §5.3), as on the fast path.
+        let exempt = match super::request_cookie(&raw) {
+            Ok(Some(c)) => {
+                super::cookie::answer(
+                    &super::cookie::secrets(),
+                    &c,
+                    src.ip(),
+                    super::cookie::now_secs(),
+                )
+                .1 == super::cookie::Verdict::Valid
+            }
+            _ => false,
+        };
         let socket = socket.clone();
         self.runtime.spawn(async move {
             if let Some(mut bytes) = handle(&this.handler, raw, src, Protocol::Udp).await {
                 let len = bytes.len();
-                let len = this
-                    .counters
-                    .limit(&this.rrl, src.ip(), &mut bytes, len, now_secs());
+                let len = if exempt {
+                    len
+                } else {
+                    this.counters
+                        .limit(&this.rrl, src.ip(), &mut bytes, len, now_secs())
+                };
                 if len > 0 {
                     send(&socket, &bytes[..len], src);
                 }

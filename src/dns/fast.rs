@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use super::cookie;
+use super::message::{self, End, HEADER_LEN};
 use super::parse::{self, MAX_NAME, Parsed};
 use super::rrl;
-use crate::answer::wire::{HEADER_LEN, Outcome};
+use crate::answer::wire::Outcome;
 use crate::answer::{Plan, ThreadRandom};
 use crate::clock::unix_ms;
 
@@ -45,8 +47,21 @@ pub fn respond(plan: &Plan, req: &[u8], out: &mut [u8]) -> Action {
 /// [`respond`] for a datagram from `src` (the resolver): a sticky service
 /// keys its answer on its network, or on the query's client subnet.
 pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]) -> Action {
+    respond_checked(plan, req, src, out).0
+}
+
+/// [`respond_from`], and whether the query carried a valid server cookie
+/// (RFC 7873), which exempts its answer from rate limiting. A query with a
+/// COOKIE option and no `src` (nothing to check the cookie against) falls
+/// back.
+pub fn respond_checked(
+    plan: &Plan,
+    req: &[u8],
+    src: Option<IpAddr>,
+    out: &mut [u8],
+) -> (Action, bool) {
     let mut lower = [0u8; MAX_NAME];
-    match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
+    let action = match parse::parse(req, &mut lower, crate::dns::MAX_UDP_PAYLOAD) {
         Parsed::Drop => {
             crate::dns::BAD_PACKETS
                 .dropped
@@ -65,7 +80,18 @@ pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]
                 .count(RecordType::Unknown(0), false, ResponseCode::FormErr);
             Action::Send(HEADER_LEN)
         }
-        Parsed::Query(q) => {
+        Parsed::Query(mut q) => {
+            let mut verdict = None;
+            let reply;
+            if let Some(data) = q.cookie {
+                let (Some(ip), Ok(received)) = (src, cookie::Received::parse(data)) else {
+                    return (Action::Fallback, false);
+                };
+                let v;
+                (reply, v) = cookie::answer(&cookie::secrets(), &received, ip, cookie::now_secs());
+                q.cookie_reply = Some(&reply[..]);
+                verdict = Some(v);
+            }
             let limit = usize::from(q.edns.unwrap_or(512));
             match plan
                 .wire
@@ -77,12 +103,16 @@ pub fn respond_from(plan: &Plan, req: &[u8], src: Option<IpAddr>, out: &mut [u8]
                             .ecs_queries
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    Action::Send(n)
+                    if let Some(v) = verdict {
+                        cookie::COUNTS.count(v);
+                    }
+                    return (Action::Send(n), verdict == Some(cookie::Verdict::Valid));
                 }
                 Outcome::Fallback => Action::Fallback,
             }
         }
-    }
+    };
+    (action, false)
 }
 
 /// FORMERR, header only, as hickory answers what it cannot decode: the
@@ -150,17 +180,7 @@ pub fn question_end(msg: &[u8]) -> Option<usize> {
     if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
         return None;
     }
-    let mut at = HEADER_LEN;
-    loop {
-        let l = usize::from(*msg.get(at)?);
-        if l & 0xC0 != 0 {
-            return None;
-        }
-        at += l + 1;
-        if l == 0 {
-            break;
-        }
-    }
+    let at = message::plain_name_end(msg, HEADER_LEN)?;
     (at + 4 <= msg.len()).then_some(at + 4)
 }
 
@@ -173,19 +193,11 @@ pub fn question_has_pointer(msg: &[u8]) -> bool {
     };
     let mut at = HEADER_LEN;
     for _ in 0..count {
-        loop {
-            let Some(&l) = msg.get(at) else {
-                return false;
-            };
-            if l & 0xC0 != 0 {
-                return true;
-            }
-            at += usize::from(l) + 1;
-            if l == 0 {
-                break;
-            }
+        match message::labels(msg, at).end() {
+            End::Root(end) => at = end + 4,
+            End::Pointer(_) | End::BadType(_) => return true,
+            End::Truncated => return false,
         }
-        at += 4;
     }
     false
 }

@@ -2,29 +2,29 @@
 //! OPT record, read in place without allocating. Anything it does not fully
 //! understand is [`Parsed::Fallback`], for hickory's decoder.
 
+use super::cookie::{self, OPTION_COOKIE};
+use super::message::{self, End, HEADER_LEN, Label, TYPE_OPT};
 use crate::answer::sticky::Ecs;
-use crate::answer::wire::{HEADER_LEN, Question};
+use crate::answer::wire::Question;
 
 /// Longest name in wire format (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 /// Query types the fast path leaves to hickory: 0, OPT, TKEY, TSIG, IXFR,
 /// AXFR, MAILB, MAILA and ANY (RFC 8482 minimal answers).
-const SPECIAL_TYPES: [u16; 9] = [0, 41, 249, 250, 251, 252, 253, 254, 255];
+const SPECIAL_TYPES: [u16; 9] = [0, TYPE_OPT, 249, 250, 251, 252, 253, 254, 255];
 /// Classes answered from our IN zones: IN and ANY (`*`).
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
 /// EDNS options the fast path leaves to hickory, which reads their
 /// contents: NSID (RFC 5001, which the handler answers). Others are opaque
-/// to hickory too and ignored, as it ignores them; client subnet is read
-/// here ([`OPTION_ECS`]).
+/// to hickory too and ignored, as it ignores them; client subnet and
+/// cookies are read here ([`OPTION_ECS`], [`OPTION_COOKIE`]).
 const HICKORY_OPTIONS: [u16; 1] = [3];
 /// EDNS Client Subnet (RFC 7871): read here, once; a malformed or repeated
 /// one goes to hickory's path, which answers FORMERR.
 const OPTION_ECS: u16 = 8;
 /// The DO bit (RFC 3225) in the first byte of the OPT record's flags.
 const DO_BIT: u8 = 0x80;
-/// Record type of the EDNS pseudo-record.
-const TYPE_OPT: u16 = 41;
 
 /// The result of reading a datagram.
 #[derive(Debug)]
@@ -58,17 +58,11 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     // The name: plain labels only; a compression pointer in the only
     // question can point nowhere useful, and extended label types are dead.
-    let mut at = HEADER_LEN;
     let mut len = 0;
-    loop {
-        let Some(&l) = req.get(at) else {
-            return Parsed::Fallback;
-        };
-        let l = usize::from(l);
-        if l & 0xC0 != 0 {
-            return Parsed::FormErr;
-        }
-        if len + l + 1 > MAX_NAME || at + 1 + l > req.len() {
+    let mut labels = message::labels(req, HEADER_LEN);
+    for Label { at, len: l } in labels.by_ref() {
+        // Room for this label and the root.
+        if len + l + 2 > MAX_NAME {
             return Parsed::Fallback;
         }
         lower[len] = l as u8;
@@ -79,11 +73,14 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
             *d = s.to_ascii_lowercase();
         }
         len += l + 1;
-        at += l + 1;
-        if l == 0 {
-            break;
-        }
     }
+    let mut at = match labels.end() {
+        End::Root(end) => end,
+        End::Pointer(_) | End::BadType(_) => return Parsed::FormErr,
+        End::Truncated => return Parsed::Fallback,
+    };
+    lower[len] = 0;
+    len += 1;
     let Some(tc) = req.get(at..at + 4) else {
         return Parsed::Fallback;
     };
@@ -94,15 +91,20 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
     }
     let question = &req[HEADER_LEN..at + 4];
     at += 4;
-    let (edns, ecs, dnssec_ok) = if count(10) == 1 {
+    let (edns, ecs, dnssec_ok, cookie) = if count(10) == 1 {
         match opt(&req[at..]) {
-            Some(o) => (Some(o.payload.clamp(512, max_payload)), o.ecs, o.dnssec_ok),
+            Some(o) => (
+                Some(o.payload.clamp(512, max_payload)),
+                o.ecs,
+                o.dnssec_ok,
+                o.cookie,
+            ),
             None => return Parsed::Fallback,
         }
     } else if at != req.len() {
         return Parsed::Fallback;
     } else {
-        (None, None, false)
+        (None, None, false, None)
     };
     Parsed::Query(Question {
         header: &req[..HEADER_LEN],
@@ -112,24 +114,29 @@ pub fn parse<'a>(req: &'a [u8], lower: &'a mut [u8; MAX_NAME], max_payload: u16)
         edns,
         ecs,
         dnssec_ok,
+        cookie,
+        cookie_reply: None,
     })
 }
 
 /// What the OPT record of a query says, as far as the fast path reads it.
-struct Opt {
+struct Opt<'a> {
     /// UDP payload size.
     payload: u16,
     /// Client subnet.
     ecs: Option<Ecs>,
     /// The DO bit.
     dnssec_ok: bool,
+    /// The COOKIE option's data (of a length RFC 7873 allows).
+    cookie: Option<&'a [u8]>,
 }
 
 /// Reads an OPT record that ends the message; its UDP payload size, client
 /// subnet and DO bit, or `None` when anything is unusual (not OPT, version
 /// above 0, an extended RCODE, NSID, a malformed or repeated client
-/// subnet, a malformed option, trailing bytes).
-fn opt(rr: &[u8]) -> Option<Opt> {
+/// subnet or cookie, a malformed option, trailing bytes). The hickory path
+/// answers a malformed cookie FORMERR.
+fn opt(rr: &[u8]) -> Option<Opt<'_>> {
     if rr.len() < 11 || rr[0] != 0 || u16::from_be_bytes([rr[1], rr[2]]) != TYPE_OPT {
         return None;
     }
@@ -141,6 +148,7 @@ fn opt(rr: &[u8]) -> Option<Opt> {
     }
     let mut options = &rr[11..];
     let mut ecs = None;
+    let mut cookie = None;
     while !options.is_empty() {
         if options.len() < 4 {
             return None;
@@ -155,6 +163,13 @@ fn opt(rr: &[u8]) -> Option<Opt> {
                 return None;
             }
             ecs = Some(Ecs::parse(&options[4..4 + len]).ok()?);
+        } else if code == OPTION_COOKIE {
+            if cookie.is_some() {
+                return None;
+            }
+            let data = &options[4..4 + len];
+            cookie::Received::parse(data).ok()?;
+            cookie = Some(data);
         }
         options = &options[4 + len..];
     }
@@ -162,6 +177,7 @@ fn opt(rr: &[u8]) -> Option<Opt> {
         payload,
         ecs,
         dnssec_ok: rr[7] & DO_BIT != 0,
+        cookie,
     })
 }
 

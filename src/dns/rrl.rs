@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::fast::question_end;
-use crate::answer::wire::HEADER_LEN;
+use super::message::HEADER_LEN;
 
 // The `[rrl]` table's types live with the config; the limiter's users
 // find them here too.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::fallback::Fallback;
-use super::fast::{Action, Counters, respond_from};
+use super::fast::{Action, Counters, respond_checked};
 use super::rrl::{Rrl, now_secs};
 use crate::answer::Plan;
 use crate::dns::MAX_UDP_PAYLOAD;
@@ -168,8 +168,15 @@ impl Worker {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            match respond_from(&plan, req, Some(client.ip()), &mut b.tx[out]) {
-                Action::Send(l) => {
+            match respond_checked(&plan, req, Some(client.ip()), &mut b.tx[out]) {
+                // A valid server cookie proves the source address: no
+                // rate limit (RFC 7873 §5.3).
+                (Action::Send(l), true) => {
+                    b.lens[out] = l;
+                    b.dsts[out] = Some(src);
+                    out += 1;
+                }
+                (Action::Send(l), false) => {
                     let l = self
                         .counters
                         .limit(&self.rrl, client.ip(), &mut b.tx[out], l, now);
@@ -179,8 +186,8 @@ impl Worker {
                         out += 1;
                     }
                 }
-                Action::Fallback => self.fallback.submit(req, client, &self.socket),
-                Action::Drop => {}
+                (Action::Fallback, _) => self.fallback.submit(req, client, &self.socket),
+                (Action::Drop, _) => {}
             }
         }
         out

@@ -79,8 +79,9 @@ impl Operator {
     }
 
     /// Re-reads zones (from the running config's zones directory) and checks
-    /// the config file; any error rejects the whole reload and the running
-    /// configuration keeps serving.
+    /// the config file, whose DNS cookie secrets (`[cookies]`) it installs;
+    /// any error rejects the whole reload and the running configuration
+    /// keeps serving.
     pub fn reload(&self) -> Result<ReloadResponse, ReloadError> {
         let reject = |e: &dyn std::fmt::Display| {
             warn!(error = %e, "reload rejected; still serving the previous configuration");
@@ -88,7 +89,7 @@ impl Operator {
         };
         // Only the check against the current state and the swap happen
         // under the writer lock.
-        let zones = self.read_zones().map_err(|e| reject(&e))?;
+        let (cookies, zones) = self.read_config_and_zones().map_err(|e| reject(&e))?;
         let _writer = lock(&self.writer);
         let v = self.state().validate(&zones, &self.store.origin());
         if !v.errors.is_empty() {
@@ -115,6 +116,8 @@ impl Operator {
         self.rebuild();
         self.record_keys();
         drop(_writer);
+        // A rotated cookie secret (`[cookies]`) takes effect now.
+        crate::dns::cookie::install(cookies);
         if let Err(e) = self.register_zones() {
             warn!(error = %e, zones = %digest, "the new zones' generation is not recorded in etcd yet; serving one more than the last serial here until it is");
         }
@@ -154,9 +157,19 @@ impl Operator {
     /// restart) and the zones, read and parsed before any lock is taken, so
     /// that a slow or stuck file never holds up other commands.
     fn read_zones(&self) -> Result<Vec<zone::Zone>, String> {
-        if let Some(file) = &self.config_file {
-            Config::load(file).map_err(|e| e.to_string())?;
-        }
-        zone::load_dir(&self.zones_dir).map_err(|e| e.to_string())
+        self.read_config_and_zones().map(|(_, zones)| zones)
+    }
+
+    /// The config file's DNS cookie secrets (`None` without a file or
+    /// `[cookies]`) and the zones.
+    fn read_config_and_zones(
+        &self,
+    ) -> Result<(Option<crate::dns::cookie::Secrets>, Vec<zone::Zone>), String> {
+        let cookies = match &self.config_file {
+            Some(file) => Config::load(file).map_err(|e| e.to_string())?.cookies,
+            None => None,
+        };
+        let zones = zone::load_dir(&self.zones_dir).map_err(|e| e.to_string())?;
+        Ok((cookies, zones))
     }
 }
