@@ -638,3 +638,38 @@ async fn the_automation_panel_and_resume_through_the_page() {
     assert!(resumed, "{history}");
     c.close().await.unwrap();
 }
+
+/// The page as a logged-in browser would get it, without one.
+fn page_text(control: SocketAddr, cookie: &str) -> String {
+    http_get_with(control, "/ui", &format!("cookie: dnsshift_ui={cookie}\r\n")).1
+}
+
+/// Changes made faster than the page's one-second tick each get their
+/// chart marker: the page reads the history (through the store) when the
+/// state's last change moves, and marks every event after the newest one
+/// it marked.
+#[test]
+fn every_change_gets_its_chart_marker_even_several_within_a_tick() {
+    let (server, _port, _backends) = setup("");
+    let control = server.control.unwrap();
+    let cookie = ui_session(control, &token(&server));
+    // The sampler has marked what there was (nothing) once the page shows.
+    assert!(page_text(control, &cookie).contains("Split over time"));
+    for _ in 0..3 {
+        server.cli_ok(&["advance", "www", "--force", "--reason", "marker"]);
+    }
+    server.cli_ok(&["rollback", "www", "--reason", "marker"]);
+    let want = [
+        "advance separate-domain → round-robin",
+        "advance round-robin → half",
+        "advance half → cutover",
+        "rollback cutover → half",
+    ];
+    let mut missing = Vec::new();
+    let all = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let page = page_text(control, &cookie);
+        missing = want.iter().copied().filter(|w| !page.contains(w)).collect();
+        missing.is_empty().then_some(())
+    });
+    assert!(all.is_some(), "markers missing after 5 s: {missing:?}");
+}

@@ -24,32 +24,6 @@ const QUERIES: usize = 400;
 /// Attempts; the first that holds wins (the machine is shared).
 const ATTEMPTS: usize = 5;
 
-/// Logs in over HTTP as a browser would; the session cookie's value.
-fn session(control: SocketAddr, token: &str) -> String {
-    let body = format!("token={token}");
-    let mut s = TcpStream::connect(control).unwrap();
-    write!(
-        s,
-        "POST /ui/login HTTP/1.1\r\nHost: {control}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let line = r
-        .lines()
-        .find(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("set-cookie: dnsshift_ui=")
-        })
-        .unwrap_or_else(|| panic!("no session cookie: {r}"));
-    line["set-cookie: dnsshift_ui=".len()..]
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// `PAGES` readers of `/ui/events`, each streaming while `on` is set
 /// (reconnecting when the server ends a stream); returns the bytes read.
 fn pages(
@@ -110,7 +84,7 @@ fn five_streaming_pages_do_not_slow_dns() {
     let server = Setup::new(&[("shift.test.toml", &zone)], "").start();
     let control = server.control.unwrap();
     let token = std::fs::read_to_string(server.path().join("state/control.token")).unwrap();
-    let cookie = session(control, token.trim());
+    let cookie = ui_session(control, token.trim());
     let mut seen = Vec::new();
     for _ in 0..ATTEMPTS {
         let on = Arc::new(AtomicBool::new(false));

@@ -634,11 +634,16 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
 
 /// GET over a raw TCP connection; returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with extra request header lines (each ending in CRLF).
+pub fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}connection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = Vec::new();
@@ -694,4 +699,30 @@ pub fn p99(mut lat: Vec<u128>) -> u128 {
 pub fn median(mut v: Vec<u128>) -> u128 {
     v.sort_unstable();
     v[v.len() / 2]
+}
+
+/// Logs in over HTTP as a browser would; the session cookie's value.
+pub fn ui_session(control: SocketAddr, token: &str) -> String {
+    let body = format!("token={token}");
+    let mut s = TcpStream::connect(control).unwrap();
+    write!(
+        s,
+        "POST /ui/login HTTP/1.1\r\nHost: {control}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let line = r
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: dnsshift_ui=")
+        })
+        .unwrap_or_else(|| panic!("no session cookie: {r}"));
+    line["set-cookie: dnsshift_ui=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
