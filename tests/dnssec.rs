@@ -8,10 +8,11 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::backend::Backend;
+use common::unbound::{self, Unbound};
 use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -376,101 +377,30 @@ fn without_do_answers_are_unchanged_and_do_answers_carry_signatures() {
 
 // ---------------------------------------------------------------- unbound
 
-struct Unbound {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
 /// A validating unbound with `ds_lines` as the zone's trust anchor and a
 /// stub zone to `server`; `override_date` moves its validation clock.
 fn start_unbound(server: SocketAddr, ds_lines: &str, override_date: Option<&str>) -> Unbound {
-    let dir = tempfile::tempdir().unwrap();
-    let anchor = dir.path().join("anchor.ds");
-    std::fs::write(&anchor, ds_lines).unwrap();
-    let port = free_port();
     let date = override_date
         .map(|d| format!("    val-override-date: \"{d}\"\n"))
         .unwrap_or_default();
-    let conf = format!(
-        r#"server:
-    interface: 127.0.0.1
-    port: {port}
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    chroot: ""
-    username: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "validator iterator"
-    trust-anchor-file: "{anchor}"
+    let extra = format!(
+        r#"    trust-anchor-file: "{{dir}}/anchor.ds"
     val-log-level: 2
-    do-ip6: no
     # unbound answers the special-use "test." itself unless told not to.
     local-zone: "test." nodefault
-{date}
-stub-zone:
-    name: "{ORIGIN}"
-    stub-addr: {ip}@{sport}
-"#,
-        dir = dir.path().display(),
-        anchor = anchor.display(),
-        ip = server.ip(),
-        sport = server.port(),
+{date}"#
     );
-    let path = dir.path().join("unbound.conf");
-    std::fs::write(&path, conf).unwrap();
-    let bin = ["unbound", "/usr/sbin/unbound"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("unbound is not installed (apt-get install unbound; .ci/run does this)");
-    let child = Command::new(bin)
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start unbound");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = poll(Duration::from_secs(15), Duration::from_millis(100), || {
-        resolve(addr, "lb.shift.test.", RecordType::A).ok()
-    });
-    assert!(up.is_some(), "unbound on {addr} did not answer");
-    Unbound {
-        child,
-        addr,
-        _dir: dir,
-    }
+    let conf = unbound::Conf {
+        ip: "127.0.0.1",
+        zone: ORIGIN,
+        stubs: &[server],
+        modules: "validator iterator",
+        files: &[("anchor.ds", ds_lines)],
+        extra: &extra,
+    };
+    unbound::start(&conf, |addr| {
+        resolve(addr, "lb.shift.test.", RecordType::A).is_ok()
+    })
 }
 
 /// Asks the resolver (RD, AD); the answer's rcode, AD bit and addresses.
@@ -559,10 +489,8 @@ fn start_unbound_expect_servfail(
     ds_lines: &str,
     override_date: Option<&str>,
 ) -> Unbound {
-    let dir = tempfile::tempdir().unwrap();
     // start_unbound waits for any answer; SERVFAIL is one.
     let u = start_unbound(server, ds_lines, override_date);
-    drop(dir);
     for name in ["lb.shift.test.", "www.shift.test."] {
         let (rcode, ad, _) = resolve(u.addr, name, RecordType::A).unwrap();
         assert!(

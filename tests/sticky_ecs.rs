@@ -15,19 +15,17 @@
 #![allow(clippy::needless_range_loop)]
 
 mod common;
-mod rehearsal_kit;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::unbound::{self, Unbound};
 use common::zone::{ServiceBuilder, ZoneBuilder};
 use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
-use rehearsal_kit::{free_port, unbound_binary};
 
 /// Synthetic client networks (10.x.y.0/24).
 const CLIENTS: usize = 2000;
@@ -174,90 +172,40 @@ fn round(jobs: &[(SocketAddr, &'static str, RecordType, bool)]) -> Vec<Vec<Got>>
 
 /// Unbound with the subnetcache module, forwarding clients' ECS to
 /// dnsshift at `stub` and caching per client network.
-struct Unbound {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_unbound(stub: SocketAddr) -> Unbound {
-    let ip = "127.0.8.53";
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port(ip);
-    let conf = format!(
-        r#"server:
-    interface: {ip}
-    port: {port}
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    chroot: ""
-    username: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    do-ip6: no
-    module-config: "subnetcache iterator"
-    send-client-subnet: 127.0.0.0/8
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let conf = unbound::Conf {
+        ip: "127.0.8.53",
+        zone: ORIGIN,
+        stubs: &[stub],
+        modules: "subnetcache iterator",
+        files: &[],
+        extra: "    send-client-subnet: 127.0.0.0/8
     client-subnet-always-forward: yes
     max-client-subnet-ipv4: 24
     max-ecs-tree-size-ipv4: 8192
     max-ecs-tree-size-ipv6: 8192
     msg-cache-size: 64m
     rrset-cache-size: 64m
-
-stub-zone:
-    name: "{ORIGIN}"
-    stub-addr: {}@{}
-"#,
-        stub.ip(),
-        stub.port(),
-        dir = dir.path().display(),
-    );
-    let path = dir.path().join("unbound.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(unbound_binary())
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start unbound");
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let ok = poll(Duration::from_secs(15), Duration::from_millis(100), || {
+",
+    };
+    unbound::start(&conf, |addr| {
         let mut q = Message::new(1, MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = true;
         q.add_query(Query::query(
             Name::from_ascii(STICKY).unwrap(),
             RecordType::A,
         ));
-        sock.send_to(&q.to_vec().unwrap(), addr).ok()?;
-        let mut buf = [0u8; 2048];
-        let n = sock.recv(&mut buf).ok()?;
-        let m = Message::from_vec(&buf[..n]).ok()?;
-        (!m.answers.is_empty()).then_some(())
-    });
-    assert!(ok.is_some(), "unbound on {addr} did not answer");
-    Unbound {
-        child,
-        addr,
-        _dir: dir,
-    }
+        let asked = || -> Option<bool> {
+            sock.send_to(&q.to_vec().ok()?, addr).ok()?;
+            let mut buf = [0u8; 2048];
+            let n = sock.recv(&mut buf).ok()?;
+            Some(!Message::from_vec(&buf[..n]).ok()?.answers.is_empty())
+        };
+        asked().unwrap_or(false)
+    })
 }
 
 /// Share of `new` among the clients of one window.

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cluster;
 pub mod etcd;
 pub mod prom;
+pub mod unbound;
 pub mod zone;
 
 #[allow(unused_imports)] // not every test binary uses every helper

@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::backend::Backend;
+use crate::common::unbound;
+pub use crate::common::unbound::Unbound;
 use crate::common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -82,97 +83,20 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-pub struct Unbound {
-    child: Child,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn unbound_binary() -> String {
-    for c in ["unbound", "/usr/sbin/unbound"] {
-        if Command::new(c)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c.to_string();
-        }
-    }
-    panic!("unbound is not installed (apt-get install unbound; .ci/run does this)");
-}
-
-/// A free UDP+TCP port on `ip` (probed, then released for unbound to take).
-pub fn free_port(ip: &str) -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind((ip, 0)).unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
-}
-
 /// Starts unbound on `ip` with a stub zone for the origin pointing at the
 /// dnsshift hosts `stubs` (with several, unbound spreads queries over them).
 pub fn start_unbound(ip: &str, stubs: &[SocketAddr]) -> Unbound {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port(ip);
-    let conf = format!(
-        r#"server:
-    interface: {ip}
-    port: {port}
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    chroot: ""
-    username: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "iterator"
-    do-ip6: no
-
-stub-zone:
-    name: "{ORIGIN}"
-{stub_addrs}"#,
-        dir = dir.path().display(),
-        stub_addrs = stubs
-            .iter()
-            .map(|s| format!("    stub-addr: {}@{}\n", s.ip(), s.port()))
-            .collect::<String>()
-    );
-    let path = dir.path().join("unbound.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(unbound_binary())
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start unbound");
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    let ok = poll(Duration::from_secs(15), Duration::from_millis(100), || {
-        resolve(addr, NAME).ok().filter(|a| !a.is_empty())
-    });
-    assert!(ok.is_some(), "unbound on {addr} did not answer");
-    Unbound {
-        child,
-        addr,
-        _dir: dir,
-    }
+    let conf = unbound::Conf {
+        ip,
+        zone: ORIGIN,
+        stubs,
+        modules: "iterator",
+        files: &[],
+        extra: "",
+    };
+    unbound::start(&conf, |addr| {
+        resolve(addr, NAME).is_ok_and(|a| !a.is_empty())
+    })
 }
 
 /// Resolves A records through a recursive resolver.
