@@ -241,7 +241,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         });
     }
     if let Some(shared) = shared {
-        let first = publish::spawn(&mut tasks, op.clone(), shared, shutdown.clone());
+        let first = publish::spawn(
+            &mut tasks,
+            op.clone(),
+            shared,
+            config.cluster.as_ref().and_then(|c| c.compact_revisions),
+            shutdown.clone(),
+        );
         // Known to the other hosts before ready, so that a command there
         // waits for this one; never held up long by etcd.
         if tokio::time::timeout(FIRST_PUBLISH_WAIT, first)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::etcd::EtcdCluster;
-use common::{ServiceBuilder, ZoneBuilder, bin, poll, zone_of};
+use common::{ServiceBuilder, ZoneBuilder, bin, field, is_msg, poll, zone_of};
 
 const ORIGIN: &str = "shift.test.";
 
@@ -288,4 +288,73 @@ fn as_login(host: &Host, login: &str, args: &[&str]) -> Run {
         .env("LOGNAME", login)
         .current_dir(host.dir());
     run_command(cmd.args(args), args)
+}
+
+/// etcd keeps every revision of every key until a compaction drops it, and
+/// each host writes one a second (its report): a host compacts the
+/// revisions older than `cluster.compact_revisions`, so a read at a
+/// revision from before is refused as compacted, and the hosts still
+/// follow every change.
+#[test]
+fn hosts_compact_etcds_old_revisions_and_keep_following_changes() {
+    let etcd = EtcdCluster::start(1);
+    let zone = zone(&[("old", 100, 0), ("mix", 50, 50), ("new", 0, 100)]);
+    let table = format!(
+        "{}compact_revisions = \"1s\"\n",
+        cluster_table(&etcd, "ns1")
+    );
+    let setup = host_setup(
+        &[("shift.test.toml", &zone)],
+        "127.0.0.2",
+        "ns1",
+        "",
+        &table,
+    );
+    let a = Host::start_in(setup.dir, "ns1", "127.0.0.2", ORIGIN);
+    let b = host(&etcd, "ns2", "127.0.0.3", &zone);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client =
+        dnsshift::state::etcd::Etcd::new(dnsshift::state::etcd::EtcdOptions::new(etcd.endpoints()))
+            .unwrap();
+    let compacted_before = |revision: i64| {
+        let gone = poll(Duration::from_secs(20), Duration::from_millis(200), || {
+            matches!(
+                rt.block_on(client.get_prefix_at("/dnsshift/", revision)),
+                Err(dnsshift::state::etcd::EtcdError::Compacted { .. })
+            )
+            .then_some(())
+        });
+        assert!(gone.is_some(), "revision {revision} was never compacted");
+    };
+    let (_, started) = rt.block_on(client.get("/dnsshift/state")).unwrap();
+    compacted_before(started);
+    // Said once at info level (then at debug level every round).
+    let lines = a.server().log.lines();
+    let said: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            is_msg(
+                l,
+                "compacted etcd's old revisions before revision; from now on every `every` (cluster.compact_revisions)",
+            )
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert_eq!(
+        field(said[0], "every").as_deref(),
+        Some("1s"),
+        "{}",
+        said[0]
+    );
+    // Rounds go on (at debug level); the hosts keep following commands
+    // made on either of them.
+    a.ok(&["advance", "www", "--reason", "after compaction"]);
+    await_agreement(&[&a, &b], "www", "mix", "advance on ns1");
+    b.ok(&["advance", "www", "--reason", "from the other host"]);
+    await_agreement(&[&a, &b], "www", "new", "advance on ns2");
+    let (_, now) = rt.block_on(client.get("/dnsshift/state")).unwrap();
+    compacted_before(now);
 }

@@ -258,7 +258,7 @@ async fn compaction_forces_a_full_reread() {
     let Commit::Done { epoch: e3 } = bounded(a.commit(e2, b"3", b"h")).await.unwrap() else {
         panic!("commit refused")
     };
-    bounded(a.etcd().compact(e3)).await.unwrap();
+    bounded(a.etcd().compact(e3, true)).await.unwrap();
 
     // A host that last saw e1 (it was offline) resumes its watch from e1 + 1.
     let mut watch = a.watch(e1 + 1);

@@ -12,6 +12,7 @@
 //! user      = "dnsshift"
 //! password_file = "/etc/dnsshift/etcd.password"   # or password = "..."
 //! timeout   = "2s"                   # per request and endpoint
+//! compact_revisions = "5m"           # or "off"
 //! ```
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ use crate::config::source::{ConfigError, DurationSpec, Source};
 pub const DEFAULT_PREFIX: &str = "/dnsshift";
 /// Default bound on one request to one endpoint.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default age beyond which dnsshift compacts etcd's old revisions.
+pub const DEFAULT_COMPACT_REVISIONS: Duration = Duration::from_secs(5 * 60);
 /// Default bound on opening a TCP (and TLS) connection to one endpoint.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -94,6 +97,7 @@ pub struct ClusterSpec {
     password: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
     timeout: Option<Spanned<DurationSpec>>,
+    compact_revisions: Option<Spanned<DurationSpec>>,
 }
 
 /// Validated `[cluster]` settings. Files are only named here; they are read
@@ -114,6 +118,9 @@ pub struct ClusterConfig {
     pub user: Option<(String, Password)>,
     /// Bound on one request to one endpoint.
     pub request_timeout: Duration,
+    /// Revisions older than this are compacted by the hosts; `None`: etcd's
+    /// own `--auto-compaction-retention` (or another client) does it.
+    pub compact_revisions: Option<Duration>,
 }
 
 /// Where the etcd password comes from.
@@ -135,6 +142,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("client_cert", &self.client_cert)
             .field("user", &self.user.as_ref().map(|u| &u.0))
             .field("request_timeout", &self.request_timeout)
+            .field("compact_revisions", &self.compact_revisions)
             .finish()
     }
 }
@@ -248,6 +256,24 @@ impl ClusterConfig {
             }
             None => DEFAULT_REQUEST_TIMEOUT,
         };
+        let compact_revisions = match &spec.compact_revisions {
+            None => Some(DEFAULT_COMPACT_REVISIONS),
+            Some(c) if *c.get_ref() == DurationSpec::Text("off".into()) => None,
+            Some(c) => {
+                const OFF: &str = "or \"off\" when etcd compacts its revisions itself";
+                let d = c.get_ref().to_duration().map_err(|m| {
+                    src.error(c.span(), "cluster.compact_revisions", format!("{m}, {OFF}"))
+                })?;
+                if d < Duration::from_secs(1) {
+                    return Err(src.error(
+                        c.span(),
+                        "cluster.compact_revisions",
+                        format!("must be at least 1s, {OFF}"),
+                    ));
+                }
+                Some(d)
+            }
+        };
         Ok(ClusterConfig {
             endpoints,
             prefix,
@@ -256,6 +282,7 @@ impl ClusterConfig {
             client_cert,
             user,
             request_timeout,
+            compact_revisions,
         })
     }
 
@@ -362,6 +389,14 @@ mod tests {
         let d = parse("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n").unwrap();
         assert_eq!(d.prefix, "/dnsshift");
         assert!(!d.node.is_empty(), "defaults to the host name");
+        assert_eq!(d.compact_revisions, Some(DEFAULT_COMPACT_REVISIONS));
+        let off = parse("[cluster]\netcd = [\"http://e:1\"]\ncompact_revisions = \"off\"\n");
+        assert_eq!(off.unwrap().compact_revisions, None);
+        let every = parse("[cluster]\netcd = [\"http://e:1\"]\ncompact_revisions = 60\n");
+        assert_eq!(
+            every.unwrap().compact_revisions,
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -419,6 +454,14 @@ mod tests {
             (
                 "[cluster]\netcd = [\"http://e:1\"]\ntimeout = \"soon\"",
                 "dnsshift.toml:3: cluster.timeout: invalid duration",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\ncompact_revisions = \"500ms\"",
+                "dnsshift.toml:3: cluster.compact_revisions: must be at least 1s, or \"off\"",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\ncompact_revisions = \"never\"",
+                "dnsshift.toml:3: cluster.compact_revisions: invalid duration",
             ),
         ];
         for (text, want) in cases {

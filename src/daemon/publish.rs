@@ -21,10 +21,12 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Starts following etcd and publishing this host's report; the receiver
 /// fires after the first attempt to publish (so that a host is known to the
 /// others before it says it is ready).
+/// `compact_revisions`: also compact etcd's revisions older than that.
 pub fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
     op: Arc<Operator>,
     store: Arc<EtcdStore>,
+    compact_revisions: Option<Duration>,
     shutdown: CancellationToken,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let s = store.clone();
@@ -33,6 +35,11 @@ pub fn spawn(
     let s = store.clone();
     let stop = shutdown.clone();
     tasks.spawn(async move { s.compact(stop).await });
+    if let Some(keep) = compact_revisions {
+        let s = store.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { s.compact_revisions(keep, stop).await });
+    }
     let (first, tried) = tokio::sync::oneshot::channel();
     tasks.spawn(publish(op, store, first, shutdown));
     tried

@@ -574,13 +574,15 @@ impl Etcd {
         Ok(())
     }
 
-    /// Drops history before `revision` (etcd's own auto-compaction does this
-    /// in production; tests use it to provoke [`WatchEvent::Compacted`]).
-    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+    /// Drops every key's revisions before `revision` (what etcd's
+    /// `--auto-compaction-retention` does); `physical`: answers only once
+    /// the space is freed. [`EtcdError::Compacted`] if `revision` is not
+    /// above the last compaction.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<(), EtcdError> {
         let (_, _): (String, HeaderOnly) = self
             .call(
                 "/v3/kv/compaction",
-                &json!({ "revision": revision.to_string(), "physical": true }),
+                &json!({ "revision": revision.to_string(), "physical": physical }),
             )
             .await?;
         Ok(())

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::cluster::{Cluster, Commit, HISTORY_KEPT, HostView, report};
 use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
@@ -252,6 +252,62 @@ impl EtcdStore {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(COMPACT_EVERY) => {}
+            }
+        }
+    }
+
+    /// Compacts etcd's revisions older than `keep`, every `keep`, until
+    /// `shutdown`. etcd keeps every revision of every key until a
+    /// compaction drops it, and each host writes one a second (its report):
+    /// without this, etcd's database grows by hundreds of megabytes a day
+    /// per host until its space quota refuses every write. Each round
+    /// compacts at the revision read one round earlier, so the last `keep`
+    /// of changes stay watchable (a host whose watch lags further re-reads
+    /// in full). Harmless when several hosts do it: a revision already
+    /// compacted is left alone.
+    pub async fn compact_revisions(&self, keep: Duration, shutdown: CancellationToken) {
+        let etcd = self.cluster.etcd();
+        let state_key = self.cluster.layout().state();
+        let every = humantime::format_duration(keep).to_string();
+        let mut previous: Option<i64> = None;
+        let mut compacted_once = false;
+        let mut failing = false;
+        loop {
+            let result = async {
+                let (_, now) = etcd.get(&state_key).await?;
+                if let Some(revision) = previous.take() {
+                    match etcd.compact(revision, false).await {
+                        Ok(()) if !compacted_once => {
+                            compacted_once = true;
+                            info!(
+                                revision,
+                                every, "compacted etcd's old revisions before revision; from now on every `every` (cluster.compact_revisions)"
+                            );
+                        }
+                        Ok(()) => debug!(revision, "compacted etcd's revisions before revision"),
+                        // Another host (or etcd itself) got there first.
+                        Err(EtcdError::Compacted { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                previous = Some(now);
+                Ok::<(), EtcdError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(
+                        error = %self.failure(&e),
+                        "cannot compact etcd's old revisions; retrying later. Without compaction etcd's database grows until its quota refuses writes: grant this user compaction (etcd's root role), or run etcd with --auto-compaction-retention and set cluster.compact_revisions = \"off\""
+                    );
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(keep) => {}
             }
         }
     }
