@@ -17,7 +17,8 @@
 //! tail whether the checks run or not; as root, `nice -n -10` on the test
 //! binary (`target/release/deps/health_tail-*`) puts the daemon, dnsperf
 //! and the prober ahead of it. The report prints the load average and the
-//! daemon's CPU use in both conditions.
+//! daemon's CPU use in both conditions. `DNSSHIFT_TEST_BIN=<path>` runs the
+//! same measurement against another build, such as an older commit's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -27,9 +27,15 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on one DNS exchange.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Path of the built binary.
+/// Path of the binary under test: the one cargo built, or the one named by
+/// `DNSSHIFT_TEST_BIN`, to run a measurement such as `tests/health_tail.rs`
+/// against another build (an older commit's) with the same test code.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dnsshift")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("DNSSHIFT_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dnsshift").to_string())
+    })
 }
 
 /// Lines a child process wrote to stderr, shared with a reader thread.
