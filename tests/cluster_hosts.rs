@@ -358,3 +358,53 @@ fn hosts_compact_etcds_old_revisions_and_keep_following_changes() {
     let (_, now) = rt.block_on(client.get("/dnsshift/state")).unwrap();
     compacted_before(now);
 }
+
+/// A host keeps the recent shared history it read and later reads only the
+/// keys after it: `history` (every service, the last 1,000) on ns1 shows
+/// changes made on either host after its first read, in order.
+#[test]
+fn recent_history_follows_changes_made_on_any_host() {
+    let etcd = EtcdCluster::start(1);
+    let z = zone(&[("old", 100, 0), ("mix", 50, 50), ("new", 0, 100)]);
+    let a = host(&etcd, "ns1", "127.0.0.2", &z);
+    let b = host(&etcd, "ns2", "127.0.0.3", &z);
+    let reasons = |h: &Host| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(&h.ok(&["history", "--json"])).unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["node"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |want: &[(&str, &str)]| -> Vec<(String, String)> {
+        want.iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect()
+    };
+    a.ok(&["advance", "www", "--reason", "r1"]);
+    await_agreement(&[&a, &b], "www", "mix", "r1");
+    assert_eq!(reasons(&a), pairs(&[("ns1", "r1")]));
+    b.ok(&["advance", "www", "--reason", "r2"]);
+    await_agreement(&[&a, &b], "www", "new", "r2");
+    b.ok(&["rollback", "www", "--reason", "r3"]);
+    await_agreement(&[&a, &b], "www", "mix", "r3");
+    let three = pairs(&[("ns1", "r1"), ("ns2", "r2"), ("ns2", "r3")]);
+    assert_eq!(reasons(&a), three);
+    assert_eq!(
+        reasons(&a),
+        three,
+        "a read with nothing new changes nothing"
+    );
+    a.ok(&["rollback", "www", "--reason", "r4"]);
+    assert_eq!(
+        reasons(&a),
+        pairs(&[("ns1", "r1"), ("ns2", "r2"), ("ns2", "r3"), ("ns1", "r4")])
+    );
+    assert_eq!(reasons(&b).len(), 4, "ns2's first read has every event");
+}

@@ -506,17 +506,24 @@ impl Cluster {
             }
             None => self.etcd.get_prefix(&prefix).await?,
         };
-        Ok(range
-            .kvs
-            .into_iter()
-            .filter_map(|kv| {
-                Some(HistoryRecord {
-                    base_epoch: kv.key.strip_prefix(&prefix)?.parse().ok()?,
-                    epoch: kv.create_revision,
-                    entry: kv.value,
-                })
-            })
-            .collect())
+        Ok(history_records(&prefix, range.kvs))
+    }
+
+    /// The last `limit` shared history entries after the one that replaced
+    /// `base_epoch`, oldest first: what a host that has read up to there
+    /// still needs (all of it if fewer than `limit` came since).
+    pub async fn history_after(
+        &self,
+        base_epoch: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, EtcdError> {
+        let prefix = self.layout.history_prefix();
+        let from = self.layout.history(base_epoch.saturating_add(1));
+        let range = self
+            .etcd
+            .get_prefix_limited_from(&prefix, &from, limit, true, false)
+            .await?;
+        Ok(history_records(&prefix, range.kvs))
     }
 
     /// Deletes the oldest history entries beyond the last `keep`, once
@@ -630,6 +637,20 @@ impl Cluster {
         self.etcd
             .watch_from(&self.layout.root(), &self.layout.after_history(), revision)
     }
+}
+
+/// History keys under `prefix` as records (a key that is no epoch is
+/// skipped).
+fn history_records(prefix: &str, kvs: Vec<KeyValue>) -> Vec<HistoryRecord> {
+    kvs.into_iter()
+        .filter_map(|kv| {
+            Some(HistoryRecord {
+                base_epoch: kv.key.strip_prefix(prefix)?.parse().ok()?,
+                epoch: kv.create_revision,
+                entry: kv.value,
+            })
+        })
+        .collect()
 }
 
 /// Reads a host report from its key.

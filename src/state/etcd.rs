@@ -394,7 +394,22 @@ impl Etcd {
         last: bool,
         keys_only: bool,
     ) -> Result<Range, EtcdError> {
+        self.get_prefix_limited_from(prefix, prefix, limit, last, keys_only)
+            .await
+    }
+
+    /// [`Etcd::get_prefix_limited`] among the keys under `prefix` from
+    /// `from` on (inclusive).
+    pub async fn get_prefix_limited_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+        last: bool,
+        keys_only: bool,
+    ) -> Result<Range, EtcdError> {
         let mut req = prefix_range(prefix);
+        req["key"] = json!(b64(from));
         req["limit"] = json!(limit.to_string());
         req["sort_target"] = json!("KEY");
         req["sort_order"] = json!(if last { "DESCEND" } else { "ASCEND" });

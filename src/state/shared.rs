@@ -10,7 +10,7 @@
 //! blocking threads; they wait on etcd there (`Handle::block_on`), never on
 //! the DNS path, which only reads the answer plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::cluster::{Cluster, Commit, HISTORY_KEPT, HostView, report};
+use super::cluster::{Cluster, Commit, HISTORY_KEPT, HistoryRecord, HostView, report};
 use super::etcd::{CasOutcome, Change, EtcdError, Put, WatchEvent};
 use super::journal::{Query, TAIL};
 use super::store::{CommitError, Epoch, FileStore, Loaded, Outage, StateError, StateStore};
@@ -39,6 +39,9 @@ pub struct EtcdStore {
     local: Arc<Copy>,
     changed: tokio::sync::watch::Sender<Epoch>,
     view: Mutex<View>,
+    /// The newest [`TAIL`] history keys read, oldest first: the next read
+    /// asks only for the keys after them.
+    tail: Mutex<VecDeque<HistoryRecord>>,
 }
 
 /// The local copy of the shared state (`<state_dir>/state.json`).
@@ -110,6 +113,7 @@ impl EtcdStore {
             }),
             changed: tokio::sync::watch::Sender::new(0),
             view: Mutex::new(View::default()),
+            tail: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -254,6 +258,41 @@ impl EtcdStore {
                 _ = tokio::time::sleep(COMPACT_EVERY) => {}
             }
         }
+    }
+
+    /// The newest [`TAIL`] history keys, oldest first. The first call reads
+    /// them; later ones read only the keys after the newest already read
+    /// (all of them when fewer than TAIL came since, else the newest TAIL).
+    /// If etcd's history no longer reaches the newest key read (a new etcd
+    /// cluster started its revisions again), everything is read again.
+    fn recent_history(&self) -> Result<VecDeque<HistoryRecord>, EtcdError> {
+        let mut tail = lock(&self.tail);
+        let newest = tail.back().map(|r| r.base_epoch);
+        let fresh = match newest {
+            None => self.handle.block_on(self.cluster.history(Some(TAIL)))?,
+            Some(after) => {
+                let fresh = self
+                    .handle
+                    .block_on(self.cluster.history_after(after, TAIL))?;
+                let gone = || -> Result<bool, EtcdError> {
+                    let last = self.handle.block_on(self.cluster.history(Some(1)))?;
+                    Ok(last.last().map(|r| r.base_epoch) < Some(after))
+                };
+                if fresh.is_empty() && gone()? {
+                    tail.clear();
+                    self.handle.block_on(self.cluster.history(Some(TAIL)))?
+                } else {
+                    fresh
+                }
+            }
+        };
+        if fresh.len() >= TAIL {
+            tail.clear();
+        }
+        tail.extend(fresh);
+        let over = tail.len().saturating_sub(TAIL);
+        tail.drain(..over);
+        Ok(tail.clone())
     }
 
     /// Compacts etcd's revisions older than `keep`, every `keep`, until
@@ -611,14 +650,16 @@ impl StateStore for EtcdStore {
     }
 
     fn history(&self, query: &Query) -> Result<Vec<Event>, StateError> {
-        // Without a service, the last TAIL keys hold at least TAIL events;
-        // with one, every kept key is read (at most HISTORY_KEPT and the
-        // slack before a compaction) and filtered.
-        let limit = (!query.all && query.service.is_none()).then_some(TAIL);
-        let records = self
-            .handle
-            .block_on(self.cluster.history(limit))
-            .map_err(|e| self.failure(&e))?;
+        // Without a service, the last TAIL keys hold at least TAIL events,
+        // read incrementally; with one, every kept key is read (at most
+        // HISTORY_KEPT and the slack before a compaction) and filtered.
+        let records: Vec<HistoryRecord> = if !query.all && query.service.is_none() {
+            self.recent_history().map_err(|e| self.failure(&e))?.into()
+        } else {
+            self.handle
+                .block_on(self.cluster.history(None))
+                .map_err(|e| self.failure(&e))?
+        };
         let mut events: Vec<Event> = records
             .iter()
             .flat_map(|r| history_entry(&r.entry))
