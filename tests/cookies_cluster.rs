@@ -191,3 +191,81 @@ fn hosts_share_the_secret_through_etcd_rotate_it_together_and_keep_it_across_an_
     .unwrap_or_else(|| panic!("ns2 never read the secret from etcd again: {}", b.status()));
     assert_eq!(cookies_status(&b)["made_ms"].as_u64(), Some(new_made));
 }
+
+#[test]
+fn a_shared_secret_older_than_rotate_is_rotated_by_exactly_one_host() {
+    use dnsshift::state::cluster::{Cluster, CookieSecretRecord, Layout};
+    use dnsshift::state::etcd::{CasOutcome, Etcd, EtcdOptions};
+    let etcd = EtcdCluster::start(1);
+    let a = start_host(&etcd, "ns1", "127.0.0.2");
+    let b = start_host(&etcd, "ns2", "127.0.0.3");
+    let (before, _) = dig_cookie(a.server(), None);
+    // Make the shared secret look a day and an hour old (default rotate:
+    // 1d), as a host would find it after the cluster ran that long.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Cluster::new(
+        Etcd::new(EtcdOptions::new(etcd.endpoints())).unwrap(),
+        Layout::new("/dnsshift"),
+        "test".into(),
+    );
+    let old_made = now_ms() - 25 * 3600 * 1000;
+    rt.block_on(async {
+        let (revision, bytes) =
+            tokio::time::timeout(Duration::from_secs(15), client.cookie_secret())
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("a host created the shared secret");
+        let mut record: CookieSecretRecord = serde_json::from_slice(&bytes).unwrap();
+        record.made_ms = old_made;
+        let out = client.swap_cookie_secret(revision, &record).await.unwrap();
+        assert!(matches!(out, CasOutcome::Committed { .. }), "{out:?}");
+    });
+    // Both hosts see it due; one rotates, the other adopts its secret.
+    let made = |h: &Host| cookies_status(h)["made_ms"].as_u64().unwrap_or(0);
+    poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        let (ma, mb) = (made(&a), made(&b));
+        (ma == mb && ma > old_made).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the overdue secret was not rotated on both hosts: {} {}",
+            cookies_status(&a),
+            cookies_status(&b)
+        )
+    });
+    const ROTATED: &str = "rotated the shared DNS cookie secret";
+    let rotations = || -> usize {
+        [&a, &b]
+            .iter()
+            .map(|h| {
+                h.server()
+                    .log
+                    .lines()
+                    .iter()
+                    .filter(|l| l.contains(ROTATED))
+                    .count()
+            })
+            .sum()
+    };
+    // The log line may reach the test a moment after the status.
+    poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        (rotations() >= 1).then_some(())
+    })
+    .expect("the rotating host logs it");
+    // A second rotation would follow within a look (a second): none does.
+    let second = poll(Duration::from_secs(2), Duration::from_millis(100), || {
+        (rotations() > 1).then_some(())
+    });
+    assert!(
+        second.is_none(),
+        "exactly one host rotates: {} rotations",
+        rotations()
+    );
+    assert_eq!(made(&a), made(&b));
+    // A cookie from before: valid on both under the previous secret.
+    for h in [&a, &b] {
+        let renewed = assert_valid_on(h, &before, "a cookie from before the rotation");
+        assert_ne!(renewed, before, "{}", h.node);
+    }
+}

@@ -145,18 +145,10 @@ pub async fn handle(
         _ => u16::MAX,
     };
     let udp_edns = protocol == Protocol::Udp && request.edns.is_some();
-    // The server cookie a truncated answer carries, so that the retry over
-    // TCP has it (RFC 7873 §5.2); the handler counts the query's cookie.
+    // The client cookie a truncated answer answers, so that the retry over
+    // TCP has a server cookie (RFC 7873 §5.2); the handler counts it.
     let cookie = match super::request_cookie(request.as_slice()) {
-        Ok(Some(c)) if udp_edns => Some(
-            super::cookie::answer(
-                &super::cookie::secrets(),
-                &c,
-                src.ip(),
-                super::cookie::now_secs(),
-            )
-            .0,
-        ),
+        Ok(Some(c)) if udp_edns => Some((c, src.ip())),
         _ => None,
     };
     let capture = Capture {
@@ -195,8 +187,9 @@ struct Capture {
     edns: Option<u16>,
     /// The query's DO bit, copied into a truncated answer's OPT.
     dnssec_ok: bool,
-    /// The COOKIE option data for a truncated answer's OPT.
-    cookie: Option<[u8; REPLY_LEN]>,
+    /// The query's cookie and client address, for the COOKIE option of a
+    /// truncated answer's OPT.
+    cookie: Option<(super::cookie::Received, std::net::IpAddr)>,
 }
 
 #[async_trait::async_trait]
@@ -214,7 +207,11 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let (mut bytes, info) = super::encode(response, self.max_size)?;
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
-            truncated(&mut bytes, self.edns, self.dnssec_ok, self.cookie.as_ref());
+            let cookie = self.cookie.map(|(c, ip)| {
+                super::cookie::answer(&super::cookie::secrets(), &c, ip, super::cookie::now_secs())
+                    .0
+            });
+            truncated(&mut bytes, self.edns, self.dnssec_ok, cookie.as_ref());
         }
         *lock(&self.out) = Some(bytes);
         Ok(info)

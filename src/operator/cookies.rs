@@ -340,12 +340,16 @@ impl CookieKeeper {
     }
 
     /// Creates the shared secret if it is still absent; whoever is first
-    /// wins, and every other host adopts the winner's.
+    /// wins, and every other host adopts the winner's. A key deleted by
+    /// hand keeps the cluster's secret in use as the previous one.
     async fn create(&self) -> Result<(), EtcdError> {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
-        let record = fresh(None, unix_ms());
+        let source = lock(&self.info).source;
+        let previous = matches!(source, SecretSource::Etcd | SecretSource::LocalCopy)
+            .then(|| hex(&cookie::secrets().current));
+        let record = fresh(previous.as_deref(), unix_ms());
         match shared.cluster.swap_cookie_secret(0, &record).await? {
             CasOutcome::Committed { revision } => {
                 info!("created the shared DNS cookie secret in etcd");
