@@ -1,8 +1,8 @@
 //! DNS wire-format basics shared by every reader and writer of raw
-//! messages: the header length, the OPT record type, and the one walker over
+//! messages: the header length, the OPT record type, the one walker over
 //! the labels of a name (in a message, or a wire name on its own), so that
 //! the label loop and its checks (label types, pointers, running past the
-//! end) are written once.
+//! end) are written once, and the one walk to a message's OPT record.
 
 /// DNS header length (RFC 1035 §4.1.1).
 pub const HEADER_LEN: usize = 12;
