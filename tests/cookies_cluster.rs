@@ -4,7 +4,9 @@
 //! on the other (`dig +cookie`, the `valid` counter); `dnsshift cookies
 //! rotate` on one host reaches the other, and a cookie made before it stays
 //! valid under the previous secret; a host restarted while etcd is down
-//! still accepts the cluster's cookies from its local copy.
+//! still accepts the cluster's cookies from its local copy. A secret found
+//! older than `[cookies] rotate` is rotated by exactly one host; a value no
+//! host can read is replaced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -193,7 +195,7 @@ fn hosts_share_the_secret_through_etcd_rotate_it_together_and_keep_it_across_an_
 }
 
 #[test]
-fn a_shared_secret_older_than_rotate_is_rotated_by_exactly_one_host() {
+fn an_overdue_shared_secret_is_rotated_by_exactly_one_host_and_a_malformed_one_replaced() {
     use dnsshift::state::cluster::{Cluster, CookieSecretRecord, Layout};
     use dnsshift::state::etcd::{CasOutcome, Etcd, EtcdOptions};
     let etcd = EtcdCluster::start(1);
@@ -223,17 +225,15 @@ fn a_shared_secret_older_than_rotate_is_rotated_by_exactly_one_host() {
     });
     // Both hosts see it due; one rotates, the other adopts its secret.
     let made = |h: &Host| cookies_status(h)["made_ms"].as_u64().unwrap_or(0);
-    poll(Duration::from_secs(10), Duration::from_millis(100), || {
-        let (ma, mb) = (made(&a), made(&b));
-        (ma == mb && ma > old_made).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the overdue secret was not rotated on both hosts: {} {}",
-            cookies_status(&a),
-            cookies_status(&b)
-        )
-    });
+    // Waits until both hosts hold one secret made after `after`.
+    let await_new = |after: u64, what: &str| {
+        poll(Duration::from_secs(10), Duration::from_millis(100), || {
+            let (ma, mb) = (made(&a), made(&b));
+            (ma == mb && ma > after).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: {} {}", cookies_status(&a), cookies_status(&b)))
+    };
+    await_new(old_made, "the overdue secret was not rotated on both hosts");
     const ROTATED: &str = "rotated the shared DNS cookie secret";
     let rotations = || -> usize {
         [&a, &b]
@@ -268,4 +268,23 @@ fn a_shared_secret_older_than_rotate_is_rotated_by_exactly_one_host() {
         let renewed = assert_valid_on(h, &before, "a cookie from before the rotation");
         assert_ne!(renewed, before, "{}", h.node);
     }
+
+    // A value no host can use (written by hand) is replaced by a new
+    // secret, which both hosts install.
+    let rotated = made(&a);
+    rt.block_on(async {
+        let key = Layout::new("/dnsshift").cookie_secret();
+        let put = [dnsshift::state::etcd::Put {
+            key,
+            value: b"{not json".to_vec(),
+            lease: None,
+        }];
+        tokio::time::timeout(Duration::from_secs(15), client.etcd().put_all(&put))
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    await_new(rotated, "the malformed secret was not replaced");
+    let (fresh_a, _) = dig_cookie(a.server(), None);
+    assert_eq!(assert_valid_on(&b, &fresh_a, "after the repair"), fresh_a);
 }

@@ -154,7 +154,8 @@ impl CookieKeeper {
         };
         if !etcd_down {
             match tokio::time::timeout(START_WAIT, self.sync()).await {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) if lock(&self.info).revision != 0 => return,
+                Ok(Ok(())) => warn!("no usable shared DNS cookie secret in etcd yet"),
                 Ok(Err(e)) => {
                     warn!(error = %e, "cannot read the shared DNS cookie secret from etcd")
                 }
@@ -262,15 +263,12 @@ impl CookieKeeper {
                         continue;
                     }
                     let result = match value {
-                        Some(Some((revision, bytes))) => {
-                            self.adopt(revision, &bytes).await;
-                            Ok(())
-                        }
+                        Some(Some((revision, bytes))) => self.adopt_or_repair(revision, &bytes).await,
                         Some(None) => self.create().await,
                         None => Ok(()),
                     };
                     if let Err(e) = result {
-                        warn!(error = %e, "cannot create the shared DNS cookie secret; retrying");
+                        warn!(error = %e, "cannot write the shared DNS cookie secret; retrying");
                     }
                 }
                 _ = tokio::time::sleep(wait) => self.look().await,
@@ -331,12 +329,51 @@ impl CookieKeeper {
             return Ok(());
         };
         match shared.cluster.cookie_secret().await? {
-            Some((revision, bytes)) => {
-                self.adopt(revision, &bytes).await;
-                Ok(())
-            }
+            Some((revision, bytes)) => self.adopt_or_repair(revision, &bytes).await,
             None => self.create().await,
         }
+    }
+
+    /// [`CookieKeeper::adopt`]; a malformed shared secret (written by hand,
+    /// say) is replaced by a new one, if it is still as read: no host could
+    /// use it, so no cookie made with it exists.
+    async fn adopt_or_repair(&self, revision: i64, bytes: &[u8]) -> Result<(), EtcdError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        if self.adopt(revision, bytes).await {
+            return Ok(());
+        }
+        if self.swap(shared, revision, &fresh(None, unix_ms())).await? {
+            info!("replaced the malformed shared DNS cookie secret in etcd");
+        }
+        Ok(())
+    }
+
+    /// Writes `record` as the shared secret if the key is still at
+    /// `expected` (0: absent) and installs it; else installs the key as it
+    /// is now. Whether it was written.
+    async fn swap(
+        &self,
+        shared: &Shared,
+        expected: i64,
+        record: &CookieSecretRecord,
+    ) -> Result<bool, EtcdError> {
+        Ok(
+            match shared.cluster.swap_cookie_secret(expected, record).await? {
+                CasOutcome::Committed { revision } => {
+                    self.adopt(revision, &serde_json::to_vec(record).unwrap_or_default())
+                        .await;
+                    true
+                }
+                CasOutcome::Conflict { current } => {
+                    if let Some(kv) = current {
+                        self.adopt(kv.mod_revision, &kv.value).await;
+                    }
+                    false
+                }
+            },
+        )
     }
 
     /// Creates the shared secret if it is still absent; whoever is first
@@ -349,17 +386,11 @@ impl CookieKeeper {
         let source = lock(&self.info).source;
         let previous = matches!(source, SecretSource::Etcd | SecretSource::LocalCopy)
             .then(|| hex(&cookie::secrets().current));
-        let record = fresh(previous.as_deref(), unix_ms());
-        match shared.cluster.swap_cookie_secret(0, &record).await? {
-            CasOutcome::Committed { revision } => {
-                info!("created the shared DNS cookie secret in etcd");
-                self.adopt(revision, &serde_json::to_vec(&record).unwrap_or_default())
-                    .await;
-            }
-            CasOutcome::Conflict { current: Some(kv) } => {
-                self.adopt(kv.mod_revision, &kv.value).await;
-            }
-            CasOutcome::Conflict { current: None } => {}
+        if self
+            .swap(shared, 0, &fresh(previous.as_deref(), unix_ms()))
+            .await?
+        {
+            info!("created the shared DNS cookie secret in etcd");
         }
         Ok(())
     }
@@ -391,26 +422,17 @@ impl CookieKeeper {
                 .as_ref()
                 .filter(|o| secrets_of(o).is_some())
                 .map(|o| o.current.as_str());
-            let record = fresh(previous, now);
-            match shared.cluster.swap_cookie_secret(revision, &record).await? {
-                CasOutcome::Committed { revision } => {
-                    info!(
-                        next_rotation = %format_ms(next_rotation(now, self.rotate)),
-                        manual = force,
-                        "rotated the shared DNS cookie secret; the previous one is still accepted"
-                    );
-                    self.adopt(revision, &serde_json::to_vec(&record).unwrap_or_default())
-                        .await;
-                    return Ok(());
-                }
-                CasOutcome::Conflict { current } => {
-                    if let Some(kv) = current {
-                        self.adopt(kv.mod_revision, &kv.value).await;
-                    }
-                    if !force {
-                        return Ok(());
-                    }
-                }
+            if self.swap(shared, revision, &fresh(previous, now)).await? {
+                info!(
+                    next_rotation = %format_ms(next_rotation(now, self.rotate)),
+                    manual = force,
+                    "rotated the shared DNS cookie secret; the previous one is still accepted"
+                );
+                return Ok(());
+            }
+            if !force {
+                // Another host rotated first.
+                return Ok(());
             }
         }
         Err(EtcdError::Protocol {
@@ -423,26 +445,27 @@ impl CookieKeeper {
     }
 
     /// Installs the shared secret at `revision` unless a later one is
-    /// installed (or a file's), and keeps it as the local copy.
-    async fn adopt(&self, revision: i64, bytes: &[u8]) {
+    /// installed (or a file's), and keeps it as the local copy; false if
+    /// the value is malformed (nothing installed).
+    async fn adopt(&self, revision: i64, bytes: &[u8]) -> bool {
         let Some(shared) = &self.shared else {
-            return;
+            return true;
         };
         let record = match serde_json::from_slice::<CookieSecretRecord>(bytes) {
             Ok(r) => r,
             Err(e) => {
-                warn!(key = %shared.cluster.layout().cookie_secret(), error = %e, "ignoring a malformed shared DNS cookie secret");
-                return;
+                warn!(key = %shared.cluster.layout().cookie_secret(), error = %e, "malformed shared DNS cookie secret");
+                return false;
             }
         };
         let Some(secrets) = secrets_of(&record) else {
-            warn!(key = %shared.cluster.layout().cookie_secret(), "ignoring a shared DNS cookie secret that is not 32 hex digits");
-            return;
+            warn!(key = %shared.cluster.layout().cookie_secret(), "malformed shared DNS cookie secret: not 32 hex digits");
+            return false;
         };
         {
             let mut i = lock(&self.info);
             if i.source == SecretSource::File || revision <= i.revision {
-                return;
+                return true;
             }
             let was = i.source;
             *i = Info {
@@ -471,6 +494,7 @@ impl CookieKeeper {
         if let Ok(Err(e)) = written {
             warn!(path = %shared.copy.display(), error = %e, "cannot keep the local copy of the DNS cookie secret");
         }
+        true
     }
 
     /// Installs a secret read from `[cookies] secret_file`.

@@ -78,7 +78,8 @@
 //! its secret. A rotation (`dnsshift cookies rotate`, or any host that sees
 //! the current secret older than `[cookies] rotate`) moves current to
 //! previous and writes a new current, by compare-and-swap on the key's
-//! `mod_revision`: of hosts rotating at once, exactly one wins. Hosts load
+//! `mod_revision`: of hosts rotating at once, exactly one wins. A value no
+//! host can read is replaced the same way. Hosts load
 //! the key with the state and watch it (it sorts after `history0`), and
 //! keep the last one in `<state_dir>/cookie-secret.json` (mode 0600) for a
 //! start while etcd is unreachable.
