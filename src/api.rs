@@ -182,6 +182,77 @@ pub struct StatusResponse {
     /// Whether this host reaches etcd (`[cluster]`); absent for a single host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdStatus>,
+    /// Where this host's DNS cookie secret comes from and when it rotates
+    /// (never the secret); absent from a daemon that predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<CookieStatus>,
+}
+
+/// Where the DNS cookie secret in use came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// `[cookies] secret_file` (rotated by hand).
+    File,
+    /// The cluster's shared secret, read from etcd.
+    Etcd,
+    /// The cluster's shared secret as this host last read it, from its
+    /// state directory: etcd was unreachable.
+    LocalCopy,
+    /// Made at random by this host (a single host without `secret_file`,
+    /// or a cluster host that never reached etcd).
+    Random,
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecretSource::File => "file",
+            SecretSource::Etcd => "etcd",
+            SecretSource::LocalCopy => "local copy",
+            SecretSource::Random => "random",
+        })
+    }
+}
+
+/// The DNS cookie secret in `status`, and the answer to `cookies rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CookieStatus {
+    /// Where it came from.
+    pub source: SecretSource,
+    /// When the current secret was made (Unix ms); `None` for a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_ms: Option<u64>,
+    /// `[cookies] rotate` in seconds; `None` for a file (rotated by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_s: Option<u64>,
+    /// When the next automatic rotation is due (Unix ms); `None` for a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_ms: Option<u64>,
+    /// A previous secret is still accepted.
+    pub previous: bool,
+}
+
+/// Why `cookies rotate` did nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CookiesRotateError {
+    /// The secret is read from `[cookies] secret_file`.
+    #[error(
+        "the DNS cookie secret is read from [cookies] secret_file: rotate it by hand (write a new secret file, name the old one previous_secret_file, then `dnsshift reload`)"
+    )]
+    FromFile,
+    /// The shared secret could not be rotated in etcd.
+    #[error("cannot rotate the shared DNS cookie secret: {0}")]
+    Etcd(String),
+}
+
+impl ApiError for CookiesRotateError {
+    fn fault(&self) -> Fault {
+        match self {
+            CookiesRotateError::FromFile => Fault::Refused,
+            CookiesRotateError::Etcd(_) => Fault::Internal,
+        }
+    }
 }
 
 /// This host's view of etcd, in `status`.

@@ -17,8 +17,8 @@ mod import;
 mod problems;
 pub mod render;
 pub use args::{
-    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, DnssecAction, EndpointAction,
-    ServeArgs, TransitionArgs,
+    AdvanceArgs, Args, AutoArgs, AutoCommand, ClusterAction, Command, CookiesAction, DnssecAction,
+    EndpointAction, ServeArgs, TransitionArgs,
 };
 pub use render::{render_history, render_status};
 

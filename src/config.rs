@@ -102,6 +102,7 @@ struct RrlSpec {
 struct CookiesSpec {
     secret_file: Option<Spanned<String>>,
     previous_secret_file: Option<Spanned<String>>,
+    rotate: Option<Spanned<DurationSpec>>,
 }
 
 /// Validated server settings.
@@ -149,6 +150,9 @@ pub struct Config {
     /// The DNS cookie secrets read from `[cookies]` (`secret_file`,
     /// `previous_secret_file`); `None`: a random secret made at start.
     pub cookies: Option<crate::dns::cookie::Secrets>,
+    /// How often a secret not read from a file is replaced
+    /// (`[cookies] rotate`): at least [`cookies::MIN_ROTATE`].
+    pub cookie_rotate: Duration,
     /// The status page on the control listener (`ui`).
     pub ui: ui::UiMode,
     /// Extra `Host` names the status page answers to (`ui_hosts`), besides
@@ -440,6 +444,30 @@ impl Config {
         let secret = |s: &Spanned<String>, key: &str| {
             cookies::read_secret(&base.join(s.get_ref())).map_err(|m| err(s.span(), key, m))
         };
+        let cookie_rotate = match (&cookies_spec.rotate, src) {
+            (Some(d), Some(s)) => {
+                let v = s.duration(d, "cookies.rotate")?;
+                if v < cookies::MIN_ROTATE {
+                    return Err(s.error(
+                        d.span(),
+                        "cookies.rotate",
+                        format!(
+                            "{} is shorter than 1h, the lifetime of a server cookie: a cookie must stay valid until it expires, under the current or the previous secret",
+                            humantime::format_duration(v)
+                        ),
+                    ));
+                }
+                v
+            }
+            _ => cookies::DEFAULT_ROTATE,
+        };
+        if let (Some(d), Some(_)) = (&cookies_spec.rotate, &cookies_spec.secret_file) {
+            return Err(err(
+                d.span(),
+                "cookies.rotate",
+                "is not used beside cookies.secret_file: a secret read from a file is rotated by hand (a new secret_file, the old one as previous_secret_file, then `dnsshift reload`)".into(),
+            ));
+        }
         let cookies = match (
             &cookies_spec.secret_file,
             &cookies_spec.previous_secret_file,
@@ -474,6 +502,7 @@ impl Config {
             log_format,
             log_level: spec.log_level.unwrap_or_else(|| "info".into()),
             tcp_idle_timeout,
+            cookie_rotate,
             server_id,
             cluster,
             allow_remote_control,

@@ -21,6 +21,7 @@
 //! | POST | /v1/reload | | [`ReloadResponse`] |
 //! | POST | /v1/reload/dry-run | | [`ReloadResponse`]: what would change, nothing applied |
 //! | GET  | /v1/dnssec | | [`DnssecStatusResponse`](crate::api::DnssecStatusResponse) |
+//! | POST | /v1/cookies/rotate | | [`CookieStatus`](crate::api::CookieStatus): a new DNS cookie secret now |
 //! | GET  | /metrics | | Prometheus text |
 //! | GET, POST | /ui... | form | the status page ([`crate::ui`]; session cookie, not the token) |
 //!
@@ -281,6 +282,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/reload/dry-run", post(reload_dry_run))
         .route("/v1/dnssec", get(dnssec_status))
+        .route("/v1/cookies/rotate", post(cookies_rotate))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     // /metrics never reads a body: hyper closes a connection whose request
@@ -660,6 +662,10 @@ async fn reload(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
 
 async fn reload_dry_run(AxState(ctx): AxState<Ctx>) -> ApiResult<ReloadResponse> {
     blocking(&ctx, Operator::reload_dry_run).await
+}
+
+async fn cookies_rotate(AxState(ctx): AxState<Ctx>) -> ApiResult<crate::api::CookieStatus> {
+    blocking(&ctx, Operator::rotate_cookies).await
 }
 
 async fn dnssec_status(AxState(ctx): AxState<Ctx>) -> ApiResult<crate::api::DnssecStatusResponse> {

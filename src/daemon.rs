@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::control;
 use crate::dns::{self, Handler, Listener};
 use crate::health::{self, Checker};
+use crate::operator::cookies::CookieKeeper;
 use crate::operator::{self, Operator};
 use crate::state::cluster::{Cluster, Layout};
 use crate::state::etcd::Etcd;
@@ -158,6 +159,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             &c.node,
         ))
     });
+    let cookies = Arc::new(CookieKeeper::new(
+        config.cookie_rotate,
+        shared.as_ref().map(|s| {
+            (
+                s.cluster().clone(),
+                config.state_dir.as_path(),
+                tokio::runtime::Handle::current(),
+            )
+        }),
+    ));
     let op = Operator::new(
         config.zones_dir.clone(),
         config.file.clone(),
@@ -174,7 +185,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             .map_or(&config.server_id, |c| &c.node),
         config.cluster.is_some(),
     )
-    .with_key_history(&config.state_dir);
+    .with_key_history(&config.state_dir)
+    .with_cookies(cookies.clone());
     let op = Arc::new(match &elector {
         Some(e) => op.elected(e.clone()),
         None => op,
@@ -240,11 +252,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             e.run(services, stop).await;
         });
     }
-    if let Some(shared) = shared {
+    if let Some(shared) = &shared {
         let first = publish::spawn(
             &mut tasks,
             op.clone(),
-            shared,
+            shared.clone(),
             config.cluster.as_ref().and_then(|c| c.compact_revisions),
             shutdown.clone(),
         );
@@ -261,8 +273,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     // Serve DNS only now: the sockets were bound before the health round, so
     // queries that arrived meanwhile wait in the kernel's queues and get
     // answers that already reflect health.
-    // The cookie secret: the configured one, else a random one made now.
-    dns::cookie::install(config.cookies);
+    // The cookie secret: the configured one, else the cluster's (made
+    // here if this is the first host), else a random one made now.
+    cookies
+        .start(
+            config.cookies,
+            shared.as_ref().is_some_and(|s| s.serving_local_copy()),
+        )
+        .await;
+    {
+        let (k, stop) = (cookies.clone(), shutdown.clone());
+        let seen = shared.as_ref().map(|s| s.cookie_secret());
+        tasks.spawn(async move { k.run(seen, stop).await });
+    }
     let handler = Arc::new(Handler::new(op.plan.clone()).with_server_id(&config.server_id));
     let mut udp_workers = Vec::new();
     let fallback = dns::fallback::Fallback::new(

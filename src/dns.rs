@@ -46,7 +46,6 @@ use tracing::{debug, warn};
 use crate::answer::sticky::{COUNTS as STICKY_COUNTS, Client, Ecs};
 use crate::answer::{Lookup, Plan, ThreadRandom};
 use crate::clock::unix_ms;
-use message::{HEADER_LEN, TYPE_OPT};
 
 /// The EDNS version we speak.
 const EDNS_VERSION: u8 = 0;
@@ -165,8 +164,23 @@ impl RequestHandler for Handler {
                 resp_edns.set_version(EDNS_VERSION);
                 // RFC 3225: the DO bit is copied into the response.
                 resp_edns.set_dnssec_ok(req.flags().dnssec_ok);
+                // RFC 7873 §5.2: a server cookie for every client cookie,
+                // in every response, BADVERS included.
+                let cookie_reply = received_cookie.as_ref().map(|received| {
+                    let (reply, verdict) = cookie::answer(
+                        &cookie::secrets(),
+                        received,
+                        request.src().ip(),
+                        cookie::now_secs(),
+                    );
+                    cookie::COUNTS.count(verdict);
+                    EdnsOption::Unknown(cookie::OPTION_COOKIE, reply.to_vec())
+                });
                 if req.version() > EDNS_VERSION {
                     resp_edns.set_rcode_high(ResponseCode::BADVERS.high());
+                    if let Some(c) = cookie_reply {
+                        resp_edns.options_mut().insert(c);
+                    }
                     return send_error(
                         request,
                         ResponseCode::BADVERS,
@@ -192,18 +206,9 @@ impl RequestHandler for Handler {
                         .options_mut()
                         .insert(EdnsOption::Subnet(ClientSubnet::new(e.addr, e.source, 0)));
                 }
-                // RFC 7873 §5.2: a server cookie for every client cookie.
-                if let Some(received) = &received_cookie {
-                    let (reply, verdict) = cookie::answer(
-                        &cookie::secrets(),
-                        received,
-                        request.src().ip(),
-                        cookie::now_secs(),
-                    );
-                    cookie::COUNTS.count(verdict);
-                    resp_edns
-                        .options_mut()
-                        .insert(EdnsOption::Unknown(cookie::OPTION_COOKIE, reply.to_vec()));
+                // After NSID and ECS: the order the fast path writes.
+                if let Some(c) = cookie_reply {
+                    resp_edns.options_mut().insert(c);
                 }
                 Some(&resp_edns)
             }
@@ -523,28 +528,10 @@ fn edns_option(msg: &[u8], code: u16) -> Result<Option<&[u8]>, ()> {
 
 /// The RDATA of the first OPT record in the additional section.
 fn walk_to_opt(msg: &[u8]) -> Option<&[u8]> {
-    let count = |i: usize| {
-        Some(usize::from(u16::from_be_bytes([
-            *msg.get(i)?,
-            *msg.get(i + 1)?,
-        ])))
-    };
-    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
-    let mut pos = HEADER_LEN;
-    for _ in 0..qd {
-        pos = message::name_end(msg, pos)? + 4;
-    }
-    for i in 0..an + ns + ar {
-        pos = message::name_end(msg, pos)?;
-        let rtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
-        let rdlen = usize::from(u16::from_be_bytes([*msg.get(pos + 8)?, *msg.get(pos + 9)?]));
-        let rdata = msg.get(pos + 10..pos + 10 + rdlen)?;
-        if i >= an + ns && rtype == TYPE_OPT {
-            return Some(rdata);
-        }
-        pos += 10 + rdlen;
-    }
-    None
+    let (start, end) = message::opt_span(msg)?;
+    // Root owner (or a pointer), type, class, TTL, RDLENGTH, then RDATA.
+    let at = message::name_end(msg, start)? + 10;
+    msg.get(at..end)
 }
 
 /// Serves DNS over UDP on `socket` until `shutdown` is cancelled.

@@ -12,7 +12,8 @@
 //! daemon       wiring and lifecycle: bind, spawn, SIGHUP, drain
 //! ui/         the status page (/ui): sessions, CSRF, templates, SSE; calls Operator
 //! control      HTTP routes -> Operator; token; typed error -> status; /metrics
-//! operator     every command and status; one apply() path for changes
+//! operator     every command and status; one apply() path for changes;
+//!              the DNS cookie secret's source and rotation (cookies.rs)
 //! analysis/    issue 17: metrics providers, checks, the automation machine
 //!              and its evaluator, which changes state only through operator
 //! api          the operator protocol: requests, responses, typed errors

@@ -38,6 +38,7 @@ use crate::sync::lock;
 use crate::zone::{self, Service, Zone};
 
 pub mod auto;
+pub mod cookies;
 mod dnssec;
 mod load;
 pub mod status;
@@ -102,6 +103,9 @@ pub struct Operator {
     /// The state directory that keeps the DNSSEC key history, for
     /// `check`'s rollover warnings ([`crate::dnssec::KeyHistory`]).
     key_history: Option<PathBuf>,
+    /// The DNS cookie secret's source and rotation (`None`: a test
+    /// operator; the secret in use stays as it is).
+    cookies: Option<Arc<cookies::CookieKeeper>>,
 }
 
 /// What the last plan's SOA serial was made of.
@@ -263,7 +267,34 @@ impl Operator {
             board: Arc::default(),
             elector: None,
             key_history: None,
+            cookies: None,
         }
+    }
+
+    /// Keeps the DNS cookie secret with `keeper`: `reload` installs a
+    /// `secret_file` through it, `status` shows it, `cookies rotate`
+    /// rotates it.
+    pub fn with_cookies(mut self, keeper: Arc<cookies::CookieKeeper>) -> Operator {
+        self.cookies = Some(keeper);
+        self
+    }
+
+    /// `dnsshift cookies rotate`: a new DNS cookie secret at once (see
+    /// [`cookies`]).
+    pub fn rotate_cookies(
+        &self,
+    ) -> Result<crate::api::CookieStatus, crate::api::CookiesRotateError> {
+        match &self.cookies {
+            Some(k) => k.rotate_now(),
+            None => Err(crate::api::CookiesRotateError::Etcd(
+                "this daemon keeps no cookie secret".into(),
+            )),
+        }
+    }
+
+    /// Where the DNS cookie secret comes from, for `status`.
+    pub fn cookie_status(&self) -> Option<crate::api::CookieStatus> {
+        self.cookies.as_ref().map(|k| k.status())
     }
 
     /// Names this host `node` (in `_dnsshift` TXT and host reports); `shared`:

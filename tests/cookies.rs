@@ -312,3 +312,203 @@ fn a_readable_by_others_secret_file_fails_check_and_start_with_its_line_and_key(
     );
     assert!(serve_must_fail(setup.dir.path()).contains(&want));
 }
+
+/// `q` (with a COOKIE option) over UDP, as raw bytes: a reply hickory
+/// decodes whatever its code.
+fn udp(server: &Server, q: &Message) -> Message {
+    let raw = exchange_udp_raw(server.dns, &q.to_vec().unwrap()).expect("an answer");
+    Message::from_vec(&raw).unwrap()
+}
+
+/// `cookie` (client and server cookie, as a reply carried it) is one the
+/// server made with its current secret for this client: sent back, it is
+/// echoed as it was.
+fn assert_echoed(server: &Server, cookie: &[u8], what: &str) {
+    assert_eq!(cookie.len(), 24, "{what}: {cookie:?}");
+    assert_eq!(cookie[..8], CLIENT, "{what}");
+    let m = udp(
+        server,
+        &with_cookie("www.shift.test.", RecordType::A, cookie),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert_eq!(
+        cookie_of(&m).as_deref(),
+        Some(cookie),
+        "{what}: a valid, young server cookie is echoed"
+    );
+}
+
+#[test]
+fn truncated_slipped_and_badvers_replies_carry_a_valid_server_cookie() {
+    let txt = |i: usize| format!("big IN TXT \"{i:02}{}\"", "x".repeat(198));
+    let zone = (0..4)
+        .fold(ZoneBuilder::new("shift.test."), |z, i| z.record(&txt(i)))
+        .service(ServiceBuilder::unchecked(
+            "www",
+            &["127.0.0.10"],
+            &["127.0.0.20"],
+        ))
+        .to_toml();
+    let server = Setup::new(
+        &[("shift.test.toml", &zone)],
+        "[rrl]\nresponses_per_second = 2\nslip = 1\nexempt = []\n",
+    )
+    .start();
+
+    // TC=1: four 200-byte TXT records do not fit in 512 bytes.
+    let mut q = with_cookie("big.shift.test.", RecordType::TXT, &CLIENT);
+    q.edns.as_mut().unwrap().set_max_payload(512);
+    let m = udp(&server, &q);
+    assert!(m.metadata.truncation, "{m}");
+    assert!(m.answers.is_empty(), "{m}");
+    let tc = cookie_of(&m).unwrap_or_else(|| panic!("no COOKIE in a TC reply: {m}"));
+    assert_echoed(&server, &tc, "the TC reply's cookie");
+
+    // BADVERS (EDNS version 1), over UDP and TCP.
+    for tcp in [false, true] {
+        let mut q = with_cookie("www.shift.test.", RecordType::A, &CLIENT);
+        q.edns.as_mut().unwrap().set_version(1);
+        let m = if tcp {
+            query_tcp(server.dns, &q)
+        } else {
+            udp(&server, &q)
+        };
+        assert_eq!(u16::from(m.metadata.response_code), 16, "BADVERS: {m}");
+        let c = cookie_of(&m).unwrap_or_else(|| panic!("no COOKIE in BADVERS: {m}"));
+        assert_echoed(&server, &c, "the BADVERS reply's cookie");
+    }
+
+    // RRL slips (every limited answer, slip = 1), on the fast path (A) and
+    // on the hickory path (ANY), from one socket and a client cookie alone.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.dns).unwrap();
+    const SENT: usize = 40;
+    for i in 0..SENT {
+        let t = if i % 2 == 0 {
+            RecordType::A
+        } else {
+            RecordType::ANY
+        };
+        let q = with_cookie("www.shift.test.", t, &CLIENT);
+        sock.send(&q.to_vec().unwrap()).unwrap();
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut slipped = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "{m}");
+            slipped.push((m.queries[0].query_type(), cookie_of(&m)));
+        }
+    }
+    // 2 per second per kind: most of the burst is slipped.
+    assert!(slipped.len() >= SENT / 2, "{} slipped", slipped.len());
+    for t in [RecordType::A, RecordType::ANY] {
+        assert!(
+            slipped.iter().any(|(q, _)| *q == t),
+            "no {t} answer slipped: {slipped:?}"
+        );
+    }
+    for (t, c) in &slipped {
+        let c = c
+            .as_ref()
+            .unwrap_or_else(|| panic!("no COOKIE in a slipped {t} reply"));
+        assert_eq!(c.len(), 24, "{t}");
+        assert_eq!(c[..8], CLIENT, "{t}");
+    }
+    let c = slipped[0].1.clone().unwrap();
+    assert_echoed(&server, &c, "a slipped reply's cookie");
+}
+
+#[test]
+fn cookies_rotate_on_a_single_host_keeps_the_old_cookie_valid_and_a_secret_file_refuses_it() {
+    let server = start("");
+    let st: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["cookies"]["source"], "random", "{st}");
+    assert_eq!(st["cookies"]["previous"], false, "{st}");
+    let first = cookie_of(&udp(
+        &server,
+        &with_cookie("www.shift.test.", RecordType::A, &CLIENT),
+    ))
+    .unwrap();
+    let out = server.cli_ok(&["cookies", "rotate"]);
+    assert!(
+        out.starts_with("rotated: cookie secret: random, made "),
+        "{out}"
+    );
+    assert!(
+        out.contains("next rotation") && out.contains("previous secret accepted"),
+        "{out}"
+    );
+    // Valid under the previous secret, replaced by one of the new.
+    let renewed = cookie_of(&udp(
+        &server,
+        &with_cookie("www.shift.test.", RecordType::A, &first),
+    ))
+    .unwrap();
+    assert_ne!(renewed, first);
+    await_cookies(&server, "valid", 1);
+    assert_echoed(&server, &renewed, "a cookie of the new secret");
+    let st: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["cookies"]["previous"], true, "{st}");
+    assert!(
+        server.cli_ok(&["status"]).contains("cookie secret: random"),
+        "status says where the secret comes from"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = secret_file(dir.path(), "a.secret", SECRET_A);
+    let server = start(&format!("[cookies]\nsecret_file = {file:?}\n"));
+    let (ok, _, err) = server.cli(&["cookies", "rotate"]);
+    assert!(!ok);
+    assert!(
+        err.contains("the DNS cookie secret is read from [cookies] secret_file: rotate it by hand"),
+        "{err}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(st["cookies"]["source"], "file", "{st}");
+    assert!(st["cookies"].get("next_rotation_ms").is_none(), "{st}");
+}
+
+#[test]
+fn a_rotation_shorter_than_a_cookie_lifetime_fails_check_with_its_one_error() {
+    for (extra, line, message) in [
+        (
+            "[cookies]\nrotate = \"10m\"\n".to_string(),
+            8,
+            "cookies.rotate: 10m is shorter than 1h, the lifetime of a server cookie: a cookie must stay valid until it expires, under the current or the previous secret",
+        ),
+        (
+            "[cookies]\nrotate = \"2h\"\nsecret_file = \"nowhere\"\n".to_string(),
+            8,
+            "cookies.rotate: is not used beside cookies.secret_file: a secret read from a file is rotated by hand (a new secret_file, the old one as previous_secret_file, then `dnsshift reload`)",
+        ),
+    ] {
+        let setup = Setup::new(&[("shift.test.toml", &zone())], &extra);
+        let out = check_config(setup.dir.path());
+        assert!(!out.status.success(), "{extra}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:{line}: {message}", setup.config().display());
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&setup.config().display().to_string()))
+            .collect();
+        assert_eq!(errors, [want.as_str()], "{stderr}");
+    }
+    // One hour is accepted.
+    let setup = Setup::new(
+        &[("shift.test.toml", &zone())],
+        "[cookies]\nrotate = \"1h\"\n",
+    );
+    let out = check_config(setup.dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -296,6 +296,15 @@ fn cookies_allocate_nothing(plan: Plan) {
     }
     let change = region.change();
     assert_eq!(exempt, ROUNDS, "every valid server cookie is exempt");
+    // Beyond 100 a second, the answers to a client cookie alone are
+    // slipped, keeping their OPT record and its COOKIE option.
+    assert!(
+        counters
+            .rrl_slipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "slips were measured too"
+    );
     assert_eq!(
         change.allocations + change.reallocations,
         0,

@@ -172,6 +172,24 @@ pub enum Command {
         #[command(subcommand)]
         action: DnssecAction,
     },
+    /// The DNS cookie secret (`[cookies]`).
+    Cookies {
+        #[command(subcommand)]
+        action: CookiesAction,
+    },
+}
+
+/// `cookies` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CookiesAction {
+    /// Replace the DNS cookie secret now (in a cluster, on every host); the
+    /// current one stays accepted as the previous. Refused when the secret
+    /// is read from `[cookies] secret_file`.
+    Rotate {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `dnssec` subcommands.

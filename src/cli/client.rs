@@ -134,6 +134,21 @@ impl Client {
         match command {
             Command::Serve(_) | Command::Check { .. } | Command::Cluster { .. } => Ok(()),
             Command::Dnssec { action } => self.dnssec(action).await,
+            Command::Cookies {
+                action: crate::cli::CookiesAction::Rotate { json },
+            } => {
+                let st: crate::api::CookieStatus = self
+                    .call(Method::POST, "/v1/cookies/rotate", NO_BODY)
+                    .await?;
+                if json {
+                    return print_json(&st);
+                }
+                println!(
+                    "rotated: {}",
+                    super::render::render_cookies(crate::clock::unix_ms(), &st)
+                );
+                Ok(())
+            }
             Command::Status {
                 service,
                 json,

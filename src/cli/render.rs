@@ -351,7 +351,29 @@ pub fn render_status(st: &StatusResponse) -> String {
             );
         }
     }
+    if let Some(c) = &st.cookies {
+        let _ = writeln!(o, "{}", render_cookies(st.now_ms, c));
+    }
     o
+}
+
+/// One line on the DNS cookie secret: its source, age and next rotation
+/// (`status`, `cookies rotate`).
+pub fn render_cookies(now_ms: u64, c: &crate::api::CookieStatus) -> String {
+    let made = c
+        .made_ms
+        .map(|m| format!(", made {}", when(now_ms, m)))
+        .unwrap_or_default();
+    let next = match c.next_rotation_ms {
+        Some(n) => format!(", next rotation {}", when(now_ms, n)),
+        None => ", rotated by hand".into(),
+    };
+    let previous = if c.previous {
+        ", previous secret accepted"
+    } else {
+        ""
+    };
+    format!("cookie secret: {}{made}{next}{previous}", c.source)
 }
 
 /// The `auto` lines of a service in `status`: nothing while automation

@@ -2,8 +2,16 @@
 //! during a rotation) is read from ([`crate::dns::cookie`] uses them).
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::dns::cookie::SECRET_LEN;
+use crate::dns::cookie::{MAX_AGE_SECS, SECRET_LEN};
+
+/// Default `[cookies] rotate`: a new secret every day.
+pub const DEFAULT_ROTATE: Duration = Duration::from_secs(24 * 3600);
+/// Shortest `[cookies] rotate`: the lifetime of a server cookie. A cookie
+/// is accepted under the current secret and the previous one, so with
+/// rotations at least this far apart it stays valid until it expires.
+pub const MIN_ROTATE: Duration = Duration::from_secs(MAX_AGE_SECS as u64);
 
 /// Reads a secret file: 16 bytes as 32 hex digits (surrounding whitespace
 /// ignored), readable by its owner only, like the control token. Errors
@@ -27,7 +35,7 @@ pub fn read_secret(path: &Path) -> Result<[u8; SECRET_LEN], String> {
 }
 
 /// 32 hex digits as 16 bytes.
-fn parse_hex(text: &str) -> Option<[u8; SECRET_LEN]> {
+pub fn parse_hex(text: &str) -> Option<[u8; SECRET_LEN]> {
     if text.len() != 2 * SECRET_LEN || !text.is_ascii() {
         return None;
     }

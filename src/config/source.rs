@@ -286,6 +286,33 @@ pub fn read_regular(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Writes `bytes` to `path`, readable by its owner only (mode 0600):
+/// a temporary file beside it, fsynced, renamed over it, the directory
+/// fsynced. For secrets (the control token, the DNS cookie secret's local
+/// copy); a leftover temporary file from a crash is replaced.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn require_regular(meta: &std::fs::Metadata) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();

@@ -6,17 +6,15 @@
 //! A server cookie is 16 bytes: version 1, three reserved bytes, a 32-bit
 //! timestamp (seconds) and 8 bytes of SipHash-2-4, keyed with a 16-byte
 //! secret, over client cookie | version | reserved | timestamp | client IP.
-//! The secret lives here, swapped whole on start and `reload`
-//! ([`install`]); the previous one is still accepted during a rotation.
+//! The secret lives here, swapped whole on start, `reload` and rotation
+//! ([`install`]); the previous one is still accepted after a rotation.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
-use tracing::info;
-
 use crate::siphash::siphash;
+use arc_swap::ArcSwap;
 
 /// The EDNS option code of COOKIE (RFC 7873 §4).
 pub const OPTION_COOKIE: u16 = 10;
@@ -259,22 +257,15 @@ pub fn secrets() -> arc_swap::Guard<std::sync::Arc<Secrets>> {
     slot().load()
 }
 
-/// Makes `configured` the secrets in use (start and `reload`); `None` (no
-/// `[cookies] secret_file`) keeps the running ones, random at start.
-pub fn install(configured: Option<Secrets>) {
-    let Some(new) = configured else {
-        // Touch the slot so the random secret is made now, not on the
-        // first query.
-        let _ = slot();
-        return;
-    };
-    if **slot().load() != new {
-        slot().store(std::sync::Arc::new(new));
-        info!(
-            previous = new.previous.is_some(),
-            "DNS cookie secret installed"
-        );
+/// Makes `new` the secrets in use (swapped whole: a query sees the old
+/// ones or the new ones); whether they differ from those in use. Where
+/// they come from and when they rotate is [`crate::operator::cookies`]'s.
+pub fn install(new: Secrets) -> bool {
+    if **slot().load() == new {
+        return false;
     }
+    slot().store(std::sync::Arc::new(new));
+    true
 }
 
 /// The current time as a cookie timestamp.

@@ -17,6 +17,7 @@ use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tracing::debug;
 
+use super::cookie::{OPTION_COOKIE, REPLY_LEN};
 use super::fast::{Counters, question_end, question_has_pointer};
 use super::message::HEADER_LEN;
 use super::rrl::{Rrl, now_secs};
@@ -143,11 +144,19 @@ pub async fn handle(
         (Protocol::Udp, None) => 512,
         _ => u16::MAX,
     };
+    let udp_edns = protocol == Protocol::Udp && request.edns.is_some();
+    // The client cookie a truncated answer answers, so that the retry over
+    // TCP has a server cookie (RFC 7873 §5.2); the handler counts it.
+    let cookie = match super::request_cookie(request.as_slice()) {
+        Ok(Some(c)) if udp_edns => Some((c, src.ip())),
+        _ => None,
+    };
     let capture = Capture {
         out: Arc::default(),
         max_size,
-        edns: (protocol == Protocol::Udp && request.edns.is_some()).then_some(max_size),
+        edns: udp_edns.then_some(max_size),
         dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        cookie,
     };
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
@@ -178,6 +187,9 @@ struct Capture {
     edns: Option<u16>,
     /// The query's DO bit, copied into a truncated answer's OPT.
     dnssec_ok: bool,
+    /// The query's cookie and client address, for the COOKIE option of a
+    /// truncated answer's OPT.
+    cookie: Option<(super::cookie::Received, std::net::IpAddr)>,
 }
 
 #[async_trait::async_trait]
@@ -195,7 +207,11 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let (mut bytes, info) = super::encode(response, self.max_size)?;
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
-            truncated(&mut bytes, self.edns, self.dnssec_ok);
+            let cookie = self.cookie.map(|(c, ip)| {
+                super::cookie::answer(&super::cookie::secrets(), &c, ip, super::cookie::now_secs())
+                    .0
+            });
+            truncated(&mut bytes, self.edns, self.dnssec_ok, cookie.as_ref());
         }
         *lock(&self.out) = Some(bytes);
         Ok(info)
@@ -204,9 +220,15 @@ impl ResponseHandler for Capture {
 
 /// Rewrites a response hickory truncated into a well-formed truncated
 /// answer: the header (TC set) and the question, plus an OPT record when
-/// the query had EDNS. hickory's encoder may leave a partly written record
-/// after the question, or records that fit beside a truncated section.
-fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>, dnssec_ok: bool) {
+/// the query had EDNS, with `cookie` in it if the query had a client
+/// cookie. hickory's encoder may leave a partly written record after the
+/// question, or records that fit beside a truncated section.
+fn truncated(
+    bytes: &mut Vec<u8>,
+    edns: Option<u16>,
+    dnssec_ok: bool,
+    cookie: Option<&[u8; REPLY_LEN]>,
+) {
     let end = question_end(bytes).unwrap_or(HEADER_LEN.min(bytes.len()));
     bytes.truncate(end);
     if bytes.len() < HEADER_LEN {
@@ -217,7 +239,17 @@ fn truncated(bytes: &mut Vec<u8>, edns: Option<u16>, dnssec_ok: bool) {
         bytes[4..6].fill(0);
     }
     if let Some(payload) = edns {
-        bytes.extend_from_slice(&opt_record(payload, dnssec_ok));
+        let mut opt = opt_record(payload, dnssec_ok);
+        if let Some(c) = cookie {
+            // RDLENGTH: one option, code and length then the data.
+            opt[9..].copy_from_slice(&((4 + REPLY_LEN) as u16).to_be_bytes());
+            bytes.extend_from_slice(&opt);
+            bytes.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+            bytes.extend_from_slice(&(REPLY_LEN as u16).to_be_bytes());
+            bytes.extend_from_slice(c);
+        } else {
+            bytes.extend_from_slice(&opt);
+        }
         bytes[11] = 1;
     }
 }

@@ -1,8 +1,8 @@
 //! DNS wire-format basics shared by every reader and writer of raw
-//! messages: the header length, the OPT record type, and the one walker over
+//! messages: the header length, the OPT record type, the one walker over
 //! the labels of a name (in a message, or a wire name on its own), so that
 //! the label loop and its checks (label types, pointers, running past the
-//! end) are written once.
+//! end) are written once, and the one walk to a message's OPT record.
 
 /// DNS header length (RFC 1035 §4.1.1).
 pub const HEADER_LEN: usize = 12;
@@ -115,6 +115,39 @@ pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
         End::Root(end) | End::Pointer(end) => Some(end),
         End::BadType(_) | End::Truncated => None,
     }
+}
+
+/// Where the first OPT record of the additional section of `msg` starts
+/// and ends (the whole record: owner, fixed fields, RDATA), if it has one
+/// and every record before it is well-formed. Allocation-free: the RRL
+/// slip runs it on the fast path.
+pub fn opt_span(msg: &[u8]) -> Option<(usize, usize)> {
+    let count = |i: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(i)?,
+            *msg.get(i + 1)?,
+        ])))
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut pos = HEADER_LEN;
+    for _ in 0..qd {
+        pos = name_end(msg, pos)? + 4;
+    }
+    for i in 0..an + ns + ar {
+        let start = pos;
+        pos = name_end(msg, pos)?;
+        let rtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
+        let rdlen = usize::from(u16::from_be_bytes([*msg.get(pos + 8)?, *msg.get(pos + 9)?]));
+        let end = pos + 10 + rdlen;
+        if end > msg.len() {
+            return None;
+        }
+        if i >= an + ns && rtype == TYPE_OPT {
+            return Some((start, end));
+        }
+        pos = end;
+    }
+    None
 }
 
 /// The positions of wire name `name`'s suffixes, longest first: the name

@@ -118,16 +118,26 @@ impl Rrl {
     }
 }
 
-/// Cuts `response` down to a truncated answer: the header with TC set and
-/// no records, and the question. Returns the new length.
+/// Cuts `response` down to a truncated answer: the header with TC set,
+/// the question, and the OPT record if it had one, so that a client's
+/// new server cookie (RFC 7873 §5.2) reaches it and its retry over TCP
+/// carries it. Returns the new length. Allocation-free.
 pub fn slip(response: &mut [u8]) -> usize {
+    let opt = super::message::opt_span(response);
     let end = question_end(response).unwrap_or(HEADER_LEN);
     response[2] |= 0x02;
     response[6..12].fill(0);
     if end == HEADER_LEN {
         response[4..6].fill(0);
     }
-    end
+    match opt {
+        Some((start, stop)) if start >= end => {
+            response.copy_within(start..stop, end);
+            response[11] = 1;
+            end + (stop - start)
+        }
+        _ => end,
+    }
 }
 
 /// FNV-1a over bytes, from a secret seed (so a flood cannot aim at one
@@ -210,6 +220,23 @@ mod tests {
         assert_eq!(n, 12 + 10 + 4);
         assert_eq!(r[2] & 0x02, 0x02, "TC");
         assert_eq!(&r[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn slip_keeps_the_opt_record_and_its_cookie() {
+        let mut r = response(b"\x03www\x04test\x00", 0);
+        r[11] = 1;
+        // OPT: root, type 41, payload 1232, TTL 0, one COOKIE option (4 + 24).
+        let opt: Vec<u8> = [
+            &[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 28, 0, 10, 0, 24][..],
+            &[7; 24][..],
+        ]
+        .concat();
+        r.extend_from_slice(&opt);
+        let n = slip(&mut r);
+        assert_eq!(n, 12 + 10 + 4 + opt.len());
+        assert_eq!(&r[4..12], &[0, 1, 0, 0, 0, 0, 0, 1], "the OPT alone left");
+        assert_eq!(&r[26..n], &opt[..]);
     }
 
     #[test]

@@ -116,8 +116,14 @@ impl Operator {
         self.rebuild();
         self.record_keys();
         drop(_writer);
-        // A rotated cookie secret (`[cookies]`) takes effect now.
-        crate::dns::cookie::install(cookies);
+        // A rotated cookie secret (`[cookies] secret_file`) takes effect now.
+        match (&self.cookies, cookies) {
+            (Some(k), file) => k.reload(file),
+            (None, Some(s)) => {
+                crate::dns::cookie::install(s);
+            }
+            (None, None) => {}
+        }
         if let Err(e) = self.register_zones() {
             warn!(error = %e, zones = %digest, "the new zones' generation is not recorded in etcd yet; serving one more than the last serial here until it is");
         }

@@ -71,6 +71,7 @@ impl Operator {
             services,
             hosts: self.hosts_status(),
             etcd: self.etcd_status(),
+            cookies: self.cookie_status(),
         })
     }
 

@@ -13,6 +13,7 @@
 //! | `<prefix>/hosts/<node>` | [`HostReport`], no lease: outlives its host | each host, every publish |
 //! | `<prefix>/live/<node>` | the same [`HostReport`], on the host's lease | each host, every publish |
 //! | `<prefix>/zones/<digest>` | [`ZonesRecord`]: who loaded these zones last; its `mod_revision` is their *zone generation* | a host that starts serving those zones |
+//! | `<prefix>/secrets/cookies` | [`CookieSecretRecord`]: the DNS cookie secret every host uses, the previous one, when the current one was made | the first host without `[cookies] secret_file` (create-if-absent), then a rotation (compare-and-swap on its `mod_revision`) |
 //!
 //! **Epoch.** The state's `mod_revision` is the epoch: a number etcd assigns,
 //! the same on every host, rising with every change. Hosts report the epoch
@@ -68,6 +69,20 @@
 //! it may have answered until its lease expired, so for drain it counts as
 //! having answered every pool it served at `published + lease TTL` with its
 //! longest TTL ([`drained_at`]).
+//!
+//! **Cookie secret.** Hosts without `[cookies] secret_file` share the DNS
+//! cookie secret (RFC 7873), so that each accepts the server cookies the
+//! others made. The first host that finds no `secrets/cookies` creates it
+//! with a random secret, in a transaction that succeeds only if the key is
+//! still absent: of concurrent starters exactly one wins, the others adopt
+//! its secret. A rotation (`dnsshift cookies rotate`, or any host that sees
+//! the current secret older than `[cookies] rotate`) moves current to
+//! previous and writes a new current, by compare-and-swap on the key's
+//! `mod_revision`: of hosts rotating at once, exactly one wins. A value no
+//! host can read is replaced the same way. Hosts load
+//! the key with the state and watch it (it sorts after `history0`), and
+//! keep the last one in `<state_dir>/cookie-secret.json` (mode 0600) for a
+//! start while etcd is unreachable.
 //!
 //! **Watching.** Every host watches the prefix after `history/` (not the
 //! history, nor the evaluators' keys that sort before it) from the revision after
@@ -176,6 +191,24 @@ impl Layout {
     pub fn zones(&self, digest: &str) -> String {
         format!("{}{digest}", self.zones_prefix())
     }
+
+    /// The shared DNS cookie secret ([`CookieSecretRecord`]).
+    pub fn cookie_secret(&self) -> String {
+        format!("{}/secrets/cookies", self.prefix)
+    }
+}
+
+/// The value of `secrets/cookies`: the DNS cookie secrets of every host
+/// without `[cookies] secret_file`. Secrets are 16 bytes as 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CookieSecretRecord {
+    /// Makes and checks server cookies.
+    pub current: String,
+    /// The secret before the last rotation, still accepted.
+    pub previous: Option<String>,
+    /// When `current` was made (Unix ms): a rotation is due `[cookies]
+    /// rotate` after it.
+    pub made_ms: u64,
 }
 
 /// What one host publishes about itself.
@@ -314,6 +347,9 @@ pub struct Loaded {
     pub hosts: Vec<HostView>,
     /// Zone generation by zones digest.
     pub zones: Vec<(String, i64)>,
+    /// The shared cookie secret ([`Layout::cookie_secret`]): its
+    /// `mod_revision` and value, `None` before a host creates it.
+    pub cookie_secret: Option<(i64, Vec<u8>)>,
     /// Store revision of the read: watch from `revision + 1`.
     pub revision: i64,
 }
@@ -409,9 +445,13 @@ impl Cluster {
         let mut durable = Vec::new();
         let mut live = Vec::new();
         let mut zones = Vec::new();
+        let mut cookie_secret = None;
+        let cookie_key = self.layout.cookie_secret();
         for kv in range.kvs {
             if kv.key == state_key {
                 state = Some((kv.mod_revision, kv.value));
+            } else if kv.key == cookie_key {
+                cookie_secret = Some((kv.mod_revision, kv.value));
             } else if let Some(digest) = kv.key.strip_prefix(&self.layout.zones_prefix()) {
                 zones.push((digest.to_string(), kv.mod_revision));
             } else if let Some(node) = kv.key.strip_prefix(&self.layout.hosts_prefix()) {
@@ -437,8 +477,33 @@ impl Cluster {
             state,
             hosts,
             zones,
+            cookie_secret,
             revision: range.revision,
         })
+    }
+
+    /// The shared cookie secret: its `mod_revision` and value, `None` if
+    /// no host created it yet.
+    pub async fn cookie_secret(&self) -> Result<Option<(i64, Vec<u8>)>, EtcdError> {
+        let (kv, _) = self.etcd.get(&self.layout.cookie_secret()).await?;
+        Ok(kv.map(|kv| (kv.mod_revision, kv.value)))
+    }
+
+    /// Writes the shared cookie secret if its key is still at `expected`
+    /// (`mod_revision`; 0: create it only if absent). On a conflict, the
+    /// key as it is now: another host created or rotated it first.
+    pub async fn swap_cookie_secret(
+        &self,
+        expected: i64,
+        record: &CookieSecretRecord,
+    ) -> Result<CasOutcome, EtcdError> {
+        let key = self.layout.cookie_secret();
+        let put = [Put {
+            key: key.clone(),
+            value: serde_json::to_vec(record).unwrap_or_default(),
+            lease: None,
+        }];
+        self.etcd.compare_and_swap(&key, expected, &put).await
     }
 
     /// Makes `state` the shared state if it is still at `expected` (0: no
@@ -699,7 +764,13 @@ mod tests {
         assert_eq!(l.history(12), "/dnsshift/history/00000000000000000012");
         // Everything a load reads sorts after every history key.
         assert!(l.history(i64::MAX) < l.after_history());
-        for k in [l.state(), l.host("a"), l.live("a"), l.zones("d")] {
+        for k in [
+            l.state(),
+            l.host("a"),
+            l.live("a"),
+            l.zones("d"),
+            l.cookie_secret(),
+        ] {
             assert!(k > l.after_history(), "{k}");
         }
     }

@@ -38,11 +38,17 @@ pub struct EtcdStore {
     handle: Handle,
     local: Arc<Copy>,
     changed: tokio::sync::watch::Sender<Epoch>,
+    cookie_secret: tokio::sync::watch::Sender<CookieSecretSeen>,
     view: Mutex<View>,
     /// The newest [`TAIL`] history keys read, oldest first: the next read
     /// asks only for the keys after them.
     tail: Mutex<VecDeque<HistoryRecord>>,
 }
+
+/// The shared cookie secret as last read or watched: `None` before etcd
+/// was read; `Some(None)`: the key is absent; else its `mod_revision` and
+/// value ([`super::cluster::CookieSecretRecord`]).
+pub type CookieSecretSeen = Option<Option<(i64, Vec<u8>)>>;
 
 /// The local copy of the shared state (`<state_dir>/state.json`).
 struct Copy {
@@ -112,6 +118,7 @@ impl EtcdStore {
                 written: Mutex::new(0),
             }),
             changed: tokio::sync::watch::Sender::new(0),
+            cookie_secret: tokio::sync::watch::Sender::new(None),
             view: Mutex::new(View::default()),
             tail: Mutex::new(VecDeque::new()),
         }
@@ -120,6 +127,12 @@ impl EtcdStore {
     /// The cluster handle.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// The shared cookie secret, as [`EtcdStore::follow`] reads and
+    /// watches it.
+    pub fn cookie_secret(&self) -> tokio::sync::watch::Receiver<CookieSecretSeen> {
+        self.cookie_secret.subscribe()
     }
 
     fn failure(&self, e: &EtcdError) -> StateError {
@@ -367,6 +380,8 @@ impl EtcdStore {
                     Ok(l) => {
                         self.reachable(&mut down);
                         self.set_hosts(l.hosts, l.revision);
+                        self.cookie_secret
+                            .send_replace(Some(l.cookie_secret.clone()));
                         match &l.state {
                             None => self.create().await,
                             Some((epoch, bytes)) => self.migrate(*epoch, bytes).await,
@@ -473,6 +488,7 @@ impl EtcdStore {
     fn apply(&self, changes: &[Change]) {
         let layout = self.cluster.layout();
         let state_key = layout.state();
+        let cookie_key = layout.cookie_secret();
         let mut state_epoch = None;
         let mut zones_changed = false;
         let mut v = lock(&self.view);
@@ -481,6 +497,11 @@ impl EtcdStore {
             let key = c.key();
             if key == state_key {
                 state_epoch = Some(c.revision());
+            } else if key == cookie_key {
+                self.cookie_secret.send_replace(Some(match c {
+                    Change::Put(kv) => Some((kv.mod_revision, kv.value.clone())),
+                    Change::Delete { .. } => None,
+                }));
             } else if let (Some(digest), Change::Put(kv)) =
                 (key.strip_prefix(&layout.zones_prefix()), c)
             {
