@@ -51,19 +51,6 @@ fn with_cookie(name: &str, rtype: RecordType, cookie: &[u8]) -> Message {
     m
 }
 
-/// The COOKIE option of a response.
-fn cookie_of(m: &Message) -> Option<Vec<u8>> {
-    m.edns
-        .as_ref()?
-        .options()
-        .options
-        .iter()
-        .find_map(|(_, o)| match o {
-            EdnsOption::Unknown(10, d) => Some(d.clone()),
-            _ => None,
-        })
-}
-
 /// `dig +cookie...` against `server`; the COOKIE line of its answer
 /// (`; COOKIE: <hex> (good)`) and the whole output.
 fn dig(server: &Server, args: &[&str]) -> (String, String) {
@@ -174,7 +161,7 @@ fn a_malformed_cookie_is_formerr_on_udp_and_tcp() {
         ("shift.test.", RecordType::ANY),
     ] {
         let m = query_udp(server.dns, &with_cookie(name, t, &CLIENT));
-        let c = cookie_of(&m).unwrap_or_else(|| panic!("no cookie: {m}"));
+        let c = cookie_option(&m).unwrap_or_else(|| panic!("no cookie: {m}"));
         assert_eq!(c.len(), 24);
         assert_eq!(c[..8], CLIENT);
     }
@@ -188,7 +175,7 @@ fn a_valid_server_cookie_is_exempt_from_rate_limiting() {
         server.dns,
         &with_cookie("ns1.shift.test.", RecordType::A, &CLIENT),
     );
-    let cookie = cookie_of(&first).unwrap();
+    let cookie = cookie_option(&first).unwrap();
     // A burst on the fast path (A) and on the hickory path (ANY), with and
     // without the server cookie, from one socket.
     let burst = |cookie: &[u8]| {
@@ -238,7 +225,7 @@ fn hosts_sharing_the_secret_file_accept_each_others_cookies_and_reload_rotates_i
     let host2 = start(&config);
     let lone = start("");
     let q = |s: &Server, c: &[u8]| {
-        cookie_of(&query_udp(
+        cookie_option(&query_udp(
             s.dns,
             &with_cookie("www.shift.test.", RecordType::A, c),
         ))
@@ -332,7 +319,7 @@ fn assert_echoed(server: &Server, cookie: &[u8], what: &str) {
     );
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
     assert_eq!(
-        cookie_of(&m).as_deref(),
+        cookie_option(&m).as_deref(),
         Some(cookie),
         "{what}: a valid, young server cookie is echoed"
     );
@@ -361,7 +348,7 @@ fn truncated_slipped_and_badvers_replies_carry_a_valid_server_cookie() {
     let m = udp(&server, &q);
     assert!(m.metadata.truncation, "{m}");
     assert!(m.answers.is_empty(), "{m}");
-    let tc = cookie_of(&m).unwrap_or_else(|| panic!("no COOKIE in a TC reply: {m}"));
+    let tc = cookie_option(&m).unwrap_or_else(|| panic!("no COOKIE in a TC reply: {m}"));
     assert_echoed(&server, &tc, "the TC reply's cookie");
 
     // BADVERS (EDNS version 1), over UDP and TCP.
@@ -374,7 +361,7 @@ fn truncated_slipped_and_badvers_replies_carry_a_valid_server_cookie() {
             udp(&server, &q)
         };
         assert_eq!(u16::from(m.metadata.response_code), 16, "BADVERS: {m}");
-        let c = cookie_of(&m).unwrap_or_else(|| panic!("no COOKIE in BADVERS: {m}"));
+        let c = cookie_option(&m).unwrap_or_else(|| panic!("no COOKIE in BADVERS: {m}"));
         assert_echoed(&server, &c, "the BADVERS reply's cookie");
     }
 
@@ -400,7 +387,7 @@ fn truncated_slipped_and_badvers_replies_carry_a_valid_server_cookie() {
         let m = Message::from_vec(&buf[..n]).unwrap();
         if m.metadata.truncation {
             assert!(m.answers.is_empty(), "{m}");
-            slipped.push((m.queries[0].query_type(), cookie_of(&m)));
+            slipped.push((m.queries[0].query_type(), cookie_option(&m)));
         }
     }
     // 2 per second per kind: most of the burst is slipped.
@@ -429,7 +416,7 @@ fn cookies_rotate_on_a_single_host_keeps_the_old_cookie_valid_and_a_secret_file_
         serde_json::from_str(&server.cli_ok(&["status", "--json"])).unwrap();
     assert_eq!(st["cookies"]["source"], "random", "{st}");
     assert_eq!(st["cookies"]["previous"], false, "{st}");
-    let first = cookie_of(&udp(
+    let first = cookie_option(&udp(
         &server,
         &with_cookie("www.shift.test.", RecordType::A, &CLIENT),
     ))
@@ -444,7 +431,7 @@ fn cookies_rotate_on_a_single_host_keeps_the_old_cookie_valid_and_a_secret_file_
         "{out}"
     );
     // Valid under the previous secret, replaced by one of the new.
-    let renewed = cookie_of(&udp(
+    let renewed = cookie_option(&udp(
         &server,
         &with_cookie("www.shift.test.", RecordType::A, &first),
     ))

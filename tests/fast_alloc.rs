@@ -7,6 +7,8 @@
 //! answer, sendmmsg) on a loopback socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::alloc::System;
 use std::net::IpAddr;
 use std::path::Path;
@@ -150,17 +152,21 @@ fn cookie_query(cookie: &[u8]) -> Vec<u8> {
 
 /// The COOKIE option data of a response.
 fn cookie_of(response: &[u8]) -> Vec<u8> {
-    let m = Message::from_vec(response).unwrap();
-    m.edns
-        .unwrap()
-        .options()
-        .options
-        .iter()
-        .find_map(|(_, o)| match o {
-            EdnsOption::Unknown(10, d) => Some(d.clone()),
-            _ => None,
-        })
-        .unwrap()
+    common::cookie_option(&Message::from_vec(response).unwrap()).unwrap()
+}
+
+/// Response rate limiting at `responses_per_second`, slipping every
+/// second reply, with the defaults' prefixes.
+fn rrl(responses_per_second: u32) -> Rrl {
+    Rrl::new(Settings {
+        enabled: true,
+        responses_per_second,
+        slip: 2,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        table_size: 1024,
+        exempt: Vec::new(),
+    })
 }
 
 /// A query for `app.sticky.test.` with EDNS and a client subnet option.
@@ -222,15 +228,7 @@ fn answers_of_plan_allocate_nothing(plan: Plan, queries: &[Vec<u8>]) {
             "query {i} not answered by the fast path"
         );
     }
-    let rrl = Rrl::new(Settings {
-        enabled: true,
-        responses_per_second: 100,
-        slip: 2,
-        ipv4_prefix: 24,
-        ipv6_prefix: 56,
-        table_size: 1024,
-        exempt: Vec::new(),
-    });
+    let rrl = rrl(100);
     let counters = Counters::default();
     let client: IpAddr = "192.0.2.1".parse().unwrap();
     let region = Region::new(GLOBAL);
@@ -271,15 +269,7 @@ fn cookies_allocate_nothing(plan: Plan) {
     assert_eq!(full.len(), 24);
     let valid = cookie_query(&full);
     let queries = [client_only, valid];
-    let rrl = Rrl::new(Settings {
-        enabled: true,
-        responses_per_second: 100,
-        slip: 2,
-        ipv4_prefix: 24,
-        ipv6_prefix: 56,
-        table_size: 1024,
-        exempt: Vec::new(),
-    });
+    let rrl = rrl(100);
     let counters = Counters::default();
     let region = Region::new(GLOBAL);
     let mut exempt = 0;
@@ -336,15 +326,7 @@ fn a_running_udp_worker_allocates_nothing() {
     let counters = Arc::new(Counters::default());
     let fallback = dnsshift::dns::fallback::Fallback::new(
         Arc::new(dnsshift::dns::Handler::new(plan.clone())),
-        Arc::new(Rrl::new(Settings {
-            enabled: true,
-            responses_per_second: 1_000_000,
-            slip: 2,
-            ipv4_prefix: 24,
-            ipv6_prefix: 56,
-            table_size: 1024,
-            exempt: Vec::new(),
-        })),
+        Arc::new(rrl(1_000_000)),
         counters,
         rt.handle().clone(),
     );

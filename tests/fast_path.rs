@@ -6,11 +6,14 @@
 //! server cookie for the test's client address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use common::cookie_option;
 use dnsshift::answer::{ConfigOnly, Plan, ThreadRandom};
 use dnsshift::clock::unix_ms;
 use dnsshift::config::source::Source;
@@ -169,19 +172,6 @@ fn valid_cookie() -> [u8; dnsshift::dns::cookie::REPLY_LEN] {
     let received = cookie::Received::parse(&CLIENT).unwrap();
     let (c, _) = cookie::answer(&cookie::secrets(), &received, src.ip(), cookie::now_secs());
     c
-}
-
-/// The COOKIE option of a message, if any.
-fn cookie_of(m: &Message) -> Option<Vec<u8>> {
-    m.edns
-        .as_ref()?
-        .options()
-        .options
-        .iter()
-        .find_map(|(_, o)| match o {
-            EdnsOption::Unknown(10, d) => Some(d.clone()),
-            _ => None,
-        })
 }
 
 /// [`corpus`]; with `dnssec_ok`, every query with EDNS sets DO.
@@ -347,8 +337,8 @@ fn compare(plan: Arc<Plan>, corpus: &[Vec<u8>]) -> (usize, usize) {
             // A new server cookie is stamped with the second it was made
             // in: the two paths may straddle a second. The same client
             // cookie, the same version; the rest is equal within a second.
-            let (got_c, want_c) = (cookie_of(&got_msg), cookie_of(&want_msg));
-            assert_eq!(got_c.is_some(), cookie_of(&q).is_some(), "query {n}");
+            let (got_c, want_c) = (cookie_option(&got_msg), cookie_option(&want_msg));
+            assert_eq!(got_c.is_some(), cookie_option(&q).is_some(), "query {n}");
             if let (Some(g), Some(w)) = (&got_c, &want_c)
                 && g != w
             {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{Name, RecordType};
 
 /// Bound on waiting for the server to log something.
@@ -732,4 +733,17 @@ pub fn ui_session(control: SocketAddr, token: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The COOKIE option (RFC 7873) of a message, if it has one.
+pub fn cookie_option(m: &Message) -> Option<Vec<u8>> {
+    m.edns
+        .as_ref()?
+        .options()
+        .options
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(10, d) => Some(d.clone()),
+            _ => None,
+        })
 }
