@@ -1,7 +1,8 @@
 //! Health checks of endpoints over HTTP, HTTPS or TCP; rise/fall state.
 //!
-//! One task per endpoint probes it every `interval` (jittered), feeds the
-//! result to its [`RiseFall`], and records it in the shared [`Table`]. Only a
+//! One task per endpoint probes it every `interval`, feeds the result to
+//! its [`RiseFall`], and records it in the shared [`Table`]. The endpoints'
+//! probes are spread evenly over the interval, not started in bursts. Only a
 //! change of verdict asks for a plan rebuild, so a thousand endpoints probed
 //! every second cost a thousand table updates, not a thousand rebuilds. The
 //! checker never touches the DNS path: answers read the plan built from the
@@ -228,7 +229,15 @@ pub fn start(
     table.retain(&targets.iter().map(|(k, _)| k.clone()).collect());
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(targets.len().max(1));
     let total = targets.len();
-    for (key, check) in targets {
+    let spawned = tokio::time::Instant::now();
+    for (index, (key, check)) in targets.into_iter().enumerate() {
+        // Where in each interval this endpoint's probes settle: the
+        // endpoints take even shares of the interval (at a random point of
+        // their share, so that several hosts do not probe in step), and a
+        // thousand checks a second become one a millisecond, not a burst.
+        let phase = check
+            .interval
+            .mul_f64((index as f64 + fastrand::f64()) / total as f64);
         let https = match check.kind {
             CheckKind::Https => {
                 let c = https_client(&check).map_err(|e| format!("check cannot run: {e}"));
@@ -245,11 +254,14 @@ pub fn start(
         let stop = stop.clone();
         let done = done_tx.clone();
         runtime.spawn(async move {
-            // A small random delay spreads the first round too. Probes
-            // start an interval apart (jittered) whatever they take: a
-            // probe that hangs until its timeout does not stretch the
-            // interval, so `fall` failures take `fall` intervals.
-            let mut next = tokio::time::Instant::now() + jitter(check.interval / 10);
+            // The first round runs at once, spread over a tenth of the
+            // interval, so that verdicts are there soon after a start.
+            // Then every probe starts 0.9 to 1.1 intervals after the one
+            // before, whatever that one took (a probe that hangs until its
+            // timeout does not stretch the interval, so `fall` failures
+            // take `fall` intervals), drifting towards the endpoint's
+            // phase: within five intervals the probes are spread evenly.
+            let mut next = spawned + jitter(check.interval / 10);
             let mut first = Some(done);
             loop {
                 tokio::select! {
@@ -278,7 +290,7 @@ pub fn start(
                 if let Some(d) = first.take() {
                     let _ = d.send(()).await;
                 }
-                next = started + check.interval.mul_f64(0.9) + jitter(check.interval / 5);
+                next = spawned + next_start(started - spawned, phase, check.interval);
             }
         });
     }
@@ -368,6 +380,27 @@ impl Drop for Checks {
     }
 }
 
+/// When the probe after one that started at `started` starts, both counted
+/// from the same origin: at the time of the endpoint's `phase` (a point in
+/// `0..interval`, repeating every interval) nearest to one interval later,
+/// but no sooner than 0.9 and no later than 1.1 intervals after `started`.
+fn next_start(started: Duration, phase: Duration, interval: Duration) -> Duration {
+    let due = started + interval;
+    let step = interval.as_nanos().max(1);
+    // How far `due` is past the last time of the phase (phase < interval
+    // <= due, so the subtraction cannot wrap).
+    let past = (due.as_nanos() - phase.as_nanos() % step) % step;
+    let nearest = if past <= step / 2 {
+        due - Duration::from_nanos(past as u64)
+    } else {
+        due + Duration::from_nanos((step - past) as u64)
+    };
+    nearest.clamp(
+        started + interval.mul_f64(0.9),
+        started + interval.mul_f64(1.1),
+    )
+}
+
 /// A uniformly random duration in `0..max`.
 fn jitter(max: Duration) -> Duration {
     let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -441,6 +474,84 @@ impl RiseFall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe start times of one endpoint: the first at `first`, then
+    /// `rounds` more, each after a probe that took `took`.
+    fn starts(
+        first: Duration,
+        phase: Duration,
+        interval: Duration,
+        rounds: usize,
+    ) -> Vec<Duration> {
+        let mut at = vec![first];
+        for _ in 0..rounds {
+            let last = *at.last().unwrap();
+            at.push(next_start(last, phase, interval));
+        }
+        at
+    }
+
+    #[test]
+    fn probes_drift_to_their_phase_within_bounded_gaps_then_keep_the_interval() {
+        let interval = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // First probes anywhere in the first tenth; phases all over the
+        // interval, including the far side (half an interval away).
+        for first in [ms(0), ms(37), ms(99)] {
+            for phase in [
+                ms(0),
+                ms(1),
+                ms(250),
+                ms(499),
+                ms(500),
+                ms(501),
+                ms(600),
+                ms(999),
+            ] {
+                let at = starts(first, phase, interval, 12);
+                for w in at.windows(2) {
+                    let gap = w[1] - w[0];
+                    assert!(
+                        gap >= ms(900) && gap <= ms(1100),
+                        "first {first:?}, phase {phase:?}: gap {gap:?} in {at:?}"
+                    );
+                }
+                // On the phase within five intervals (half an interval away
+                // at most, a tenth closer each time), then exactly on it.
+                for t in &at[6..] {
+                    assert_eq!(
+                        t.as_nanos() % interval.as_nanos(),
+                        phase.as_nanos(),
+                        "first {first:?}, phase {phase:?}: {at:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_of_first_probes_spreads_evenly_over_the_interval() {
+        // A thousand endpoints probed once a second, all first probed in
+        // the same tenth of a second, with the phases `start` gives them.
+        let interval = Duration::from_secs(1);
+        let n = 1000;
+        let mut per_tenth = [0usize; 10];
+        for i in 0..n {
+            let phase = interval.mul_f64((i as f64 + fastrand::f64()) / n as f64);
+            let first = jitter(interval / 10);
+            let at = starts(first, phase, interval, 6);
+            let into = at[6].as_nanos() % interval.as_nanos();
+            per_tenth[(into * 10 / interval.as_nanos()) as usize] += 1;
+        }
+        // Each tenth of the interval holds its hundred, give or take the
+        // two endpoints on its edges.
+        for (tenth, count) in per_tenth.iter().enumerate() {
+            assert!(
+                count.abs_diff(n / 10) <= 1,
+                "tenth {tenth} of the interval has {count} probes: {per_tenth:?}"
+            );
+        }
+    }
 
     #[test]
     fn debug_shaped_tls_reasons_become_words() {

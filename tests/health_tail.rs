@@ -1,12 +1,12 @@
 //! The DNS tail under health checks (issue 21): 1,000 endpoints checked
 //! every second (400 answering 200, 300 refusing, 300 whose connect hangs)
 //! beside 10,000 qps of DNS from dnsperf must not stretch the latency of
-//! other queries. One run measures p99.9 over 10,000 timed probe queries
-//! with the checks running and 10,000 with them off, interleaved in
+//! other queries. One run measures p99.9 over 30,000 timed probe queries
+//! with the checks running and 30,000 with them off, interleaved in
 //! segments (off, on, off, on, ...) so that the machine's other load falls
 //! on both alike, and asserts the ratio stays below 2.
 //!
-//! Ignored by default: it takes about a minute, needs `dnsperf`, and means
+//! Ignored by default: it takes about four minutes, needs `dnsperf`, and means
 //! something only in a release build on a quiet machine:
 //!
 //! ```text
@@ -16,8 +16,9 @@
 //! On a machine shared with other work, the other work makes most of the
 //! tail whether the checks run or not; as root, `nice -n -10` on the test
 //! binary (`target/release/deps/health_tail-*`) puts the daemon, dnsperf
-//! and the prober ahead of it. The report prints the load average and the
-//! daemon's CPU use in both conditions. `DNSSHIFT_TEST_BIN=<path>` runs the
+//! and the prober ahead of it. The report prints the load average, the
+//! daemon's CPU use and the CPU time the hypervisor stole in both
+//! conditions: on a virtual machine, steal sets most of the tail. `DNSSHIFT_TEST_BIN=<path>` runs the
 //! same measurement against another build, such as an older commit's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,11 +42,13 @@ const HANGING: usize = 300;
 const SERVICES: usize = 10;
 /// The background load dnsperf offers.
 const LOAD_QPS: u32 = 10_000;
-/// Timed probe queries per condition (checks off, checks on).
-const PROBES: usize = 10_000;
+/// Timed probe queries per condition (checks off, checks on): p99.9 is
+/// the 30th slowest, not the 10th, so that a few stalls of the machine's
+/// own do not decide it.
+const PROBES: usize = 30_000;
 /// Segments per condition: the conditions alternate this many times.
-const SEGMENTS: usize = 4;
-/// Time between two probe starts: 10,000 probes span about 20 s.
+const SEGMENTS: usize = 10;
+/// Time between two probe starts: 30,000 probes span about 60 s.
 const PROBE_GAP: Duration = Duration::from_millis(2);
 /// A probe with no answer by then counts as taking this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -276,6 +279,21 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     (all, health)
 }
 
+/// CPU seconds the hypervisor gave to others while this machine's CPUs
+/// wanted to run (`steal` in /proc/stat, all CPUs): stalls no process here
+/// causes, which the report shows beside the tail they stretch.
+fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu = stat.lines().next().unwrap();
+    // cpu user nice system idle iowait irq softirq steal ...
+    cpu.split_whitespace()
+        .nth(8)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap() as f64
+        / 100.0
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -329,7 +347,7 @@ fn stop_load(mut load: Child) -> (f64, u64) {
 }
 
 #[test]
-#[ignore = "a minute-long measurement: cargo test --release --test health_tail -- --ignored --nocapture"]
+#[ignore = "a four-minute measurement: cargo test --release --test health_tail -- --ignored --nocapture"]
 fn health_checks_do_not_stretch_the_dns_tail() {
     // The checked load balancers are other machines in production; here
     // their HTTP server (a thread per connection, 400 a second) shares the
@@ -359,25 +377,30 @@ fn health_checks_do_not_stretch_the_dns_tail() {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let (mut lost_off, mut lost_on) = (0, 0);
     let mut checked_rate = Vec::new();
-    // Daemon CPU seconds and wall seconds, off and on: (all, health, wall).
-    let mut cpu_off = (0.0, 0.0, 0.0);
-    let mut cpu_on = (0.0, 0.0, 0.0);
+    // Daemon CPU seconds, the machine's steal and wall seconds, off and
+    // on: (all, health, steal, wall).
+    let mut cpu_off = (0.0, 0.0, 0.0, 0.0);
+    let mut cpu_on = (0.0, 0.0, 0.0, 0.0);
     let pid = server.pid();
-    let account = |into: &mut (f64, f64, f64), before: (f64, f64), since: Instant| {
+    let sample = || (cpu_seconds(pid), steal_seconds(), Instant::now());
+    let account = |into: &mut (f64, f64, f64, f64),
+                   (cpu, steal, since): ((f64, f64), f64, Instant)| {
         let after = cpu_seconds(pid);
-        into.0 += after.0 - before.0;
-        into.1 += after.1 - before.1;
-        into.2 += since.elapsed().as_secs_f64();
+        into.0 += after.0 - cpu.0;
+        into.1 += after.1 - cpu.1;
+        into.2 += steal_seconds() - steal;
+        into.3 += since.elapsed().as_secs_f64();
     };
     for _ in 0..SEGMENTS {
         switch(&server, false, ports);
-        let (c0, t0) = (cpu_seconds(pid), Instant::now());
+        let before = sample();
         off.extend(probe(server.dns, segment, &mut lost_off));
-        account(&mut cpu_off, c0, t0);
+        account(&mut cpu_off, before);
         switch(&server, true, ports);
-        let (n0, t0, c0) = (probes_done(&server), Instant::now(), cpu_seconds(pid));
+        let (n0, before) = (probes_done(&server), sample());
+        let t0 = before.2;
         on.extend(probe(server.dns, segment, &mut lost_on));
-        account(&mut cpu_on, c0, t0);
+        account(&mut cpu_on, before);
         // The checks really ran at their rate all through the segment.
         let rate = (probes_done(&server) - n0) as f64 / t0.elapsed().as_secs_f64();
         checked_rate.push(rate);
@@ -404,13 +427,15 @@ fn health_checks_do_not_stretch_the_dns_tail() {
         ("checks on ", on_s, on.len(), lost_on, cpu_on),
     ] {
         println!(
-            "  {name}: {n} probes, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms, lost {lost}; daemon CPU {:.0}% of a core ({:.0}% in its health thread)",
+            "  {name}: {n} probes, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms, lost {lost}; daemon CPU {:.0}% of a core ({:.0}% in its health thread); steal {:.0} ms in {:.0} s",
             s[0],
             s[1],
             s[2],
             s[3],
-            cpu.0 / cpu.2 * 100.0,
-            cpu.1 / cpu.2 * 100.0
+            cpu.0 / cpu.3 * 100.0,
+            cpu.1 / cpu.3 * 100.0,
+            cpu.2 * 1000.0,
+            cpu.3
         );
     }
     println!("  p99.9 ratio (on/off): {ratio:.2} (bound {MAX_RATIO})");
