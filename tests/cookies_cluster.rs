@@ -4,7 +4,9 @@
 //! on the other (`dig +cookie`, the `valid` counter); `dnsshift cookies
 //! rotate` on one host reaches the other, and a cookie made before it stays
 //! valid under the previous secret; a host restarted while etcd is down
-//! still accepts the cluster's cookies from its local copy. A secret found
+//! still accepts the cluster's cookies from its local copy; one restarted
+//! without that copy runs on a secret of its own, and `status --check`
+//! says so until etcd is back. A secret found
 //! older than `[cookies] rotate` is rotated by exactly one host; a value no
 //! host can read is replaced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -185,6 +187,11 @@ fn hosts_share_the_secret_through_etcd_rotate_it_together_and_keep_it_across_an_
     let st = cookies_status(&b);
     assert_eq!(st["source"], "local_copy", "{st}");
     assert_eq!(st["made_ms"].as_u64(), Some(new_made), "{st}");
+    // The local copy is the cluster's secret: `status --check` names the
+    // etcd outage, not the cookies.
+    let check = status_check(&b);
+    assert!(check.contains("etcd unreachable"), "{check}");
+    assert!(!check.contains("DNS cookies"), "{check}");
     // etcd returns: the shared secret from etcd again.
     etcd.restart(0);
     poll(Duration::from_secs(15), Duration::from_millis(100), || {
@@ -192,6 +199,33 @@ fn hosts_share_the_secret_through_etcd_rotate_it_together_and_keep_it_across_an_
     })
     .unwrap_or_else(|| panic!("ns2 never read the secret from etcd again: {}", b.status()));
     assert_eq!(cookies_status(&b)["made_ms"].as_u64(), Some(new_made));
+
+    // Restarted while etcd is down and without its local copy, ns2 makes a
+    // secret of its own, and `status --check` says so until etcd is back.
+    etcd.kill(0);
+    b.kill9();
+    std::fs::remove_file(b.dir().join("state/cookie-secret.json")).unwrap();
+    b.restart();
+    assert_eq!(cookies_status(&b)["source"], "random", "{}", b.status());
+    let check = status_check(&b);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with("DNS cookies: this host uses a random secret of its own")),
+        "{check}"
+    );
+    etcd.restart(0);
+    poll(Duration::from_secs(15), Duration::from_millis(100), || {
+        (cookies_status(&b)["source"] == "etcd").then_some(())
+    })
+    .unwrap_or_else(|| panic!("ns2 never read the secret from etcd: {}", b.status()));
+    let check = status_check(&b);
+    assert!(!check.contains("DNS cookies"), "{check}");
+}
+
+/// What `status --check` on `host` prints (its problems, one a line).
+fn status_check(host: &Host) -> String {
+    host.server().cli(&["status", "--check"]).1
 }
 
 #[test]

@@ -4,10 +4,11 @@
 //! host is in sync.
 
 use crate::answer::Role;
-use crate::api::{ServiceStatus, StatusResponse};
+use crate::api::{SecretSource, ServiceStatus, StatusResponse};
 use crate::clock::format_ms;
 
-/// Every problem in `st`, etcd first, then each service, then the hosts.
+/// Every problem in `st`: etcd and this host's cookie secret first, then
+/// each service, then the hosts.
 pub fn problems(st: &StatusResponse) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(e) = st.etcd.as_ref().filter(|e| !e.reachable) {
@@ -23,6 +24,20 @@ pub fn problems(st: &StatusResponse) -> Vec<String> {
         out.push(format!(
             "etcd unreachable{since}{why} (this host serves its last applied state; commands fail)"
         ));
+    }
+    // A cluster host whose cookie secret is its own: the other hosts
+    // reject the server cookies it gives, and it theirs. (A local copy is
+    // the cluster's secret as last read, so not a problem of its own.)
+    if st.etcd.is_some()
+        && st
+            .cookies
+            .as_ref()
+            .is_some_and(|c| c.source == SecretSource::Random)
+    {
+        out.push(
+            "DNS cookies: this host uses a random secret of its own, not the cluster's (it has not read it from etcd since it started): the other hosts reject the server cookies it gives, and it theirs"
+                .to_string(),
+        );
     }
     for s in &st.services {
         service_problems(s, &mut out);
