@@ -361,7 +361,8 @@ fn hosts_compact_etcds_old_revisions_and_keep_following_changes() {
 
 /// A host keeps the recent shared history it read and later reads only the
 /// keys after it: `history` (every service, the last 1,000) on ns1 shows
-/// changes made on either host after its first read, in order.
+/// changes made on either host after its first read, in order; and when
+/// etcd's history falls behind what it read, it reads everything again.
 #[test]
 fn recent_history_follows_changes_made_on_any_host() {
     let etcd = EtcdCluster::start(1);
@@ -407,4 +408,30 @@ fn recent_history_follows_changes_made_on_any_host() {
         pairs(&[("ns1", "r1"), ("ns2", "r2"), ("ns2", "r3"), ("ns1", "r4")])
     );
     assert_eq!(reasons(&b).len(), 4, "ns2's first read has every event");
+
+    // etcd's history no longer reaches the newest entry ns1 read (an etcd
+    // restored from an older backup, here the three newest keys deleted):
+    // ns1 reads everything again, rather than keep entries etcd has lost,
+    // and then follows incrementally from there.
+    {
+        use dnsshift::state::cluster::Layout;
+        use dnsshift::state::etcd::{Etcd, EtcdOptions};
+        let client = Etcd::new(EtcdOptions::new(etcd.endpoints())).unwrap();
+        let prefix = Layout::new("/dnsshift").history_prefix();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let kvs = client.get_prefix(&prefix).await.unwrap().kvs;
+            assert_eq!(
+                kvs.len(),
+                4,
+                "{:?}",
+                kvs.iter().map(|kv| &kv.key).collect::<Vec<_>>()
+            );
+            for kv in &kvs[1..] {
+                client.delete(&kv.key).await.unwrap();
+            }
+        });
+    }
+    assert_eq!(reasons(&a), pairs(&[("ns1", "r1")]));
+    b.ok(&["advance", "www", "--reason", "r5"]);
+    assert_eq!(reasons(&a), pairs(&[("ns1", "r1"), ("ns2", "r5")]));
 }
