@@ -476,7 +476,7 @@ mod tests {
     use super::*;
 
     /// The probe start times of one endpoint: the first at `first`, then
-    /// `rounds` more, each after a probe that took `took`.
+    /// `rounds` more, each as [`next_start`] schedules it.
     fn starts(
         first: Duration,
         phase: Duration,
