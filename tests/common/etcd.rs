@@ -3,7 +3,7 @@
 //! be killed and restarted; everything started is stopped by PID on drop.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,12 +40,9 @@ pub struct EtcdCluster {
     tls: Option<ServerTls>,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody holds right now.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], super::unused_port("127.0.0.1")))
 }
 
 impl EtcdCluster {

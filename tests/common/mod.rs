@@ -23,6 +23,44 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{Name, RecordType};
 
+/// A port on `ip` that nothing holds now, for a server a test starts
+/// (etcd, Prometheus, unbound) to bind in a moment. Chosen at random below
+/// the kernel's ephemeral range: outgoing connections and every `bind` to
+/// port 0 take their ports from that range, so none of them can take this
+/// one between the probe and the server's bind (a port from `bind` to port
+/// 0, released for the server, sometimes went to another test's connection
+/// first: "address already in use"). Probed for both TCP and UDP.
+pub fn unused_port(ip: &str) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let free = |port: u16| {
+        std::net::TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok()
+    };
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            let port = fastrand::u16(LOWEST..ephemeral_low);
+            if free(port) {
+                return port;
+            }
+        }
+    }
+    // An ephemeral range that leaves nothing below it: the kernel's choice.
+    for _ in 0..50 {
+        let port = UdpSocket::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
 /// Bound on waiting for the server to log something.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on one DNS exchange.

@@ -75,15 +75,6 @@ pub fn with_query(path: &str, params: &[(&str, &str)]) -> String {
     format!("{}?{}", url.path(), url.query().unwrap_or(""))
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running Prometheus that scrapes a fixed set of targets every second.
 pub struct Prometheus {
     dir: tempfile::TempDir,
@@ -115,7 +106,7 @@ impl Prometheus {
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let mut last_log = String::new();
         for _ in 0..5 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let addr = SocketAddr::from(([127, 0, 0, 1], super::unused_port("127.0.0.1")));
             let mut p = Prometheus {
                 dir,
                 addr,

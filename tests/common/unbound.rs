@@ -3,7 +3,7 @@
 //! start-up behind the rehearsals, the sticky ECS test and the DNSSEC
 //! validation test, which differ only in their modules and extra lines.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -53,18 +53,6 @@ pub fn binary() -> String {
     panic!("unbound is not installed (apt-get install unbound; .ci/run does this)");
 }
 
-/// A free UDP+TCP port on `ip` (probed, then released for unbound to take).
-pub fn free_port(ip: &str) -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind((ip, 0)).unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
-}
-
 /// Starts unbound with `conf`, and returns once `ready` (asked every
 /// 100 ms, for at most 15 s) says it answers.
 pub fn start(conf: &Conf, mut ready: impl FnMut(SocketAddr) -> bool) -> Unbound {
@@ -72,7 +60,7 @@ pub fn start(conf: &Conf, mut ready: impl FnMut(SocketAddr) -> bool) -> Unbound 
     for (name, content) in conf.files {
         std::fs::write(dir.path().join(name), content).unwrap();
     }
-    let port = free_port(conf.ip);
+    let port = super::unused_port(conf.ip);
     let dir_s = dir.path().display().to_string();
     let text = format!(
         r#"server:
