@@ -23,6 +23,47 @@ pub struct ServerTls {
     pub key: PathBuf,
 }
 
+/// Starts of a new cluster, each on freshly found ports, before giving up.
+const START_ATTEMPTS: usize = 5;
+/// What etcd logs when its port is taken.
+const PORT_TAKEN: &str = "address already in use";
+
+/// Why a member is not healthy.
+enum Unhealthy {
+    /// It exited: its exit status and log.
+    Exited { member: usize, log: String },
+    /// It still was not healthy after [`HEALTHY_TIMEOUT`]: its log.
+    Slow { member: usize, log: String },
+}
+
+/// `ss` lines of the TCP sockets on any of `ports`, with their processes
+/// (for the log of a start that found a port taken).
+fn sockets_on(ports: &[SocketAddr]) -> String {
+    let out = Command::new("ss")
+        .args(["-tanpH"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(cannot run ss: {e})"));
+    out.lines()
+        .filter(|l| ports.iter().any(|p| l.contains(&format!(":{} ", p.port()))))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unhealthy::Exited { member, log } => {
+                write!(f, "etcd member {member} exited {log}")
+            }
+            Unhealthy::Slow { member, log } => write!(
+                f,
+                "etcd member {member} not healthy after {HEALTHY_TIMEOUT:?}; log:\n{log}"
+            ),
+        }
+    }
+}
+
 struct Member {
     name: String,
     client: SocketAddr,
@@ -64,32 +105,61 @@ impl EtcdCluster {
         );
         let dir = tempfile::tempdir().unwrap();
         let tls = make_tls(dir.path());
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
-                data: dir.path().join(format!("m{i}.etcd")),
-                log: dir.path().join(format!("m{i}.log")),
-                child: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cluster = EtcdCluster {
             dir,
-            members,
-            initial_cluster,
+            members: Vec::new(),
+            initial_cluster: String::new(),
             tls,
         };
-        for i in 0..n {
-            cluster.spawn(i, "new");
+        // A port found free can still be taken before etcd binds it; then
+        // the member exits at once, and the cluster starts again on others.
+        for attempt in 1..=START_ATTEMPTS {
+            let mut ports = Vec::new();
+            while ports.len() < 2 * n {
+                let port = free_port();
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            cluster.members = (0..n)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    client: ports[2 * i],
+                    peer: ports[2 * i + 1],
+                    data: cluster.dir.path().join(format!("m{i}.etcd")),
+                    log: cluster.dir.path().join(format!("m{i}.log")),
+                    child: None,
+                })
+                .collect();
+            cluster.initial_cluster = cluster
+                .members
+                .iter()
+                .map(|m| format!("{}=http://{}", m.name, m.peer))
+                .collect::<Vec<_>>()
+                .join(",");
+            for i in 0..n {
+                cluster.spawn(i, "new");
+            }
+            match cluster.await_healthy(&(0..n).collect::<Vec<_>>()) {
+                Ok(()) => return cluster,
+                Err(Unhealthy::Exited { member, log })
+                    if log.contains(PORT_TAKEN) && attempt < START_ATTEMPTS =>
+                {
+                    eprintln!(
+                        "etcd member {member} found its port taken (attempt {attempt}); starting the cluster on other ports. Its log:\n{log}\nThe sockets on the cluster's ports:\n{}",
+                        sockets_on(&ports)
+                    );
+                    for i in 0..n {
+                        cluster.kill(i);
+                        let m = &cluster.members[i];
+                        let _ = std::fs::remove_dir_all(&m.data);
+                        let _ = std::fs::remove_file(&m.log);
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
-        cluster.wait_healthy(&(0..n).collect::<Vec<_>>());
-        cluster
+        unreachable!("the last attempt returns or panics")
     }
 
     fn scheme(&self) -> &'static str {
@@ -207,11 +277,22 @@ impl EtcdCluster {
     /// Waits until every member in `which` reports health (which needs a
     /// leader); panics with their logs after [`HEALTHY_TIMEOUT`].
     pub fn wait_healthy(&mut self, which: &[usize]) {
+        if let Err(e) = self.await_healthy(which) {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until every member in `which` reports health, at most
+    /// [`HEALTHY_TIMEOUT`]; says which member exited or stayed unhealthy.
+    fn await_healthy(&mut self, which: &[usize]) -> Result<(), Unhealthy> {
         let deadline = Instant::now() + HEALTHY_TIMEOUT;
         for &i in which {
             loop {
                 if let Some(status) = self.members[i].child.as_mut().unwrap().try_wait().unwrap() {
-                    panic!("etcd member {i} exited ({status}); log:\n{}", self.log(i));
+                    return Err(Unhealthy::Exited {
+                        member: i,
+                        log: format!("({status}); log:\n{}", self.log(i)),
+                    });
                 }
                 // A TLS member's /health needs a client certificate: there
                 // the test's own client polls until etcd answers.
@@ -226,14 +307,16 @@ impl EtcdCluster {
                 if up {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd member {i} not healthy after {HEALTHY_TIMEOUT:?}; log:\n{}",
-                    self.log(i)
-                );
+                if Instant::now() >= deadline {
+                    return Err(Unhealthy::Slow {
+                        member: i,
+                        log: self.log(i),
+                    });
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     /// `GET /health` answers `"health":"true"`.
